@@ -1,0 +1,73 @@
+//! Atomic's core: the payment gateway's domain, with no I/O of its own.
+//!
+//! - Domain values that cannot hold invalid states: [`Amount`], [`Currency`], [`Payment`]
+//!   (whose state machine refuses every undocumented transition), [`Transfer`] (balanced by
+//!   construction), [`Account`], API keys and idempotency keys.
+//! - [`ports`]: the narrow async traits the core needs (ledger store, job queue, rate limiter,
+//!   idempotency store, key and merchant stores, card processor), used as `Arc<dyn Port>`.
+//! - [`service`]: what applications call: payments, accounts, merchants, keys, the settlement
+//!   [`Worker`] and the recovery [`Sweeper`].
+//! - [`memory`]: in-memory adapters for every port, and (feature `testkit`) the conformance
+//!   suite every adapter runs.
+//!
+//! ```
+//! use atomic_core::{Amount, CardSource, Currency, PaymentRequest, Ports, Principal, Services};
+//! use atomic_core::service::{CoreConfig, WorkerConfig};
+//! use atomic_core::account::AccountName;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let services = Services::start(Ports::in_memory(), CoreConfig::default()).await?;
+//! let account = services.accounts.prepare(
+//!     Principal::Platform, AccountName::parse("Coffee shop").unwrap(), Currency::USD);
+//! services.accounts.submit(&account, None).await?;
+//!
+//! let payment = services.payments.create(Principal::Platform, PaymentRequest {
+//!     merchant_account: Some(account.id),
+//!     amount: Amount::for_payment(4_50).unwrap(),
+//!     currency: Currency::USD,
+//!     source: CardSource::parse("tok_visa").unwrap(),
+//!     description: None,
+//!     idempotency_key: None,
+//! }).await?;
+//!
+//! services.worker(WorkerConfig::default()).run_once().await?;
+//! let settled = services.payments.get(Principal::Platform, payment.id).await?;
+//! assert_eq!(settled.status().as_str(), "SUCCESS");
+//! assert_eq!(services.accounts.get(Principal::Platform, account.id).await?.balance.minor_units(), 450);
+//! # Ok::<(), atomic_core::Error>(())
+//! # }).unwrap();
+//! ```
+
+pub mod account;
+pub mod api_key;
+pub mod card;
+pub mod error;
+pub mod hex;
+pub mod id;
+pub mod idempotency;
+pub mod ledger;
+pub mod memory;
+pub mod merchant;
+pub mod money;
+pub mod page;
+pub mod payment;
+pub mod ports;
+pub mod principal;
+pub mod rate_limit;
+pub mod service;
+pub mod text;
+pub mod time;
+
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
+
+pub use account::{Account, AccountKind};
+pub use error::{Error, Invalid, Result};
+pub use id::{AccountId, ApiKeyId, EntryId, MerchantId, PaymentId, TransactionId};
+pub use ledger::{Direction, Entry, Transfer};
+pub use money::{Amount, Balance, Currencies, Currency, MAX_PAYMENT_AMOUNT};
+pub use payment::{CardSource, FailureReason, Payment, PaymentStatus};
+pub use ports::Ports;
+pub use principal::{Owner, Principal};
+pub use service::{PaymentRequest, Services, Sweeper, Worker};
+pub use time::{Clock, Timestamp};

@@ -1,0 +1,127 @@
+//! `LedgerAudit` on [`MemoryStore`]: the invariants of TEST-MATRIX.md, recomputed from the
+//! journal under one lock (a consistent snapshot).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::store::MemoryStore;
+use crate::account::AccountKind;
+use crate::error::Result;
+use crate::id::{PaymentId, TransactionId};
+use crate::ledger::{Direction, Entry};
+use crate::money::Currency;
+use crate::payment::PaymentStatus;
+use crate::ports::{AuditReport, LedgerAudit};
+
+fn count(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+#[async_trait]
+impl LedgerAudit for MemoryStore {
+    async fn audit(&self, stuck_after: Duration) -> Result<AuditReport> {
+        let now = self.now();
+        let state = self.lock();
+        let mut report = AuditReport::default();
+
+        // L1 and L4: sums in i128, so the audit itself cannot overflow.
+        let mut per_currency: HashMap<Currency, i128> = HashMap::new();
+        let mut per_account: HashMap<_, i128> = HashMap::new();
+        let mut per_transaction: HashMap<TransactionId, Vec<&Entry>> = HashMap::new();
+        for entry in state.entries.values() {
+            let signed = i128::from(entry.signed_minor_units());
+            if let Some(account) = state.accounts.get(&entry.account_id) {
+                *per_currency.entry(account.currency).or_default() += signed;
+            }
+            *per_account.entry(entry.account_id).or_default() += signed;
+            per_transaction
+                .entry(entry.transaction_id)
+                .or_default()
+                .push(entry);
+        }
+        report.zero_sum = count(per_currency.values().filter(|s| **s != 0).count());
+        report.cached_balance_mismatch = count(
+            state
+                .accounts
+                .values()
+                .filter(|a| {
+                    i128::from(a.balance.minor_units())
+                        != per_account.get(&a.id).copied().unwrap_or(0)
+                })
+                .count(),
+        );
+
+        // L2: each transaction is one DEBIT of the funding account and one CREDIT of the
+        // merchant account, both of the payment's amount.
+        let mut transactions_of: HashMap<PaymentId, usize> = HashMap::new();
+        for entries in per_transaction.values() {
+            let payment_id = entries[0].payment_id;
+            *transactions_of.entry(payment_id).or_default() += 1;
+            let payment = state.payments.get(&payment_id).map(|r| &r.payment);
+            let shaped = entries.len() == 2
+                && entries.iter().all(|e| e.payment_id == payment_id)
+                && payment.is_some_and(|p| {
+                    entries.iter().all(|e| {
+                        e.amount == p.amount
+                            && match e.direction {
+                                Direction::Debit => e.account_id == p.funding_account,
+                                Direction::Credit => e.account_id == p.merchant_account,
+                            }
+                    }) && entries
+                        .iter()
+                        .filter(|e| e.direction == Direction::Debit)
+                        .count()
+                        == 1
+                });
+            if !shaped {
+                report.unbalanced_transactions += 1;
+            }
+        }
+
+        // L3, L8, L10, L12 over payments.
+        let mut keys: HashMap<_, usize> = HashMap::new();
+        for row in state.payments.values() {
+            let p = &row.payment;
+            let posted = transactions_of.get(&p.id).copied().unwrap_or(0);
+            let expected = usize::from(p.status() == PaymentStatus::Success);
+            if posted != expected {
+                report.status_posting_mismatch += 1;
+            }
+            if let Some(key) = &p.idempotency_key {
+                *keys.entry((p.created_by, key.clone())).or_default() += 1;
+            }
+            let merchant = state.accounts.get(&p.merchant_account);
+            let funding = state.accounts.get(&p.funding_account);
+            let consistent = merchant.is_some_and(|m| {
+                m.currency == p.currency && m.owner == p.owner && m.kind == AccountKind::Merchant
+            }) && funding
+                .is_some_and(|f| f.currency == p.currency && f.kind == AccountKind::System);
+            if !consistent {
+                report.tenant_currency_mismatch += 1;
+            }
+            if !p.status().is_terminal() && now.duration_since(p.created_at) > stuck_after {
+                report.stuck_payments += 1;
+            }
+        }
+        report.duplicate_idempotency_keys = count(keys.values().filter(|n| **n > 1).count());
+
+        // L5 and L6.
+        report.negative_balances = count(
+            state
+                .accounts
+                .values()
+                .filter(|a| !a.allow_negative() && a.balance.minor_units() < 0)
+                .count(),
+        );
+        report.illegal_transitions = count(
+            state
+                .transitions
+                .iter()
+                .filter(|(from, to)| !from.can_become(*to))
+                .count(),
+        );
+        Ok(report)
+    }
+}

@@ -1,0 +1,44 @@
+//! In-memory adapters for every port: the no-service default of the server, and the fast,
+//! exact adapters of the core's own tests. They are correct under concurrency: each store
+//! operation runs inside one critical section, which is what a transaction is here.
+//! Nothing survives a restart.
+
+mod api_keys;
+mod audit;
+mod idempotency;
+mod ledger;
+mod merchants;
+mod queue;
+mod rate_limit;
+mod store;
+
+use std::sync::Arc;
+
+pub use queue::MemoryQueue;
+pub use rate_limit::MemoryRateLimiter;
+pub use store::MemoryStore;
+
+use crate::ports::{Ports, TestModeCards};
+use crate::time::{Clock, SystemClock};
+
+impl Ports {
+    /// Every port on in-memory adapters, with test-mode cards and the system clock.
+    pub fn in_memory() -> Self {
+        Self::in_memory_with_clock(Arc::new(SystemClock))
+    }
+
+    /// Every port on in-memory adapters, reading time from `clock`.
+    pub fn in_memory_with_clock(clock: Arc<dyn Clock>) -> Self {
+        let store = MemoryStore::new(clock.clone());
+        Ports {
+            ledger: Arc::new(store.clone()),
+            merchants: Arc::new(store.clone()),
+            api_keys: Arc::new(store.clone()),
+            idempotency: Arc::new(store),
+            queue: Arc::new(MemoryQueue::new(clock.clone())),
+            limiter: Arc::new(MemoryRateLimiter::new(clock.clone())),
+            cards: Arc::new(TestModeCards),
+            clock,
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The shared state behind [`MemoryStore`]: every table of the store in one value, behind one
+//! mutex, so an operation that checks and then writes is atomic. The port implementations
+//! live beside this file, one per port.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::account::Account;
+use crate::api_key::{ApiKey, KeyHash};
+use crate::error::{Error, Invariant, Result};
+use crate::id::{AccountId, ApiKeyId, EntryId, MerchantId, PaymentId, TransactionId};
+use crate::idempotency::{ClaimToken, Completion, Fingerprint, IdempotencyKey, StoredResponse};
+use crate::ledger::Entry;
+use crate::merchant::Merchant;
+use crate::money::Currency;
+use crate::payment::{Payment, PaymentStatus};
+use crate::ports::LeaseId;
+use crate::principal::{Owner, Principal};
+use crate::time::{Clock, Timestamp};
+
+/// The in-memory store: implements `LedgerStore`, `MerchantStore`, `ApiKeyStore`,
+/// `IdempotencyStore` and `LedgerAudit` over one shared state. Clones share the state.
+#[derive(Clone)]
+pub struct MemoryStore {
+    state: Arc<Mutex<State>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore").finish_non_exhaustive()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store reading time from `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(State::default())),
+            clock,
+        }
+    }
+
+    pub(super) fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Locks the state. A panic while it was held cannot have left a half-applied write:
+    /// every operation checks everything before it changes anything.
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A payment with the store's bookkeeping around it.
+#[derive(Clone, Debug)]
+pub(super) struct PaymentRow {
+    pub(super) payment: Payment,
+    /// The current hold: lease id and when it runs out.
+    pub(super) lease: Option<(LeaseId, Timestamp)>,
+    /// When it was last enqueued or claimed (the sweep waits `stale_after` from here).
+    pub(super) touched_at: Timestamp,
+}
+
+/// One idempotency record.
+#[derive(Clone, Debug)]
+pub(super) struct IdemRecord {
+    pub(super) fingerprint: Fingerprint,
+    pub(super) token: ClaimToken,
+    pub(super) locked_at: Timestamp,
+    pub(super) expires_at: Timestamp,
+    pub(super) response: Option<StoredResponse>,
+}
+
+pub(super) type ScopedKey = (Principal, IdempotencyKey);
+
+/// Every table.
+#[derive(Default)]
+pub(super) struct State {
+    pub(super) accounts: HashMap<AccountId, Account>,
+    pub(super) system_accounts: HashMap<Currency, AccountId>,
+    pub(super) entries: BTreeMap<EntryId, Entry>,
+    pub(super) account_entries: HashMap<AccountId, BTreeSet<EntryId>>,
+    /// The one transaction of each posted payment.
+    pub(super) transactions: HashMap<PaymentId, TransactionId>,
+    pub(super) payments: BTreeMap<PaymentId, PaymentRow>,
+    pub(super) owner_payments: HashMap<Owner, BTreeSet<PaymentId>>,
+    /// Payments not yet terminal (what the sweep looks at).
+    pub(super) open_payments: BTreeSet<PaymentId>,
+    pub(super) payment_keys: HashMap<ScopedKey, PaymentId>,
+    /// Every status change made, as (from, to).
+    pub(super) transitions: Vec<(PaymentStatus, PaymentStatus)>,
+    pub(super) merchants: HashMap<MerchantId, Merchant>,
+    pub(super) keys: BTreeMap<ApiKeyId, ApiKey>,
+    pub(super) keys_by_hash: HashMap<KeyHash, ApiKeyId>,
+    pub(super) idempotency: HashMap<ScopedKey, IdemRecord>,
+}
+
+impl State {
+    /// Checks that `completion` may be written now: its claim is held and unfinished.
+    pub(super) fn check_completion(&self, completion: Option<&Completion>) -> Result<()> {
+        let Some(completion) = completion else {
+            return Ok(());
+        };
+        let claim = &completion.claim;
+        match self.idempotency.get(&(claim.scope, claim.key.clone())) {
+            Some(record) if record.token == claim.token && record.response.is_none() => Ok(()),
+            _ => Err(Error::IdempotencyClaimLost),
+        }
+    }
+
+    /// Writes a completion checked by [`State::check_completion`].
+    pub(super) fn apply_completion(&mut self, completion: Option<Completion>) {
+        let Some(completion) = completion else {
+            return;
+        };
+        let Completion { claim, response } = completion;
+        if let Some(record) = self.idempotency.get_mut(&(claim.scope, claim.key)) {
+            record.response = Some(response);
+        }
+    }
+
+    pub(super) fn ensure_new_account_id(&self, id: AccountId) -> Result<()> {
+        if self.accounts.contains_key(&id) {
+            return Err(Invariant::DuplicateId.into());
+        }
+        Ok(())
+    }
+
+    pub(super) fn insert_account(&mut self, account: Account) {
+        self.account_entries.entry(account.id).or_default();
+        self.accounts.insert(account.id, account);
+    }
+
+    pub(super) fn ensure_new_key(&self, key: &ApiKey) -> Result<()> {
+        if self.keys.contains_key(&key.id) || self.keys_by_hash.contains_key(&key.hash) {
+            return Err(Invariant::DuplicateId.into());
+        }
+        Ok(())
+    }
+
+    pub(super) fn insert_key(&mut self, key: ApiKey) {
+        self.keys_by_hash.insert(key.hash, key.id);
+        self.keys.insert(key.id, key);
+    }
+}
+
+/// Takes up to `limit + 1` ids older than `cursor` from an ordered set, newest first, keeping
+/// those `keep` accepts.
+pub(super) fn newest_first<'a, K: Ord + Copy + 'a>(
+    ids: impl DoubleEndedIterator<Item = &'a K>,
+    limit: usize,
+    mut keep: impl FnMut(&K) -> bool,
+) -> Vec<K> {
+    ids.rev()
+        .filter(|id| keep(id))
+        .take(limit + 1)
+        .copied()
+        .collect()
+}

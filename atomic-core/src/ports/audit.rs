@@ -1,0 +1,88 @@
+//! [`LedgerAudit`]: the books audit, an optional capability of a ledger store. It counts the
+//! violations of the ledger invariants (TEST-MATRIX.md L1–L12) in one consistent snapshot.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+
+/// Violation counts, one per invariant; a clean ledger has every count at zero.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AuditReport {
+    /// L1: currencies whose entries do not sum to zero.
+    pub zero_sum: u64,
+    /// L2: transactions that are not one DEBIT and one CREDIT of the payment's amount on its
+    /// funding and merchant accounts.
+    pub unbalanced_transactions: u64,
+    /// L3: `SUCCESS` payments without exactly one transaction, or others with any.
+    pub status_posting_mismatch: u64,
+    /// L4: accounts whose cached balance differs from credits minus debits.
+    pub cached_balance_mismatch: u64,
+    /// L5: non-system accounts below zero.
+    pub negative_balances: u64,
+    /// L6: recorded status changes that are not transitions of the state machine.
+    pub illegal_transitions: u64,
+    /// L8: idempotency keys used by more than one payment in a scope.
+    pub duplicate_idempotency_keys: u64,
+    /// L10: payments whose accounts differ from them in currency or owner.
+    pub tenant_currency_mismatch: u64,
+    /// L12: payments not terminal although older than the audit's `stuck_after`.
+    pub stuck_payments: u64,
+}
+
+impl AuditReport {
+    /// Every invariant with its violation count, in order.
+    pub fn rows(&self) -> [(&'static str, &'static str, u64); 9] {
+        [
+            ("L1", "zero-sum per currency", self.zero_sum),
+            ("L2", "balanced transactions", self.unbalanced_transactions),
+            (
+                "L3",
+                "SUCCESS <=> one transaction",
+                self.status_posting_mismatch,
+            ),
+            (
+                "L4",
+                "cached balance = journal",
+                self.cached_balance_mismatch,
+            ),
+            ("L5", "no negative merchant balance", self.negative_balances),
+            ("L6", "legal transitions only", self.illegal_transitions),
+            (
+                "L8",
+                "one payment per idempotency key",
+                self.duplicate_idempotency_keys,
+            ),
+            (
+                "L10",
+                "tenant and currency consistency",
+                self.tenant_currency_mismatch,
+            ),
+            ("L12", "no stuck payments", self.stuck_payments),
+        ]
+    }
+
+    /// Whether no invariant is violated.
+    pub fn is_clean(&self) -> bool {
+        self.rows().iter().all(|(_, _, n)| *n == 0)
+    }
+}
+
+impl fmt::Display for AuditReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (id, name, count) in self.rows() {
+            writeln!(f, "{id:<4} {name:<34} {count}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A store that can audit its own books.
+#[async_trait]
+pub trait LedgerAudit: Send + Sync + 'static {
+    /// Counts violations in one consistent snapshot; payments not terminal after
+    /// `stuck_after` count as stuck.
+    async fn audit(&self, stuck_after: Duration) -> Result<AuditReport>;
+}

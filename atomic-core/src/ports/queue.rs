@@ -1,0 +1,49 @@
+//! [`JobQueue`]: at-least-once delivery of "settle this payment" jobs.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::id::PaymentId;
+
+/// One delivery of a job to a worker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// The adapter's receipt for this delivery (to ack, retry or dead-letter it).
+    pub receipt: String,
+    /// The payment to settle.
+    pub payment_id: PaymentId,
+    /// 1 on the first delivery, counting retries and redeliveries after a lost worker.
+    pub attempt: u32,
+}
+
+/// A queue of payment jobs. Jobs are wake-up hints: losing one delays a payment (the sweep
+/// re-enqueues it) but never loses it, and a duplicate is harmless (settlement is a CAS).
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait JobQueue: Send + Sync + 'static {
+    /// Checks that the queue answers.
+    async fn ping(&self) -> Result<()>;
+
+    /// Adds one job per payment.
+    async fn enqueue(&self, payments: &[PaymentId]) -> Result<()>;
+
+    /// Takes up to `max` ready jobs, waiting up to `wait` for one to arrive. A job not acked,
+    /// retried or dead-lettered within `visibility` is delivered again (attempt + 1).
+    async fn reserve(
+        &self,
+        max: usize,
+        visibility: Duration,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>>;
+
+    /// Done with the job.
+    async fn ack(&self, delivery: &Delivery) -> Result<()>;
+
+    /// Delivers the job again after `delay` (attempt + 1).
+    async fn retry(&self, delivery: &Delivery, delay: Duration) -> Result<()>;
+
+    /// Moves the job to the dead-letter list, where an operator can see it.
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()>;
+}

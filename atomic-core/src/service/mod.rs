@@ -1,0 +1,156 @@
+//! The services: what the HTTP layer (or a Rust application) calls. Each is a cheap clone
+//! over `Arc`'d ports. Creating operations come in two steps, `prepare` (check and build the
+//! record, writing nothing) and `submit` (write it, with the idempotency completion, in one
+//! store transaction), so the caller can render the exact response that will be stored for
+//! replays before anything is written.
+
+mod accounts;
+mod api_keys;
+mod merchants;
+mod payments;
+mod shutdown;
+mod sweeper;
+mod worker;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub use accounts::AccountService;
+pub use api_keys::ApiKeyService;
+pub use merchants::MerchantService;
+pub use payments::{PaymentRequest, PaymentService};
+pub use shutdown::{Shutdown, ShutdownTrigger, shutdown_channel};
+pub use sweeper::{SweepConfig, SweepReport, Sweeper};
+pub use worker::{Backoff, Processed, Worker, WorkerConfig};
+
+use crate::account::Account;
+use crate::api_key::KeyHash;
+use crate::error::Result;
+use crate::id::AccountId;
+use crate::idempotency::{Claim, ClaimOutcome, Fingerprint, IdempotencyKey, IdempotencyPolicy};
+use crate::money::{Currencies, Currency};
+use crate::ports::Ports;
+use crate::principal::Principal;
+
+/// What the core is configured with (parsed once, at start-up, by the application).
+#[derive(Clone, Debug, Default)]
+pub struct CoreConfig {
+    /// Accepted currencies; each gets a system account at start-up.
+    pub currencies: Currencies,
+    /// The platform key's SHA-256 (`MERCHANT_API_KEY_HASH`), if any.
+    pub platform_key: Option<KeyHash>,
+    /// Idempotency key lifetime and lock timeout.
+    pub idempotency: IdempotencyPolicy,
+}
+
+/// Whether each dependency answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Readiness {
+    /// The ledger store.
+    pub store: bool,
+    /// The job queue.
+    pub queue: bool,
+    /// The rate limiter.
+    pub limiter: bool,
+}
+
+impl Readiness {
+    /// Whether everything answers.
+    pub fn all_up(&self) -> bool {
+        self.store && self.queue && self.limiter
+    }
+}
+
+/// Every service, built on one set of ports.
+#[derive(Clone)]
+pub struct Services {
+    /// Payments.
+    pub payments: PaymentService,
+    /// Accounts and their entries.
+    pub accounts: AccountService,
+    /// Merchant onboarding.
+    pub merchants: MerchantService,
+    /// API keys and authentication.
+    pub api_keys: ApiKeyService,
+    ports: Ports,
+    config: Arc<CoreConfig>,
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services").finish_non_exhaustive()
+    }
+}
+
+impl Services {
+    /// Builds the services and makes sure every supported currency has its system account.
+    pub async fn start(ports: Ports, config: CoreConfig) -> Result<Self> {
+        let mut system = HashMap::new();
+        for currency in config.currencies.iter() {
+            let candidate = Account::system(currency, ports.clock.now());
+            let account = ports.ledger.ensure_system_account(&candidate).await?;
+            system.insert(currency, account.id);
+        }
+        let system: Arc<HashMap<Currency, AccountId>> = Arc::new(system);
+        Ok(Self {
+            payments: PaymentService::new(&ports, system),
+            accounts: AccountService::new(&ports),
+            merchants: MerchantService::new(&ports),
+            api_keys: ApiKeyService::new(&ports, config.platform_key),
+            ports,
+            config: Arc::new(config),
+        })
+    }
+
+    /// The ports underneath.
+    pub fn ports(&self) -> &Ports {
+        &self.ports
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    /// Claims an idempotency key for `scope` under the configured policy.
+    pub async fn claim_idempotency_key(
+        &self,
+        scope: Principal,
+        key: &IdempotencyKey,
+        fingerprint: Fingerprint,
+    ) -> Result<ClaimOutcome> {
+        self.ports
+            .idempotency
+            .claim(scope, key, fingerprint, self.config.idempotency)
+            .await
+    }
+
+    /// Releases a held idempotency claim (the operation failed and created nothing).
+    pub async fn release_idempotency_key(&self, claim: &Claim) -> Result<()> {
+        self.ports.idempotency.release(claim).await
+    }
+
+    /// A worker over these ports.
+    pub fn worker(&self, config: WorkerConfig) -> Worker {
+        Worker::new(&self.ports, config)
+    }
+
+    /// A recovery sweeper over these ports.
+    pub fn sweeper(&self, config: SweepConfig) -> Sweeper {
+        Sweeper::new(&self.ports, config)
+    }
+
+    /// Asks each dependency whether it answers.
+    pub async fn readiness(&self) -> Readiness {
+        let (store, queue, limiter) = tokio::join!(
+            self.ports.ledger.ping(),
+            self.ports.queue.ping(),
+            self.ports.limiter.ping()
+        );
+        Readiness {
+            store: store.is_ok(),
+            queue: queue.is_ok(),
+            limiter: limiter.is_ok(),
+        }
+    }
+}

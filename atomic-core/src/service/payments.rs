@@ -1,0 +1,161 @@
+//! Creating and reading payments. Creation checks the credited account (exists, is not a
+//! system account, belongs to the caller, has the payment's currency), stores the payment
+//! `PENDING`, then enqueues a job. The store write is the commitment: if the enqueue fails the
+//! payment is still accepted, and the sweep enqueues it later.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::account::AccountKind;
+use crate::error::{Error, Invalid, Result};
+use crate::id::{AccountId, PaymentId};
+use crate::idempotency::{Completion, IdempotencyKey};
+use crate::money::{Amount, Currency};
+use crate::page::{Page, PageRequest};
+use crate::payment::{CardSource, Description, NewPayment, Payment, PaymentStatus};
+use crate::ports::{JobQueue, LedgerStore, MerchantStore, Ports};
+use crate::principal::Principal;
+use crate::time::Clock;
+
+/// A payment request, already parsed into domain values.
+#[derive(Clone, Debug)]
+pub struct PaymentRequest {
+    /// The account to credit; `None` means the caller's own primary account.
+    pub merchant_account: Option<AccountId>,
+    /// Amount (at most [`crate::MAX_PAYMENT_AMOUNT`]).
+    pub amount: Amount,
+    /// Currency.
+    pub currency: Currency,
+    /// Card token.
+    pub source: CardSource,
+    /// Description; `None` means the default.
+    pub description: Option<Description>,
+    /// The idempotency key the request carried.
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+/// Payments: create, read, list.
+#[derive(Clone)]
+pub struct PaymentService {
+    ledger: Arc<dyn LedgerStore>,
+    merchants: Arc<dyn MerchantStore>,
+    queue: Arc<dyn JobQueue>,
+    clock: Arc<dyn Clock>,
+    system_accounts: Arc<HashMap<Currency, AccountId>>,
+}
+
+impl PaymentService {
+    pub(super) fn new(ports: &Ports, system_accounts: Arc<HashMap<Currency, AccountId>>) -> Self {
+        Self {
+            ledger: ports.ledger.clone(),
+            merchants: ports.merchants.clone(),
+            queue: ports.queue.clone(),
+            clock: ports.clock.clone(),
+            system_accounts,
+        }
+    }
+
+    /// Checks a request and builds its `PENDING` payment; writes nothing.
+    pub async fn prepare(&self, caller: Principal, request: PaymentRequest) -> Result<Payment> {
+        if request.amount.minor_units() > crate::MAX_PAYMENT_AMOUNT {
+            return Err(Error::invalid_field(
+                "amount",
+                Invalid::new("must be at most 99999999 minor units"),
+            ));
+        }
+        let funding = *self.system_accounts.get(&request.currency).ok_or_else(|| {
+            Error::invalid_field("currency", Invalid::new("unsupported currency"))
+        })?;
+        let target = match (request.merchant_account, caller) {
+            (Some(id), _) => id,
+            (None, Principal::Merchant(merchant)) => {
+                self.merchants
+                    .merchant(merchant)
+                    .await?
+                    .ok_or(Error::MerchantNotFound)?
+                    .primary_account
+            }
+            (None, Principal::Platform) => {
+                return Err(Error::invalid_field(
+                    "merchantId",
+                    Invalid::new("is required with the platform key"),
+                ));
+            }
+        };
+        // Read as the platform, then decide: 404 for nothing or a system account, 403 for an
+        // account of another merchant (API.md), and only then compare currencies, so a
+        // foreign account's currency is never revealed.
+        let account = self
+            .ledger
+            .account(target, Principal::Platform)
+            .await?
+            .filter(|a| a.kind == AccountKind::Merchant)
+            .ok_or(Error::MerchantNotFound)?;
+        if !caller.can_access(account.owner) {
+            return Err(Error::Forbidden);
+        }
+        if account.currency != request.currency {
+            return Err(Error::CurrencyMismatch {
+                account: account.currency,
+                payment: request.currency,
+            });
+        }
+        Ok(Payment::new(
+            NewPayment {
+                merchant_account: account.id,
+                funding_account: funding,
+                owner: account.owner,
+                amount: request.amount,
+                currency: request.currency,
+                source: request.source,
+                description: request.description.unwrap_or_default(),
+                idempotency_key: request.idempotency_key,
+                created_by: caller,
+            },
+            self.clock.now(),
+        ))
+    }
+
+    /// Stores a prepared payment (and its idempotency completion) in one transaction, then
+    /// enqueues its job. Once this returns `Ok`, the payment will be settled.
+    pub async fn submit(&self, payment: &Payment, completion: Option<Completion>) -> Result<()> {
+        self.ledger.create_payment(payment, completion).await?;
+        if let Err(error) = self.queue.enqueue(&[payment.id]).await {
+            // Durable already: the sweep re-enqueues payments left PENDING.
+            tracing::warn!(payment_id = %payment.id, ?error, "enqueue failed; the sweep will retry");
+        }
+        tracing::info!(
+            payment_id = %payment.id,
+            amount = payment.amount.minor_units(),
+            currency = %payment.currency,
+            source = %payment.source.masked(),
+            "payment accepted"
+        );
+        Ok(())
+    }
+
+    /// Prepares and submits in one call, without an idempotency key.
+    pub async fn create(&self, caller: Principal, request: PaymentRequest) -> Result<Payment> {
+        let payment = self.prepare(caller, request).await?;
+        self.submit(&payment, None).await?;
+        Ok(payment)
+    }
+
+    /// The payment, if the caller may see it.
+    pub async fn get(&self, caller: Principal, id: PaymentId) -> Result<Payment> {
+        self.ledger
+            .payment(id, caller)
+            .await?
+            .ok_or(Error::NotFound)
+    }
+
+    /// The caller's payments, newest first.
+    pub async fn list(
+        &self,
+        caller: Principal,
+        status: Option<PaymentStatus>,
+        page: PageRequest<PaymentId>,
+    ) -> Result<Page<Payment>> {
+        self.ledger.payments(caller, status, page).await
+    }
+}

@@ -1,0 +1,349 @@
+//! The worker: takes payment jobs and settles them. Each step is a compare-and-set in the
+//! store, so any number of workers can run, any job can be delivered twice, and a worker can
+//! die at any line: a payment is claimed under a lease (`PENDING -> PROCESSING`), the card is
+//! charged, and [`LedgerStore::settle`] posts the money and sets the final status in one
+//! transaction, only for the lease holder. A lost worker's lease runs out and the job comes
+//! back. Transient errors retry with backoff; after `max_attempts` the payment fails with
+//! `processing_error` (no money moved) and the job goes to the dead letters.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+
+use crate::card::{CardOutcome, Charge};
+use crate::error::{Error, Result};
+use crate::ledger::Transfer;
+use crate::payment::{FailureReason, Payment, PaymentStatus};
+use crate::ports::{
+    BeginOutcome, CardProcessor, Delivery, JobQueue, LeaseId, LedgerStore, Ports, SettleOutcome,
+    Settlement, SettlementResult,
+};
+use crate::service::Shutdown;
+use crate::time::Clock;
+
+/// Exponential backoff with jitter: `base * 2^(attempt-1)`, capped at `max`, then between half
+/// and all of that.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    /// Delay after the first failure.
+    pub base: Duration,
+    /// Largest delay.
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// The delay after failed attempt `attempt` (1-based); `seed` spreads equal attempts apart.
+    pub fn delay(&self, attempt: u32, seed: u64) -> Duration {
+        let exp = attempt.saturating_sub(1).min(20);
+        let full = self.base.saturating_mul(1u32 << exp).min(self.max);
+        let half = full / 2;
+        let spread = u64::try_from(half.as_micros()).unwrap_or(u64::MAX).max(1);
+        half + Duration::from_micros(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) % spread)
+    }
+}
+
+/// How a worker runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkerConfig {
+    /// Job loops run at once.
+    pub concurrency: usize,
+    /// Jobs a loop reserves at a time.
+    pub batch: usize,
+    /// How long a claim on a payment (and a reserved job) lasts before others may take it.
+    pub lease: Duration,
+    /// Deliveries of one job before its payment fails for good.
+    pub max_attempts: u32,
+    /// Delay between attempts.
+    pub backoff: Backoff,
+    /// How long one reserve call waits for jobs.
+    pub poll_wait: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 4,
+            batch: 16,
+            lease: Duration::from_secs(30),
+            max_attempts: 5,
+            backoff: Backoff {
+                base: Duration::from_millis(250),
+                max: Duration::from_secs(30),
+            },
+            poll_wait: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What processing one delivery did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Processed {
+    /// This worker settled the payment with this final status.
+    Settled(PaymentStatus),
+    /// It was already terminal, or another worker settled it first.
+    AlreadyFinished,
+    /// Another worker holds it under a live lease.
+    Busy,
+    /// No such payment.
+    Missing,
+    /// A step failed transiently; the job comes back after the delay.
+    Retrying {
+        /// When it comes back.
+        delay: Duration,
+    },
+    /// Attempts ran out: the payment failed with `processing_error` (when the store allowed)
+    /// and the job was dead-lettered.
+    GaveUp,
+}
+
+/// Settles payment jobs. Clones share the ports.
+#[derive(Clone)]
+pub struct Worker {
+    ledger: Arc<dyn LedgerStore>,
+    queue: Arc<dyn JobQueue>,
+    cards: Arc<dyn CardProcessor>,
+    clock: Arc<dyn Clock>,
+    config: WorkerConfig,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// A worker over `ports`.
+    pub fn new(ports: &Ports, config: WorkerConfig) -> Self {
+        Self {
+            ledger: ports.ledger.clone(),
+            queue: ports.queue.clone(),
+            cards: ports.cards.clone(),
+            clock: ports.clock.clone(),
+            config,
+        }
+    }
+
+    /// Runs `concurrency` job loops until shutdown, then lets each finish the jobs it holds.
+    pub async fn run(self, shutdown: Shutdown) {
+        let mut loops = JoinSet::new();
+        for _ in 0..self.config.concurrency.max(1) {
+            let worker = self.clone();
+            let shutdown = shutdown.clone();
+            loops.spawn(async move { worker.run_loop(shutdown).await });
+        }
+        while loops.join_next().await.is_some() {}
+        tracing::info!("worker stopped");
+    }
+
+    async fn run_loop(&self, mut shutdown: Shutdown) {
+        let mut failures: u32 = 0;
+        while !shutdown.is_triggered() {
+            let reserved = tokio::select! {
+                reserved = self.queue.reserve(self.config.batch, self.config.lease, self.config.poll_wait) => reserved,
+                () = shutdown.wait() => break,
+            };
+            match reserved {
+                Ok(deliveries) => {
+                    failures = 0;
+                    for delivery in &deliveries {
+                        self.process(delivery).await;
+                    }
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    let delay = self.config.backoff.delay(failures, u64::from(failures));
+                    tracing::warn!(?error, ?delay, "reserving jobs failed");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = shutdown.wait() => break,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reserves what is ready now (up to `batch` jobs) and processes it; for tests and tools.
+    pub async fn run_once(&self) -> Result<Vec<Processed>> {
+        let deliveries = self
+            .queue
+            .reserve(self.config.batch, self.config.lease, Duration::ZERO)
+            .await?;
+        let mut out = Vec::with_capacity(deliveries.len());
+        for delivery in &deliveries {
+            out.push(self.process(delivery).await);
+        }
+        Ok(out)
+    }
+
+    /// Processes one delivery to its end: settled, acked, retried or dead-lettered.
+    pub async fn process(&self, delivery: &Delivery) -> Processed {
+        let id = delivery.payment_id;
+        if delivery.attempt > self.config.max_attempts {
+            return self.give_up(delivery, "attempts exhausted").await;
+        }
+        let lease = LeaseId::generate();
+        let payment = match self
+            .ledger
+            .begin_processing(id, lease, self.config.lease)
+            .await
+        {
+            Ok(BeginOutcome::Claimed(payment)) => payment,
+            Ok(BeginOutcome::Finished(_)) => {
+                return self.ack(delivery, Processed::AlreadyFinished).await;
+            }
+            Ok(BeginOutcome::Busy) => return self.ack(delivery, Processed::Busy).await,
+            Ok(BeginOutcome::Missing) => {
+                tracing::warn!(payment_id = %id, "job for an unknown payment");
+                return self.ack(delivery, Processed::Missing).await;
+            }
+            Err(error) => return self.retry(delivery, None, &error).await,
+        };
+        let result = match self.cards.charge(&charge_of(&payment)).await {
+            Ok(CardOutcome::Approved) => match Transfer::for_payment(&payment, self.clock.now()) {
+                Ok(transfer) => SettlementResult::Posted(transfer),
+                Err(_) => SettlementResult::Failed(FailureReason::ProcessingError),
+            },
+            Ok(CardOutcome::Declined(reason)) => SettlementResult::Failed(reason),
+            Err(error) => return self.retry(delivery, Some(lease), &error).await,
+        };
+        let posted = matches!(result, SettlementResult::Posted(_));
+        match self.settle(id, lease, result).await {
+            Ok(outcome) => self.ack(delivery, outcome).await,
+            Err(Error::Invariant(invariant)) if posted => {
+                // The books refused the posting (e.g. a balance would overflow): retrying
+                // cannot help, so the payment fails and no money moves.
+                tracing::error!(payment_id = %id, %invariant, "posting refused; failing the payment");
+                let failed = SettlementResult::Failed(FailureReason::ProcessingError);
+                match self.settle(id, lease, failed).await {
+                    Ok(outcome) => self.ack(delivery, outcome).await,
+                    Err(error) => self.retry(delivery, Some(lease), &error).await,
+                }
+            }
+            Err(error) => self.retry(delivery, Some(lease), &error).await,
+        }
+    }
+
+    async fn settle(
+        &self,
+        payment_id: crate::PaymentId,
+        lease: LeaseId,
+        result: SettlementResult,
+    ) -> Result<Processed> {
+        let settlement = Settlement {
+            payment_id,
+            lease,
+            result,
+        };
+        Ok(match self.ledger.settle(&settlement).await? {
+            SettleOutcome::Settled(payment) => {
+                tracing::info!(
+                    payment_id = %payment.id,
+                    status = %payment.status(),
+                    failure_reason = payment.failure_reason().map(|r| r.as_str()),
+                    "payment settled"
+                );
+                Processed::Settled(payment.status())
+            }
+            SettleOutcome::NotHeld { status } => {
+                tracing::info!(payment_id = %payment_id, %status, "lease lost before settling; nothing written");
+                Processed::AlreadyFinished
+            }
+        })
+    }
+
+    async fn ack(&self, delivery: &Delivery, outcome: Processed) -> Processed {
+        if let Err(error) = self.queue.ack(delivery).await {
+            // The job will come back and find the payment finished: harmless.
+            tracing::warn!(payment_id = %delivery.payment_id, ?error, "ack failed");
+        }
+        outcome
+    }
+
+    async fn retry(&self, delivery: &Delivery, lease: Option<LeaseId>, error: &Error) -> Processed {
+        let id = delivery.payment_id;
+        if let Some(lease) = lease
+            && let Err(release_error) = self.ledger.release(id, lease).await
+        {
+            tracing::warn!(payment_id = %id, ?release_error, "release failed; the lease will run out");
+        }
+        if delivery.attempt >= self.config.max_attempts {
+            tracing::error!(payment_id = %id, attempt = delivery.attempt, ?error, "giving up");
+            return self.give_up(delivery, "attempts exhausted").await;
+        }
+        let delay = self
+            .config
+            .backoff
+            .delay(delivery.attempt, id.as_uuid().as_u64_pair().1);
+        tracing::warn!(payment_id = %id, attempt = delivery.attempt, ?delay, ?error, "will retry");
+        if let Err(queue_error) = self.queue.retry(delivery, delay).await {
+            tracing::warn!(payment_id = %id, ?queue_error, "retry not scheduled; the job comes back when its visibility runs out");
+        }
+        Processed::Retrying { delay }
+    }
+
+    /// Fails the payment with `processing_error` if it can still be claimed, then
+    /// dead-letters the job. If the store cannot be reached the payment stays unfinished and
+    /// the sweep brings it back later: giving up never strands a payment.
+    async fn give_up(&self, delivery: &Delivery, reason: &str) -> Processed {
+        let id = delivery.payment_id;
+        let lease = LeaseId::generate();
+        match self
+            .ledger
+            .begin_processing(id, lease, self.config.lease)
+            .await
+        {
+            Ok(BeginOutcome::Claimed(_)) => {
+                let failed = SettlementResult::Failed(FailureReason::ProcessingError);
+                if let Err(error) = self.settle(id, lease, failed).await {
+                    tracing::error!(payment_id = %id, ?error, "could not fail the payment; the sweep will bring it back");
+                }
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::error!(payment_id = %id, ?error, "could not claim the payment; the sweep will bring it back");
+            }
+        }
+        if let Err(error) = self.queue.dead_letter(delivery, reason).await {
+            tracing::warn!(payment_id = %id, ?error, "dead-lettering failed");
+        }
+        Processed::GaveUp
+    }
+}
+
+fn charge_of(payment: &Payment) -> Charge {
+    Charge {
+        payment_id: payment.id,
+        amount: payment.amount,
+        currency: payment.currency,
+        source: payment.source.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered_within_half() {
+        let b = Backoff {
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        };
+        for seed in [0, 1, 99, u64::MAX] {
+            for attempt in 1..=10 {
+                let full = (Duration::from_millis(100) * 2u32.pow(attempt - 1))
+                    .min(Duration::from_secs(1));
+                let d = b.delay(attempt, seed);
+                assert!(
+                    d >= full / 2 && d <= full,
+                    "attempt {attempt}: {d:?} vs {full:?}"
+                );
+            }
+        }
+        assert!(b.delay(u32::MAX, 7) <= Duration::from_secs(1));
+    }
+}

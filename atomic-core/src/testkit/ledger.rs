@@ -1,0 +1,753 @@
+//! Conformance cases for [`crate::ports::LedgerStore`].
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{
+    StoreKit, acquire, assert_books_clean, completion, onboard, payment, stored_payment,
+    system_account,
+};
+use crate::account::{Account, AccountName};
+use crate::error::Error;
+use crate::idempotency::ClaimOutcome;
+use crate::ledger::{Direction, Transfer};
+use crate::money::Currency;
+use crate::page::{PageLimit, PageRequest};
+use crate::payment::{FailureReason, PaymentStatus};
+use crate::ports::{BeginOutcome, LeaseId, SettleOutcome, Settlement, SettlementResult};
+use crate::principal::{Owner, Principal};
+use crate::time::Timestamp;
+use crate::{Balance, PaymentId};
+
+const LEASE: Duration = Duration::from_secs(30);
+
+fn page<C>(limit: i64, after: Option<C>) -> PageRequest<C> {
+    PageRequest {
+        limit: PageLimit::new(limit).unwrap(),
+        starting_after: after,
+    }
+}
+
+async fn claim(kit: &StoreKit, id: PaymentId) -> (LeaseId, crate::Payment) {
+    let lease = LeaseId::generate();
+    match kit.ledger.begin_processing(id, lease, LEASE).await.unwrap() {
+        BeginOutcome::Claimed(p) => (lease, p),
+        other => panic!("expected to claim {id}, got {other:?}"),
+    }
+}
+
+async fn post(kit: &StoreKit, id: PaymentId) -> SettleOutcome {
+    let (lease, p) = claim(kit, id).await;
+    let transfer = Transfer::for_payment(&p, Timestamp::now()).unwrap();
+    kit.ledger
+        .settle(&Settlement {
+            payment_id: id,
+            lease,
+            result: SettlementResult::Posted(transfer),
+        })
+        .await
+        .unwrap()
+}
+
+async fn balance(kit: &StoreKit, account: &Account) -> i64 {
+    kit.ledger
+        .account(account.id, Principal::Platform)
+        .await
+        .unwrap()
+        .unwrap()
+        .balance
+        .minor_units()
+}
+
+pub async fn system_account_is_unique_per_currency(kit: &StoreKit) {
+    let first = system_account(kit, Currency::EUR).await;
+    let again = system_account(kit, Currency::EUR).await;
+    assert_eq!(first.id, again.id);
+    assert!(first.allow_negative());
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let ledger = kit.ledger.clone();
+        tasks.push(tokio::spawn(async move {
+            ledger
+                .ensure_system_account(&Account::system(Currency::INR, Timestamp::now()))
+                .await
+                .unwrap()
+                .id
+        }));
+    }
+    let mut ids = HashSet::new();
+    for task in tasks {
+        ids.insert(task.await.unwrap());
+    }
+    assert_eq!(
+        ids.len(),
+        1,
+        "concurrent start-ups must agree on one system account"
+    );
+}
+
+pub async fn accounts_round_trip_and_are_scoped(kit: &StoreKit) {
+    let a = onboard(kit, Currency::USD).await;
+    let b = onboard(kit, Currency::USD).await;
+    let extra = Account::open(
+        AccountName::parse("savings ✓ \u{200b}").unwrap(),
+        Currency::USD,
+        a.account.owner,
+        Timestamp::now(),
+    );
+    kit.ledger.create_account(&extra, None).await.unwrap();
+
+    let read = kit.ledger.account(extra.id, a.principal()).await.unwrap();
+    assert_eq!(
+        read.as_ref(),
+        Some(&extra),
+        "stored account must read back equal, byte for byte"
+    );
+    assert_eq!(
+        kit.ledger
+            .account(extra.id, Principal::Platform)
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&extra)
+    );
+    assert_eq!(
+        kit.ledger.account(extra.id, b.principal()).await.unwrap(),
+        None,
+        "another merchant's account is invisible"
+    );
+    let world = system_account(kit, Currency::USD).await;
+    assert_eq!(
+        kit.ledger.account(world.id, a.principal()).await.unwrap(),
+        None,
+        "system accounts are the platform's"
+    );
+    assert_eq!(
+        kit.ledger
+            .account(crate::AccountId::generate(), Principal::Platform)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        kit.ledger.create_account(&extra, None).await.is_err(),
+        "an account id is unique"
+    );
+}
+
+pub async fn payments_round_trip_and_are_scoped(kit: &StoreKit) {
+    let a = onboard(kit, Currency::USD).await;
+    let b = onboard(kit, Currency::USD).await;
+    let p = stored_payment(kit, &a, 1234).await;
+    assert_eq!(
+        kit.ledger
+            .payment(p.id, a.principal())
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&p)
+    );
+    assert_eq!(
+        kit.ledger
+            .payment(p.id, Principal::Platform)
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&p)
+    );
+    assert_eq!(kit.ledger.payment(p.id, b.principal()).await.unwrap(), None);
+    assert!(
+        kit.ledger.create_payment(&p, None).await.is_err(),
+        "a payment id is unique"
+    );
+}
+
+pub async fn payments_list_newest_first_with_cursor_and_filter(kit: &StoreKit) {
+    let a = onboard(kit, Currency::USD).await;
+    let b = onboard(kit, Currency::USD).await;
+    let mut mine = Vec::new();
+    for i in 0..5 {
+        mine.push(stored_payment(kit, &a, 100 + i).await);
+        stored_payment(kit, &b, 1).await;
+    }
+    post(kit, mine[1].id).await;
+    post(kit, mine[3].id).await;
+
+    let first = kit
+        .ledger
+        .payments(a.principal(), None, page(2, None))
+        .await
+        .unwrap();
+    let ids: Vec<_> = first.items.iter().map(|p| p.id).collect();
+    assert_eq!(ids, vec![mine[4].id, mine[3].id]);
+    assert!(first.has_more);
+    let second = kit
+        .ledger
+        .payments(a.principal(), None, page(2, Some(mine[3].id)))
+        .await
+        .unwrap();
+    assert_eq!(
+        second.items.iter().map(|p| p.id).collect::<Vec<_>>(),
+        vec![mine[2].id, mine[1].id]
+    );
+    assert!(second.has_more);
+    let last = kit
+        .ledger
+        .payments(a.principal(), None, page(2, Some(mine[1].id)))
+        .await
+        .unwrap();
+    assert_eq!(
+        last.items.iter().map(|p| p.id).collect::<Vec<_>>(),
+        vec![mine[0].id]
+    );
+    assert!(!last.has_more);
+
+    let succeeded = kit
+        .ledger
+        .payments(a.principal(), Some(PaymentStatus::Success), page(10, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        succeeded.items.iter().map(|p| p.id).collect::<Vec<_>>(),
+        vec![mine[3].id, mine[1].id]
+    );
+    assert!(
+        succeeded
+            .items
+            .iter()
+            .all(|p| p.status() == PaymentStatus::Success)
+    );
+
+    let all = kit
+        .ledger
+        .payments(a.principal(), None, page(100, None))
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), 5, "a merchant lists only its own payments");
+
+    let foreign = kit
+        .ledger
+        .payments(b.principal(), None, page(1, None))
+        .await
+        .unwrap()
+        .items[0]
+        .id;
+    assert!(matches!(
+        kit.ledger
+            .payments(a.principal(), None, page(2, Some(foreign)))
+            .await,
+        Err(Error::UnknownCursor)
+    ));
+    assert!(matches!(
+        kit.ledger
+            .payments(a.principal(), None, page(2, Some(PaymentId::generate())))
+            .await,
+        Err(Error::UnknownCursor)
+    ));
+    assert!(
+        kit.ledger
+            .payments(Principal::Platform, None, page(2, Some(foreign)))
+            .await
+            .is_ok()
+    );
+}
+
+pub async fn create_payment_refuses_inconsistent_accounts(kit: &StoreKit) {
+    let a = onboard(kit, Currency::USD).await;
+    let euros = onboard(kit, Currency::EUR).await;
+    let usd_world = system_account(kit, Currency::USD).await;
+    let eur_world = system_account(kit, Currency::EUR).await;
+
+    let mut wrong_currency = payment(&euros.account, &usd_world, 10, "tok_visa");
+    wrong_currency.currency = Currency::USD;
+    let mut wrong_owner = payment(&a.account, &usd_world, 10, "tok_visa");
+    wrong_owner.owner = Owner::Platform;
+    let funded_by_merchant = payment(&a.account, &euros.account, 10, "tok_visa");
+    let into_world = payment(&usd_world, &eur_world, 10, "tok_visa");
+    let mut missing = payment(&a.account, &usd_world, 10, "tok_visa");
+    missing.merchant_account = crate::AccountId::generate();
+
+    for bad in [
+        wrong_currency,
+        wrong_owner,
+        funded_by_merchant,
+        into_world,
+        missing,
+    ] {
+        assert!(
+            kit.ledger.create_payment(&bad, None).await.is_err(),
+            "accepted {bad:?}"
+        );
+        assert_eq!(
+            kit.ledger
+                .payment(bad.id, Principal::Platform)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+}
+
+pub async fn create_payment_completes_its_idempotency_claim_atomically(kit: &StoreKit) {
+    let a = onboard(kit, Currency::USD).await;
+    let world = system_account(kit, Currency::USD).await;
+
+    let claim = acquire(kit, a.principal()).await;
+    let p = payment(&a.account, &world, 500, "tok_visa");
+    kit.ledger
+        .create_payment(&p, Some(completion(&claim, "stored")))
+        .await
+        .unwrap();
+    let replay = kit
+        .idempotency
+        .claim(
+            claim.scope,
+            &claim.key,
+            super::fingerprint(1),
+            super::policy(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(replay, ClaimOutcome::Replay(r) if r.body == "stored"));
+
+    // A claim that is no longer held: the payment must not be written either.
+    let lost = acquire(kit, a.principal()).await;
+    kit.idempotency.release(&lost).await.unwrap();
+    let orphan = payment(&a.account, &world, 500, "tok_visa");
+    let err = kit
+        .ledger
+        .create_payment(&orphan, Some(completion(&lost, "x")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::IdempotencyClaimLost), "{err:?}");
+    assert_eq!(
+        kit.ledger
+            .payment(orphan.id, Principal::Platform)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // The same for accounts.
+    let held = acquire(kit, a.principal()).await;
+    kit.idempotency.release(&held).await.unwrap();
+    let acct = Account::open(
+        AccountName::parse("x").unwrap(),
+        Currency::USD,
+        a.account.owner,
+        Timestamp::now(),
+    );
+    assert!(
+        kit.ledger
+            .create_account(&acct, Some(completion(&held, "x")))
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        kit.ledger
+            .account(acct.id, Principal::Platform)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+pub async fn begin_processing_is_a_compare_and_set_with_a_lease(kit: &StoreKit) {
+    let a = onboard(kit, Currency::USD).await;
+    let p = stored_payment(kit, &a, 700).await;
+    let (first, claimed) = claim(kit, p.id).await;
+    assert_eq!(claimed.status(), PaymentStatus::Processing);
+    assert_eq!(
+        kit.ledger
+            .begin_processing(p.id, LeaseId::generate(), LEASE)
+            .await
+            .unwrap(),
+        BeginOutcome::Busy
+    );
+    assert_eq!(
+        kit.ledger
+            .begin_processing(PaymentId::generate(), LeaseId::generate(), LEASE)
+            .await
+            .unwrap(),
+        BeginOutcome::Missing
+    );
+
+    // The first holder dies; once its lease runs out another worker takes over.
+    kit.time.advance(LEASE + Duration::from_secs(1)).await;
+    let (second, _) = claim(kit, p.id).await;
+    let stale = Settlement {
+        payment_id: p.id,
+        lease: first,
+        result: SettlementResult::Failed(FailureReason::CardDeclined),
+    };
+    assert_eq!(
+        kit.ledger.settle(&stale).await.unwrap(),
+        SettleOutcome::NotHeld {
+            status: PaymentStatus::Processing
+        }
+    );
+    let fresh = Settlement {
+        payment_id: p.id,
+        lease: second,
+        result: SettlementResult::Failed(FailureReason::CardDeclined),
+    };
+    assert!(matches!(
+        kit.ledger.settle(&fresh).await.unwrap(),
+        SettleOutcome::Settled(_)
+    ));
+    assert!(
+        matches!(kit.ledger.begin_processing(p.id, LeaseId::generate(), LEASE).await.unwrap(), BeginOutcome::Finished(f) if f.status() == PaymentStatus::Failed)
+    );
+}
+
+pub async fn release_lets_the_next_attempt_claim_at_once(kit: &StoreKit) {
+    let a = onboard(kit, Currency::USD).await;
+    let p = stored_payment(kit, &a, 700).await;
+    let (lease, _) = claim(kit, p.id).await;
+    kit.ledger.release(p.id, LeaseId::generate()).await.unwrap();
+    assert_eq!(
+        kit.ledger
+            .begin_processing(p.id, LeaseId::generate(), LEASE)
+            .await
+            .unwrap(),
+        BeginOutcome::Busy,
+        "releasing someone else's lease is a no-op"
+    );
+    kit.ledger.release(p.id, lease).await.unwrap();
+    let (_, again) = claim(kit, p.id).await;
+    assert_eq!(again.status(), PaymentStatus::Processing);
+}
+
+pub async fn settle_posts_one_balanced_transfer_and_sets_success(kit: &StoreKit) {
+    let a = onboard(kit, Currency::USD).await;
+    let world = system_account(kit, Currency::USD).await;
+    let world_before = balance(kit, &world).await;
+    let p = stored_payment(kit, &a, 2500).await;
+    let (lease, held) = claim(kit, p.id).await;
+    let transfer = Transfer::for_payment(&held, Timestamp::now()).unwrap();
+    let settlement = Settlement {
+        payment_id: p.id,
+        lease,
+        result: SettlementResult::Posted(transfer.clone()),
+    };
+    let SettleOutcome::Settled(done) = kit.ledger.settle(&settlement).await.unwrap() else {
+        panic!("not settled")
+    };
+    assert_eq!(done.status(), PaymentStatus::Success);
+    assert_eq!(
+        kit.ledger
+            .payment(p.id, Principal::Platform)
+            .await
+            .unwrap()
+            .unwrap()
+            .status(),
+        PaymentStatus::Success
+    );
+    assert_eq!(balance(kit, &a.account).await, 2500);
+    assert_eq!(balance(kit, &world).await, world_before - 2500);
+
+    let entries = kit
+        .ledger
+        .entries(a.account.id, a.principal(), page(10, None))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(entries.items.len(), 1);
+    let credit = &entries.items[0];
+    assert_eq!(
+        (
+            credit.direction,
+            credit.amount.minor_units(),
+            credit.payment_id,
+            credit.transaction_id
+        ),
+        (Direction::Credit, 2500, p.id, transfer.id())
+    );
+    let world_entries = kit
+        .ledger
+        .entries(world.id, Principal::Platform, page(100, None))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        world_entries
+            .items
+            .iter()
+            .any(|e| e.transaction_id == transfer.id() && e.direction == Direction::Debit)
+    );
+
+    // Settling again, under the same lease or any other, writes nothing.
+    assert_eq!(
+        kit.ledger.settle(&settlement).await.unwrap(),
+        SettleOutcome::NotHeld {
+            status: PaymentStatus::Success
+        }
+    );
+    assert_eq!(balance(kit, &a.account).await, 2500);
+    assert_books_clean(kit).await;
+}
+
+pub async fn settle_failure_posts_nothing(kit: &StoreKit) {
+    let a = onboard(kit, Currency::USD).await;
+    let p = stored_payment(kit, &a, 900).await;
+    let (lease, _) = claim(kit, p.id).await;
+    let s = Settlement {
+        payment_id: p.id,
+        lease,
+        result: SettlementResult::Failed(FailureReason::InsufficientFunds),
+    };
+    let SettleOutcome::Settled(done) = kit.ledger.settle(&s).await.unwrap() else {
+        panic!("not settled")
+    };
+    assert_eq!(
+        done.failure_reason(),
+        Some(FailureReason::InsufficientFunds)
+    );
+    assert_eq!(balance(kit, &a.account).await, 0);
+    assert!(
+        kit.ledger
+            .entries(a.account.id, a.principal(), page(10, None))
+            .await
+            .unwrap()
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert_books_clean(kit).await;
+}
+
+pub async fn settle_refuses_a_transfer_that_does_not_match(kit: &StoreKit) {
+    let a = onboard(kit, Currency::USD).await;
+    let p = stored_payment(kit, &a, 100).await;
+    let other = stored_payment(kit, &a, 999).await;
+    let (lease, _) = claim(kit, p.id).await;
+    let wrong = Transfer::for_payment(&other, Timestamp::now()).unwrap();
+    let s = Settlement {
+        payment_id: p.id,
+        lease,
+        result: SettlementResult::Posted(wrong),
+    };
+    assert!(kit.ledger.settle(&s).await.is_err());
+    assert_eq!(
+        kit.ledger
+            .payment(p.id, Principal::Platform)
+            .await
+            .unwrap()
+            .unwrap()
+            .status(),
+        PaymentStatus::Processing
+    );
+    assert_eq!(balance(kit, &a.account).await, 0);
+}
+
+pub async fn concurrent_settlement_of_one_payment_happens_once(kit: &StoreKit) {
+    let a = onboard(kit, Currency::USD).await;
+    let p = stored_payment(kit, &a, 4200).await;
+    let barrier = Arc::new(tokio::sync::Barrier::new(16));
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (ledger, barrier) = (kit.ledger.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let lease = LeaseId::generate();
+            let BeginOutcome::Claimed(held) =
+                ledger.begin_processing(p.id, lease, LEASE).await.unwrap()
+            else {
+                return false;
+            };
+            let transfer = Transfer::for_payment(&held, Timestamp::now()).unwrap();
+            let s = Settlement {
+                payment_id: p.id,
+                lease,
+                result: SettlementResult::Posted(transfer),
+            };
+            matches!(ledger.settle(&s).await.unwrap(), SettleOutcome::Settled(_))
+        }));
+    }
+    let mut settled = 0;
+    for task in tasks {
+        settled += usize::from(task.await.unwrap());
+    }
+    assert_eq!(settled, 1);
+    assert_eq!(balance(kit, &a.account).await, 4200);
+    assert_books_clean(kit).await;
+}
+
+pub async fn concurrent_settlements_into_one_account_add_up_exactly(kit: &StoreKit) {
+    let a = onboard(kit, Currency::USD).await;
+    let world = system_account(kit, Currency::USD).await;
+    let world_before = balance(kit, &world).await;
+    let mut tasks = Vec::new();
+    for t in 0..32_i64 {
+        let kit = kit.clone();
+        let a = a.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut total = 0;
+            for i in 0..8 {
+                let amount = 1 + t * 8 + i;
+                let p = stored_payment(&kit, &a, amount).await;
+                assert!(matches!(post(&kit, p.id).await, SettleOutcome::Settled(_)));
+                total += amount;
+            }
+            total
+        }));
+    }
+    let mut expected = 0;
+    for task in tasks {
+        expected += task.await.unwrap();
+    }
+    assert_eq!(balance(kit, &a.account).await, expected);
+    assert_eq!(balance(kit, &world).await, world_before - expected);
+    assert_books_clean(kit).await;
+}
+
+pub async fn entries_list_newest_first_with_cursor_and_are_scoped(kit: &StoreKit) {
+    let a = onboard(kit, Currency::USD).await;
+    let b = onboard(kit, Currency::USD).await;
+    for amount in [1, 2, 3] {
+        let p = stored_payment(kit, &a, amount).await;
+        post(kit, p.id).await;
+    }
+    let first = kit
+        .ledger
+        .entries(a.account.id, a.principal(), page(2, None))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        first
+            .items
+            .iter()
+            .map(|e| e.amount.minor_units())
+            .collect::<Vec<_>>(),
+        vec![3, 2]
+    );
+    assert!(first.has_more);
+    let rest = kit
+        .ledger
+        .entries(
+            a.account.id,
+            a.principal(),
+            page(2, Some(first.items[1].id)),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        rest.items
+            .iter()
+            .map(|e| e.amount.minor_units())
+            .collect::<Vec<_>>(),
+        vec![1]
+    );
+    assert!(!rest.has_more);
+    assert_eq!(
+        kit.ledger
+            .entries(a.account.id, b.principal(), page(2, None))
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(matches!(
+        kit.ledger
+            .entries(
+                a.account.id,
+                a.principal(),
+                page(2, Some(crate::EntryId::generate()))
+            )
+            .await,
+        Err(Error::UnknownCursor)
+    ));
+    let b_entry_owner = stored_payment(kit, &b, 5).await;
+    post(kit, b_entry_owner.id).await;
+    let foreign = kit
+        .ledger
+        .entries(b.account.id, b.principal(), page(1, None))
+        .await
+        .unwrap()
+        .unwrap()
+        .items[0]
+        .id;
+    assert!(matches!(
+        kit.ledger
+            .entries(a.account.id, a.principal(), page(2, Some(foreign)))
+            .await,
+        Err(Error::UnknownCursor)
+    ));
+}
+
+pub async fn sweep_returns_stale_work_once_per_interval(kit: &StoreKit) {
+    let stale_after = Duration::from_secs(60);
+    let a = onboard(kit, Currency::USD).await;
+    let pending = stored_payment(kit, &a, 1).await;
+    let held = stored_payment(kit, &a, 2).await;
+    let done = stored_payment(kit, &a, 3).await;
+    claim(kit, held.id).await;
+    post(kit, done.id).await;
+
+    let swept = |ids: Vec<PaymentId>| {
+        ids.into_iter()
+            .filter(|id| [pending.id, held.id, done.id].contains(id))
+            .collect::<HashSet<_>>()
+    };
+    assert!(
+        swept(kit.ledger.sweep(stale_after, 10_000).await.unwrap()).is_empty(),
+        "fresh work is left alone"
+    );
+    kit.time.advance(stale_after + Duration::from_secs(1)).await;
+    let due = swept(kit.ledger.sweep(stale_after, 10_000).await.unwrap());
+    // The lease (30 s) ran out too, so the held payment is due as well; finished ones never are.
+    assert_eq!(due, HashSet::from([pending.id, held.id]));
+    assert!(
+        swept(kit.ledger.sweep(stale_after, 10_000).await.unwrap()).is_empty(),
+        "swept work waits another interval"
+    );
+    kit.time.advance(stale_after + Duration::from_secs(1)).await;
+    assert_eq!(
+        swept(kit.ledger.sweep(stale_after, 10_000).await.unwrap()),
+        HashSet::from([pending.id, held.id])
+    );
+}
+
+pub async fn balances_start_at_zero(kit: &StoreKit) {
+    let a = onboard(kit, Currency::INR).await;
+    assert_eq!(
+        kit.ledger
+            .account(a.account.id, Principal::Platform)
+            .await
+            .unwrap()
+            .unwrap()
+            .balance,
+        Balance::ZERO
+    );
+}
+
+/// Generates the [`crate::ports::LedgerStore`] conformance tests for a `StoreKit` expression.
+#[macro_export]
+macro_rules! ledger_store_conformance {
+    ($kit:expr) => {
+        $crate::conformance_tests!(
+            ledger,
+            $kit,
+            [
+                system_account_is_unique_per_currency,
+                accounts_round_trip_and_are_scoped,
+                payments_round_trip_and_are_scoped,
+                payments_list_newest_first_with_cursor_and_filter,
+                create_payment_refuses_inconsistent_accounts,
+                create_payment_completes_its_idempotency_claim_atomically,
+                begin_processing_is_a_compare_and_set_with_a_lease,
+                release_lets_the_next_attempt_claim_at_once,
+                settle_posts_one_balanced_transfer_and_sets_success,
+                settle_failure_posts_nothing,
+                settle_refuses_a_transfer_that_does_not_match,
+                concurrent_settlement_of_one_payment_happens_once,
+                concurrent_settlements_into_one_account_add_up_exactly,
+                entries_list_newest_first_with_cursor_and_are_scoped,
+                sweep_returns_stale_work_once_per_interval,
+                balances_start_at_zero,
+            ]
+        );
+    };
+}

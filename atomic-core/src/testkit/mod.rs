@@ -1,0 +1,229 @@
+//! The conformance kit: what every adapter of a port must do, written once and run by every
+//! adapter crate (the in-memory adapters run it in this crate's tests). Each case is a plain
+//! `pub async fn` over a kit of ports; the `*_conformance!` macros turn a whole suite into
+//! `#[tokio::test]`s. Not a stable API: cases are added as behaviour is.
+//!
+//! Time is the adapter's business: a kit carries a [`TimeTravel`] that makes time pass for
+//! the adapter (a manual clock here; aged rows or real waiting elsewhere).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+pub mod api_keys;
+pub mod idempotency;
+pub mod ledger;
+pub mod merchants;
+pub mod queue;
+pub mod rate_limit;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::account::{Account, AccountName};
+use crate::api_key::ApiKey;
+use crate::id::MerchantId;
+use crate::idempotency::{
+    Claim, ClaimOutcome, Completion, Fingerprint, IdempotencyKey, IdempotencyPolicy, StoredResponse,
+};
+use crate::merchant::{Merchant, MerchantName, Onboarding};
+use crate::money::{Amount, Currency};
+use crate::payment::{CardSource, Description, NewPayment, Payment};
+use crate::ports::{
+    ApiKeyStore, IdempotencyStore, JobQueue, LedgerAudit, LedgerStore, MerchantStore, RateLimiter,
+};
+use crate::principal::{Owner, Principal};
+use crate::time::{ManualClock, Timestamp};
+
+/// Makes time pass for an adapter.
+#[async_trait]
+pub trait TimeTravel: Send + Sync {
+    /// After this returns, the adapter behaves as if `by` had passed.
+    async fn advance(&self, by: Duration);
+}
+
+#[async_trait]
+impl TimeTravel for ManualClock {
+    async fn advance(&self, by: Duration) {
+        ManualClock::advance(self, by);
+    }
+}
+
+/// Real time: waits. For adapters whose clock is the server's own (Redis TTLs).
+#[derive(Debug, Default)]
+pub struct RealTime;
+
+#[async_trait]
+impl TimeTravel for RealTime {
+    async fn advance(&self, by: Duration) {
+        tokio::time::sleep(by).await;
+    }
+}
+
+/// The store ports of one backend, and its time.
+#[derive(Clone)]
+pub struct StoreKit {
+    pub ledger: Arc<dyn LedgerStore>,
+    pub merchants: Arc<dyn MerchantStore>,
+    pub api_keys: Arc<dyn ApiKeyStore>,
+    pub idempotency: Arc<dyn IdempotencyStore>,
+    /// The books audit, when the backend offers it.
+    pub audit: Option<Arc<dyn LedgerAudit>>,
+    pub time: Arc<dyn TimeTravel>,
+}
+
+/// A queue and its time.
+#[derive(Clone)]
+pub struct QueueKit {
+    pub queue: Arc<dyn JobQueue>,
+    pub time: Arc<dyn TimeTravel>,
+}
+
+/// A rate limiter and its time.
+#[derive(Clone)]
+pub struct LimiterKit {
+    pub limiter: Arc<dyn RateLimiter>,
+    pub time: Arc<dyn TimeTravel>,
+}
+
+/// A merchant as the fixtures create it.
+#[derive(Clone, Debug)]
+pub struct Onboarded {
+    pub merchant: Merchant,
+    pub account: Account,
+    pub key: ApiKey,
+}
+
+impl Onboarded {
+    pub fn principal(&self) -> Principal {
+        Principal::Merchant(self.merchant.id)
+    }
+}
+
+/// Onboards a merchant with a primary account in `currency`.
+pub async fn onboard(kit: &StoreKit, currency: Currency) -> Onboarded {
+    let now = Timestamp::now();
+    let id = MerchantId::generate();
+    let account = Account::open(
+        AccountName::parse("primary").unwrap(),
+        currency,
+        Owner::Merchant(id),
+        now,
+    );
+    let (key, _raw) = ApiKey::mint(id, now).unwrap();
+    let merchant = Merchant {
+        id,
+        name: MerchantName::parse("merchant").unwrap(),
+        primary_account: account.id,
+        created_at: now,
+    };
+    let onboarding = Onboarding {
+        merchant: merchant.clone(),
+        account: account.clone(),
+        key: key.clone(),
+    };
+    kit.merchants.onboard(&onboarding, None).await.unwrap();
+    Onboarded {
+        merchant,
+        account,
+        key,
+    }
+}
+
+/// The system account of `currency` (created if needed).
+pub async fn system_account(kit: &StoreKit, currency: Currency) -> Account {
+    kit.ledger
+        .ensure_system_account(&Account::system(currency, Timestamp::now()))
+        .await
+        .unwrap()
+}
+
+/// A `PENDING` payment into `to`, funded by `funding` (not stored).
+pub fn payment(to: &Account, funding: &Account, minor_units: i64, token: &str) -> Payment {
+    Payment::new(
+        NewPayment {
+            merchant_account: to.id,
+            funding_account: funding.id,
+            owner: to.owner,
+            amount: Amount::new(minor_units).unwrap(),
+            currency: to.currency,
+            source: CardSource::parse(token).unwrap(),
+            description: Description::default(),
+            idempotency_key: None,
+            created_by: Principal::Platform,
+        },
+        Timestamp::now(),
+    )
+}
+
+/// Stores a `PENDING` payment of `minor_units` into the merchant's primary account.
+pub async fn stored_payment(kit: &StoreKit, to: &Onboarded, minor_units: i64) -> Payment {
+    let funding = system_account(kit, to.account.currency).await;
+    let p = payment(&to.account, &funding, minor_units, "tok_visa");
+    kit.ledger.create_payment(&p, None).await.unwrap();
+    p
+}
+
+/// A unique idempotency key.
+pub fn unique_key() -> IdempotencyKey {
+    IdempotencyKey::parse(format!("key-{}", uuid::Uuid::now_v7())).unwrap()
+}
+
+/// A fingerprint for test body `n`.
+pub fn fingerprint(n: u8) -> Fingerprint {
+    Fingerprint::of("POST", "/api/v1/test", &[n])
+}
+
+/// A short idempotency policy for tests.
+pub fn policy() -> IdempotencyPolicy {
+    IdempotencyPolicy {
+        ttl: Duration::from_secs(3600),
+        lock_timeout: Duration::from_secs(60),
+    }
+}
+
+/// Claims a fresh key and returns the claim.
+pub async fn acquire(kit: &StoreKit, scope: Principal) -> Claim {
+    match kit
+        .idempotency
+        .claim(scope, &unique_key(), fingerprint(1), policy())
+        .await
+        .unwrap()
+    {
+        ClaimOutcome::Acquired(claim) => claim,
+        other => panic!("a fresh key must be acquired, got {other:?}"),
+    }
+}
+
+/// A completion of `claim` with a small body.
+pub fn completion(claim: &Claim, body: &'static str) -> Completion {
+    Completion {
+        claim: claim.clone(),
+        response: StoredResponse {
+            status: 201,
+            body: bytes::Bytes::from_static(body.as_bytes()),
+        },
+    }
+}
+
+/// Asserts the audit, when the backend has one, finds nothing wrong.
+pub async fn assert_books_clean(kit: &StoreKit) {
+    if let Some(audit) = &kit.audit {
+        let report = audit.audit(Duration::from_secs(24 * 3600)).await.unwrap();
+        assert!(report.is_clean(), "books audit found violations:\n{report}");
+    }
+}
+
+/// Generates one `#[tokio::test]` per case of a `testkit` suite module. `$kit` is an expression (usually an
+/// `async` block) producing the suite's kit; it is evaluated once per test.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($module:ident, $kit:expr, [$($case:ident),+ $(,)?]) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let kit = $kit;
+                $crate::testkit::$module::$case(&kit).await;
+            }
+        )+
+    };
+}

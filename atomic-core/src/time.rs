@@ -1,0 +1,220 @@
+//! Time: [`Timestamp`] (UTC, microsecond precision, the precision PostgreSQL keeps, so a value
+//! reads back equal to what was written) and the [`Clock`] the core reads it from, swappable
+//! for a [`ManualClock`] in tests.
+
+use std::fmt;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use time::{OffsetDateTime, UtcOffset};
+
+/// An instant in UTC with microsecond precision.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(OffsetDateTime);
+
+impl Timestamp {
+    /// The current system time.
+    pub fn now() -> Self {
+        Self::from_datetime(OffsetDateTime::now_utc())
+    }
+
+    /// A timestamp from any date-time (converted to UTC, truncated to microseconds).
+    pub fn from_datetime(at: OffsetDateTime) -> Self {
+        let at = at.to_offset(UtcOffset::UTC);
+        let micros = at.microsecond();
+        // Truncating sub-microsecond digits never leaves the valid range.
+        Self(at.replace_microsecond(micros).unwrap_or(at))
+    }
+
+    /// A timestamp from microseconds since the Unix epoch.
+    pub fn from_unix_micros(micros: i64) -> Option<Self> {
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
+            .ok()
+            .map(Self)
+    }
+
+    /// The date-time inside (UTC).
+    pub fn as_datetime(&self) -> OffsetDateTime {
+        self.0
+    }
+
+    /// Microseconds since the Unix epoch.
+    pub fn unix_micros(&self) -> i64 {
+        // Microseconds since 1970 fit i64 for every year `time` supports by default.
+        i64::try_from(self.0.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
+    }
+
+    /// This instant plus a duration (saturating at the far future).
+    pub fn saturating_add(&self, duration: Duration) -> Self {
+        self.0
+            .checked_add(time::Duration::try_from(duration).unwrap_or(time::Duration::MAX))
+            .map(Self::from_datetime)
+            .unwrap_or(*self)
+    }
+
+    /// This instant minus a duration (saturating at the far past).
+    pub fn saturating_sub(&self, duration: Duration) -> Self {
+        self.0
+            .checked_sub(time::Duration::try_from(duration).unwrap_or(time::Duration::MAX))
+            .map(Self::from_datetime)
+            .unwrap_or(*self)
+    }
+
+    /// How long after `earlier` this is (zero if it is not later).
+    pub fn duration_since(&self, earlier: Timestamp) -> Duration {
+        Duration::try_from(self.0 - earlier.0).unwrap_or(Duration::ZERO)
+    }
+}
+
+/// RFC 3339 in UTC with six fractional digits, e.g. `2026-11-25T00:32:20.123456Z`.
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = self.0;
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.microsecond()
+        )
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Timestamp({self})")
+    }
+}
+
+/// Where the core reads the time from.
+pub trait Clock: Send + Sync + fmt::Debug + 'static {
+    /// The current instant.
+    fn now(&self) -> Timestamp;
+}
+
+/// The system clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// A clock that moves only when told to; for tests of leases, TTLs and windows.
+#[derive(Debug)]
+pub struct ManualClock(Mutex<Timestamp>);
+
+impl ManualClock {
+    /// A clock standing at `start`.
+    pub fn new(start: Timestamp) -> Self {
+        Self(Mutex::new(start))
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: Duration) {
+        let mut now = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *now = now.saturating_add(by);
+    }
+}
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        Self::new(Timestamp::now())
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_rfc3339_utc_with_micros() {
+        let t = Timestamp::from_unix_micros(1_764_030_740_123_456).unwrap();
+        assert_eq!(t.to_string(), "2025-11-25T00:32:20.123456Z");
+        assert_eq!(Timestamp::from_unix_micros(t.unix_micros()), Some(t));
+    }
+
+    #[test]
+    fn manual_clock_moves_only_when_told() {
+        let start = Timestamp::from_unix_micros(0).unwrap();
+        let clock = ManualClock::new(start);
+        assert_eq!(clock.now(), start);
+        clock.advance(Duration::from_secs(90));
+        assert_eq!(clock.now().duration_since(start), Duration::from_secs(90));
+        assert_eq!(start.duration_since(clock.now()), Duration::ZERO);
+    }
+}
+
+/// Parses a configuration duration: whole seconds (`90`) or a number with a unit
+/// `s`, `m`, `h` or `d` (`15m`, `24h`). Zero is refused.
+pub fn parse_duration(text: &str) -> Result<Duration, crate::error::Invalid> {
+    use crate::error::Invalid;
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let scale: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => {
+            return Err(Invalid::new(
+                "must be seconds, or a number followed by s, m, h or d",
+            ));
+        }
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| Invalid::new("must be seconds, or a number followed by s, m, h or d"))?;
+    let secs = n
+        .checked_mul(scale)
+        .filter(|s| *s > 0)
+        .ok_or(Invalid::new("must be a positive duration"))?;
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_forms() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        for bad in [
+            "",
+            "0",
+            "0s",
+            "m",
+            "1.5h",
+            "-1",
+            "10x",
+            "1 h",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! The conformance kit run against the in-memory adapters.
+
+use std::sync::Arc;
+
+use atomic_core::memory::{MemoryQueue, MemoryRateLimiter, MemoryStore};
+use atomic_core::testkit::{LimiterKit, QueueKit, StoreKit};
+use atomic_core::time::ManualClock;
+
+fn store_kit() -> StoreKit {
+    let clock = Arc::new(ManualClock::default());
+    let store = MemoryStore::new(clock.clone());
+    StoreKit {
+        ledger: Arc::new(store.clone()),
+        merchants: Arc::new(store.clone()),
+        api_keys: Arc::new(store.clone()),
+        idempotency: Arc::new(store.clone()),
+        audit: Some(Arc::new(store)),
+        time: clock,
+    }
+}
+
+mod ledger {
+    use super::*;
+    atomic_core::ledger_store_conformance!(store_kit());
+}
+
+mod idempotency {
+    use super::*;
+    atomic_core::idempotency_store_conformance!(store_kit());
+}
+
+mod api_keys {
+    use super::*;
+    atomic_core::api_key_store_conformance!(store_kit());
+}
+
+mod merchants {
+    use super::*;
+    atomic_core::merchant_store_conformance!(store_kit());
+}
+
+mod queue {
+    use super::*;
+    atomic_core::job_queue_conformance!({
+        let clock = Arc::new(ManualClock::default());
+        QueueKit {
+            queue: Arc::new(MemoryQueue::new(clock.clone())),
+            time: clock,
+        }
+    });
+}
+
+mod rate_limit {
+    use super::*;
+    atomic_core::rate_limiter_conformance!({
+        let clock = Arc::new(ManualClock::default());
+        LimiterKit {
+            limiter: Arc::new(MemoryRateLimiter::new(clock.clone())),
+            time: clock,
+        }
+    });
+}
