@@ -1,0 +1,79 @@
+//! `POST /api-keys` (a merchant key mints another for its merchant; the secret is shown once),
+//! `GET /api-keys`, `DELETE /api-keys/:id` (revocation holds from the next request on).
+
+use atomic_core::ApiKeyId;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+
+use super::{RequestMeta, path_id};
+use crate::AppState;
+use crate::body::JsonBody;
+use crate::envelope::{json_response, success_body};
+use crate::error::ApiError;
+use crate::fields::Fields;
+use crate::gate::Caller;
+use crate::idempotency::{Create, IdempotencyHeader};
+use crate::query;
+use crate::views::{ApiKeyView, ListView};
+
+pub(crate) async fn create(
+    State(app): State<AppState>,
+    Caller(caller): Caller,
+    meta: RequestMeta,
+    idempotency: IdempotencyHeader,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    Fields::new(&body.object, &[]).finish()?;
+    let services = app.services();
+    Create {
+        services,
+        caller,
+        key: idempotency.key()?,
+        fingerprint: meta.fingerprint(&body.canonical),
+        status: StatusCode::CREATED,
+        meta: meta.meta(&app),
+    }
+    .run(
+        async { Ok(services.api_keys.prepare(caller)?) },
+        |(key, raw)| ApiKeyView::minted(key, raw),
+        |(key, _raw), completion| async move { services.api_keys.submit(&key, completion).await },
+    )
+    .await
+}
+
+pub(crate) async fn list(
+    State(app): State<AppState>,
+    Caller(caller): Caller,
+    meta: RequestMeta,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = query::parse(raw.as_deref(), false)?;
+    let page = app
+        .services()
+        .api_keys
+        .list(caller, q.page::<ApiKeyId>())
+        .await?;
+    let data = ListView::of(&page, ApiKeyView::stored);
+    Ok(json_response(
+        StatusCode::OK,
+        success_body(&data, &meta.meta(&app)),
+    ))
+}
+
+pub(crate) async fn revoke(
+    State(app): State<AppState>,
+    Caller(caller): Caller,
+    meta: RequestMeta,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let key = app
+        .services()
+        .api_keys
+        .revoke(caller, path_id::<ApiKeyId>(&id)?)
+        .await?;
+    Ok(json_response(
+        StatusCode::OK,
+        success_body(&ApiKeyView::stored(&key), &meta.meta(&app)),
+    ))
+}

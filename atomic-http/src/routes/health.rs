@@ -1,0 +1,59 @@
+//! `GET /health` (liveness: the process answers) and `GET /health/ready` (each dependency
+//! answers). Neither needs a key nor is rate limited.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::RequestMeta;
+use crate::AppState;
+use crate::envelope::{json_response, success_body};
+
+pub(crate) async fn live(State(app): State<AppState>, meta: RequestMeta) -> Response {
+    json_response(
+        StatusCode::OK,
+        success_body(&json!({ "status": "healthy" }), &meta.meta(&app)),
+    )
+}
+
+pub(crate) async fn ready(State(app): State<AppState>, meta: RequestMeta) -> Response {
+    let readiness = app.services().readiness().await;
+    let state = |up: bool| if up { "up" } else { "down" };
+    let data = json!({
+        "status": if readiness.all_up() { "ready" } else { "unavailable" },
+        "checks": {
+            "store": state(readiness.store),
+            "queue": state(readiness.queue),
+            "limiter": state(readiness.limiter),
+        },
+        "limiterFailOpen": app.limiter_failures(),
+    });
+    if readiness.all_up() {
+        return json_response(StatusCode::OK, success_body(&data, &meta.meta(&app)));
+    }
+    // Both shapes at once: `data.status` as for every health answer, and `error` for clients
+    // that read any non-2xx as an error envelope.
+    #[derive(serde::Serialize)]
+    struct NotReady<'a> {
+        success: bool,
+        data: &'a serde_json::Value,
+        error: serde_json::Value,
+        meta: crate::envelope::Meta,
+    }
+    let body = NotReady {
+        success: false,
+        data: &data,
+        error: json!({ "code": "unavailable", "message": "A dependency is not answering" }),
+        meta: meta.meta(&app),
+    };
+    let mut response = json_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        serde_json::to_vec(&body).unwrap_or_default().into(),
+    );
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        crate::error::RETRY_AFTER_UNAVAILABLE.into(),
+    );
+    response.into_response()
+}

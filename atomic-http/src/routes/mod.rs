@@ -1,0 +1,87 @@
+//! The route table of API.md. Protected routes go through the gate as a per-method layer, so
+//! an unknown route (404) or a wrong method (405) is answered before any key is looked at.
+
+mod accounts;
+mod api_keys;
+mod health;
+mod merchants;
+mod payments;
+
+use atomic_core::Invalid;
+use atomic_core::idempotency::Fingerprint;
+use axum::Router;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::middleware::from_fn_with_state;
+use axum::routing::{MethodRouter, delete, get, post};
+
+use crate::AppState;
+use crate::envelope::Meta;
+use crate::error::ApiError;
+use crate::gate::gate;
+use crate::request_id::RequestId;
+
+pub(crate) fn routes(app: &AppState) -> Router<AppState> {
+    let guarded = |methods: MethodRouter<AppState>| {
+        methods.route_layer(from_fn_with_state(app.clone(), gate))
+    };
+    Router::new()
+        .route("/api/v1/health", get(health::live))
+        .route("/api/v1/health/ready", get(health::ready))
+        .route(
+            "/api/v1/payments",
+            guarded(post(payments::create).get(payments::list)),
+        )
+        .route("/api/v1/payments/{id}", guarded(get(payments::show)))
+        .route("/api/v1/accounts", guarded(post(accounts::create)))
+        .route("/api/v1/accounts/{id}", guarded(get(accounts::show)))
+        .route(
+            "/api/v1/accounts/{id}/entries",
+            guarded(get(accounts::entries)),
+        )
+        .route("/api/v1/merchants", guarded(post(merchants::create)))
+        .route(
+            "/api/v1/api-keys",
+            guarded(post(api_keys::create).get(api_keys::list)),
+        )
+        .route("/api/v1/api-keys/{id}", guarded(delete(api_keys::revoke)))
+        .fallback(|| async { ApiError::NotFound })
+}
+
+/// What every handler needs to answer: the request id and path.
+pub(crate) struct RequestMeta {
+    request_id: RequestId,
+    path: String,
+}
+
+impl RequestMeta {
+    /// The `meta` object, stamped now.
+    pub(crate) fn meta(&self, app: &AppState) -> Meta {
+        Meta::new(app.now(), &self.request_id)
+    }
+
+    /// The fingerprint of this POST with this canonical body.
+    pub(crate) fn fingerprint(&self, canonical_body: &[u8]) -> Fingerprint {
+        Fingerprint::of("POST", &self.path, canonical_body)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            request_id: parts
+                .extensions
+                .get::<RequestId>()
+                .cloned()
+                .unwrap_or_else(RequestId::generate),
+            path: parts.uri.path().to_owned(),
+        })
+    }
+}
+
+/// Parses an id from the path: malformed is 400, as API.md says.
+pub(crate) fn path_id<T: std::str::FromStr<Err = Invalid>>(raw: &str) -> Result<T, ApiError> {
+    raw.parse().map_err(|e| ApiError::field("id", e))
+}

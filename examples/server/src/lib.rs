@@ -1,0 +1,233 @@
+//! The Atomic server: turns [`Settings`] into running parts. It is the only place that knows
+//! which adapters exist. [`Application::build`] wires ports, services and the HTTP router and
+//! binds the listener; [`Application::run_until_stopped`] serves requests, runs the settlement
+//! workers and the recovery sweep in-process, and shuts all of them down gracefully.
+
+pub mod settings;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use atomic_core::api_key::RawApiKey;
+use atomic_core::idempotency::IdempotencyPolicy;
+use atomic_core::service::{CoreConfig, SweepConfig, WorkerConfig, shutdown_channel};
+use atomic_core::{Ports, Services};
+use atomic_http::{AppState, HttpConfig};
+use axum::Router;
+use tokio::net::TcpListener;
+
+pub use settings::{ConfigError, LogFormat, Settings};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A configuration value is not usable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// An adapter asked for is not part of this build.
+    #[error("{0}")]
+    Unsupported(&'static str),
+    /// The core could not start (e.g. the store refused the system accounts).
+    #[error("could not start the core: {0}")]
+    Core(#[from] atomic_core::Error),
+    /// The listener could not be bound.
+    #[error("could not listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A built server, bound and ready to run.
+pub struct Application {
+    listener: TcpListener,
+    address: SocketAddr,
+    router: Router,
+    services: Services,
+    worker: WorkerConfig,
+    sweep: SweepConfig,
+    minted_platform_key: Option<RawApiKey>,
+    storage: &'static str,
+    shutdown_timeout: std::time::Duration,
+}
+
+impl Application {
+    /// Wires everything the settings ask for and binds the listener.
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        if settings.database_url.is_some() {
+            return Err(StartError::Unsupported(
+                "DATABASE_URL is set, but this build has no PostgreSQL adapter yet; unset it to run on the in-memory store",
+            ));
+        }
+        if settings.redis_url.is_some() {
+            return Err(StartError::Unsupported(
+                "REDIS_URL is set, but this build has no Redis adapter yet; unset it to run on the in-memory queue and limiter",
+            ));
+        }
+        let ports = Ports::in_memory();
+        let storage =
+            "in-memory adapters (no DATABASE_URL or REDIS_URL): data will not survive a restart";
+
+        let (platform_key, minted_platform_key) = match settings.platform_key_hash {
+            Some(hash) => (hash, None),
+            None => {
+                let raw = RawApiKey::generate()?;
+                (raw.hash(), Some(raw))
+            }
+        };
+        let core = CoreConfig {
+            currencies: settings.currencies.clone(),
+            platform_key: Some(platform_key),
+            idempotency: IdempotencyPolicy {
+                ttl: settings.idempotency_ttl,
+                // Longer than any request may run, so a live request is never overtaken.
+                lock_timeout: settings.request_timeout.saturating_mul(2),
+            },
+        };
+        let services = Services::start(ports, core).await?;
+        let http = HttpConfig {
+            global_limit: settings.rate_limit_global.clone(),
+            payments_limit: settings.rate_limit_payments.clone(),
+            rate_limit_fail_closed: settings.rate_limit_fail_closed,
+            trusted_proxy_hops: settings.trusted_proxy_hops,
+            cors: settings.cors.clone(),
+            request_timeout: settings.request_timeout,
+        };
+        let router = atomic_http::router(AppState::new(services.clone(), http));
+        let addr = SocketAddr::new(settings.host, settings.port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let address = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
+        Ok(Self {
+            listener,
+            address,
+            router,
+            services,
+            worker: WorkerConfig {
+                concurrency: settings.worker_concurrency,
+                ..WorkerConfig::default()
+            },
+            sweep: SweepConfig::default(),
+            minted_platform_key,
+            storage,
+            shutdown_timeout: settings.shutdown_timeout,
+        })
+    }
+
+    /// The address the server listens on (with the real port when 0 was asked for).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    /// The services (for tests and embedders).
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    /// The platform key minted at start-up, when no `MERCHANT_API_KEY_HASH` was given.
+    pub fn minted_platform_key(&self) -> Option<&RawApiKey> {
+        self.minted_platform_key.as_ref()
+    }
+
+    /// What the server stores data in, in words.
+    pub fn storage(&self) -> &'static str {
+        self.storage
+    }
+
+    /// Serves until `shutdown` resolves; then stops accepting, lets in-flight requests
+    /// finish, stops the workers and the sweep (each finishes the job it holds), and returns.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (trigger, stop) = shutdown_channel();
+        let worker = tokio::spawn(self.services.worker(self.worker).run(stop.clone()));
+        let sweeper = tokio::spawn(self.services.sweeper(self.sweep).run(stop));
+        let app = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        tracing::info!("no longer accepting requests; stopping the workers");
+        trigger.trigger();
+        let drained = tokio::time::timeout(self.shutdown_timeout, async {
+            let _ = worker.await;
+            let _ = sweeper.await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                "workers did not stop within the shutdown timeout; their leases will run out and the jobs come back"
+            );
+        }
+        served
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutdown signal received");
+}
+
+/// The walk-through printed at start-up when a platform key was minted: runnable shell lines
+/// that create a merchant, pay it, poll the payment and read the balance.
+pub fn walkthrough(address: SocketAddr, key: &RawApiKey) -> String {
+    let base = format!("http://{address}/api/v1");
+    let key = key.expose();
+    format!(
+        r#"
+No MERCHANT_API_KEY_HASH was set, so this run minted a platform key. It is shown once:
+
+  export ATOMIC_KEY={key}
+  export ATOMIC={base}
+
+Walk the whole flow (paste these lines into a shell):
+
+  # 1. Create a merchant: its account and its own API key come back.
+  MERCHANT=$(curl -s -X POST $ATOMIC/merchants -H "Authorization: Bearer $ATOMIC_KEY" -H 'Content-Type: application/json' -d '{{"name":"Coffee Shop","currency":"USD"}}'); echo "$MERCHANT"
+  ACCOUNT=$(echo "$MERCHANT" | grep -o '"account":{{"id":"[^"]*' | cut -d'"' -f6)
+
+  # 2. Pay it $50.00 (202: stored PENDING, settled in the background). Retrying with the same Idempotency-Key is safe.
+  PAYMENT=$(curl -s -X POST $ATOMIC/payments -H "Authorization: Bearer $ATOMIC_KEY" -H 'Content-Type: application/json' -H 'Idempotency-Key: order-1001' -d '{{"merchantId":"'$ACCOUNT'","amount":5000,"currency":"USD","source":"tok_visa"}}'); echo "$PAYMENT"
+  PAYMENT_ID=$(echo "$PAYMENT" | grep -o '"data":{{"id":"[^"]*' | cut -d'"' -f6)
+
+  # 3. Poll the payment until it is SUCCESS (tok_chargeDeclined would end FAILED).
+  curl -s $ATOMIC/payments/$PAYMENT_ID -H "Authorization: Bearer $ATOMIC_KEY"
+
+  # 4. Read the balance (5000) and the ledger entry that moved it.
+  curl -s $ATOMIC/accounts/$ACCOUNT -H "Authorization: Bearer $ATOMIC_KEY"
+  curl -s $ATOMIC/accounts/$ACCOUNT/entries -H "Authorization: Bearer $ATOMIC_KEY"
+"#
+    )
+}

@@ -1,0 +1,304 @@
+//! The server's configuration, parsed once at start-up from the environment (and a `.env`
+//! file when present) into a typed [`Settings`]. Nothing reads environment variables later.
+//! A bad value stops start-up with one line naming the variable and what it must be.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use atomic_core::api_key::KeyHash;
+use atomic_core::money::Currencies;
+use atomic_core::rate_limit::RateLimitPolicy;
+use atomic_core::time::parse_duration;
+use atomic_http::Cors;
+use axum::http::HeaderValue;
+use secrecy::SecretString;
+
+/// A configuration variable with a bad value.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {var} {problem}")]
+pub struct ConfigError {
+    var: &'static str,
+    problem: String,
+}
+
+fn bad(var: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var,
+        problem: problem.into(),
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Everything the server is configured with.
+#[derive(Debug)]
+pub struct Settings {
+    /// Address to listen on (`HOST`, default 127.0.0.1).
+    pub host: IpAddr,
+    /// Port to listen on (`PORT`, default 3000; 0 picks a free one).
+    pub port: u16,
+    /// PostgreSQL (`DATABASE_URL`); unset runs on the in-memory store.
+    pub database_url: Option<SecretString>,
+    /// Redis (`REDIS_URL`); unset runs on the in-memory queue and limiter.
+    pub redis_url: Option<SecretString>,
+    /// The platform key's SHA-256 (`MERCHANT_API_KEY_HASH`); unset mints one at start-up.
+    pub platform_key_hash: Option<KeyHash>,
+    /// Accepted currencies (`SUPPORTED_CURRENCIES`, default `USD,EUR,INR`).
+    pub currencies: Currencies,
+    /// Browser origins allowed (`CORS_ORIGIN`: comma-separated, or `*`).
+    pub cors: Cors,
+    /// Log filter (`RUST_LOG`, else `LOG_LEVEL`, default `info`).
+    pub log_filter: String,
+    /// Log format (`LOG_FORMAT`: `pretty` or `json`).
+    pub log_format: LogFormat,
+    /// Job loops of the in-process worker (`WORKER_CONCURRENCY`, default 4).
+    pub worker_concurrency: usize,
+    /// How long idempotency keys are kept (`IDEMPOTENCY_TTL`, default 24h).
+    pub idempotency_ttl: Duration,
+    /// `RATE_LIMIT_GLOBAL` (default `100/15m`, `off` disables).
+    pub rate_limit_global: Option<RateLimitPolicy>,
+    /// `RATE_LIMIT_PAYMENTS` (default `10/1m`, `off` disables).
+    pub rate_limit_payments: Option<RateLimitPolicy>,
+    /// `RATE_LIMIT_FAIL_CLOSED` (default false: fail open).
+    pub rate_limit_fail_closed: bool,
+    /// Trusted proxy hops for `X-Forwarded-For` (`TRUST_PROXY`: false, true = 1, or a number).
+    pub trusted_proxy_hops: usize,
+    /// `REQUEST_TIMEOUT` (default 30s).
+    pub request_timeout: Duration,
+    /// `SHUTDOWN_TIMEOUT`: how long shutdown waits for in-flight work (default 30s).
+    pub shutdown_timeout: Duration,
+}
+
+impl Settings {
+    /// Reads `.env` (if present) and the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        match dotenvy::dotenv() {
+            Ok(_) => {}
+            Err(e) if e.not_found() => {}
+            Err(e) => return Err(bad(".env", format!("could not be read: {e}"))),
+        }
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Parses settings from any variable lookup (for tests and embedders).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |name: &str| {
+            get(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let duration = |name: &'static str, default: Duration| match var(name) {
+            None => Ok(default),
+            Some(v) => parse_duration(&v).map_err(|e| bad(name, format!("{e} (got {v:?})"))),
+        };
+        let boolean = |name: &'static str| match var(name).as_deref() {
+            None => Ok(false),
+            Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => Ok(true),
+            Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => Ok(false),
+            Some(v) => Err(bad(name, format!("must be true or false (got {v:?})"))),
+        };
+        let limit = |name: &'static str, policy: &str, default: &str| {
+            let spec = var(name).unwrap_or_else(|| default.to_owned());
+            RateLimitPolicy::parse(policy, &spec)
+                .map_err(|e| bad(name, format!("{e} (got {spec:?})")))
+        };
+
+        let host = match var("HOST") {
+            None => IpAddr::from([127, 0, 0, 1]),
+            Some(v) => v
+                .parse()
+                .map_err(|_| bad("HOST", format!("must be an IP address (got {v:?})")))?,
+        };
+        let port = match var("PORT") {
+            None => 3000,
+            Some(v) => v
+                .parse()
+                .map_err(|_| bad("PORT", format!("must be a port number 0-65535 (got {v:?})")))?,
+        };
+        let platform_key_hash = var("MERCHANT_API_KEY_HASH")
+            .map(|v| KeyHash::from_hex(&v).map_err(|e| bad("MERCHANT_API_KEY_HASH", e.to_string())))
+            .transpose()?;
+        let currencies = match var("SUPPORTED_CURRENCIES") {
+            None => Currencies::default(),
+            Some(v) => Currencies::parse_list(&v)
+                .map_err(|e| bad("SUPPORTED_CURRENCIES", format!("{e} (got {v:?})")))?,
+        };
+        let cors = match var("CORS_ORIGIN") {
+            None => Cors::Disabled,
+            Some(v) if v == "*" => Cors::Any,
+            Some(v) => Cors::Origins(
+                v.split(',')
+                    .map(|o| {
+                        HeaderValue::from_str(o.trim())
+                            .map_err(|_| bad("CORS_ORIGIN", format!("has an invalid origin {o:?}")))
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+        };
+        let log_format = match var("LOG_FORMAT").as_deref() {
+            None | Some("pretty") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(v) => {
+                return Err(bad(
+                    "LOG_FORMAT",
+                    format!("must be pretty or json (got {v:?})"),
+                ));
+            }
+        };
+        let worker_concurrency = match var("WORKER_CONCURRENCY") {
+            None => 4,
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=1024).contains(n))
+                .ok_or_else(|| {
+                    bad(
+                        "WORKER_CONCURRENCY",
+                        format!("must be a number from 1 to 1024 (got {v:?})"),
+                    )
+                })?,
+        };
+        let trusted_proxy_hops = match var("TRUST_PROXY").as_deref() {
+            None => 0,
+            Some(v) if v.eq_ignore_ascii_case("false") => 0,
+            Some(v) if v.eq_ignore_ascii_case("true") => 1,
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n <= 16)
+                .ok_or_else(|| {
+                    bad(
+                        "TRUST_PROXY",
+                        format!("must be true, false or a hop count (got {v:?})"),
+                    )
+                })?,
+        };
+        Ok(Self {
+            host,
+            port,
+            database_url: var("DATABASE_URL").map(SecretString::from),
+            redis_url: var("REDIS_URL").map(SecretString::from),
+            platform_key_hash,
+            currencies,
+            cors,
+            log_filter: var("RUST_LOG")
+                .or_else(|| var("LOG_LEVEL"))
+                .unwrap_or_else(|| "info".to_owned()),
+            log_format,
+            worker_concurrency,
+            idempotency_ttl: duration("IDEMPOTENCY_TTL", Duration::from_secs(24 * 3600))?,
+            rate_limit_global: limit("RATE_LIMIT_GLOBAL", "global", "100/15m")?,
+            rate_limit_payments: limit("RATE_LIMIT_PAYMENTS", "payments", "10/1m")?,
+            rate_limit_fail_closed: boolean("RATE_LIMIT_FAIL_CLOSED")?,
+            trusted_proxy_hops,
+            request_timeout: duration("REQUEST_TIMEOUT", Duration::from_secs(30))?,
+            shutdown_timeout: duration("SHUTDOWN_TIMEOUT", Duration::from_secs(30))?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let vars: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_match_api_md() {
+        let s = parse(&[]).unwrap();
+        assert_eq!((s.host.to_string(), s.port), ("127.0.0.1".to_owned(), 3000));
+        assert!(s.database_url.is_none() && s.redis_url.is_none() && s.platform_key_hash.is_none());
+        let global = s.rate_limit_global.unwrap();
+        assert_eq!(
+            (global.limit, global.window),
+            (100, Duration::from_secs(900))
+        );
+        let payments = s.rate_limit_payments.unwrap();
+        assert_eq!(
+            (payments.limit, payments.window),
+            (10, Duration::from_secs(60))
+        );
+        assert_eq!(s.idempotency_ttl, Duration::from_secs(86_400));
+        assert!(!s.rate_limit_fail_closed);
+        assert_eq!(s.trusted_proxy_hops, 0);
+        assert_eq!(s.currencies.to_string(), "USD,EUR,INR");
+    }
+
+    #[test]
+    fn parses_every_variable() {
+        let s = parse(&[
+            ("PORT", "0"),
+            ("HOST", "0.0.0.0"),
+            ("MERCHANT_API_KEY_HASH", &"AB".repeat(32)),
+            ("RATE_LIMIT_GLOBAL", "off"),
+            ("RATE_LIMIT_PAYMENTS", "5/30s"),
+            ("IDEMPOTENCY_TTL", "2h"),
+            ("TRUST_PROXY", "true"),
+            ("CORS_ORIGIN", "https://a.example, https://b.example"),
+            ("LOG_FORMAT", "json"),
+            ("LOG_LEVEL", "debug"),
+            ("WORKER_CONCURRENCY", "8"),
+            ("RATE_LIMIT_FAIL_CLOSED", "true"),
+        ])
+        .unwrap();
+        assert_eq!(s.port, 0);
+        assert!(s.platform_key_hash.is_some());
+        assert!(s.rate_limit_global.is_none());
+        assert_eq!(
+            s.rate_limit_payments.unwrap().window,
+            Duration::from_secs(30)
+        );
+        assert_eq!(s.idempotency_ttl, Duration::from_secs(7200));
+        assert_eq!(s.trusted_proxy_hops, 1);
+        assert!(matches!(s.cors, Cors::Origins(ref o) if o.len() == 2));
+        assert_eq!(
+            (s.log_format, s.log_filter.as_str(), s.worker_concurrency),
+            (LogFormat::Json, "debug", 8)
+        );
+        assert!(s.rate_limit_fail_closed);
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable_in_one_line() {
+        for (var, value) in [
+            ("PORT", "http"),
+            ("HOST", "localhost:3000"),
+            ("MERCHANT_API_KEY_HASH", "not-hex"),
+            ("RATE_LIMIT_GLOBAL", "100 per minute"),
+            ("IDEMPOTENCY_TTL", "forever"),
+            ("LOG_FORMAT", "xml"),
+            ("WORKER_CONCURRENCY", "0"),
+            ("TRUST_PROXY", "maybe"),
+            ("SUPPORTED_CURRENCIES", "usd"),
+            ("RATE_LIMIT_FAIL_CLOSED", "yes please"),
+        ] {
+            let message = parse(&[(var, value)]).unwrap_err().to_string();
+            assert!(
+                message.contains(var) && !message.contains('\n'),
+                "{message}"
+            );
+        }
+        let secret = "f".repeat(63);
+        assert!(
+            !parse(&[("MERCHANT_API_KEY_HASH", &secret)])
+                .unwrap_err()
+                .to_string()
+                .contains(&secret),
+            "the hash is not echoed"
+        );
+    }
+}
