@@ -2,12 +2,12 @@
 //! funds payments. Only a system account may go below zero; [`Account::apply`] is where that
 //! rule and checked arithmetic meet.
 
-use crate::error::{Invalid, Invariant};
+use crate::error::Invariant;
 use crate::id::AccountId;
 use crate::ledger::Direction;
 use crate::money::{Amount, Balance, Currency};
 use crate::principal::Owner;
-use crate::text;
+use crate::text::Name;
 use crate::time::Timestamp;
 
 /// The name of the system account of every currency.
@@ -41,23 +41,8 @@ impl AccountKind {
     }
 }
 
-/// An account name: 1..=255 characters, one line.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct AccountName(String);
-
-impl AccountName {
-    /// Validates a name.
-    pub fn parse(name: impl Into<String>) -> Result<Self, Invalid> {
-        let name = name.into();
-        text::check(&name, 1, 255, text::Lines::Single)?;
-        Ok(Self(name))
-    }
-
-    /// The name.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
+/// An account's name (see [`Name`]).
+pub type AccountName = Name;
 
 /// A ledger account and its cached balance (always equal to its credits minus its debits).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,7 +81,8 @@ impl Account {
     pub fn system(currency: Currency, now: Timestamp) -> Self {
         Self {
             id: AccountId::generate(),
-            name: AccountName(SYSTEM_ACCOUNT_NAME.to_owned()),
+            name: Name::parse(SYSTEM_ACCOUNT_NAME)
+                .unwrap_or_else(|_| unreachable!("a valid constant")),
             currency,
             owner: Owner::Platform,
             kind: AccountKind::System,

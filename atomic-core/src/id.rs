@@ -1,63 +1,63 @@
 //! Typed identifiers. Every id is a UUID; the ones we mint are version 7, so they sort by
 //! creation time, which is what newest-first keyset pagination orders by.
 
-use std::fmt;
-use std::str::FromStr;
-
 use uuid::Uuid;
 
 use crate::error::Invalid;
 
+/// Defines a UUID newtype with `generate`, `from_uuid`, `as_uuid`, `Display`, `Debug` and `FromStr`.
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $name(Uuid);
+        pub struct $name(::uuid::Uuid);
 
         impl $name {
             /// Mints a new time-ordered (v7) id.
             pub fn generate() -> Self {
-                Self(Uuid::now_v7())
+                Self(::uuid::Uuid::now_v7())
             }
 
             /// Wraps an existing UUID (any version).
-            pub const fn from_uuid(uuid: Uuid) -> Self {
+            pub const fn from_uuid(uuid: ::uuid::Uuid) -> Self {
                 Self(uuid)
             }
 
             /// The UUID inside.
-            pub const fn as_uuid(&self) -> Uuid {
+            pub const fn as_uuid(&self) -> ::uuid::Uuid {
                 self.0
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Display::fmt(&self.0.hyphenated(), f)
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                ::std::fmt::Display::fmt(&self.0.hyphenated(), f)
             }
         }
 
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 write!(f, concat!(stringify!($name), "({})"), self.0.hyphenated())
             }
         }
 
-        impl FromStr for $name {
-            type Err = Invalid;
+        impl ::std::str::FromStr for $name {
+            type Err = $crate::error::Invalid;
 
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                parse_uuid(s).map(Self)
+                $crate::id::parse_uuid(s).map(Self)
             }
         }
 
-        impl From<Uuid> for $name {
-            fn from(uuid: Uuid) -> Self {
+        impl From<::uuid::Uuid> for $name {
+            fn from(uuid: ::uuid::Uuid) -> Self {
                 Self(uuid)
             }
         }
     };
 }
+
+pub(crate) use id_type;
 
 /// Parses a UUID in its canonical hyphenated form only (36 characters), so an id has one spelling.
 pub fn parse_uuid(s: &str) -> Result<Uuid, Invalid> {

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use uuid::Uuid;
 
 use crate::error::Invalid;
 use crate::hex;
@@ -125,26 +124,10 @@ pub struct StoredResponse {
     pub body: Bytes,
 }
 
-/// Proof of holding an in-progress key; only its holder can complete or release it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ClaimToken(Uuid);
-
-impl ClaimToken {
-    /// A fresh token.
-    pub fn generate() -> Self {
-        Self(Uuid::now_v7())
-    }
-
-    /// A token from its UUID (as read back from a store).
-    pub const fn from_uuid(uuid: Uuid) -> Self {
-        Self(uuid)
-    }
-
-    /// The UUID inside.
-    pub const fn as_uuid(&self) -> Uuid {
-        self.0
-    }
-}
+crate::id::id_type!(
+    /// Proof of holding an in-progress key; only its holder can complete or release it.
+    ClaimToken
+);
 
 /// A held key: scope, key and the token that proves the hold.
 #[derive(Clone, Debug, PartialEq, Eq)]

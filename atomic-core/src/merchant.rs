@@ -3,28 +3,12 @@
 
 use crate::account::Account;
 use crate::api_key::ApiKey;
-use crate::error::Invalid;
 use crate::id::{AccountId, MerchantId};
-use crate::text;
+use crate::text::Name;
 use crate::time::Timestamp;
 
-/// A merchant's display name: 1..=255 characters, one line.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct MerchantName(String);
-
-impl MerchantName {
-    /// Validates a name.
-    pub fn parse(name: impl Into<String>) -> Result<Self, Invalid> {
-        let name = name.into();
-        text::check(&name, 1, 255, text::Lines::Single)?;
-        Ok(Self(name))
-    }
-
-    /// The name.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
+/// A merchant's name (see [`Name`]).
+pub type MerchantName = Name;
 
 /// A merchant.
 #[derive(Clone, Debug, PartialEq, Eq)]

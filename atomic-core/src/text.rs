@@ -1,6 +1,6 @@
 //! Checks on the free text the API stores (names, descriptions): length in characters, no NUL
 //! (PostgreSQL `text` cannot hold it) and no control characters. Accepted text is stored
-//! byte for byte as given.
+//! byte for byte as given. [`Name`] is the one-line name of accounts and merchants.
 
 use crate::error::Invalid;
 
@@ -32,6 +32,24 @@ pub fn check(value: &str, min: usize, max: usize, lines: Lines) -> Result<(), In
         return Err(Invalid::new("must not be blank"));
     }
     Ok(())
+}
+
+/// A display name (of an account or a merchant): 1..=255 characters, one line.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Name(String);
+
+impl Name {
+    /// Validates a name.
+    pub fn parse(name: impl Into<String>) -> Result<Self, Invalid> {
+        let name = name.into();
+        check(&name, 1, 255, Lines::Single)?;
+        Ok(Self(name))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 #[cfg(test)]

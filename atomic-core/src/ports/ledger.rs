@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use uuid::Uuid;
 
 use crate::account::Account;
 use crate::error::Result;
@@ -14,26 +13,10 @@ use crate::page::{Page, PageRequest};
 use crate::payment::{FailureReason, Payment, PaymentStatus};
 use crate::principal::Principal;
 
-/// Identifies one worker's hold on a payment; settlement succeeds only for the current holder.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct LeaseId(Uuid);
-
-impl LeaseId {
-    /// A fresh lease id.
-    pub fn generate() -> Self {
-        Self(Uuid::now_v7())
-    }
-
-    /// A lease id from its UUID (as read back from a store).
-    pub const fn from_uuid(uuid: Uuid) -> Self {
-        Self(uuid)
-    }
-
-    /// The UUID inside.
-    pub const fn as_uuid(&self) -> Uuid {
-        self.0
-    }
-}
+crate::id::id_type!(
+    /// Identifies one worker's hold on a payment; settlement succeeds only for the current holder.
+    LeaseId
+);
 
 /// The answer to [`LedgerStore::begin_processing`].
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -42,9 +42,8 @@ impl MerchantService {
         }
         let now = self.clock.now();
         let merchant_id = MerchantId::generate();
-        let account_name = crate::account::AccountName::parse(name.as_str())
-            .map_err(|e| Error::invalid_field("name", e))?;
-        let account = Account::open(account_name, currency, Owner::Merchant(merchant_id), now);
+        // The primary account carries the merchant's name.
+        let account = Account::open(name.clone(), currency, Owner::Merchant(merchant_id), now);
         let (key, raw) = ApiKey::mint(merchant_id, now)?;
         let merchant = Merchant {
             id: merchant_id,

@@ -9,11 +9,10 @@ use axum::response::Response;
 use super::{RequestMeta, path_id};
 use crate::AppState;
 use crate::body::JsonBody;
-use crate::envelope::{json_response, success_body};
 use crate::error::ApiError;
 use crate::fields::Fields;
 use crate::gate::Caller;
-use crate::idempotency::{Create, IdempotencyHeader};
+use crate::idempotency::IdempotencyHeader;
 use crate::query;
 use crate::views::{ApiKeyView, ListView};
 
@@ -26,15 +25,8 @@ pub(crate) async fn create(
 ) -> Result<Response, ApiError> {
     Fields::new(&body.object, &[]).finish()?;
     let services = app.services();
-    Create {
-        services,
-        caller,
-        key: idempotency.key()?,
-        fingerprint: meta.fingerprint(&body.canonical),
-        status: StatusCode::CREATED,
-        meta: meta.meta(&app),
-    }
-    .run(
+    meta.create(&app, caller, &idempotency, &body, StatusCode::CREATED)?
+        .run(
         async { Ok(services.api_keys.prepare(caller)?) },
         |(key, raw)| ApiKeyView::minted(key, raw),
         |(key, _raw), completion| async move { services.api_keys.submit(&key, completion).await },
@@ -55,10 +47,7 @@ pub(crate) async fn list(
         .list(caller, q.page::<ApiKeyId>())
         .await?;
     let data = ListView::of(&page, ApiKeyView::stored);
-    Ok(json_response(
-        StatusCode::OK,
-        success_body(&data, &meta.meta(&app)),
-    ))
+    Ok(meta.ok(&app, &data))
 }
 
 pub(crate) async fn revoke(
@@ -72,8 +61,5 @@ pub(crate) async fn revoke(
         .api_keys
         .revoke(caller, path_id::<ApiKeyId>(&id)?)
         .await?;
-    Ok(json_response(
-        StatusCode::OK,
-        success_body(&ApiKeyView::stored(&key), &meta.meta(&app)),
-    ))
+    Ok(meta.ok(&app, &ApiKeyView::stored(&key)))
 }

@@ -8,13 +8,10 @@ use serde_json::json;
 
 use super::RequestMeta;
 use crate::AppState;
-use crate::envelope::{json_response, success_body};
+use crate::envelope::json_response;
 
 pub(crate) async fn live(State(app): State<AppState>, meta: RequestMeta) -> Response {
-    json_response(
-        StatusCode::OK,
-        success_body(&json!({ "status": "healthy" }), &meta.meta(&app)),
-    )
+    meta.ok(&app, &json!({ "status": "healthy" }))
 }
 
 pub(crate) async fn ready(State(app): State<AppState>, meta: RequestMeta) -> Response {
@@ -30,7 +27,7 @@ pub(crate) async fn ready(State(app): State<AppState>, meta: RequestMeta) -> Res
         "limiterFailOpen": app.limiter_failures(),
     });
     if readiness.all_up() {
-        return json_response(StatusCode::OK, success_body(&data, &meta.meta(&app)));
+        return meta.ok(&app, &data);
     }
     // Both shapes at once: `data.status` as for every health answer, and `error` for clients
     // that read any non-2xx as an error envelope.

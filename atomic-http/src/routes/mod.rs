@@ -7,18 +7,24 @@ mod health;
 mod merchants;
 mod payments;
 
-use atomic_core::Invalid;
 use atomic_core::idempotency::Fingerprint;
+use atomic_core::text::Name;
+use atomic_core::{Currency, Invalid, Principal};
 use axum::Router;
 use axum::extract::FromRequestParts;
+use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::middleware::from_fn_with_state;
+use axum::response::Response;
 use axum::routing::{MethodRouter, delete, get, post};
 
 use crate::AppState;
-use crate::envelope::Meta;
+use crate::body::JsonBody;
+use crate::envelope::{Meta, json_response, success_body};
 use crate::error::ApiError;
+use crate::fields::{Fields, string};
 use crate::gate::gate;
+use crate::idempotency::{Create, IdempotencyHeader};
 use crate::request_id::RequestId;
 
 pub(crate) fn routes(app: &AppState) -> Router<AppState> {
@@ -60,9 +66,44 @@ impl RequestMeta {
         Meta::new(app.now(), &self.request_id)
     }
 
-    /// The fingerprint of this POST with this canonical body.
-    pub(crate) fn fingerprint(&self, canonical_body: &[u8]) -> Fingerprint {
-        Fingerprint::of("POST", &self.path, canonical_body)
+    /// A 200 answer with `data`.
+    pub(crate) fn ok(&self, app: &AppState, data: &impl serde::Serialize) -> Response {
+        json_response(StatusCode::OK, success_body(data, &self.meta(app)))
+    }
+
+    /// The create step of a POST: its caller, idempotency key, fingerprint and answer status.
+    pub(crate) fn create<'a>(
+        &self,
+        app: &'a AppState,
+        caller: Principal,
+        idempotency: &IdempotencyHeader,
+        body: &JsonBody,
+        status: StatusCode,
+    ) -> Result<Create<'a>, ApiError> {
+        Ok(Create {
+            services: app.services(),
+            caller,
+            key: idempotency.key()?,
+            fingerprint: Fingerprint::of("POST", &self.path, &body.canonical),
+            status,
+            meta: self.meta(app),
+        })
+    }
+}
+
+/// The `{"name", "currency"}` body of `POST /accounts` and `POST /merchants`.
+pub(crate) fn name_and_currency(
+    app: &AppState,
+    body: &JsonBody,
+) -> Result<(Name, Currency), ApiError> {
+    let currencies = &app.services().config().currencies;
+    let mut f = Fields::new(&body.object, &["name", "currency"]);
+    let name = f.required("name", |v| Name::parse(string(v)?));
+    let currency = f.required("currency", |v| currencies.parse(string(v)?));
+    f.finish()?;
+    match (name, currency) {
+        (Some(name), Some(currency)) => Ok((name, currency)),
+        _ => Err(ApiError::Validation(Vec::new())),
     }
 }
 

@@ -9,11 +9,10 @@ use axum::response::Response;
 use super::{RequestMeta, path_id};
 use crate::AppState;
 use crate::body::JsonBody;
-use crate::envelope::{json_response, success_body};
 use crate::error::ApiError;
 use crate::fields::{Fields, integer, string};
 use crate::gate::Caller;
-use crate::idempotency::{Create, IdempotencyHeader};
+use crate::idempotency::IdempotencyHeader;
 use crate::query;
 use crate::views::{ListView, PaymentEnvelope, PaymentView};
 
@@ -41,24 +40,16 @@ pub(crate) async fn create(
     else {
         return Err(ApiError::Validation(Vec::new()));
     };
-    let key = idempotency.key()?;
     let request = PaymentRequest {
         merchant_account,
         amount,
         currency,
         source,
         description,
-        idempotency_key: key.clone(),
+        idempotency_key: idempotency.key()?,
     };
-    Create {
-        services,
-        caller,
-        key,
-        fingerprint: meta.fingerprint(&body.canonical),
-        status: StatusCode::ACCEPTED,
-        meta: meta.meta(&app),
-    }
-    .run(
+    meta.create(&app, caller, &idempotency, &body, StatusCode::ACCEPTED)?
+        .run(
         async { Ok(services.payments.prepare(caller, request).await?) },
         PaymentView::new,
         |payment, completion| async move { services.payments.submit(&payment, completion).await },
@@ -80,10 +71,7 @@ pub(crate) async fn show(
     let data = PaymentEnvelope {
         payment: PaymentView::new(&payment),
     };
-    Ok(json_response(
-        StatusCode::OK,
-        success_body(&data, &meta.meta(&app)),
-    ))
+    Ok(meta.ok(&app, &data))
 }
 
 pub(crate) async fn list(
@@ -99,8 +87,5 @@ pub(crate) async fn list(
         .list(caller, q.status, q.page())
         .await?;
     let data = ListView::of(&page, PaymentView::new);
-    Ok(json_response(
-        StatusCode::OK,
-        success_body(&data, &meta.meta(&app)),
-    ))
+    Ok(meta.ok(&app, &data))
 }
