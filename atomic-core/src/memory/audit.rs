@@ -80,8 +80,8 @@ impl LedgerAudit for MemoryStore {
             }
         }
 
-        // L3, L8, L10, L12 over payments.
-        let mut keys: HashMap<_, usize> = HashMap::new();
+        // L3, L10, L12 over payments; L8 counts payments per live key window.
+        let mut per_window: HashMap<_, usize> = HashMap::new();
         for row in state.payments.values() {
             let p = &row.payment;
             let posted = transactions_of.get(&p.id).copied().unwrap_or(0);
@@ -90,7 +90,14 @@ impl LedgerAudit for MemoryStore {
                 report.status_posting_mismatch += 1;
             }
             if let Some(key) = &p.idempotency_key {
-                *keys.entry((p.created_by, key.clone())).or_default() += 1;
+                let scoped = (p.created_by, key.clone());
+                let in_window = state
+                    .idempotency
+                    .get(&scoped)
+                    .is_some_and(|r| r.expires_at > now && p.created_at >= r.locked_at);
+                if in_window {
+                    *per_window.entry(scoped).or_default() += 1;
+                }
             }
             let merchant = state.accounts.get(&p.merchant_account);
             let funding = state.accounts.get(&p.funding_account);
@@ -105,7 +112,7 @@ impl LedgerAudit for MemoryStore {
                 report.stuck_payments += 1;
             }
         }
-        report.duplicate_idempotency_keys = count(keys.values().filter(|n| **n > 1).count());
+        report.duplicate_idempotency_keys = count(per_window.values().filter(|n| **n > 1).count());
 
         // L5 and L6.
         report.negative_balances = count(

@@ -113,20 +113,8 @@ impl LedgerStore for MemoryStore {
             });
         }
         check_payment_accounts(&state, payment)?;
-        let scoped_key = payment
-            .idempotency_key
-            .clone()
-            .map(|key| (payment.created_by, key));
-        if let Some(scoped) = &scoped_key
-            && state.payment_keys.contains_key(scoped)
-        {
-            return Err(Invariant::DuplicateId.into());
-        }
         state.check_completion(completion.as_ref())?;
 
-        if let Some(scoped) = scoped_key {
-            state.payment_keys.insert(scoped, payment.id);
-        }
         state
             .owner_payments
             .entry(payment.owner)

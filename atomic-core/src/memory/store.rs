@@ -89,12 +89,13 @@ pub(super) struct State {
     pub(super) owner_payments: HashMap<Owner, BTreeSet<PaymentId>>,
     /// Payments not yet terminal (what the sweep looks at).
     pub(super) open_payments: BTreeSet<PaymentId>,
-    pub(super) payment_keys: HashMap<ScopedKey, PaymentId>,
     /// Every status change made, as (from, to).
     pub(super) transitions: Vec<(PaymentStatus, PaymentStatus)>,
     pub(super) merchants: HashMap<MerchantId, Merchant>,
     pub(super) keys: BTreeMap<ApiKeyId, ApiKey>,
     pub(super) keys_by_hash: HashMap<KeyHash, ApiKeyId>,
+    /// Idempotency records. One payment per key window is guarded here: a record completes
+    /// once, in the same step as the payment it answers for.
     pub(super) idempotency: HashMap<ScopedKey, IdemRecord>,
 }
 

@@ -24,7 +24,8 @@ pub struct AuditReport {
     pub negative_balances: u64,
     /// L6: recorded status changes that are not transitions of the state machine.
     pub illegal_transitions: u64,
-    /// L8: idempotency keys used by more than one payment in a scope.
+    /// L8: idempotency keys with more than one payment inside their live window (a key is
+    /// new again once its window has passed, as Stripe's are).
     pub duplicate_idempotency_keys: u64,
     /// L10: payments whose accounts differ from them in currency or owner.
     pub tenant_currency_mismatch: u64,

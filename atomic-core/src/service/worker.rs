@@ -302,7 +302,12 @@ impl Worker {
                     tracing::error!(payment_id = %id, ?error, "could not fail the payment; the sweep will bring it back");
                 }
             }
-            Ok(_) => {}
+            // Nothing went wrong with the payment itself: no dead letter for it.
+            Ok(BeginOutcome::Finished(_)) => {
+                return self.ack(delivery, Processed::AlreadyFinished).await;
+            }
+            Ok(BeginOutcome::Busy) => return self.ack(delivery, Processed::Busy).await,
+            Ok(BeginOutcome::Missing) => return self.ack(delivery, Processed::Missing).await,
             Err(error) => {
                 tracing::error!(payment_id = %id, ?error, "could not claim the payment; the sweep will bring it back");
             }

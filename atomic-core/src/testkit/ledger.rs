@@ -353,6 +353,55 @@ pub async fn create_payment_completes_its_idempotency_claim_atomically(kit: &Sto
     );
 }
 
+pub async fn a_key_creates_a_new_payment_once_its_window_has_passed(kit: &StoreKit) {
+    let a = onboard(kit, Currency::USD).await;
+    let world = system_account(kit, Currency::USD).await;
+    let policy = super::policy();
+    let key = super::unique_key();
+    let keyed = |p: &mut crate::Payment| {
+        p.idempotency_key = Some(key.clone());
+        p.created_by = a.principal();
+    };
+    let ClaimOutcome::Acquired(first) = kit
+        .idempotency
+        .claim(a.principal(), &key, super::fingerprint(1), policy)
+        .await
+        .unwrap()
+    else {
+        panic!("fresh key")
+    };
+    let mut p1 = payment(&a.account, &world, 100, "tok_visa");
+    keyed(&mut p1);
+    kit.ledger
+        .create_payment(&p1, Some(completion(&first, "one")))
+        .await
+        .unwrap();
+
+    kit.time.advance(policy.ttl + Duration::from_secs(1)).await;
+    let ClaimOutcome::Acquired(second) = kit
+        .idempotency
+        .claim(a.principal(), &key, super::fingerprint(1), policy)
+        .await
+        .unwrap()
+    else {
+        panic!("after its window the key is new")
+    };
+    let mut p2 = payment(&a.account, &world, 100, "tok_visa");
+    keyed(&mut p2);
+    kit.ledger
+        .create_payment(&p2, Some(completion(&second, "two")))
+        .await
+        .unwrap();
+    assert!(
+        kit.ledger
+            .payment(p2.id, Principal::Platform)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_books_clean(kit).await;
+}
+
 pub async fn begin_processing_is_a_compare_and_set_with_a_lease(kit: &StoreKit) {
     let a = onboard(kit, Currency::USD).await;
     let p = stored_payment(kit, &a, 700).await;
@@ -737,6 +786,7 @@ macro_rules! ledger_store_conformance {
                 payments_list_newest_first_with_cursor_and_filter,
                 create_payment_refuses_inconsistent_accounts,
                 create_payment_completes_its_idempotency_claim_atomically,
+                a_key_creates_a_new_payment_once_its_window_has_passed,
                 begin_processing_is_a_compare_and_set_with_a_lease,
                 release_lets_the_next_attempt_claim_at_once,
                 settle_posts_one_balanced_transfer_and_sets_success,
