@@ -44,20 +44,30 @@ impl Timestamp {
         i64::try_from(self.0.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
     }
 
-    /// This instant plus a duration (saturating at the far future).
-    pub fn saturating_add(&self, duration: Duration) -> Self {
-        self.0
-            .checked_add(time::Duration::try_from(duration).unwrap_or(time::Duration::MAX))
-            .map(Self::from_datetime)
-            .unwrap_or(*self)
+    /// The latest representable instant.
+    pub fn max() -> Self {
+        Self::from_datetime(time::PrimitiveDateTime::MAX.assume_utc())
     }
 
-    /// This instant minus a duration (saturating at the far past).
+    /// The earliest representable instant.
+    pub fn min() -> Self {
+        Self::from_datetime(time::PrimitiveDateTime::MIN.assume_utc())
+    }
+
+    /// This instant plus a duration, saturating at [`Timestamp::max`].
+    pub fn saturating_add(&self, duration: Duration) -> Self {
+        time::Duration::try_from(duration)
+            .ok()
+            .and_then(|d| self.0.checked_add(d))
+            .map_or_else(Self::max, Self::from_datetime)
+    }
+
+    /// This instant minus a duration, saturating at [`Timestamp::min`].
     pub fn saturating_sub(&self, duration: Duration) -> Self {
-        self.0
-            .checked_sub(time::Duration::try_from(duration).unwrap_or(time::Duration::MAX))
-            .map(Self::from_datetime)
-            .unwrap_or(*self)
+        time::Duration::try_from(duration)
+            .ok()
+            .and_then(|d| self.0.checked_sub(d))
+            .map_or_else(Self::min, Self::from_datetime)
     }
 
     /// How long after `earlier` this is (zero if it is not later).
@@ -150,6 +160,19 @@ mod tests {
         let t = Timestamp::from_unix_micros(1_764_030_740_123_456).unwrap();
         assert_eq!(t.to_string(), "2025-11-25T00:32:20.123456Z");
         assert_eq!(Timestamp::from_unix_micros(t.unix_micros()), Some(t));
+    }
+
+    #[test]
+    fn arithmetic_saturates_at_the_ends_of_time() {
+        let now = Timestamp::now();
+        let forever = Duration::from_secs(u64::MAX);
+        assert_eq!(now.saturating_add(forever), Timestamp::max());
+        assert!(now.saturating_add(Duration::from_secs(10u64.pow(12))) > now);
+        assert_eq!(now.saturating_sub(forever), Timestamp::min());
+        assert_eq!(
+            Timestamp::max().saturating_add(Duration::from_secs(1)),
+            Timestamp::max()
+        );
     }
 
     #[test]

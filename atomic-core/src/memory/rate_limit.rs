@@ -12,7 +12,8 @@ use crate::ports::RateLimiter;
 use crate::rate_limit::{Decision, Hit, window_of};
 use crate::time::Clock;
 
-/// Above this many counters, counters of windows that have ended are pruned.
+/// Counters of ended windows are pruned when the map grows past this many, and then again each
+/// time it has doubled since the last prune: amortized O(1) per hit, however many identities.
 const PRUNE_ABOVE: usize = 10_000;
 
 /// One counter: its window length, the window it counts and the count.
@@ -22,7 +23,10 @@ struct Counter {
     count: u64,
 }
 
-type Counters = HashMap<(String, String), Counter>;
+struct Counters {
+    map: HashMap<(String, String), Counter>,
+    prune_at: usize,
+}
 
 /// An in-memory [`RateLimiter`].
 #[derive(Clone)]
@@ -41,7 +45,10 @@ impl MemoryRateLimiter {
     /// An empty limiter reading time from `clock`.
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Self {
-            counters: Arc::new(Mutex::new(HashMap::new())),
+            counters: Arc::new(Mutex::new(Counters {
+                map: HashMap::new(),
+                prune_at: PRUNE_ABOVE,
+            })),
             clock,
         }
     }
@@ -51,6 +58,7 @@ impl MemoryRateLimiter {
         self.counters
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .map
             .len()
     }
 }
@@ -71,6 +79,7 @@ impl RateLimiter for MemoryRateLimiter {
         for hit in hits {
             let (window, elapsed) = window_of(now, hit.window);
             let counter = counters
+                .map
                 .entry((hit.policy.clone(), hit.identity.clone()))
                 .or_insert(Counter {
                     window: hit.window,
@@ -92,9 +101,12 @@ impl RateLimiter for MemoryRateLimiter {
                 break;
             }
         }
-        if counters.len() > PRUNE_ABOVE {
+        if counters.map.len() > counters.prune_at {
             // A counter of a window that has ended counts nothing any more.
-            counters.retain(|_, c| window_of(now, c.window).0 == c.index);
+            counters
+                .map
+                .retain(|_, c| window_of(now, c.window).0 == c.index);
+            counters.prune_at = PRUNE_ABOVE.max(counters.map.len().saturating_mul(2));
         }
         Ok(decisions)
     }

@@ -60,7 +60,7 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Job loops of the in-process worker (`WORKER_CONCURRENCY`, default 4).
     pub worker_concurrency: usize,
-    /// How long idempotency keys are kept (`IDEMPOTENCY_TTL`, default 24h).
+    /// How long idempotency keys are kept (`IDEMPOTENCY_TTL`, default 24h, at most 30d).
     pub idempotency_ttl: Duration,
     /// `RATE_LIMIT_GLOBAL` (default `100/15m`, `off` disables).
     pub rate_limit_global: Option<RateLimitPolicy>,
@@ -70,7 +70,7 @@ pub struct Settings {
     pub rate_limit_fail_closed: bool,
     /// Trusted proxy hops for `X-Forwarded-For` (`TRUST_PROXY`: false, true = 1, or a number).
     pub trusted_proxy_hops: usize,
-    /// `REQUEST_TIMEOUT` (default 30s).
+    /// `REQUEST_TIMEOUT` (default 30s, 5s to 1h).
     pub request_timeout: Duration,
     /// `SHUTDOWN_TIMEOUT`: how long shutdown waits for in-flight work (default 30s).
     pub shutdown_timeout: Duration,
@@ -94,10 +94,28 @@ impl Settings {
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty())
         };
-        let duration = |name: &'static str, default: Duration| match var(name) {
-            None => Ok(default),
-            Some(v) => parse_duration(&v).map_err(|e| bad(name, format!("{e} (got {v:?})"))),
+        let duration = |name: &'static str, default: Duration, range: (Duration, Duration)| {
+            let value = match var(name) {
+                None => return Ok(default),
+                Some(v) => parse_duration(&v).map_err(|e| bad(name, format!("{e} (got {v:?})")))?,
+            };
+            let (min, max) = range;
+            if value < min || value > max {
+                return Err(bad(
+                    name,
+                    format!(
+                        "must be from {}s to {}s (got {}s)",
+                        min.as_secs(),
+                        max.as_secs(),
+                        value.as_secs()
+                    ),
+                ));
+            }
+            Ok(value)
         };
+        const SECOND: Duration = Duration::from_secs(1);
+        const HOUR: Duration = Duration::from_secs(3600);
+        const DAY: Duration = Duration::from_secs(86_400);
         let boolean = |name: &'static str| match var(name).as_deref() {
             None => Ok(false),
             Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => Ok(true),
@@ -193,13 +211,15 @@ impl Settings {
                 .unwrap_or_else(|| "info".to_owned()),
             log_format,
             worker_concurrency,
-            idempotency_ttl: duration("IDEMPOTENCY_TTL", Duration::from_secs(24 * 3600))?,
+            idempotency_ttl: duration("IDEMPOTENCY_TTL", DAY, (SECOND, 30 * DAY))?,
             rate_limit_global: limit("RATE_LIMIT_GLOBAL", "global", "100/15m")?,
             rate_limit_payments: limit("RATE_LIMIT_PAYMENTS", "payments", "10/1m")?,
             rate_limit_fail_closed: boolean("RATE_LIMIT_FAIL_CLOSED")?,
             trusted_proxy_hops,
-            request_timeout: duration("REQUEST_TIMEOUT", Duration::from_secs(30))?,
-            shutdown_timeout: duration("SHUTDOWN_TIMEOUT", Duration::from_secs(30))?,
+            // Longer than the bound on an accepted payment's enqueue, so a stalled queue never
+            // turns an accepted payment into a timeout.
+            request_timeout: duration("REQUEST_TIMEOUT", 30 * SECOND, (5 * SECOND, HOUR))?,
+            shutdown_timeout: duration("SHUTDOWN_TIMEOUT", 30 * SECOND, (SECOND, HOUR))?,
         })
     }
 }
@@ -280,6 +300,8 @@ mod tests {
             ("MERCHANT_API_KEY_HASH", "not-hex"),
             ("RATE_LIMIT_GLOBAL", "100 per minute"),
             ("IDEMPOTENCY_TTL", "forever"),
+            ("IDEMPOTENCY_TTL", "10000000d"),
+            ("REQUEST_TIMEOUT", "1s"),
             ("LOG_FORMAT", "xml"),
             ("WORKER_CONCURRENCY", "0"),
             ("TRUST_PROXY", "maybe"),
