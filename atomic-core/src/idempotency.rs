@@ -115,13 +115,25 @@ impl fmt::Debug for Fingerprint {
     }
 }
 
-/// The response stored with a finished key and replayed for its retries.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The response stored with a finished key and replayed for its retries. Its `Debug` shows
+/// the size, never the body (which holds a customer's data).
+#[derive(Clone, PartialEq, Eq)]
 pub struct StoredResponse {
     /// HTTP status code.
     pub status: u16,
     /// The exact body bytes.
     pub body: Bytes,
+}
+
+impl fmt::Debug for StoredResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "StoredResponse({}, {} bytes)",
+            self.status,
+            self.body.len()
+        )
+    }
 }
 
 crate::id::id_type!(

@@ -27,7 +27,6 @@
 //!     currency: Currency::USD,
 //!     source: CardSource::parse("tok_visa").unwrap(),
 //!     description: None,
-//!     idempotency_key: None,
 //! }).await?;
 //!
 //! services.worker(WorkerConfig::default()).run_once().await?;

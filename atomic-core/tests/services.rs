@@ -285,7 +285,6 @@ async fn a_payment_whose_enqueue_failed_is_swept_and_settled() {
                 currency: Currency::USD,
                 source: CardSource::parse("tok_visa").expect("a valid token"),
                 description: None,
-                idempotency_key: None,
             },
         )
         .await
@@ -372,61 +371,35 @@ async fn worker_releases_and_retries_when_the_card_processor_is_down() {
     assert_eq!(leases.lock().expect("lock").len(), 1);
 }
 
-#[tokio::test]
-async fn worker_fails_the_payment_and_dead_letters_on_the_last_attempt() {
-    let payment = pending_payment("tok_visa");
-    let leases = Arc::new(Mutex::new(Vec::new()));
-    let mut ledger = ledger_claiming(&payment, &leases);
-    let id = payment.id;
-    let first_lease = leases.clone();
-    ledger
-        .expect_release()
-        .withf(move |pid, lease| {
-            *pid == id && first_lease.lock().expect("lock").first() == Some(lease)
-        })
+fn cards_voiding(
+    result: fn() -> atomic_core::Result<()>,
+    seq: &mut mockall::Sequence,
+    id: PaymentId,
+) -> MockCardProcessor {
+    let mut cards = MockCardProcessor::new();
+    cards
+        .expect_charge()
         .times(1)
-        .returning(|_, _| Ok(()));
-    let second_lease = leases.clone();
-    let failed = finished(
-        &payment,
-        &SettlementResult::Failed(FailureReason::ProcessingError),
-    );
-    ledger
-        .expect_settle()
-        .withf(move |s| {
-            // Settled under the give-up claim's own lease, never the released one.
-            s.payment_id == id
-                && s.result == SettlementResult::Failed(FailureReason::ProcessingError)
-                && second_lease.lock().expect("lock").get(1) == Some(&s.lease)
-        })
+        .in_sequence(seq)
+        .returning(|_| Err(unavailable()));
+    cards
+        .expect_void()
+        .withf(move |charge| charge.payment_id == id)
         .times(1)
-        .returning(move |_| Ok(SettleOutcome::Settled(failed.clone())));
-    let mut queue = MockJobQueue::new();
-    queue
-        .expect_dead_letter()
-        .withf(move |d, _| d.payment_id == id)
-        .times(1)
-        .returning(|_, _| Ok(()));
-    queue.expect_retry().times(0);
-    queue.expect_ack().times(0);
-    let worker = worker_with(ledger, queue, cards_failing());
-
-    let outcome = worker.process(&delivery(id, MAX_ATTEMPTS)).await;
-
-    assert_eq!(outcome, Processed::GaveUp);
-    assert_eq!(
-        leases.lock().expect("lock").len(),
-        2,
-        "claimed to charge, then claimed again to fail it"
-    );
+        .in_sequence(seq)
+        .returning(move |_| result());
+    cards
 }
 
 #[tokio::test]
-async fn worker_past_its_attempts_fails_the_payment_without_charging() {
+async fn worker_voids_then_fails_a_charge_left_unanswered_on_the_last_attempt() {
     let payment = pending_payment("tok_visa");
     let leases = Arc::new(Mutex::new(Vec::new()));
     let mut ledger = ledger_claiming(&payment, &leases);
     let id = payment.id;
+    let mut seq = mockall::Sequence::new();
+    let cards = cards_voiding(|| Ok(()), &mut seq, id);
+    let held = leases.clone();
     let failed = finished(
         &payment,
         &SettlementResult::Failed(FailureReason::ProcessingError),
@@ -434,26 +407,109 @@ async fn worker_past_its_attempts_fails_the_payment_without_charging() {
     ledger
         .expect_settle()
         .withf(move |s| {
+            // Failed under the lease that charged, only after the void.
             s.payment_id == id
                 && s.result == SettlementResult::Failed(FailureReason::ProcessingError)
+                && held.lock().expect("lock").first() == Some(&s.lease)
         })
         .times(1)
+        .in_sequence(&mut seq)
         .returning(move |_| Ok(SettleOutcome::Settled(failed.clone())));
-    let mut cards = MockCardProcessor::new();
-    cards.expect_charge().times(0);
+    ledger.expect_release().times(0);
+    let mut queue = MockJobQueue::new();
+    queue.expect_ack().times(1).returning(|_| Ok(()));
+    queue.expect_retry().times(0);
+    queue.expect_dead_letter().times(0);
+    let worker = worker_with(ledger, queue, cards);
+
+    let outcome = worker.process(&delivery(id, MAX_ATTEMPTS)).await;
+
+    assert_eq!(outcome, Processed::Settled(PaymentStatus::Failed));
+    assert_eq!(leases.lock().expect("lock").len(), 1);
+}
+
+#[tokio::test]
+async fn worker_never_fails_a_payment_whose_charge_it_could_not_void() {
+    let payment = pending_payment("tok_visa");
+    let leases = Arc::new(Mutex::new(Vec::new()));
+    let mut ledger = ledger_claiming(&payment, &leases);
+    let id = payment.id;
+    let mut seq = mockall::Sequence::new();
+    let cards = cards_voiding(|| Err(unavailable()), &mut seq, id);
+    ledger.expect_settle().times(0);
+    ledger.expect_release().times(1).returning(|_, _| Ok(()));
     let mut queue = MockJobQueue::new();
     queue.expect_dead_letter().times(1).returning(|_, _| Ok(()));
     queue.expect_ack().times(0);
     queue.expect_retry().times(0);
     let worker = worker_with(ledger, queue, cards);
 
-    let outcome = worker.process(&delivery(id, MAX_ATTEMPTS + 1)).await;
+    let outcome = worker.process(&delivery(id, MAX_ATTEMPTS)).await;
 
-    assert_eq!(outcome, Processed::GaveUp);
+    assert_eq!(
+        outcome,
+        Processed::GaveUp,
+        "left unfinished for the sweep, not failed"
+    );
 }
 
 #[tokio::test]
-async fn worker_fails_the_payment_when_the_books_refuse_the_posting() {
+async fn worker_never_fails_a_payment_for_a_store_outage_on_the_last_attempt() {
+    let payment = pending_payment("tok_visa");
+    let leases = Arc::new(Mutex::new(Vec::new()));
+    let mut ledger = ledger_claiming(&payment, &leases);
+    let id = payment.id;
+    ledger
+        .expect_settle()
+        .withf(|s| matches!(s.result, SettlementResult::Posted(_)))
+        .times(1)
+        .returning(|_| Err(unavailable()));
+    ledger.expect_release().times(1).returning(|_, _| Ok(()));
+    let mut cards = cards_approving();
+    cards.expect_void().times(0);
+    let mut queue = MockJobQueue::new();
+    queue.expect_dead_letter().times(1).returning(|_, _| Ok(()));
+    queue.expect_ack().times(0);
+    queue.expect_retry().times(0);
+    let worker = worker_with(ledger, queue, cards);
+
+    let outcome = worker.process(&delivery(id, MAX_ATTEMPTS)).await;
+
+    assert_eq!(
+        outcome,
+        Processed::GaveUp,
+        "an approved charge is never turned into FAILED by an outage"
+    );
+}
+
+#[tokio::test]
+async fn worker_past_its_attempts_still_settles_when_the_network_answers() {
+    let payment = pending_payment("tok_visa");
+    let leases = Arc::new(Mutex::new(Vec::new()));
+    let mut ledger = ledger_claiming(&payment, &leases);
+    let id = payment.id;
+    let succeeded = {
+        let mut p = processing(&payment);
+        p.succeed(Timestamp::now()).expect("PROCESSING -> SUCCESS");
+        p
+    };
+    ledger
+        .expect_settle()
+        .withf(|s| matches!(s.result, SettlementResult::Posted(_)))
+        .times(1)
+        .returning(move |_| Ok(SettleOutcome::Settled(succeeded.clone())));
+    let mut queue = MockJobQueue::new();
+    queue.expect_ack().times(1).returning(|_| Ok(()));
+    queue.expect_dead_letter().times(0);
+    let worker = worker_with(ledger, queue, cards_approving());
+
+    let outcome = worker.process(&delivery(id, MAX_ATTEMPTS + 3)).await;
+
+    assert_eq!(outcome, Processed::Settled(PaymentStatus::Success));
+}
+
+#[tokio::test]
+async fn worker_voids_and_fails_the_payment_when_the_books_refuse_the_posting() {
     let payment = pending_payment("tok_visa");
     let leases = Arc::new(Mutex::new(Vec::new()));
     let mut ledger = ledger_claiming(&payment, &leases);
@@ -471,6 +527,18 @@ async fn worker_fails_the_payment_when_the_books_refuse_the_posting() {
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_| Err(Error::Invariant(Invariant::BalanceOverflow)));
+    let mut cards = MockCardProcessor::new();
+    cards
+        .expect_charge()
+        .withf(move |charge| charge.payment_id == id)
+        .times(1)
+        .returning(|_| Ok(CardOutcome::Approved));
+    cards
+        .expect_void()
+        .withf(move |charge| charge.payment_id == id)
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(()));
     let failed_lease = leases.clone();
     let failed = finished(
         &payment,
@@ -487,12 +555,6 @@ async fn worker_fails_the_payment_when_the_books_refuse_the_posting() {
         .in_sequence(&mut seq)
         .returning(move |_| Ok(SettleOutcome::Settled(failed.clone())));
     ledger.expect_release().times(0);
-    let mut cards = MockCardProcessor::new();
-    cards
-        .expect_charge()
-        .withf(move |charge| charge.payment_id == id)
-        .times(1)
-        .returning(|_| Ok(CardOutcome::Approved));
     let mut queue = MockJobQueue::new();
     queue
         .expect_ack()
@@ -1009,8 +1071,8 @@ async fn a_key_can_be_used_again_after_its_window_is_purged() {
                     currency: Currency::USD,
                     source: CardSource::parse("tok_visa").expect("a valid token"),
                     description: None,
-                    idempotency_key: Some(key.clone()),
                 },
+                Some(&claim),
             )
             .await
             .expect("prepare");
@@ -1048,4 +1110,180 @@ async fn a_key_can_be_used_again_after_its_window_is_purged() {
             .await
             .expect("both payments exist");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Faults the worker and submit must contain
+// ---------------------------------------------------------------------------------------------
+
+/// A card processor with a bug: it panics on one token and approves every other.
+struct PanickyCards;
+
+#[async_trait::async_trait]
+impl atomic_core::ports::CardProcessor for PanickyCards {
+    async fn charge(&self, charge: &atomic_core::card::Charge) -> atomic_core::Result<CardOutcome> {
+        assert!(
+            charge.source.expose() != "tok_poison",
+            "adapter bug on a poison token"
+        );
+        Ok(CardOutcome::Approved)
+    }
+
+    async fn void(&self, _: &atomic_core::card::Charge) -> atomic_core::Result<()> {
+        Ok(())
+    }
+}
+
+async fn open_usd_account(services: &Services) -> atomic_core::Account {
+    let account = services.accounts.prepare(
+        Principal::Platform,
+        atomic_core::account::AccountName::parse("shop").expect("a valid name"),
+        Currency::USD,
+    );
+    services
+        .accounts
+        .submit(&account, None)
+        .await
+        .expect("account stored");
+    account
+}
+
+fn pay(account: &atomic_core::Account, token: &str) -> atomic_core::PaymentRequest {
+    atomic_core::PaymentRequest {
+        merchant_account: Some(account.id),
+        amount: Amount::for_payment(100).expect("a valid amount"),
+        currency: Currency::USD,
+        source: CardSource::parse(token).expect("a valid token"),
+        description: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_adapter_costs_one_job_not_the_workers() {
+    let ports = Ports {
+        cards: Arc::new(PanickyCards),
+        ..Ports::in_memory()
+    };
+    let services = Services::start(ports, CoreConfig::default())
+        .await
+        .expect("start");
+    let account = open_usd_account(&services).await;
+    let (trigger, stop) = atomic_core::service::shutdown_channel();
+    let config = WorkerConfig {
+        concurrency: 2,
+        backoff: Backoff {
+            base: Duration::from_millis(10),
+            max: Duration::from_millis(50),
+        },
+        poll_wait: Duration::from_millis(50),
+        ..WorkerConfig::default()
+    };
+    let worker = tokio::spawn(services.worker(config).run(stop));
+    // More poison jobs than loops, ahead of a good one.
+    for _ in 0..3 {
+        services
+            .payments
+            .create(Principal::Platform, pay(&account, "tok_poison"))
+            .await
+            .expect("accepted");
+    }
+    let good = services
+        .payments
+        .create(Principal::Platform, pay(&account, "tok_visa"))
+        .await
+        .expect("accepted");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = services
+            .payments
+            .get(Principal::Platform, good.id)
+            .await
+            .expect("stored");
+        if now.status() == PaymentStatus::Success {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the good payment was never settled: {:?}",
+            now.status()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !worker.is_finished(),
+        "the workers survive a panicking adapter"
+    );
+    trigger.trigger();
+    worker.await.expect("the worker stops on shutdown");
+}
+
+/// A queue that never answers (a stalled Redis).
+struct StalledQueue;
+
+#[async_trait::async_trait]
+impl atomic_core::ports::JobQueue for StalledQueue {
+    async fn ping(&self) -> atomic_core::Result<()> {
+        std::future::pending().await
+    }
+    async fn enqueue(&self, _: &[PaymentId]) -> atomic_core::Result<()> {
+        std::future::pending().await
+    }
+    async fn reserve(
+        &self,
+        _: usize,
+        _: Duration,
+        _: Duration,
+    ) -> atomic_core::Result<Vec<Delivery>> {
+        std::future::pending().await
+    }
+    async fn ack(&self, _: &Delivery) -> atomic_core::Result<()> {
+        std::future::pending().await
+    }
+    async fn retry(&self, _: &Delivery, _: Duration) -> atomic_core::Result<()> {
+        std::future::pending().await
+    }
+    async fn dead_letter(&self, _: &Delivery, _: &str) -> atomic_core::Result<()> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_queue_never_holds_up_an_accepted_payment() {
+    let ports = Ports {
+        queue: Arc::new(StalledQueue),
+        ..Ports::in_memory()
+    };
+    let services = Services::start(ports, CoreConfig::default())
+        .await
+        .expect("start");
+    let account = open_usd_account(&services).await;
+    let payment = services
+        .payments
+        .prepare(Principal::Platform, pay(&account, "tok_visa"), None)
+        .await
+        .expect("prepared");
+    let started = tokio::time::Instant::now();
+    // In paused time a hang would surface as this outer timeout, not as a stuck test.
+    tokio::time::timeout(
+        Duration::from_secs(600),
+        services.payments.submit(&payment, None),
+    )
+    .await
+    .expect("submit answers although the queue never does")
+    .expect("the payment is accepted: the job is only a hint");
+    assert!(
+        started.elapsed() <= atomic_core::service::ENQUEUE_TIMEOUT,
+        "answered within the enqueue bound, not the queue's stall"
+    );
+    assert_eq!(
+        services
+            .payments
+            .get(Principal::Platform, payment.id)
+            .await
+            .expect("stored")
+            .status(),
+        PaymentStatus::Pending,
+        "stored for the sweep to enqueue"
+    );
 }

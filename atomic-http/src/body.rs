@@ -69,9 +69,53 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                 ));
             }
         };
-        let canonical = Bytes::from(serde_json::to_vec(&object).unwrap_or_default());
-        Ok(Self { object, canonical })
+        let mut canonical = Vec::with_capacity(bytes.len());
+        write_canonical_object(&object, &mut canonical);
+        Ok(Self {
+            object,
+            canonical: Bytes::from(canonical),
+        })
     }
+}
+
+/// Writes the canonical form of a value: object keys sorted (by their UTF-8 bytes) at every
+/// depth, no white space. Sorted here, explicitly, so it holds however serde_json's map is
+/// built (its `preserve_order` feature keeps insertion order).
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Object(object) => write_canonical_object(object, out),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        // Scalars have one serialization; writing into a Vec cannot fail.
+        scalar => {
+            let _ = serde_json::to_writer(&mut *out, scalar);
+        }
+    }
+}
+
+fn write_canonical_object(object: &Map<String, Value>, out: &mut Vec<u8>) {
+    let mut keys: Vec<&String> = object.keys().collect();
+    keys.sort_unstable();
+    out.push(b'{');
+    for (i, key) in keys.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut *out, key);
+        out.push(b':');
+        if let Some(value) = object.get(key) {
+            write_canonical(value, out);
+        }
+    }
+    out.push(b'}');
 }
 
 /// Whether the Content-Type is `application/json` or `application/*+json` (parameters allowed).

@@ -90,6 +90,17 @@ impl Drop for ClaimGuard {
     }
 }
 
+/// Who a rendering is for: the caller now, or the store (for replays), which never keeps a
+/// secret. A raw API key appears only in the response that minted it (API.md), so a replay
+/// of a key-minting request returns the same body without the `key` field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reveal {
+    /// The live response: secrets included.
+    Secrets,
+    /// The stored copy: secrets left out.
+    NoSecrets,
+}
+
 /// One create request: who asks, under which key, and how to answer.
 pub(crate) struct Create<'a> {
     pub(crate) services: &'a Services,
@@ -101,16 +112,18 @@ pub(crate) struct Create<'a> {
 }
 
 impl Create<'_> {
-    /// Runs `prepare`, renders `render` of its result as the response, and runs `submit` with
-    /// the completion that stores that response, all under the idempotency key if there is one.
-    pub(crate) async fn run<P, D, Prep, Sub, SubFut>(
+    /// Runs `prepare` (given the held claim, if any), renders `render` of its result as the
+    /// response, and runs `submit` with the completion that stores that response (rendered
+    /// without secrets), all under the idempotency key if there is one.
+    pub(crate) async fn run<P, D, Prep, PrepFut, Sub, SubFut>(
         self,
         prepare: Prep,
-        render: impl FnOnce(&P) -> D,
+        render: impl Fn(&P, Reveal) -> D,
         submit: Sub,
     ) -> Result<Response, ApiError>
     where
-        Prep: Future<Output = Result<P, ApiError>>,
+        Prep: FnOnce(Option<Claim>) -> PrepFut,
+        PrepFut: Future<Output = Result<P, ApiError>>,
         D: Serialize,
         Sub: FnOnce(P, Option<Completion>) -> SubFut,
         SubFut: Future<Output = Result<(), atomic_core::Error>>,
@@ -132,13 +145,13 @@ impl Create<'_> {
             }
         }
         let outcome = async {
-            let prepared = prepare.await?;
-            let body = success_body(&render(&prepared), &self.meta);
+            let prepared = prepare(guard.claim.clone()).await?;
+            let body = success_body(&render(&prepared, Reveal::Secrets), &self.meta);
             let completion = guard.claim.clone().map(|claim| Completion {
                 claim,
                 response: StoredResponse {
                     status: self.status.as_u16(),
-                    body: body.clone(),
+                    body: success_body(&render(&prepared, Reveal::NoSecrets), &self.meta),
                 },
             });
             submit(prepared, completion).await?;

@@ -8,6 +8,8 @@ use atomic_core::page::Page;
 use atomic_core::{Account, Entry, Payment};
 use serde::Serialize;
 
+use crate::idempotency::Reveal;
+
 /// A payment.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -148,10 +150,11 @@ impl ApiKeyView {
         }
     }
 
-    /// A key just minted, with its secret shown this once.
-    pub(crate) fn minted(k: &ApiKey, raw: &RawApiKey) -> Self {
+    /// A key just minted: with its secret when it goes to the caller, without it when the
+    /// response is kept for replays.
+    pub(crate) fn minted(k: &ApiKey, raw: &RawApiKey, reveal: Reveal) -> Self {
         Self {
-            key: Some(raw.expose().to_owned()),
+            key: (reveal == Reveal::Secrets).then(|| raw.expose().to_owned()),
             ..Self::stored(k)
         }
     }

@@ -546,10 +546,21 @@ async fn accounts_and_merchants_are_idempotent_too() {
     let second = app
         .post("/merchants", &app.platform_key, &body, Some("merch-1"))
         .await;
+    // The raw key appears only in the response that minted it: the replay is the same bytes
+    // without it.
+    let secret = first.data()["apiKey"]["key"].as_str().unwrap().to_owned();
     assert_eq!(
         (second.status, second.text.as_str()),
-        (201, first.text.as_str())
+        (
+            201,
+            first
+                .text
+                .replace(&format!(",\"key\":\"{secret}\""), "")
+                .as_str()
+        )
     );
+    assert!(!second.text.contains(&secret));
+    assert_eq!(second.header("idempotent-replayed"), Some("true"));
     let keys = app.get("/api-keys", &app.platform_key).await;
     assert_eq!(
         keys.items().len(),
@@ -557,6 +568,38 @@ async fn accounts_and_merchants_are_idempotent_too() {
         "one merchant onboarded by the two calls: {}",
         keys.text
     );
+}
+
+#[tokio::test]
+async fn a_replayed_key_mint_never_shows_the_secret_again() {
+    let app = spawn_app().await;
+    let m = onboard(&app, "Coffee Shop", "USD").await;
+    let first = app
+        .post("/api-keys", &m.key, &json!({}), Some("mint-1"))
+        .await;
+    assert_success(&first, 201);
+    let secret = first.data()["key"].as_str().unwrap().to_owned();
+    let replay = app
+        .post("/api-keys", &m.key, &json!({}), Some("mint-1"))
+        .await;
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    assert_eq!(
+        (replay.status, replay.text.as_str()),
+        (
+            201,
+            first
+                .text
+                .replace(&format!(",\"key\":\"{secret}\""), "")
+                .as_str()
+        )
+    );
+    assert_eq!(
+        replay.data()["id"],
+        first.data()["id"],
+        "the same key, not a new one"
+    );
+    // The secret still works: it was shown once, and only once.
+    assert_eq!(app.get("/payments", &secret).await.status, 200);
 }
 
 #[tokio::test]
@@ -590,4 +633,27 @@ async fn keys_expire_after_the_configured_ttl() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(payment_ids(&app, &m.key).await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_platform_payment_without_merchant_id_is_a_body_error_before_the_key() {
+    let app = spawn_app().await;
+    let m = onboard(&app, "Coffee Shop", "USD").await;
+    let first = app
+        .post(
+            "/payments",
+            &app.platform_key,
+            &payment_body(&m.account_id, 100, "tok_visa"),
+            Some("plat-1"),
+        )
+        .await;
+    assert_success(&first, 202);
+    // Same key, a body missing merchantId: a validation error (checked before the key), not
+    // idempotency_key_reused.
+    let body = json!({"amount": 100, "currency": "USD", "source": "tok_visa"});
+    let reply = app
+        .post("/payments", &app.platform_key, &body, Some("plat-1"))
+        .await;
+    assert_error(&reply, 400, "validation_error");
+    assert_eq!(reply.json["error"]["details"][0]["field"], "merchantId");
 }

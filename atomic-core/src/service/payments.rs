@@ -9,13 +9,17 @@ use std::sync::Arc;
 use crate::account::AccountKind;
 use crate::error::{Error, Invalid, Result};
 use crate::id::{AccountId, PaymentId};
-use crate::idempotency::{Completion, IdempotencyKey};
+use crate::idempotency::{Claim, Completion};
 use crate::money::{Amount, Currency};
 use crate::page::{Page, PageRequest};
 use crate::payment::{CardSource, Description, NewPayment, Payment, PaymentStatus};
 use crate::ports::{JobQueue, LedgerStore, MerchantStore, Ports};
 use crate::principal::Principal;
 use crate::time::Clock;
+
+/// How long the hint enqueue of an accepted payment may take before it is left to the sweep.
+/// Request timeouts must be longer (the server refuses shorter ones).
+pub const ENQUEUE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A payment request, already parsed into domain values.
 #[derive(Clone, Debug)]
@@ -30,8 +34,6 @@ pub struct PaymentRequest {
     pub source: CardSource,
     /// Description; `None` means the default.
     pub description: Option<Description>,
-    /// The idempotency key the request carried.
-    pub idempotency_key: Option<IdempotencyKey>,
 }
 
 /// Payments: create, read, list.
@@ -55,8 +57,18 @@ impl PaymentService {
         }
     }
 
-    /// Checks a request and builds its `PENDING` payment; writes nothing.
-    pub async fn prepare(&self, caller: Principal, request: PaymentRequest) -> Result<Payment> {
+    /// Checks a request and builds its `PENDING` payment; writes nothing. With a held
+    /// idempotency `claim`, the payment carries its key (and must be submitted with its
+    /// completion): a key is never on a payment without the claim that guards it.
+    pub async fn prepare(
+        &self,
+        caller: Principal,
+        request: PaymentRequest,
+        claim: Option<&Claim>,
+    ) -> Result<Payment> {
+        if claim.is_some_and(|c| c.scope != caller) {
+            return Err(Error::IdempotencyClaimLost);
+        }
         if request.amount.minor_units() > crate::MAX_PAYMENT_AMOUNT {
             return Err(Error::invalid_field(
                 "amount",
@@ -109,7 +121,7 @@ impl PaymentService {
                 currency: request.currency,
                 source: request.source,
                 description: request.description.unwrap_or_default(),
-                idempotency_key: request.idempotency_key,
+                idempotency_key: claim.map(|c| c.key.clone()),
                 created_by: caller,
             },
             self.clock.now(),
@@ -118,11 +130,21 @@ impl PaymentService {
 
     /// Stores a prepared payment (and its idempotency completion) in one transaction, then
     /// enqueues its job. Once this returns `Ok`, the payment will be settled.
+    ///
+    /// Nothing after the store write can fail the answer or hold it long: the job is only a
+    /// wake-up hint, its enqueue waits at most [`ENQUEUE_TIMEOUT`], and a lost one is
+    /// re-enqueued by the sweep. So a stalled queue never turns an accepted payment into an
+    /// error (which a client would retry, paying twice), as long as requests may run longer
+    /// than that bound.
     pub async fn submit(&self, payment: &Payment, completion: Option<Completion>) -> Result<()> {
         self.ledger.create_payment(payment, completion).await?;
-        if let Err(error) = self.queue.enqueue(&[payment.id]).await {
-            // Durable already: the sweep re-enqueues payments left PENDING.
-            tracing::warn!(payment_id = %payment.id, ?error, "enqueue failed; the sweep will retry");
+        let id = payment.id;
+        match tokio::time::timeout(ENQUEUE_TIMEOUT, self.queue.enqueue(&[id])).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(payment_id = %id, ?error, "enqueue failed; the sweep will retry");
+            }
+            Err(_) => tracing::warn!(payment_id = %id, "enqueue timed out; the sweep will retry"),
         }
         tracing::info!(
             payment_id = %payment.id,
@@ -136,7 +158,7 @@ impl PaymentService {
 
     /// Prepares and submits in one call, without an idempotency key.
     pub async fn create(&self, caller: Principal, request: PaymentRequest) -> Result<Payment> {
-        let payment = self.prepare(caller, request).await?;
+        let payment = self.prepare(caller, request, None).await?;
         self.submit(&payment, None).await?;
         Ok(payment)
     }

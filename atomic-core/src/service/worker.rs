@@ -3,8 +3,15 @@
 //! die at any line: a payment is claimed under a lease (`PENDING -> PROCESSING`), the card is
 //! charged, and [`LedgerStore::settle`] posts the money and sets the final status in one
 //! transaction, only for the lease holder. A lost worker's lease runs out and the job comes
-//! back. Transient errors retry with backoff; after `max_attempts` the payment fails with
-//! `processing_error` (no money moved) and the job goes to the dead letters.
+//! back.
+//!
+//! A payment ends only on a definitive answer: the card network approved (and the books took
+//! the posting) or declined. An outage never fails a payment: a failed step is retried with
+//! backoff, and when a job runs out of attempts it is dead-lettered while the payment, still
+//! unfinished, comes back through the recovery sweep. The one exception is a charge that cannot
+//! be settled for good (no answer from the card network by the last attempt, or a posting the
+//! books refuse): it is voided first, and only then does the payment fail with
+//! `processing_error`, so no customer pays for a failed payment.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,7 +59,9 @@ pub struct WorkerConfig {
     pub batch: usize,
     /// How long a claim on a payment (and a reserved job) lasts before others may take it.
     pub lease: Duration,
-    /// Deliveries of one job before its payment fails for good.
+    /// Deliveries of one job before it is dead-lettered (its payment then comes back through
+    /// the sweep); on the last one, a charge the card network gives no answer for is voided and
+    /// the payment fails.
     pub max_attempts: u32,
     /// Delay between attempts.
     pub backoff: Backoff,
@@ -92,8 +101,8 @@ pub enum Processed {
         /// When it comes back.
         delay: Duration,
     },
-    /// Attempts ran out: the payment failed with `processing_error` (when the store allowed)
-    /// and the job was dead-lettered.
+    /// Attempts ran out before a definitive end: the job was dead-lettered and the payment,
+    /// still unfinished, comes back through the recovery sweep.
     GaveUp,
 }
 
@@ -128,14 +137,25 @@ impl Worker {
     }
 
     /// Runs `concurrency` job loops until shutdown, then lets each finish the jobs it holds.
+    /// A loop that dies (a panicking adapter) is started again.
     pub async fn run(self, shutdown: Shutdown) {
         let mut loops = JoinSet::new();
-        for _ in 0..self.config.concurrency.max(1) {
+        let spawn = |loops: &mut JoinSet<()>| {
             let worker = self.clone();
             let shutdown = shutdown.clone();
             loops.spawn(async move { worker.run_loop(shutdown).await });
+        };
+        for _ in 0..self.config.concurrency.max(1) {
+            spawn(&mut loops);
         }
-        while loops.join_next().await.is_some() {}
+        while let Some(ended) = loops.join_next().await {
+            if let Err(error) = ended
+                && !shutdown.is_triggered()
+            {
+                tracing::error!(?error, "a worker loop died; starting another");
+                spawn(&mut loops);
+            }
+        }
         tracing::info!("worker stopped");
     }
 
@@ -149,8 +169,8 @@ impl Worker {
             match reserved {
                 Ok(deliveries) => {
                     failures = 0;
-                    for delivery in &deliveries {
-                        self.process(delivery).await;
+                    for delivery in deliveries {
+                        self.process_isolated(delivery).await;
                     }
                 }
                 Err(error) => {
@@ -179,12 +199,26 @@ impl Worker {
         Ok(out)
     }
 
+    /// Processes one delivery in a task of its own, so a panic in an adapter costs one
+    /// attempt of one job, not the loop: the job is retried like any failed step.
+    async fn process_isolated(&self, delivery: Delivery) -> Processed {
+        let worker = self.clone();
+        let job = delivery.clone();
+        match tokio::spawn(async move { worker.process(&job).await }).await {
+            Ok(processed) => processed,
+            Err(join_error) => {
+                tracing::error!(payment_id = %delivery.payment_id, ?join_error, "processing a job panicked");
+                // A lease taken before the panic runs out by itself.
+                let error = Error::backend("processing the job panicked");
+                self.retry(&delivery, None, &error).await
+            }
+        }
+    }
+
     /// Processes one delivery to its end: settled, acked, retried or dead-lettered.
     pub async fn process(&self, delivery: &Delivery) -> Processed {
         let id = delivery.payment_id;
-        if delivery.attempt > self.config.max_attempts {
-            return self.give_up(delivery, "attempts exhausted").await;
-        }
+        let last_attempt = delivery.attempt >= self.config.max_attempts;
         let lease = LeaseId::generate();
         let payment = match self
             .ledger
@@ -202,12 +236,17 @@ impl Worker {
             }
             Err(error) => return self.retry(delivery, None, &error).await,
         };
-        let result = match self.cards.charge(&charge_of(&payment)).await {
+        let charge = charge_of(&payment);
+        let result = match self.cards.charge(&charge).await {
             Ok(CardOutcome::Approved) => match Transfer::for_payment(&payment, self.clock.now()) {
                 Ok(transfer) => SettlementResult::Posted(transfer),
-                Err(_) => SettlementResult::Failed(FailureReason::ProcessingError),
+                Err(_) => return self.void_and_fail(delivery, lease, &charge).await,
             },
             Ok(CardOutcome::Declined(reason)) => SettlementResult::Failed(reason),
+            Err(error) if last_attempt => {
+                tracing::error!(payment_id = %id, ?error, "no answer from the card network by the last attempt");
+                return self.void_and_fail(delivery, lease, &charge).await;
+            }
             Err(error) => return self.retry(delivery, Some(lease), &error).await,
         };
         let posted = matches!(result, SettlementResult::Posted(_));
@@ -215,14 +254,29 @@ impl Worker {
             Ok(outcome) => self.ack(delivery, outcome).await,
             Err(Error::Invariant(invariant)) if posted => {
                 // The books refused the posting (e.g. a balance would overflow): retrying
-                // cannot help, so the payment fails and no money moves.
-                tracing::error!(payment_id = %id, %invariant, "posting refused; failing the payment");
-                let failed = SettlementResult::Failed(FailureReason::ProcessingError);
-                match self.settle(id, lease, failed).await {
-                    Ok(outcome) => self.ack(delivery, outcome).await,
-                    Err(error) => self.retry(delivery, Some(lease), &error).await,
-                }
+                // cannot help, so the charge is voided and the payment fails.
+                tracing::error!(payment_id = %id, %invariant, "posting refused by the books");
+                self.void_and_fail(delivery, lease, &charge).await
             }
+            Err(error) => self.retry(delivery, Some(lease), &error).await,
+        }
+    }
+
+    /// Voids the charge, then fails the payment with `processing_error`. If either step cannot
+    /// be done now the payment is left for a later attempt: a payment whose card may have been
+    /// charged is never failed without a void.
+    async fn void_and_fail(
+        &self,
+        delivery: &Delivery,
+        lease: LeaseId,
+        charge: &Charge,
+    ) -> Processed {
+        if let Err(error) = self.cards.void(charge).await {
+            return self.retry(delivery, Some(lease), &error).await;
+        }
+        let failed = SettlementResult::Failed(FailureReason::ProcessingError);
+        match self.settle(delivery.payment_id, lease, failed).await {
+            Ok(outcome) => self.ack(delivery, outcome).await,
             Err(error) => self.retry(delivery, Some(lease), &error).await,
         }
     }
@@ -263,6 +317,9 @@ impl Worker {
         outcome
     }
 
+    /// Releases the lease and brings the job back after a backoff. After the last attempt
+    /// the job is dead-lettered instead; the payment, still unfinished, comes back through the
+    /// recovery sweep with fresh attempts. A step that failed never fails the payment.
     async fn retry(&self, delivery: &Delivery, lease: Option<LeaseId>, error: &Error) -> Processed {
         let id = delivery.payment_id;
         if let Some(lease) = lease
@@ -271,8 +328,11 @@ impl Worker {
             tracing::warn!(payment_id = %id, ?release_error, "release failed; the lease will run out");
         }
         if delivery.attempt >= self.config.max_attempts {
-            tracing::error!(payment_id = %id, attempt = delivery.attempt, ?error, "giving up");
-            return self.give_up(delivery, "attempts exhausted").await;
+            tracing::error!(payment_id = %id, attempt = delivery.attempt, ?error, "attempts exhausted; the job is dead-lettered and the sweep will bring the payment back");
+            if let Err(queue_error) = self.queue.dead_letter(delivery, "attempts exhausted").await {
+                tracing::warn!(payment_id = %id, ?queue_error, "dead-lettering failed");
+            }
+            return Processed::GaveUp;
         }
         let delay = self
             .config
@@ -283,39 +343,6 @@ impl Worker {
             tracing::warn!(payment_id = %id, ?queue_error, "retry not scheduled; the job comes back when its visibility runs out");
         }
         Processed::Retrying { delay }
-    }
-
-    /// Fails the payment with `processing_error` if it can still be claimed, then
-    /// dead-letters the job. If the store cannot be reached the payment stays unfinished and
-    /// the sweep brings it back later: giving up never strands a payment.
-    async fn give_up(&self, delivery: &Delivery, reason: &str) -> Processed {
-        let id = delivery.payment_id;
-        let lease = LeaseId::generate();
-        match self
-            .ledger
-            .begin_processing(id, lease, self.config.lease)
-            .await
-        {
-            Ok(BeginOutcome::Claimed(_)) => {
-                let failed = SettlementResult::Failed(FailureReason::ProcessingError);
-                if let Err(error) = self.settle(id, lease, failed).await {
-                    tracing::error!(payment_id = %id, ?error, "could not fail the payment; the sweep will bring it back");
-                }
-            }
-            // Nothing went wrong with the payment itself: no dead letter for it.
-            Ok(BeginOutcome::Finished(_)) => {
-                return self.ack(delivery, Processed::AlreadyFinished).await;
-            }
-            Ok(BeginOutcome::Busy) => return self.ack(delivery, Processed::Busy).await,
-            Ok(BeginOutcome::Missing) => return self.ack(delivery, Processed::Missing).await,
-            Err(error) => {
-                tracing::error!(payment_id = %id, ?error, "could not claim the payment; the sweep will bring it back");
-            }
-        }
-        if let Err(error) = self.queue.dead_letter(delivery, reason).await {
-            tracing::warn!(payment_id = %id, ?error, "dead-lettering failed");
-        }
-        Processed::GaveUp
     }
 }
 

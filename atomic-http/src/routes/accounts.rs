@@ -25,8 +25,8 @@ pub(crate) async fn create(
     let services = app.services();
     meta.create(&app, caller, &idempotency, &body, StatusCode::CREATED)?
         .run(
-        async { Ok(services.accounts.prepare(caller, name, currency)) },
-        AccountView::new,
+        |_claim| async { Ok(services.accounts.prepare(caller, name, currency)) },
+        |account, _| AccountView::new(account),
         |account, completion| async move { services.accounts.submit(&account, completion).await },
     )
     .await

@@ -27,8 +27,8 @@ pub(crate) async fn create(
     let services = app.services();
     meta.create(&app, caller, &idempotency, &body, StatusCode::CREATED)?
         .run(
-        async { Ok(services.api_keys.prepare(caller)?) },
-        |(key, raw)| ApiKeyView::minted(key, raw),
+        |_claim| async { Ok(services.api_keys.prepare(caller)?) },
+        |(key, raw), reveal| ApiKeyView::minted(key, raw, reveal),
         |(key, _raw), completion| async move { services.api_keys.submit(&key, completion).await },
     )
     .await

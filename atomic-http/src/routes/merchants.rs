@@ -24,11 +24,11 @@ pub(crate) async fn create(
     let services = app.services();
     meta.create(&app, caller, &idempotency, &body, StatusCode::CREATED)?
         .run(
-            async { Ok(services.merchants.prepare(caller, name, currency)?) },
-            |(onboarding, raw)| OnboardingView {
+            |_claim| async { Ok(services.merchants.prepare(caller, name, currency)?) },
+            |(onboarding, raw), reveal| OnboardingView {
                 merchant: MerchantView::new(&onboarding.merchant),
                 account: AccountView::new(&onboarding.account),
-                api_key: ApiKeyView::minted(&onboarding.key, raw),
+                api_key: ApiKeyView::minted(&onboarding.key, raw, reveal),
             },
             |(onboarding, _raw), completion| async move {
                 services.merchants.submit(&onboarding, completion).await

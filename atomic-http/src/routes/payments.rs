@@ -1,7 +1,7 @@
 //! `POST /payments` (202, the payment stored `PENDING`), `GET /payments/:id`, `GET /payments`.
 
 use atomic_core::payment::Description;
-use atomic_core::{AccountId, Amount, CardSource, PaymentId, PaymentRequest};
+use atomic_core::{AccountId, Amount, CardSource, Invalid, PaymentId, PaymentRequest, Principal};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -34,6 +34,13 @@ pub(crate) async fn create(
     let currency = f.required("currency", |v| currencies.parse(string(v)?));
     let source = f.required("source", |v| CardSource::parse(string(v)?));
     let description = f.optional("description", |v| Description::parse(string(v)?));
+    if caller == Principal::Platform && matches!(merchant_account, Some(None)) {
+        // A body error, so it is found before the idempotency step (API.md's order).
+        f.fail(
+            "merchantId",
+            Invalid::new("is required with the platform key"),
+        );
+    }
     f.finish()?;
     let (Some(merchant_account), Some(amount), Some(currency), Some(source), Some(description)) =
         (merchant_account, amount, currency, source, description)
@@ -46,12 +53,11 @@ pub(crate) async fn create(
         currency,
         source,
         description,
-        idempotency_key: idempotency.key()?,
     };
     meta.create(&app, caller, &idempotency, &body, StatusCode::ACCEPTED)?
         .run(
-        async { Ok(services.payments.prepare(caller, request).await?) },
-        PaymentView::new,
+        |claim| async move { Ok(services.payments.prepare(caller, request, claim.as_ref()).await?) },
+        |payment, _| PaymentView::new(payment),
         |payment, completion| async move { services.payments.submit(&payment, completion).await },
     )
     .await
