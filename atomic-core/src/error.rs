@@ -119,12 +119,6 @@ pub enum Error {
     /// A pagination cursor names nothing the caller can see.
     #[error("unknown cursor")]
     UnknownCursor,
-    /// The idempotency key was used with a different request.
-    #[error("idempotency key reused with a different request")]
-    IdempotencyKeyReused,
-    /// A request with the same idempotency key is still running.
-    #[error("a request with this idempotency key is in progress")]
-    IdempotencyInProgress,
     /// The idempotency claim this write completes is no longer held (expired and taken over).
     #[error("idempotency claim no longer held")]
     IdempotencyClaimLost,
@@ -161,11 +155,6 @@ impl Error {
     /// A backend error from any error value.
     pub fn backend(source: impl Into<BoxError>) -> Self {
         Self::Backend(source.into())
-    }
-
-    /// Whether retrying the same operation later may succeed.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
     }
 }
 

@@ -100,26 +100,21 @@ fn error_body(parts: &ErrorParts, meta: &Meta) -> Bytes {
 
 /// The parts of an error response that carries none of ours (axum's 405, a timeout, ...).
 fn parts_for_status(status: StatusCode) -> ErrorParts {
-    let error = match status {
+    match status {
         StatusCode::NOT_FOUND => ApiError::NotFound,
         StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
         StatusCode::SERVICE_UNAVAILABLE | StatusCode::REQUEST_TIMEOUT => ApiError::Unavailable,
         s if s.is_client_error() => ApiError::Validation(Vec::new()),
-        _ => ApiError::Internal(atomic_core::Error::backend(format!(
-            "unexpected status {status}"
-        ))),
-    };
-    let mut response = error.into_response();
-    response
-        .extensions_mut()
-        .remove::<ErrorParts>()
-        .unwrap_or(ErrorParts {
-            code: "internal_error",
-            message: "Internal server error".into(),
-            details: Vec::new(),
-        })
+        _ => {
+            tracing::error!(%status, "an error response from outside the handlers");
+            ApiError::Internal(atomic_core::Error::backend(format!(
+                "unexpected status {status}"
+            )))
+        }
+    }
+    .into_parts()
 }
 
 /// Middleware: renders every error response as the JSON error envelope.

@@ -151,13 +151,26 @@ impl From<Error> for ApiError {
                 "startingAfter",
                 Invalid::new("must be the id of an item you can see"),
             ),
-            Error::IdempotencyKeyReused => Self::IdempotencyKeyReused,
-            Error::IdempotencyInProgress | Error::IdempotencyClaimLost => Self::IdempotencyConflict,
+            Error::IdempotencyClaimLost => Self::IdempotencyConflict,
             Error::Unavailable(source) => {
                 tracing::warn!(error = ?Error::Unavailable(source), "dependency unavailable");
                 Self::Unavailable
             }
             other => Self::Internal(other),
+        }
+    }
+}
+
+impl ApiError {
+    /// What the envelope shows of this error.
+    pub(crate) fn into_parts(self) -> ErrorParts {
+        ErrorParts {
+            code: self.code(),
+            message: self.message(),
+            details: match self {
+                Self::Validation(fields) => fields,
+                _ => Vec::new(),
+            },
         }
     }
 }
@@ -169,14 +182,7 @@ impl IntoResponse for ApiError {
         }
         let status = self.status();
         let retry_after = self.retry_after();
-        let parts = ErrorParts {
-            code: self.code(),
-            message: self.message(),
-            details: match self {
-                Self::Validation(fields) => fields,
-                _ => Vec::new(),
-            },
-        };
+        let parts = self.into_parts();
         let mut response = status.into_response();
         if let Some(secs) = retry_after {
             response

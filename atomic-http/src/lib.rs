@@ -28,7 +28,6 @@ mod routes;
 mod security;
 mod views;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -195,9 +194,6 @@ fn request_span(request: &Request<Body>) -> tracing::Span {
 fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     ApiError::Internal(atomic_core::Error::backend("a request handler panicked")).into_response()
 }
-
-/// The socket address type to serve with, for `into_make_service_with_connect_info`.
-pub type ClientAddr = SocketAddr;
 
 /// The README's Rust examples, compiled as doc tests so they stay true.
 #[doc = include_str!("../../README.md")]

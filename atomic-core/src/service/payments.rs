@@ -69,12 +69,9 @@ impl PaymentService {
         if claim.is_some_and(|c| c.scope != caller) {
             return Err(Error::IdempotencyClaimLost);
         }
-        if request.amount.minor_units() > crate::MAX_PAYMENT_AMOUNT {
-            return Err(Error::invalid_field(
-                "amount",
-                Invalid::new("must be at most 99999999 minor units"),
-            ));
-        }
+        // The payment limit holds for library callers too, whatever Amount they built.
+        Amount::for_payment(request.amount.minor_units())
+            .map_err(|e| Error::invalid_field("amount", e))?;
         let funding = *self.system_accounts.get(&request.currency).ok_or_else(|| {
             Error::invalid_field("currency", Invalid::new("unsupported currency"))
         })?;
