@@ -36,6 +36,10 @@ impl RateLimitPolicy {
             .filter(|n| *n > 0)
             .ok_or(Invalid::new("limit must be a positive integer"))?;
         let window = parse_duration(window)?;
+        if window.subsec_nanos() != 0 {
+            // Windows are numbered and reported (`X-RateLimit-Reset`) in whole seconds.
+            return Err(Invalid::new("window must be whole seconds"));
+        }
         Ok(Some(Self {
             name: name.to_owned(),
             limit,
@@ -126,7 +130,16 @@ mod tests {
             .unwrap();
         assert_eq!((p.limit, p.window), (100, Duration::from_secs(900)));
         assert_eq!(RateLimitPolicy::parse("x", "OFF"), Ok(None));
-        for bad in ["100", "0/1m", "-1/1m", "a/1m", "10/0", "10/1x", ""] {
+        for bad in [
+            "100",
+            "0/1m",
+            "-1/1m",
+            "a/1m",
+            "10/0",
+            "10/1x",
+            "10/1500ms",
+            "",
+        ] {
             assert!(RateLimitPolicy::parse("x", bad).is_err(), "{bad:?}");
         }
     }

@@ -187,33 +187,29 @@ mod tests {
 }
 
 /// Parses a configuration duration: whole seconds (`90`) or a number with a unit
-/// `s`, `m`, `h` or `d` (`15m`, `24h`). Zero is refused.
+/// `ms`, `s`, `m`, `h` or `d` (`500ms`, `15m`, `24h`). Zero is refused.
 pub fn parse_duration(text: &str) -> Result<Duration, crate::error::Invalid> {
     use crate::error::Invalid;
+    const FORMS: &str = "must be seconds, or a number followed by ms, s, m, h or d";
     let text = text.trim();
     let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
         Some((i, _)) => text.split_at(i),
         None => (text, "s"),
     };
-    let scale: u64 = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
-        _ => {
-            return Err(Invalid::new(
-                "must be seconds, or a number followed by s, m, h or d",
-            ));
-        }
+    let millis_per_unit: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(Invalid::new(FORMS)),
     };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| Invalid::new("must be seconds, or a number followed by s, m, h or d"))?;
-    let secs = n
-        .checked_mul(scale)
-        .filter(|s| *s > 0)
+    let n: u64 = digits.parse().map_err(|_| Invalid::new(FORMS))?;
+    let millis = n
+        .checked_mul(millis_per_unit)
+        .filter(|ms| *ms > 0)
         .ok_or(Invalid::new("must be a positive duration"))?;
-    Ok(Duration::from_secs(secs))
+    Ok(Duration::from_millis(millis))
 }
 
 #[cfg(test)]
@@ -226,10 +222,14 @@ mod duration_tests {
         assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
         assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
         assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         for bad in [
             "",
             "0",
             "0s",
+            "0ms",
+            "ms",
+            "5us",
             "m",
             "1.5h",
             "-1",
