@@ -18,11 +18,15 @@ fn identity() -> String {
     format!("test:{}", uuid::Uuid::now_v7())
 }
 
-/// Waits out the current window of `window` so a whole fresh window lies ahead.
+/// Makes sure the rest of the current window of `window` is long enough for a case (the
+/// smaller of half the window and 5 s): if not, waits for the next window. With real time
+/// (Redis) a case then never waits a long window out.
 async fn start_of_a_window(kit: &LimiterKit, window: Duration) {
     let probe = policy("probe", 1_000_000, window.as_secs()).hit(&identity());
     let reset = kit.limiter.hit(&[probe]).await.unwrap()[0].reset;
-    kit.time.advance(reset + Duration::from_millis(50)).await;
+    if reset < (window / 2).min(Duration::from_secs(5)) {
+        kit.time.advance(reset + Duration::from_millis(50)).await;
+    }
 }
 
 pub async fn allows_up_to_the_limit_then_refuses(kit: &LimiterKit) {
