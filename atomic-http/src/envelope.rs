@@ -117,6 +117,11 @@ fn parts_for_status(status: StatusCode) -> ErrorParts {
     .into_parts()
 }
 
+/// Marks an error response whose body is already a full envelope (the readiness report), so
+/// [`render_errors`] leaves it as it is.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Rendered;
+
 /// Middleware: renders every error response as the JSON error envelope.
 pub(crate) async fn render_errors(
     State(app): State<AppState>,
@@ -129,6 +134,9 @@ pub(crate) async fn render_errors(
         .cloned()
         .unwrap_or_else(RequestId::generate);
     let response = next.run(request).await;
+    if response.extensions().get::<Rendered>().is_some() {
+        return response;
+    }
     let status = response.status();
     let ours = response.extensions().get::<ErrorParts>().cloned();
     let parts = match ours {

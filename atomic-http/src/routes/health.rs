@@ -52,5 +52,6 @@ pub(crate) async fn ready(State(app): State<AppState>, meta: RequestMeta) -> Res
         header::RETRY_AFTER,
         crate::error::RETRY_AFTER_UNAVAILABLE.into(),
     );
+    response.extensions_mut().insert(crate::envelope::Rendered);
     response.into_response()
 }
