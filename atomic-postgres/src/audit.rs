@@ -1,0 +1,86 @@
+//! `LedgerAudit` on [`PgStore`]: the L1–L12 books audit (TEST-MATRIX.md) as one SQL statement,
+//! so every count comes from one consistent snapshot.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use atomic_core::Result;
+use atomic_core::ports::{AuditReport, LedgerAudit};
+
+use crate::error::from_sqlx;
+use crate::rows::{count, micros};
+use crate::store::PgStore;
+
+const AUDIT: &str = "\
+WITH signed AS (
+    SELECT e.*, CASE e.direction WHEN 'CREDIT' THEN e.amount ELSE -e.amount END AS delta
+    FROM ledger_entries e
+), posted AS (
+    SELECT payment_id, count(*) AS n FROM ledger_transactions GROUP BY payment_id
+)
+SELECT
+    (SELECT count(*) FROM (
+        SELECT currency FROM signed GROUP BY currency HAVING sum(delta) <> 0) s) AS zero_sum,
+    (SELECT count(*) FROM ledger_transactions t
+     LEFT JOIN payments p ON p.id = t.payment_id
+     WHERE p.id IS NULL
+        OR t.debit_account <> p.funding_account OR t.credit_account <> p.merchant_account
+        OR t.amount <> p.amount OR t.currency <> p.currency
+        OR (SELECT count(*) FROM ledger_entries e WHERE e.transaction_id = t.id) <> 2
+        OR NOT EXISTS (SELECT 1 FROM ledger_entries e WHERE e.transaction_id = t.id
+                       AND e.direction = 'DEBIT' AND e.account_id = t.debit_account
+                       AND e.amount = t.amount)
+        OR NOT EXISTS (SELECT 1 FROM ledger_entries e WHERE e.transaction_id = t.id
+                       AND e.direction = 'CREDIT' AND e.account_id = t.credit_account
+                       AND e.amount = t.amount)) AS unbalanced_transactions,
+    (SELECT count(*) FROM payments p LEFT JOIN posted ON posted.payment_id = p.id
+     WHERE coalesce(posted.n, 0) <> CASE WHEN p.status = 'SUCCESS' THEN 1 ELSE 0 END)
+        AS status_posting_mismatch,
+    (SELECT count(*) FROM accounts a
+     WHERE a.balance <> coalesce((SELECT sum(delta) FROM signed s WHERE s.account_id = a.id), 0))
+        AS cached_balance_mismatch,
+    (SELECT count(*) FROM accounts WHERE kind <> 'system' AND balance < 0) AS negative_balances,
+    (SELECT count(*) FROM payments
+     WHERE (status = 'FAILED') <> (failure_reason IS NOT NULL)
+        OR (status = 'PROCESSING') <> (lease_id IS NOT NULL)
+        OR status NOT IN ('PENDING', 'PROCESSING', 'SUCCESS', 'FAILED')) AS illegal_transitions,
+    (SELECT count(*) FROM (
+        SELECT 1 FROM payments p
+        JOIN idempotency_keys k
+          ON k.scope = coalesce(p.created_by, '00000000-0000-0000-0000-000000000000'::uuid)
+         AND k.key = p.idempotency_key AND k.expires_at > now() AND p.created_at >= k.locked_at
+        GROUP BY k.scope, k.key HAVING count(*) > 1) d) AS duplicate_idempotency_keys,
+    (SELECT count(*) FROM payments p
+     LEFT JOIN accounts m ON m.id = p.merchant_account
+     LEFT JOIN accounts f ON f.id = p.funding_account
+     WHERE m.id IS NULL OR f.id IS NULL OR m.kind <> 'merchant' OR f.kind <> 'system'
+        OR m.currency <> p.currency OR f.currency <> p.currency
+        OR m.owner_merchant IS DISTINCT FROM p.owner_merchant) AS tenant_currency_mismatch,
+    (SELECT count(*) FROM payments
+     WHERE status IN ('PENDING', 'PROCESSING')
+       AND created_at < now() - $1 * interval '1 microsecond') AS stuck_payments";
+
+#[async_trait]
+impl LedgerAudit for PgStore {
+    async fn audit(&self, stuck_after: Duration) -> Result<AuditReport> {
+        self.call(async {
+            let row = sqlx::query(AUDIT)
+                .bind(micros(stuck_after))
+                .fetch_one(self.pool())
+                .await
+                .map_err(from_sqlx)?;
+            Ok(AuditReport {
+                zero_sum: count(&row, "zero_sum")?,
+                unbalanced_transactions: count(&row, "unbalanced_transactions")?,
+                status_posting_mismatch: count(&row, "status_posting_mismatch")?,
+                cached_balance_mismatch: count(&row, "cached_balance_mismatch")?,
+                negative_balances: count(&row, "negative_balances")?,
+                illegal_transitions: count(&row, "illegal_transitions")?,
+                duplicate_idempotency_keys: count(&row, "duplicate_idempotency_keys")?,
+                tenant_currency_mismatch: count(&row, "tenant_currency_mismatch")?,
+                stuck_payments: count(&row, "stuck_payments")?,
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,44 @@
+//! PostgreSQL adapters for Atomic's store ports: the store of record for merchants, accounts,
+//! payments, the double-entry ledger, API keys and idempotency records.
+//!
+//! One [`PgStore`] implements [`LedgerStore`](atomic_core::ports::LedgerStore),
+//! [`MerchantStore`](atomic_core::ports::MerchantStore),
+//! [`ApiKeyStore`](atomic_core::ports::ApiKeyStore),
+//! [`IdempotencyStore`](atomic_core::ports::IdempotencyStore) and
+//! [`LedgerAudit`](atomic_core::ports::LedgerAudit) on one connection pool, so a creating write
+//! and its idempotency completion share one database transaction. The schema in
+//! `migrations/` ([`MIGRATOR`]) guards the books a second time with constraints and triggers:
+//! positive amounts, one posting per payment, balanced postings, no overdrawn merchant account,
+//! legal status transitions only, and an append-only ledger.
+//!
+//! Time-based decisions (leases, idempotency windows, the sweep) use the database's clock, so
+//! servers with skewed clocks agree. Every call is bounded: a pool acquire timeout, a
+//! `statement_timeout`, and an overall timeout per call turn a stuck or unreachable database into
+//! [`atomic_core::Error::Unavailable`] (HTTP 503), never a hang.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), atomic_postgres::Error> {
+//! use atomic_postgres::{PgConfig, PgStore};
+//! let store = PgStore::connect(&PgConfig::new("postgres://postgres@127.0.0.1/atomic")).await?;
+//! store.migrate().await?;
+//! # Ok(()) }
+//! ```
+
+mod api_keys;
+mod audit;
+mod config;
+mod error;
+mod idempotency;
+mod ledger;
+mod merchants;
+mod rows;
+mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use config::PgConfig;
+pub use error::Error;
+pub use store::PgStore;
+
+/// The schema's migrations, embedded from the workspace's `migrations/` directory.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

@@ -1,0 +1,184 @@
+//! Turning rows into core types and core values into bind parameters. A row the core's types
+//! refuse is reported as a backend error, never unwrapped.
+
+use std::time::Duration;
+
+use atomic_core::account::{Account, AccountKind, AccountName};
+use atomic_core::api_key::{ApiKey, KeyHash};
+use atomic_core::idempotency::IdempotencyKey;
+use atomic_core::ledger::{Direction, Entry};
+use atomic_core::merchant::{Merchant, MerchantName};
+use atomic_core::money::{Amount, Balance, Currency};
+use atomic_core::payment::{
+    CardSource, Description, FailureReason, Payment, PaymentParts, PaymentState, PaymentStatus,
+};
+use atomic_core::principal::{Owner, Principal};
+use atomic_core::time::Timestamp;
+use atomic_core::{Error, Result};
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::error::{corrupt, from_sqlx};
+
+// Column lists as macros so queries are assembled at compile time with `concat!`: no SQL is
+// ever built at run time.
+
+/// The payment columns every payment query selects.
+macro_rules! payment_columns {
+    () => {
+        "id, merchant_account, funding_account, owner_merchant, amount, currency, source, \
+         description, idempotency_key, created_by, status, failure_reason, created_at, updated_at"
+    };
+}
+
+/// The account columns every account query selects.
+macro_rules! account_columns {
+    () => {
+        "id, name, currency, kind, owner_merchant, balance, created_at"
+    };
+}
+
+/// The entry columns every entry query selects.
+macro_rules! entry_columns {
+    () => {
+        "id, transaction_id, payment_id, account_id, direction, amount, created_at"
+    };
+}
+
+/// The API key columns every key query selects.
+macro_rules! api_key_columns {
+    () => {
+        "id, merchant_id, prefix, hash, created_at, revoked_at"
+    };
+}
+
+pub(crate) use {account_columns, api_key_columns, entry_columns, payment_columns};
+
+fn get<'r, T>(row: &'r PgRow, column: &str) -> Result<T>
+where
+    T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    row.try_get(column).map_err(from_sqlx)
+}
+
+fn timestamp(row: &PgRow, column: &str) -> Result<Timestamp> {
+    Ok(Timestamp::from_datetime(get::<OffsetDateTime>(
+        row, column,
+    )?))
+}
+
+fn currency(row: &PgRow) -> Result<Currency> {
+    Currency::parse(get::<String>(row, "currency")?.trim()).map_err(|_| corrupt("currency"))
+}
+
+/// The stored form of an owner: the merchant's id, or NULL for the platform.
+pub(crate) fn owner_uuid(owner: Owner) -> Option<Uuid> {
+    owner.merchant().map(|m| m.as_uuid())
+}
+
+fn owner(id: Option<Uuid>) -> Owner {
+    id.map_or(Owner::Platform, |m| Owner::Merchant(m.into()))
+}
+
+/// The merchant a viewer is confined to; `None` for the platform, which sees everything.
+pub(crate) fn viewer_merchant(viewer: Principal) -> Option<Uuid> {
+    viewer.merchant().map(|m| m.as_uuid())
+}
+
+/// The stored scope of an idempotency key: the merchant's id, or the nil UUID for the platform.
+pub(crate) fn scope_uuid(scope: Principal) -> Uuid {
+    viewer_merchant(scope).unwrap_or(Uuid::nil())
+}
+
+/// A duration as whole microseconds for `$n * interval '1 microsecond'`, capped at ~100 years
+/// so the database's timestamp arithmetic cannot overflow.
+pub(crate) fn micros(duration: Duration) -> i64 {
+    const CAP: i64 = 100 * 366 * 24 * 3600 * 1_000_000;
+    i64::try_from(duration.as_micros()).map_or(CAP, |m| m.min(CAP))
+}
+
+pub(crate) fn payment(row: &PgRow) -> Result<Payment> {
+    let status = PaymentStatus::parse(&get::<String>(row, "status")?)
+        .map_err(|_| corrupt("payment status"))?;
+    let reason = get::<Option<String>>(row, "failure_reason")?
+        .map(|r| FailureReason::parse(&r).ok_or(corrupt("failure reason")))
+        .transpose()?;
+    let idempotency_key = get::<Option<String>>(row, "idempotency_key")?
+        .map(|k| IdempotencyKey::parse(k).map_err(|_| corrupt("idempotency key")))
+        .transpose()?;
+    let created_by = get::<Option<Uuid>>(row, "created_by")?
+        .map_or(Principal::Platform, |m| Principal::Merchant(m.into()));
+    Ok(Payment::restore(PaymentParts {
+        id: get::<Uuid>(row, "id")?.into(),
+        merchant_account: get::<Uuid>(row, "merchant_account")?.into(),
+        funding_account: get::<Uuid>(row, "funding_account")?.into(),
+        owner: owner(get(row, "owner_merchant")?),
+        amount: Amount::new(get(row, "amount")?).map_err(|_| corrupt("amount"))?,
+        currency: currency(row)?,
+        source: CardSource::parse(get::<String>(row, "source")?)
+            .map_err(|_| corrupt("card source"))?,
+        description: Description::parse(get::<String>(row, "description")?)
+            .map_err(|_| corrupt("description"))?,
+        idempotency_key,
+        created_by,
+        created_at: timestamp(row, "created_at")?,
+        state: PaymentState::from_parts(status, reason).map_err(|_| corrupt("payment state"))?,
+        updated_at: timestamp(row, "updated_at")?,
+    }))
+}
+
+pub(crate) fn account(row: &PgRow) -> Result<Account> {
+    Ok(Account {
+        id: get::<Uuid>(row, "id")?.into(),
+        name: AccountName::parse(get::<String>(row, "name")?)
+            .map_err(|_| corrupt("account name"))?,
+        currency: currency(row)?,
+        owner: owner(get(row, "owner_merchant")?),
+        kind: AccountKind::parse(&get::<String>(row, "kind")?).ok_or(corrupt("account kind"))?,
+        balance: Balance::from_minor_units(get(row, "balance")?),
+        created_at: timestamp(row, "created_at")?,
+    })
+}
+
+pub(crate) fn entry(row: &PgRow) -> Result<Entry> {
+    Ok(Entry {
+        id: get::<Uuid>(row, "id")?.into(),
+        transaction_id: get::<Uuid>(row, "transaction_id")?.into(),
+        payment_id: get::<Uuid>(row, "payment_id")?.into(),
+        account_id: get::<Uuid>(row, "account_id")?.into(),
+        direction: Direction::parse(&get::<String>(row, "direction")?)
+            .ok_or(corrupt("entry direction"))?,
+        amount: Amount::new(get(row, "amount")?).map_err(|_| corrupt("entry amount"))?,
+        created_at: timestamp(row, "created_at")?,
+    })
+}
+
+pub(crate) fn api_key(row: &PgRow) -> Result<ApiKey> {
+    let hash: Vec<u8> = get(row, "hash")?;
+    let hash: [u8; 32] = hash.try_into().map_err(|_| corrupt("key hash"))?;
+    Ok(ApiKey {
+        id: get::<Uuid>(row, "id")?.into(),
+        merchant_id: get::<Uuid>(row, "merchant_id")?.into(),
+        prefix: get(row, "prefix")?,
+        hash: KeyHash::from_bytes(hash),
+        created_at: timestamp(row, "created_at")?,
+        revoked_at: get::<Option<OffsetDateTime>>(row, "revoked_at")?.map(Timestamp::from_datetime),
+    })
+}
+
+pub(crate) fn merchant(row: &PgRow) -> Result<Merchant> {
+    Ok(Merchant {
+        id: get::<Uuid>(row, "id")?.into(),
+        name: MerchantName::parse(get::<String>(row, "name")?)
+            .map_err(|_| corrupt("merchant name"))?,
+        primary_account: get::<Uuid>(row, "primary_account")?.into(),
+        created_at: timestamp(row, "created_at")?,
+    })
+}
+
+/// A count column as `u64` (counts are never negative).
+pub(crate) fn count(row: &PgRow, column: &str) -> Result<u64> {
+    u64::try_from(get::<i64>(row, column)?).map_err(|_| Error::backend("negative count"))
+}

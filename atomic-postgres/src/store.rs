@@ -1,0 +1,93 @@
+//! [`PgStore`]: the connection pool every store port shares, how it connects and migrates, and
+//! the bound on every call.
+
+use std::future::Future;
+use std::str::FromStr;
+use std::time::Duration;
+
+use atomic_core::Result;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use crate::config::PgConfig;
+use crate::error::{Error, from_sqlx};
+
+/// The PostgreSQL store of record; cheap to clone (one shared pool).
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: PgPool,
+    call_timeout: Duration,
+}
+
+impl PgStore {
+    /// Opens the pool and checks the database answers (within the acquire timeout).
+    pub async fn connect(config: &PgConfig) -> Result<Self, Error> {
+        let store = Self::connect_lazy(config)?;
+        store
+            .pool
+            .acquire()
+            .await
+            .map_err(Error::Unreachable)?
+            .close_on_drop();
+        Ok(store)
+    }
+
+    /// Builds the pool without connecting; connections open on first use.
+    pub fn connect_lazy(config: &PgConfig) -> Result<Self, Error> {
+        let options = PgConnectOptions::from_str(&config.url)
+            .map_err(Error::InvalidUrl)?
+            .application_name("atomic")
+            .options([
+                (
+                    "statement_timeout",
+                    format!("{}ms", config.statement_timeout.as_millis().max(1)),
+                ),
+                // A client that vanished mid-transaction must not hold row locks for long.
+                (
+                    "idle_in_transaction_session_timeout",
+                    format!("{}ms", config.call_timeout.as_millis().max(1) * 2),
+                ),
+            ]);
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections.max(1))
+            .acquire_timeout(config.acquire_timeout)
+            .connect_lazy_with(options);
+        Ok(Self::from_pool(pool, config.call_timeout))
+    }
+
+    /// Wraps an existing pool; each call is bounded by `call_timeout`.
+    pub fn from_pool(pool: PgPool, call_timeout: Duration) -> Self {
+        Self { pool, call_timeout }
+    }
+
+    /// Applies the pending migrations of [`crate::MIGRATOR`].
+    pub async fn migrate(&self) -> Result<(), Error> {
+        crate::MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(Error::Migrate)
+    }
+
+    /// The pool (for operator tools and tests).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Closes every connection, waiting for those in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Runs one store call under the call timeout: a database that does not answer in time is
+    /// unavailable, and dropping the call rolls back whatever it had begun.
+    pub(crate) async fn call<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
+        match tokio::time::timeout(self.call_timeout, work).await {
+            Ok(result) => result,
+            Err(elapsed) => Err(atomic_core::Error::unavailable(elapsed)),
+        }
+    }
+
+    /// Begins a transaction.
+    pub(crate) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        self.pool.begin().await.map_err(from_sqlx)
+    }
+}

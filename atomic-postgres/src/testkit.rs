@@ -1,0 +1,237 @@
+//! Test support: a fresh, migrated database per test (dropped afterwards) and time travel for
+//! the conformance kit. Not a stable API.
+//!
+//! The server is `DATABASE_URL` when set, else
+//! `postgres://postgres:postgres@127.0.0.1:5432/postgres` (the repository's docker compose
+//! PostgreSQL; a trust-auth server ignores the password).
+//! When it does not answer, [`TestDatabase::create`] panics with one line saying how to start
+//! it: the PostgreSQL tests fail, they never pass by skipping.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use atomic_core::testkit::{StoreKit, TimeTravel};
+use sqlx::Connection;
+
+use crate::rows::micros;
+use crate::{PgConfig, PgStore};
+
+/// The server the tests use when `DATABASE_URL` is not set.
+pub const DEFAULT_SERVER_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/postgres";
+
+/// How to start the machine's PostgreSQL (DEVELOPERS.md).
+pub const START_HINT: &str = "start it (`docker compose up -d`, or on the team's machines \
+     `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`) or set DATABASE_URL";
+
+/// The server URL the tests use.
+pub fn server_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_SERVER_URL.to_owned())
+}
+
+/// `url` with its database name replaced by `database`.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let host_end = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    let mut out = format!("{}/{database}", &base[..host_end]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+/// `url` with its host and port replaced by `address` (to reach the server through a proxy).
+pub fn with_address(url: &str, address: std::net::SocketAddr) -> String {
+    let authority_start = url.find("://").map_or(0, |i| i + 3);
+    let authority_end = url[authority_start..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| authority_start + i);
+    let host_start = url[authority_start..authority_end]
+        .rfind('@')
+        .map_or(authority_start, |i| authority_start + i + 1);
+    format!("{}{address}{}", &url[..host_start], &url[authority_end..])
+}
+
+/// A database created for one test, migrated, and dropped (with its connections) on drop.
+pub struct TestDatabase {
+    name: String,
+    server: String,
+    url: String,
+    store: PgStore,
+}
+
+impl TestDatabase {
+    /// Creates and migrates `atomic_test_<uuid>` on the test server; a pool of at most 8.
+    pub async fn create() -> Self {
+        Self::create_with(|config| config.max_connections = 8).await
+    }
+
+    /// Like [`Self::create`], with the store's settings adjusted by `tune`.
+    pub async fn create_with(tune: impl FnOnce(&mut PgConfig)) -> Self {
+        let server = server_url();
+        let mut admin = match sqlx::PgConnection::connect(&server).await {
+            Ok(conn) => conn,
+            Err(error) => panic!("PostgreSQL not reachable at {server} ({error}); {START_HINT}"),
+        };
+        let name = format!("atomic_test_{}", uuid::Uuid::now_v7().simple());
+        // The name is ours (a UUID in hex): nothing to inject.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("create the test database");
+        let _ = admin.close().await;
+        let url = with_database(&server, &name);
+        let mut config = PgConfig::new(url.clone());
+        tune(&mut config);
+        let store = PgStore::connect(&config)
+            .await
+            .expect("connect to the test database");
+        store.migrate().await.expect("migrate the test database");
+        Self {
+            name,
+            server,
+            url,
+            store,
+        }
+    }
+
+    /// The database's URL (for a server under test).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The database server's address (host and port of the URL).
+    pub fn server_address(&self) -> std::net::SocketAddr {
+        use std::net::ToSocketAddrs;
+        let options = self.store.pool().connect_options();
+        (options.get_host(), options.get_port())
+            .to_socket_addrs()
+            .expect("resolve the database host")
+            .next()
+            .expect("the database host has an address")
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The store on this database.
+    pub fn store(&self) -> PgStore {
+        self.store.clone()
+    }
+
+    /// The conformance kit on this database; the database lives as long as the kit.
+    pub fn kit(self) -> StoreKit {
+        let store = self.store();
+        StoreKit {
+            ledger: Arc::new(store.clone()),
+            merchants: Arc::new(store.clone()),
+            api_keys: Arc::new(store.clone()),
+            idempotency: Arc::new(store.clone()),
+            audit: Some(Arc::new(store)),
+            time: Arc::new(PgTimeTravel { db: self }),
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (server, name) = (self.server.clone(), self.name.clone());
+        // Drop may run inside a runtime: do the async work on a thread of its own, and wait
+        // for it so no database outlives its test process.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async move {
+                let mut admin = sqlx::PgConnection::connect(&server).await.ok()?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut admin)
+                .await
+                .ok()?;
+                admin.close().await.ok()
+            })
+        });
+        let _ = dropped.join();
+    }
+}
+
+/// Time travel for a PostgreSQL store, whose clock is the database's `now()`: every stored
+/// time that a decision compares with `now()` (payment leases and sweep marks, idempotency
+/// locks and expiry) is moved back by the interval. Triggers are bypassed for this session
+/// only (`session_replication_role`), since the rows are otherwise immutable.
+pub struct PgTimeTravel {
+    db: TestDatabase,
+}
+
+#[async_trait]
+impl TimeTravel for PgTimeTravel {
+    async fn advance(&self, by: Duration) {
+        let mut tx = self.db.store.pool().begin().await.unwrap();
+        sqlx::query("SET LOCAL session_replication_role = replica")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let by = micros(by);
+        sqlx::query(
+            "UPDATE payments SET \
+             created_at = created_at - $1 * interval '1 microsecond', \
+             updated_at = updated_at - $1 * interval '1 microsecond', \
+             touched_at = touched_at - $1 * interval '1 microsecond', \
+             lease_until = lease_until - $1 * interval '1 microsecond'",
+        )
+        .bind(by)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        sqlx::query(
+            "UPDATE idempotency_keys SET \
+             locked_at = locked_at - $1 * interval '1 microsecond', \
+             expires_at = expires_at - $1 * interval '1 microsecond'",
+        )
+        .bind(by)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{with_address, with_database};
+
+    #[test]
+    fn database_name_is_replaced_and_the_rest_kept() {
+        assert_eq!(
+            with_database("postgres://u:p@h:5432/postgres?sslmode=disable", "x"),
+            "postgres://u:p@h:5432/x?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
+    }
+
+    #[test]
+    fn host_and_port_are_replaced_and_the_rest_kept() {
+        let to = "127.0.0.1:6000".parse().unwrap();
+        assert_eq!(
+            with_address("postgres://u:p@h:5432/db?sslmode=disable", to),
+            "postgres://u:p@127.0.0.1:6000/db?sslmode=disable"
+        );
+        assert_eq!(
+            with_address("postgres://h/db", to),
+            "postgres://127.0.0.1:6000/db"
+        );
+    }
+}

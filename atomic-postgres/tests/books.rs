@@ -1,0 +1,424 @@
+//! The database guards the books on its own: direct SQL that would break them is refused, a
+//! payment is posted once however often its job runs, and 32 workers on 32 connections settle
+//! into one merchant without deadlock. Each test has a database of its own.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use atomic_core::ledger::Transfer;
+use atomic_core::money::Currency;
+use atomic_core::payment::PaymentStatus;
+use atomic_core::ports::{BeginOutcome, LeaseId, SettleOutcome, Settlement, SettlementResult};
+use atomic_core::testkit::{StoreKit, onboard, stored_payment};
+use atomic_core::time::Timestamp;
+use atomic_core::{Error, Payment};
+use atomic_postgres::testkit::TestDatabase;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+const LEASE: Duration = Duration::from_secs(30);
+
+/// Claims and settles `payment` as a worker would; returns the outcome.
+async fn settle(kit: &StoreKit, payment: &Payment) -> Result<SettleOutcome, Error> {
+    let lease = LeaseId::generate();
+    let held = match kit
+        .ledger
+        .begin_processing(payment.id, lease, LEASE)
+        .await?
+    {
+        BeginOutcome::Claimed(held) => held,
+        BeginOutcome::Finished(done) => {
+            return Ok(SettleOutcome::NotHeld {
+                status: done.status(),
+            });
+        }
+        other => panic!("unexpected {other:?}"),
+    };
+    let transfer = Transfer::for_payment(&held, Timestamp::now()).unwrap();
+    kit.ledger
+        .settle(&Settlement {
+            payment_id: payment.id,
+            lease,
+            result: SettlementResult::Posted(transfer),
+        })
+        .await
+}
+
+async fn transactions_of(pool: &PgPool, payment: &Payment) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM ledger_transactions WHERE payment_id = $1")
+        .bind(payment.id.as_uuid())
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// The SQLSTATE and constraint of a refused statement (or commit).
+fn refusal(result: Result<impl std::fmt::Debug, sqlx::Error>) -> (String, String) {
+    match result {
+        Err(sqlx::Error::Database(db)) => (
+            db.code().unwrap_or_default().into_owned(),
+            db.constraint().unwrap_or_default().to_owned(),
+        ),
+        other => panic!("the database must refuse, got {other:?}"),
+    }
+}
+
+/// Holds the kit, and with it the test database, for as long as the test runs.
+struct Posted {
+    kit: StoreKit,
+    pool: PgPool,
+    payment: Payment,
+    merchant_account: Uuid,
+}
+
+/// A fresh database with one SUCCESS payment of 500 posted into a merchant's account.
+async fn posted() -> Posted {
+    let db = TestDatabase::create().await;
+    let pool = db.store().pool().clone();
+    let kit = db.kit();
+    let merchant = onboard(&kit, Currency::USD).await;
+    let payment = stored_payment(&kit, &merchant, 500).await;
+    assert!(matches!(
+        settle(&kit, &payment).await.unwrap(),
+        SettleOutcome::Settled(_)
+    ));
+    Posted {
+        kit,
+        pool,
+        payment,
+        merchant_account: merchant.account.id.as_uuid(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_two_workers_on_their_own_connections_settle_into_one_merchant() {
+    let kit = TestDatabase::create_with(|c| c.max_connections = 34)
+        .await
+        .kit();
+    atomic_core::testkit::ledger::concurrent_settlements_into_one_account_add_up_exactly(&kit)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_run_again_after_it_settled_posts_nothing_more() {
+    let Posted {
+        kit, pool, payment, ..
+    } = posted().await;
+    for _ in 0..3 {
+        assert_eq!(
+            settle(&kit, &payment).await.unwrap(),
+            SettleOutcome::NotHeld {
+                status: PaymentStatus::Success
+            }
+        );
+    }
+    assert_eq!(transactions_of(&pool, &payment).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_job_settled_by_many_workers_at_once_posts_once() {
+    let db = TestDatabase::create_with(|c| c.max_connections = 16).await;
+    let pool = db.store().pool().clone();
+    let kit = db.kit();
+    let merchant = onboard(&kit, Currency::USD).await;
+    for round in 0..5 {
+        let payment = stored_payment(&kit, &merchant, 100 + round).await;
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(16));
+        let mut workers = Vec::new();
+        for _ in 0..16 {
+            let (kit, payment, barrier) = (kit.clone(), payment.clone(), barrier.clone());
+            workers.push(tokio::spawn(async move {
+                barrier.wait().await;
+                // A lease held by another worker is Busy: that worker settles it.
+                let lease = LeaseId::generate();
+                match kit.ledger.begin_processing(payment.id, lease, LEASE).await {
+                    Ok(BeginOutcome::Claimed(held)) => {
+                        let transfer = Transfer::for_payment(&held, Timestamp::now()).unwrap();
+                        let outcome = kit
+                            .ledger
+                            .settle(&Settlement {
+                                payment_id: payment.id,
+                                lease,
+                                result: SettlementResult::Posted(transfer),
+                            })
+                            .await
+                            .unwrap();
+                        usize::from(matches!(outcome, SettleOutcome::Settled(_)))
+                    }
+                    Ok(_) => 0,
+                    Err(e) => panic!("no worker may fail: {e}"),
+                }
+            }));
+        }
+        let mut settled = 0;
+        for worker in workers {
+            settled += worker.await.unwrap();
+        }
+        assert_eq!(settled, 1, "round {round}");
+        assert_eq!(transactions_of(&pool, &payment).await, 1, "round {round}");
+    }
+    atomic_core::testkit::assert_books_clean(&kit).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_posting_of_a_payment_is_refused_by_the_database() {
+    let Posted {
+        kit: _kit,
+        pool,
+        payment,
+        merchant_account,
+    } = posted().await;
+    let funding: Uuid = sqlx::query_scalar("SELECT funding_account FROM payments WHERE id = $1")
+        .bind(payment.id.as_uuid())
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let result = sqlx::query(
+        "INSERT INTO ledger_transactions \
+         (id, payment_id, debit_account, credit_account, amount, currency, created_at) \
+         VALUES ($1, $2, $3, $4, 500, 'USD', now())",
+    )
+    .bind(Uuid::now_v7())
+    .bind(payment.id.as_uuid())
+    .bind(funding)
+    .bind(merchant_account)
+    .execute(&pool)
+    .await;
+    assert_eq!(
+        refusal(result),
+        (
+            "23505".to_owned(),
+            "ledger_transactions_one_per_payment".to_owned()
+        )
+    );
+    assert_eq!(transactions_of(&pool, &payment).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unbalanced_posting_is_refused_at_commit() {
+    let db = TestDatabase::create().await;
+    let pool = db.store().pool().clone();
+    let kit = db.kit();
+    let merchant = onboard(&kit, Currency::USD).await;
+    let payment = stored_payment(&kit, &merchant, 700).await;
+    let funding: Uuid = sqlx::query_scalar("SELECT funding_account FROM payments WHERE id = $1")
+        .bind(payment.id.as_uuid())
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    // Hand-written SQL that marks the payment SUCCESS and posts only its CREDIT side.
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(
+        "UPDATE payments SET status = 'PROCESSING', lease_id = $2, \
+         lease_until = now() + interval '1 minute' WHERE id = $1",
+    )
+    .bind(payment.id.as_uuid())
+    .bind(Uuid::now_v7())
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE payments SET status = 'SUCCESS', lease_id = NULL, lease_until = NULL \
+         WHERE id = $1",
+    )
+    .bind(payment.id.as_uuid())
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let transaction = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO ledger_transactions \
+         (id, payment_id, debit_account, credit_account, amount, currency, created_at) \
+         VALUES ($1, $2, $3, $4, 700, 'USD', now())",
+    )
+    .bind(transaction)
+    .bind(payment.id.as_uuid())
+    .bind(funding)
+    .bind(merchant.account.id.as_uuid())
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO ledger_entries \
+         (id, transaction_id, payment_id, account_id, direction, amount, currency, created_at) \
+         VALUES ($1, $2, $3, $4, 'CREDIT', 700, 'USD', now())",
+    )
+    .bind(Uuid::now_v7())
+    .bind(transaction)
+    .bind(payment.id.as_uuid())
+    .bind(merchant.account.id.as_uuid())
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(
+        refusal(tx.commit().await),
+        ("23514".to_owned(), "ledger_transaction_balanced".to_owned())
+    );
+    assert_eq!(transactions_of(&pool, &payment).await, 0);
+    let status: String = sqlx::query_scalar("SELECT status FROM payments WHERE id = $1")
+        .bind(payment.id.as_uuid())
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "PENDING", "the whole transaction rolled back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_third_entry_on_a_posting_is_refused() {
+    let Posted {
+        kit: _kit,
+        pool,
+        payment,
+        merchant_account,
+    } = posted().await;
+    let transaction: Uuid =
+        sqlx::query_scalar("SELECT id FROM ledger_transactions WHERE payment_id = $1")
+            .bind(payment.id.as_uuid())
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    // A posting is one DEBIT and one CREDIT; nothing can be added to it afterwards.
+    let result = sqlx::query(
+        "INSERT INTO ledger_entries \
+         (id, transaction_id, payment_id, account_id, direction, amount, currency, created_at) \
+         VALUES ($1, $2, $3, $4, 'CREDIT', 499, 'USD', now())",
+    )
+    .bind(Uuid::now_v7())
+    .bind(transaction)
+    .bind(payment.id.as_uuid())
+    .bind(merchant_account)
+    .execute(&pool)
+    .await;
+    assert_eq!(
+        refusal(result),
+        ("23505".to_owned(), "ledger_entries_one_per_side".to_owned())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overdrawing_a_merchant_account_is_refused() {
+    let Posted {
+        kit: _kit,
+        pool,
+        merchant_account,
+        ..
+    } = posted().await;
+    let result = sqlx::query("UPDATE accounts SET balance = balance - 501 WHERE id = $1")
+        .bind(merchant_account)
+        .execute(&pool)
+        .await;
+    assert_eq!(
+        refusal(result),
+        ("23514".to_owned(), "accounts_non_negative".to_owned())
+    );
+    let balance: i64 = sqlx::query_scalar("SELECT balance FROM accounts WHERE id = $1")
+        .bind(merchant_account)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(balance, 500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_is_append_only() {
+    let Posted {
+        kit: _kit,
+        pool,
+        payment,
+        ..
+    } = posted().await;
+    for sql in [
+        "UPDATE ledger_entries SET amount = 1 WHERE payment_id = $1",
+        "DELETE FROM ledger_entries WHERE payment_id = $1",
+        "UPDATE ledger_transactions SET amount = 1 WHERE payment_id = $1",
+        "DELETE FROM ledger_transactions WHERE payment_id = $1",
+    ] {
+        let result = sqlx::query(sql)
+            .bind(payment.id.as_uuid())
+            .execute(&pool)
+            .await;
+        assert_eq!(
+            refusal(result),
+            ("23514".to_owned(), "ledger_append_only".to_owned()),
+            "{sql}"
+        );
+    }
+    for sql in [
+        "TRUNCATE ledger_entries",
+        "TRUNCATE ledger_transactions CASCADE",
+    ] {
+        let result = sqlx::query(sql).execute(&pool).await;
+        assert_eq!(refusal(result).1, "ledger_append_only", "{sql}");
+    }
+    let entries: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger_entries")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(entries, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_payment_cannot_change_or_disappear() {
+    let Posted {
+        kit, pool, payment, ..
+    } = posted().await;
+    for (sql, constraint) in [
+        (
+            "UPDATE payments SET status = 'PENDING' WHERE id = $1",
+            "payments_legal_transition",
+        ),
+        (
+            "UPDATE payments SET status = 'FAILED', failure_reason = 'card_declined' WHERE id = $1",
+            "payments_legal_transition",
+        ),
+        ("DELETE FROM payments WHERE id = $1", "payments_permanent"),
+    ] {
+        let result = sqlx::query(sql)
+            .bind(payment.id.as_uuid())
+            .execute(&pool)
+            .await;
+        assert_eq!(refusal(result).1, constraint, "{sql}");
+    }
+    // What a payment is never changes, even while it is open.
+    let merchant = onboard(&kit, Currency::USD).await;
+    let pending = stored_payment(&kit, &merchant, 10).await;
+    for sql in [
+        "UPDATE payments SET amount = 1 WHERE id = $1",
+        "UPDATE payments SET source = 'tok_other' WHERE id = $1",
+        "UPDATE payments SET merchant_account = funding_account WHERE id = $1",
+    ] {
+        let result = sqlx::query(sql)
+            .bind(pending.id.as_uuid())
+            .execute(&pool)
+            .await;
+        assert_eq!(refusal(result).1, "payments_immutable", "{sql}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn success_without_a_posting_is_refused_at_commit() {
+    let db = TestDatabase::create().await;
+    let pool = db.store().pool().clone();
+    let kit = db.kit();
+    let merchant = onboard(&kit, Currency::USD).await;
+    let payment = stored_payment(&kit, &merchant, 900).await;
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(
+        "UPDATE payments SET status = 'PROCESSING', lease_id = $2, \
+         lease_until = now() + interval '1 minute' WHERE id = $1",
+    )
+    .bind(payment.id.as_uuid())
+    .bind(Uuid::now_v7())
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE payments SET status = 'SUCCESS', lease_id = NULL, lease_until = NULL \
+         WHERE id = $1",
+    )
+    .bind(payment.id.as_uuid())
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(refusal(tx.commit().await).1, "payments_success_is_posted");
+}

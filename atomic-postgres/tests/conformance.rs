@@ -1,0 +1,24 @@
+//! The core's conformance kit for every store port, run against a real PostgreSQL: each test in
+//! a database of its own (see `atomic_postgres::testkit`).
+
+use atomic_postgres::testkit::TestDatabase;
+
+mod ledger {
+    use super::*;
+    atomic_core::ledger_store_conformance!(TestDatabase::create().await.kit());
+}
+
+mod idempotency {
+    use super::*;
+    atomic_core::idempotency_store_conformance!(TestDatabase::create().await.kit());
+}
+
+mod api_keys {
+    use super::*;
+    atomic_core::api_key_store_conformance!(TestDatabase::create().await.kit());
+}
+
+mod merchants {
+    use super::*;
+    atomic_core::merchant_store_conformance!(TestDatabase::create().await.kit());
+}
