@@ -7,13 +7,17 @@ pub mod settings;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use atomic_core::api_key::RawApiKey;
 use atomic_core::idempotency::IdempotencyPolicy;
 use atomic_core::service::{CoreConfig, SweepConfig, WorkerConfig, shutdown_channel};
 use atomic_core::{Ports, Services};
 use atomic_http::{AppState, HttpConfig};
+use atomic_postgres::{PgConfig, PgStore};
+use atomic_redis::{Redis, RedisConfig};
 use axum::Router;
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
 pub use settings::{ConfigError, LogFormat, Settings};
@@ -27,6 +31,12 @@ pub enum StartError {
     /// An adapter asked for is not part of this build.
     #[error("{0}")]
     Unsupported(&'static str),
+    /// PostgreSQL could not be reached or migrated.
+    #[error("PostgreSQL (DATABASE_URL): {0}")]
+    Postgres(#[from] atomic_postgres::Error),
+    /// The Redis settings are not usable.
+    #[error("Redis (REDIS_URL): {0}")]
+    Redis(#[from] atomic_redis::Error),
     /// The core could not start (e.g. the store refused the system accounts).
     #[error("could not start the core: {0}")]
     Core(#[from] atomic_core::Error),
@@ -49,26 +59,14 @@ pub struct Application {
     worker: WorkerConfig,
     sweep: SweepConfig,
     minted_platform_key: Option<RawApiKey>,
-    storage: &'static str,
+    storage: String,
     shutdown_timeout: std::time::Duration,
 }
 
 impl Application {
     /// Wires everything the settings ask for and binds the listener.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
-        if settings.database_url.is_some() {
-            return Err(StartError::Unsupported(
-                "DATABASE_URL is set, but this build has no PostgreSQL adapter yet; unset it to run on the in-memory store",
-            ));
-        }
-        if settings.redis_url.is_some() {
-            return Err(StartError::Unsupported(
-                "REDIS_URL is set, but this build has no Redis adapter yet; unset it to run on the in-memory queue and limiter",
-            ));
-        }
-        let ports = Ports::in_memory();
-        let storage =
-            "in-memory adapters (no DATABASE_URL or REDIS_URL): data will not survive a restart";
+        let (ports, storage) = wire(&settings).await?;
 
         let (platform_key, minted_platform_key) = match settings.platform_key_hash {
             Some(hash) => (hash, None),
@@ -110,9 +108,14 @@ impl Application {
             services,
             worker: WorkerConfig {
                 concurrency: settings.worker_concurrency,
+                lease: settings.worker_lease,
                 ..WorkerConfig::default()
             },
-            sweep: SweepConfig::default(),
+            sweep: SweepConfig {
+                interval: settings.sweep_interval,
+                stale_after: settings.sweep_stale_after,
+                ..SweepConfig::default()
+            },
             minted_platform_key,
             storage,
             shutdown_timeout: settings.shutdown_timeout,
@@ -140,8 +143,8 @@ impl Application {
     }
 
     /// What the server stores data in, in words.
-    pub fn storage(&self) -> &'static str {
-        self.storage
+    pub fn storage(&self) -> &str {
+        &self.storage
     }
 
     /// Serves until `shutdown` resolves; then stops accepting, lets in-flight requests
@@ -173,6 +176,57 @@ impl Application {
         }
         served
     }
+}
+
+/// The ports the settings ask for, and what they are in words (logged at start-up).
+async fn wire(settings: &Settings) -> Result<(Ports, String), StartError> {
+    let mut ports = Ports::in_memory();
+    let store = match &settings.database_url {
+        None => "in-memory store (no DATABASE_URL): data will not survive a restart",
+        Some(url) => {
+            let config = PgConfig {
+                max_connections: settings.database_pool_size,
+                acquire_timeout: settings.database_acquire_timeout,
+                statement_timeout: settings.database_statement_timeout,
+                // One call may run a few statements; it is bounded as a whole too.
+                call_timeout: settings.database_statement_timeout.saturating_mul(2),
+                ..PgConfig::new(url.expose_secret())
+            };
+            let pg = PgStore::connect(&config).await?;
+            if settings.migrate {
+                pg.migrate().await?;
+                tracing::info!("database migrations applied");
+            }
+            ports.ledger = Arc::new(pg.clone());
+            ports.merchants = Arc::new(pg.clone());
+            ports.api_keys = Arc::new(pg.clone());
+            ports.idempotency = Arc::new(pg);
+            "PostgreSQL store of record (DATABASE_URL)"
+        }
+    };
+    let queue = match &settings.redis_url {
+        None => {
+            "in-memory queue and rate limiter (no REDIS_URL): queued jobs are hints, the \
+             recovery sweep finds unfinished payments after a restart"
+        }
+        Some(url) => {
+            let config =
+                RedisConfig::new(url.expose_secret()).with_prefix(&settings.redis_key_prefix);
+            // Connects lazily: Redis being down never stops the server. Payments are still
+            // accepted and stored; the sweep enqueues them once Redis answers.
+            let redis = Redis::new(config)?;
+            if let Err(error) = redis.ping().await {
+                tracing::warn!(
+                    %error,
+                    "Redis is not answering at start-up; payments are accepted and stored, and settle once it answers"
+                );
+            }
+            ports.queue = Arc::new(redis.job_queue());
+            ports.limiter = Arc::new(redis.rate_limiter());
+            "Redis job queue and rate limiter (REDIS_URL)"
+        }
+    };
+    Ok((ports, format!("{store}; {queue}")))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

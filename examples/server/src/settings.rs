@@ -46,8 +46,19 @@ pub struct Settings {
     pub port: u16,
     /// PostgreSQL (`DATABASE_URL`); unset runs on the in-memory store.
     pub database_url: Option<SecretString>,
+    /// Most PostgreSQL connections (`DATABASE_POOL_SIZE`, default 10).
+    pub database_pool_size: u32,
+    /// How long a request waits for a pooled connection before it is 503
+    /// (`DATABASE_ACQUIRE_TIMEOUT`, default 2s).
+    pub database_acquire_timeout: Duration,
+    /// PostgreSQL `statement_timeout` (`DATABASE_STATEMENT_TIMEOUT`, default 5s).
+    pub database_statement_timeout: Duration,
+    /// Apply pending migrations at start-up (`MIGRATE`, default true).
+    pub migrate: bool,
     /// Redis (`REDIS_URL`); unset runs on the in-memory queue and limiter.
     pub redis_url: Option<SecretString>,
+    /// The prefix of every Redis key (`REDIS_KEY_PREFIX`, default `atomic`).
+    pub redis_key_prefix: String,
     /// The platform key's SHA-256 (`MERCHANT_API_KEY_HASH`); unset mints one at start-up.
     pub platform_key_hash: Option<KeyHash>,
     /// Accepted currencies (`SUPPORTED_CURRENCIES`, default `USD,EUR,INR`).
@@ -60,6 +71,14 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Job loops of the in-process worker (`WORKER_CONCURRENCY`, default 4).
     pub worker_concurrency: usize,
+    /// How long a worker's claim on a payment lasts before another may take it over
+    /// (`WORKER_LEASE`, default 30s).
+    pub worker_lease: Duration,
+    /// Time between recovery sweeps (`SWEEP_INTERVAL`, default 10s).
+    pub sweep_interval: Duration,
+    /// How long an unfinished payment sits untouched before the sweep enqueues it again
+    /// (`SWEEP_STALE_AFTER`, default 30s).
+    pub sweep_stale_after: Duration,
     /// How long idempotency keys are kept (`IDEMPOTENCY_TTL`, default 24h, at most 30d).
     pub idempotency_ttl: Duration,
     /// `RATE_LIMIT_GLOBAL` (default `100/15m`, `off` disables).
@@ -103,21 +122,18 @@ impl Settings {
             if value < min || value > max {
                 return Err(bad(
                     name,
-                    format!(
-                        "must be from {}s to {}s (got {}s)",
-                        min.as_secs(),
-                        max.as_secs(),
-                        value.as_secs()
-                    ),
+                    format!("must be from {min:?} to {max:?} (got {value:?})"),
                 ));
             }
             Ok(value)
         };
+        const MILLISECOND: Duration = Duration::from_millis(1);
         const SECOND: Duration = Duration::from_secs(1);
+        const MINUTE: Duration = Duration::from_secs(60);
         const HOUR: Duration = Duration::from_secs(3600);
         const DAY: Duration = Duration::from_secs(86_400);
-        let boolean = |name: &'static str| match var(name).as_deref() {
-            None => Ok(false),
+        let boolean = |name: &'static str, default: bool| match var(name).as_deref() {
+            None => Ok(default),
             Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => Ok(true),
             Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => Ok(false),
             Some(v) => Err(bad(name, format!("must be true or false (got {v:?})"))),
@@ -170,19 +186,20 @@ impl Settings {
                 ));
             }
         };
-        let worker_concurrency = match var("WORKER_CONCURRENCY") {
-            None => 4,
+        let count = |name: &'static str, default: u32, max: u32| match var(name) {
+            None => Ok(default),
             Some(v) => v
-                .parse::<usize>()
+                .parse::<u32>()
                 .ok()
-                .filter(|n| (1..=1024).contains(n))
+                .filter(|n| (1..=max).contains(n))
                 .ok_or_else(|| {
                     bad(
-                        "WORKER_CONCURRENCY",
-                        format!("must be a number from 1 to 1024 (got {v:?})"),
+                        name,
+                        format!("must be a number from 1 to {max} (got {v:?})"),
                     )
-                })?,
+                }),
         };
+        let worker_concurrency = count("WORKER_CONCURRENCY", 4, 1024)? as usize;
         let trusted_proxy_hops = match var("TRUST_PROXY").as_deref() {
             None => 0,
             Some(v) if v.eq_ignore_ascii_case("false") => 0,
@@ -202,7 +219,35 @@ impl Settings {
             host,
             port,
             database_url: var("DATABASE_URL").map(SecretString::from),
+            database_pool_size: count("DATABASE_POOL_SIZE", 10, 1000)?,
+            database_acquire_timeout: duration(
+                "DATABASE_ACQUIRE_TIMEOUT",
+                2 * SECOND,
+                (MILLISECOND, MINUTE),
+            )?,
+            database_statement_timeout: duration(
+                "DATABASE_STATEMENT_TIMEOUT",
+                5 * SECOND,
+                (MILLISECOND, HOUR),
+            )?,
+            migrate: boolean("MIGRATE", true)?,
             redis_url: var("REDIS_URL").map(SecretString::from),
+            redis_key_prefix: match var("REDIS_KEY_PREFIX") {
+                None => "atomic".to_owned(),
+                Some(v)
+                    if v.len() <= 64
+                        && v.bytes()
+                            .all(|b| b.is_ascii_graphic() && !b"{}".contains(&b)) =>
+                {
+                    v
+                }
+                Some(v) => {
+                    return Err(bad(
+                        "REDIS_KEY_PREFIX",
+                        format!("must be 1-64 printable characters without braces (got {v:?})"),
+                    ));
+                }
+            },
             platform_key_hash,
             currencies,
             cors,
@@ -211,10 +256,13 @@ impl Settings {
                 .unwrap_or_else(|| "info".to_owned()),
             log_format,
             worker_concurrency,
+            worker_lease: duration("WORKER_LEASE", 30 * SECOND, (SECOND, HOUR))?,
+            sweep_interval: duration("SWEEP_INTERVAL", 10 * SECOND, (100 * MILLISECOND, HOUR))?,
+            sweep_stale_after: duration("SWEEP_STALE_AFTER", 30 * SECOND, (SECOND, DAY))?,
             idempotency_ttl: duration("IDEMPOTENCY_TTL", DAY, (SECOND, 30 * DAY))?,
             rate_limit_global: limit("RATE_LIMIT_GLOBAL", "global", "100/15m")?,
             rate_limit_payments: limit("RATE_LIMIT_PAYMENTS", "payments", "10/1m")?,
-            rate_limit_fail_closed: boolean("RATE_LIMIT_FAIL_CLOSED")?,
+            rate_limit_fail_closed: boolean("RATE_LIMIT_FAIL_CLOSED", false)?,
             trusted_proxy_hops,
             // Longer than the bound on an accepted payment's enqueue, so a stalled queue never
             // turns an accepted payment into a timeout.
@@ -256,6 +304,18 @@ mod tests {
         assert!(!s.rate_limit_fail_closed);
         assert_eq!(s.trusted_proxy_hops, 0);
         assert_eq!(s.currencies.to_string(), "USD,EUR,INR");
+        assert_eq!(s.database_pool_size, 10);
+        assert_eq!(s.database_acquire_timeout, Duration::from_secs(2));
+        assert_eq!(s.database_statement_timeout, Duration::from_secs(5));
+        assert!(s.migrate);
+        assert_eq!(
+            (s.worker_lease, s.sweep_interval, s.sweep_stale_after),
+            (
+                Duration::from_secs(30),
+                Duration::from_secs(10),
+                Duration::from_secs(30)
+            )
+        );
     }
 
     #[test]
@@ -273,6 +333,14 @@ mod tests {
             ("LOG_LEVEL", "debug"),
             ("WORKER_CONCURRENCY", "8"),
             ("RATE_LIMIT_FAIL_CLOSED", "true"),
+            ("DATABASE_POOL_SIZE", "32"),
+            ("DATABASE_ACQUIRE_TIMEOUT", "500ms"),
+            ("DATABASE_STATEMENT_TIMEOUT", "2s"),
+            ("MIGRATE", "false"),
+            ("REDIS_KEY_PREFIX", "shop-eu"),
+            ("WORKER_LEASE", "2s"),
+            ("SWEEP_INTERVAL", "500ms"),
+            ("SWEEP_STALE_AFTER", "3s"),
         ])
         .unwrap();
         assert_eq!(s.port, 0);
@@ -290,6 +358,19 @@ mod tests {
             (LogFormat::Json, "debug", 8)
         );
         assert!(s.rate_limit_fail_closed);
+        assert_eq!(s.database_pool_size, 32);
+        assert_eq!(s.database_acquire_timeout, Duration::from_millis(500));
+        assert_eq!(s.database_statement_timeout, Duration::from_secs(2));
+        assert!(!s.migrate);
+        assert_eq!(s.redis_key_prefix, "shop-eu");
+        assert_eq!(
+            (s.worker_lease, s.sweep_interval, s.sweep_stale_after),
+            (
+                Duration::from_secs(2),
+                Duration::from_millis(500),
+                Duration::from_secs(3)
+            )
+        );
     }
 
     #[test]
@@ -307,6 +388,12 @@ mod tests {
             ("TRUST_PROXY", "maybe"),
             ("SUPPORTED_CURRENCIES", "usd"),
             ("RATE_LIMIT_FAIL_CLOSED", "yes please"),
+            ("DATABASE_POOL_SIZE", "0"),
+            ("DATABASE_ACQUIRE_TIMEOUT", "2h"),
+            ("MIGRATE", "maybe"),
+            ("REDIS_KEY_PREFIX", "a{b}"),
+            ("WORKER_LEASE", "0s"),
+            ("SWEEP_INTERVAL", "10ms"),
         ] {
             let message = parse(&[(var, value)]).unwrap_err().to_string();
             assert!(
