@@ -3,65 +3,12 @@
 //! finishes what it holds and exits 0. A bad setting stops it with one line.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::process::Stdio;
+mod common;
+
 use std::time::Duration;
 
+use common::{printed_key, server, wait_listening};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-
-fn server() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_atomic-server"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("PORT", "0")
-        .env("LOG_FORMAT", "json")
-        // No .env file is read from here: the tests run in the package directory, which has none.
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd
-}
-
-/// Reads the server's JSON log lines until the "listening" one; returns (address, storage).
-async fn wait_listening(child: &mut Child) -> (String, String) {
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let found = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            let Ok(log) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            if log["fields"]["message"] == "atomic-server listening" {
-                return (
-                    log["fields"]["address"].as_str().unwrap().to_owned(),
-                    log["fields"]["storage"].as_str().unwrap().to_owned(),
-                );
-            }
-        }
-        panic!("the server exited without listening");
-    })
-    .await
-    .expect("the server starts within 30 s");
-    // Keep draining stderr so the server never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    found
-}
-
-async fn printed_key(child: &mut Child) -> String {
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let key = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(key) = line.trim().strip_prefix("export ATOMIC_KEY=") {
-                return key.to_owned();
-            }
-        }
-        panic!("no platform key printed");
-    })
-    .await
-    .unwrap();
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    key
-}
 
 #[tokio::test]
 async fn starts_in_memory_serves_the_flow_and_stops_cleanly_on_sigterm() {
