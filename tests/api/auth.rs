@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{
+use super::helpers::{
     Reply, TestApp, assert_error, assert_success, onboard, payment_body, spawn_app,
 };
 

@@ -1,7 +1,7 @@
 //! Headers: `X-Request-Id` (echoed when sane, replaced when not), the security headers on
 //! every answer, duplicated credentials or idempotency keys, and CORS when configured.
 
-use crate::helpers::{
+use super::helpers::{
     Reply, TestApp, assert_error, assert_invalid_field, assert_success, onboard, payment_body,
     spawn_app, spawn_app_with,
 };

@@ -1,18 +1,37 @@
-//! `spawn_app`: builds the real server from settings (port 0, in-memory adapters), runs it in
-//! the background and returns a client for it. Typed helpers on top (onboarding, paying,
+//! `spawn_on`: builds the real server from settings (port 0) on one [`Backend`], runs it in
+//! the background and returns a client for it. Each suite module of `main.rs` wraps it as
+//! `spawn_app`/`spawn_app_with` for its backend. Typed helpers on top (onboarding, paying,
 //! polling a payment until it is terminal, error assertions, raw HTTP over a socket).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use atomic_core::Account;
+use atomic_postgres::testkit::TestDatabase;
+use atomic_redis::testkit::{DeleteOnDrop, require_redis, unique_config};
 use atomic_server::{Application, Settings};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// The adapters a suite runs the server on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// No `DATABASE_URL`, no `REDIS_URL`: in-memory adapters.
+    Memory,
+    /// `DATABASE_URL` set to a fresh database of its own (in-memory queue and limiter).
+    Postgres,
+    /// The production shape: a fresh database, and Redis under a key prefix of its own.
+    PostgresRedis,
+}
+
 /// A running server and a client for it.
 #[derive(Clone)]
 pub struct TestApp {
+    /// The test's own database (if any): it lives as long as the last clone of the app.
+    _database: Option<Arc<TestDatabase>>,
+    /// Deletes the test's Redis keys (if any) when the last clone of the app goes.
+    _redis_keys: Option<Arc<DeleteOnDrop>>,
     /// `http://127.0.0.1:<port>`.
     pub origin: String,
     /// `127.0.0.1:<port>`, for raw sockets.
@@ -25,18 +44,35 @@ pub struct TestApp {
     pub client: reqwest::Client,
 }
 
-/// A server with rate limits off (the rate-limit tests turn them on).
-pub async fn spawn_app() -> TestApp {
-    spawn_app_with(&[]).await
-}
-
-/// A server with these environment variables (over `PORT=0` and rate limits off).
-pub async fn spawn_app_with(vars: &[(&str, &str)]) -> TestApp {
+/// A server on `backend` with these environment variables (over `PORT=0` and rate limits
+/// off; the rate-limit tests turn them on).
+pub async fn spawn_on(backend: Backend, vars: &[(&str, &str)]) -> TestApp {
     let mut env: HashMap<String, String> = HashMap::from([
         ("PORT".to_owned(), "0".to_owned()),
         ("RATE_LIMIT_GLOBAL".to_owned(), "off".to_owned()),
         ("RATE_LIMIT_PAYMENTS".to_owned(), "off".to_owned()),
     ]);
+    let database = match backend {
+        Backend::Memory => None,
+        Backend::Postgres | Backend::PostgresRedis => {
+            let db = TestDatabase::create().await;
+            env.insert("DATABASE_URL".to_owned(), db.url().to_owned());
+            env.insert("DATABASE_POOL_SIZE".to_owned(), "6".to_owned());
+            Some(Arc::new(db))
+        }
+    };
+    let redis_keys = match backend {
+        Backend::Memory | Backend::Postgres => None,
+        Backend::PostgresRedis => {
+            let url =
+                std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+            require_redis(&url).await;
+            let config = unique_config(&url);
+            env.insert("REDIS_URL".to_owned(), url);
+            env.insert("REDIS_KEY_PREFIX".to_owned(), config.prefix.clone());
+            Some(Arc::new(DeleteOnDrop::new(&config)))
+        }
+    };
     for (k, v) in vars {
         env.insert((*k).to_owned(), (*v).to_owned());
     }
@@ -66,6 +102,8 @@ pub async fn spawn_app_with(vars: &[(&str, &str)]) -> TestApp {
     }
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     TestApp {
+        _database: database,
+        _redis_keys: redis_keys,
         origin,
         address,
         platform_key,

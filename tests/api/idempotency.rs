@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::Barrier;
 
-use crate::helpers::{
+use super::helpers::{
     Reply, TestApp, assert_error, assert_invalid_field, assert_success, balance, entries, onboard,
     payment_body, random_id, spawn_app, spawn_app_with, wait_terminal,
 };

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{
+use super::helpers::{
     Merchant, TestApp, assert_error, assert_success, onboard, pay, random_id, spawn_app,
     wait_terminal,
 };

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::helpers::{TestApp, account, balance, entries, onboard, pay, spawn_app, wait_terminal};
+use super::helpers::{TestApp, account, balance, entries, onboard, pay, spawn_app, wait_terminal};
 
 async fn settle(app: &TestApp, key: &str, account_id: &str, amount: i64, source: &str) -> Value {
     let created = pay(app, key, account_id, amount, source).await;

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{assert_success, onboard, pay, spawn_app, wait_terminal, walk_pages};
+use super::helpers::{assert_success, onboard, pay, spawn_app, wait_terminal, walk_pages};
 
 #[tokio::test]
 async fn payments_page_through_with_limit_and_starting_after() {

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{
+use super::helpers::{
     Reply, TestApp, assert_error, assert_success, onboard, payment_body, settle_window,
     spawn_app_with,
 };

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{
+use super::helpers::{
     ACCOUNT_FIELDS, API_KEY_FIELDS, ENTRY_FIELDS, PAYMENT_FIELDS, assert_error, assert_keys,
     assert_success, assert_timestamp, assert_uuid, onboard, pay, payment_body, spawn_app,
     wait_terminal,

@@ -1,6 +1,6 @@
 //! The server starts and answers its health check.
 
-use crate::helpers::spawn_app;
+use super::helpers::spawn_app;
 
 #[tokio::test]
 async fn health_needs_no_key_and_uses_the_envelope() {

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{assert_success, onboard, pay, spawn_app};
+use super::helpers::{assert_success, onboard, pay, spawn_app};
 
 const TRICKY: &str = "Café 🚀 a\u{200B}b\u{200D}c \u{202E}שלום\u{202C} 👩‍👩‍👧 ﷽";
 

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{
+use super::helpers::{
     TestApp, assert_error, assert_invalid_field, assert_success, onboard, payment_body, random_id,
     spawn_app, spawn_app_with,
 };
