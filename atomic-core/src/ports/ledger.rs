@@ -121,6 +121,21 @@ pub trait LedgerStore: Send + Sync + 'static {
         duration: Duration,
     ) -> Result<BeginOutcome>;
 
+    /// [`Self::begin_processing`] for many payments under one lease, in one step where the
+    /// store can: one outcome per id, in the order given.
+    async fn begin_processing_many(
+        &self,
+        ids: &[PaymentId],
+        lease: LeaseId,
+        duration: Duration,
+    ) -> Result<Vec<BeginOutcome>> {
+        let mut outcomes = Vec::with_capacity(ids.len());
+        for id in ids {
+            outcomes.push(self.begin_processing(*id, lease, duration).await?);
+        }
+        Ok(outcomes)
+    }
+
     /// Ends `lease` now without settling, so the next attempt can claim at once. A no-op if
     /// the lease is no longer held.
     async fn release(&self, id: PaymentId, lease: LeaseId) -> Result<()>;
@@ -129,6 +144,18 @@ pub trait LedgerStore: Send + Sync + 'static {
     /// `SUCCESS`; for `Failed`, only `FAILED`. A payment is settled at most once: a second
     /// settlement, or one under a lease no longer held, writes nothing.
     async fn settle(&self, settlement: &Settlement) -> Result<SettleOutcome>;
+
+    /// [`Self::settle`] for many held payments: one result per settlement, in the order given,
+    /// each exactly what `settle` would have given. A store may write them in one transaction
+    /// (the hot system account is then updated once per batch), but one settlement that cannot
+    /// be written never fails the others.
+    async fn settle_many(&self, settlements: &[Settlement]) -> Vec<Result<SettleOutcome>> {
+        let mut results = Vec::with_capacity(settlements.len());
+        for settlement in settlements {
+            results.push(self.settle(settlement).await);
+        }
+        results
+    }
 
     /// Payments that need a new job: `PENDING` and untouched for `stale_after`, or
     /// `PROCESSING` with a lease that ran out. Marks each returned payment as touched, so a

@@ -55,7 +55,7 @@ impl Backoff {
 pub struct WorkerConfig {
     /// Job loops run at once.
     pub concurrency: usize,
-    /// Jobs a loop reserves at a time.
+    /// Jobs a loop reserves at a time, and settles together in one store call.
     pub batch: usize,
     /// How long a claim on a payment (and a reserved job) lasts before others may take it.
     pub lease: Duration,
@@ -169,8 +169,8 @@ impl Worker {
             match reserved {
                 Ok(deliveries) => {
                     failures = 0;
-                    for delivery in deliveries {
-                        self.process_isolated(delivery).await;
+                    if !deliveries.is_empty() {
+                        self.process_isolated(deliveries).await;
                     }
                 }
                 Err(error) => {
@@ -192,74 +192,184 @@ impl Worker {
             .queue
             .reserve(self.config.batch, self.config.lease, Duration::ZERO)
             .await?;
-        let mut out = Vec::with_capacity(deliveries.len());
-        for delivery in &deliveries {
-            out.push(self.process(delivery).await);
-        }
-        Ok(out)
+        Ok(self.process_batch(&deliveries).await)
     }
 
-    /// Processes one delivery in a task of its own, so a panic in an adapter costs one
-    /// attempt of one job, not the loop: the job is retried like any failed step.
-    async fn process_isolated(&self, delivery: Delivery) -> Processed {
+    /// Processes reserved deliveries in a task of their own, so a panic in an adapter costs
+    /// one attempt of those jobs, not the loop: they are retried like any failed step.
+    async fn process_isolated(&self, deliveries: Vec<Delivery>) {
         let worker = self.clone();
-        let job = delivery.clone();
-        match tokio::spawn(async move { worker.process(&job).await }).await {
-            Ok(processed) => processed,
-            Err(join_error) => {
-                tracing::error!(payment_id = %delivery.payment_id, ?join_error, "processing a job panicked");
-                // A lease taken before the panic runs out by itself.
-                let error = Error::backend("processing the job panicked");
-                self.retry(&delivery, None, &error).await
+        let jobs = deliveries.clone();
+        if let Err(join_error) =
+            tokio::spawn(async move { worker.process_batch(&jobs).await }).await
+        {
+            tracing::error!(
+                ?join_error,
+                jobs = deliveries.len(),
+                "processing jobs panicked"
+            );
+            // A lease taken before the panic runs out by itself.
+            let error = Error::backend("processing the job panicked");
+            for delivery in &deliveries {
+                self.retry(delivery, None, &error).await;
             }
         }
     }
 
     /// Processes one delivery to its end: settled, acked, retried or dead-lettered.
     pub async fn process(&self, delivery: &Delivery) -> Processed {
-        let id = delivery.payment_id;
-        let last_attempt = delivery.attempt >= self.config.max_attempts;
-        let lease = LeaseId::generate();
-        let payment = match self
-            .ledger
-            .begin_processing(id, lease, self.config.lease)
+        match self
+            .process_batch(std::slice::from_ref(delivery))
             .await
+            .pop()
         {
-            Ok(BeginOutcome::Claimed(payment)) => payment,
-            Ok(BeginOutcome::Finished(_)) => {
-                return self.ack(delivery, Processed::AlreadyFinished).await;
-            }
-            Ok(BeginOutcome::Busy) => return self.ack(delivery, Processed::Busy).await,
-            Ok(BeginOutcome::Missing) => {
-                tracing::warn!(payment_id = %id, "job for an unknown payment");
-                return self.ack(delivery, Processed::Missing).await;
-            }
-            Err(error) => return self.retry(delivery, None, &error).await,
-        };
-        let charge = charge_of(&payment);
-        let result = match self.cards.charge(&charge).await {
-            Ok(CardOutcome::Approved) => match Transfer::for_payment(&payment, self.clock.now()) {
-                Ok(transfer) => SettlementResult::Posted(transfer),
-                Err(_) => return self.void_and_fail(delivery, lease, &charge).await,
-            },
-            Ok(CardOutcome::Declined(reason)) => SettlementResult::Failed(reason),
-            Err(error) if last_attempt => {
-                tracing::error!(payment_id = %id, ?error, "no answer from the card network by the last attempt");
-                return self.void_and_fail(delivery, lease, &charge).await;
-            }
-            Err(error) => return self.retry(delivery, Some(lease), &error).await,
-        };
-        let posted = matches!(result, SettlementResult::Posted(_));
-        match self.settle(id, lease, result).await {
-            Ok(outcome) => self.ack(delivery, outcome).await,
-            Err(Error::Invariant(invariant)) if posted => {
-                // The books refused the posting (e.g. a balance would overflow): retrying
-                // cannot help, so the charge is voided and the payment fails.
-                tracing::error!(payment_id = %id, %invariant, "posting refused by the books");
-                self.void_and_fail(delivery, lease, &charge).await
-            }
-            Err(error) => self.retry(delivery, Some(lease), &error).await,
+            Some(processed) => processed,
+            None => Processed::Missing,
         }
+    }
+
+    /// Processes reserved deliveries to their end, together: the payments are claimed under
+    /// one lease in one store call, charged concurrently, and settled in one store call
+    /// ([`LedgerStore::settle_many`]); each delivery then ends as [`Self::process`] would
+    /// have ended it alone. One outcome per delivery, in order.
+    pub async fn process_batch(&self, deliveries: &[Delivery]) -> Vec<Processed> {
+        let lease = LeaseId::generate();
+        let mut outcomes: Vec<Option<Processed>> = vec![None; deliveries.len()];
+        let begun = match self.begin_all(deliveries, lease).await {
+            Ok(begun) => begun,
+            Err(error) => {
+                let mut retried = Vec::with_capacity(deliveries.len());
+                for delivery in deliveries {
+                    retried.push(self.retry(delivery, None, &error).await);
+                }
+                return retried;
+            }
+        };
+        // Claimed payments, charged concurrently (a card network answers slowly).
+        let mut charging = JoinSet::new();
+        for (index, (delivery, begun)) in deliveries.iter().zip(begun).enumerate() {
+            let payment = match begun {
+                BeginOutcome::Claimed(payment) => payment,
+                BeginOutcome::Finished(_) => {
+                    outcomes[index] = Some(self.ack(delivery, Processed::AlreadyFinished).await);
+                    continue;
+                }
+                BeginOutcome::Busy => {
+                    outcomes[index] = Some(self.ack(delivery, Processed::Busy).await);
+                    continue;
+                }
+                BeginOutcome::Missing => {
+                    tracing::warn!(payment_id = %delivery.payment_id, "job for an unknown payment");
+                    outcomes[index] = Some(self.ack(delivery, Processed::Missing).await);
+                    continue;
+                }
+            };
+            let cards = self.cards.clone();
+            charging.spawn(async move {
+                let charge = charge_of(&payment);
+                let answer = cards.charge(&charge).await;
+                (index, payment, charge, answer)
+            });
+        }
+        let mut decided = Vec::new();
+        while let Some(joined) = charging.join_next().await {
+            let Ok((index, payment, charge, answer)) = joined else {
+                // A panicking card adapter: its payment's lease runs out and the job comes back.
+                continue;
+            };
+            let delivery = &deliveries[index];
+            let last_attempt = delivery.attempt >= self.config.max_attempts;
+            let result = match answer {
+                Ok(CardOutcome::Approved) => {
+                    match Transfer::for_payment(&payment, self.clock.now()) {
+                        Ok(transfer) => SettlementResult::Posted(transfer),
+                        Err(_) => {
+                            outcomes[index] =
+                                Some(self.void_and_fail(delivery, lease, &charge).await);
+                            continue;
+                        }
+                    }
+                }
+                Ok(CardOutcome::Declined(reason)) => SettlementResult::Failed(reason),
+                Err(error) if last_attempt => {
+                    tracing::error!(payment_id = %payment.id, ?error, "no answer from the card network by the last attempt");
+                    outcomes[index] = Some(self.void_and_fail(delivery, lease, &charge).await);
+                    continue;
+                }
+                Err(error) => {
+                    outcomes[index] = Some(self.retry(delivery, Some(lease), &error).await);
+                    continue;
+                }
+            };
+            decided.push((index, charge, result));
+        }
+        // Settle what was decided, in one store call.
+        let settlements: Vec<Settlement> = decided
+            .iter()
+            .map(|(index, _, result)| Settlement {
+                payment_id: deliveries[*index].payment_id,
+                lease,
+                result: result.clone(),
+            })
+            .collect();
+        let settled = match settlements.as_slice() {
+            [] => Vec::new(),
+            [one] => vec![self.ledger.settle(one).await],
+            many => self.ledger.settle_many(many).await,
+        };
+        for ((index, charge, result), settled) in decided.into_iter().zip(settled) {
+            let delivery = &deliveries[index];
+            let posted = matches!(result, SettlementResult::Posted(_));
+            outcomes[index] = Some(
+                match settled.map(|outcome| log_settled(delivery, outcome)) {
+                    Ok(outcome) => self.ack(delivery, outcome).await,
+                    Err(Error::Invariant(invariant)) if posted => {
+                        // The books refused the posting (e.g. a balance would overflow): retrying
+                        // cannot help, so the charge is voided and the payment fails.
+                        tracing::error!(payment_id = %delivery.payment_id, %invariant, "posting refused by the books");
+                        self.void_and_fail(delivery, lease, &charge).await
+                    }
+                    Err(error) => self.retry(delivery, Some(lease), &error).await,
+                },
+            );
+        }
+        deliveries
+            .iter()
+            .zip(outcomes)
+            .map(|(delivery, outcome)| {
+                outcome.unwrap_or_else(|| {
+                    tracing::error!(payment_id = %delivery.payment_id, "charging the card panicked; the lease will run out");
+                    Processed::GaveUp
+                })
+            })
+            .collect()
+    }
+
+    /// Claims every delivery's payment under `lease`: one outcome per delivery.
+    async fn begin_all(
+        &self,
+        deliveries: &[Delivery],
+        lease: LeaseId,
+    ) -> Result<Vec<BeginOutcome>> {
+        let ids: Vec<_> = deliveries.iter().map(|d| d.payment_id).collect();
+        let outcomes = match ids.as_slice() {
+            [one] => vec![
+                self.ledger
+                    .begin_processing(*one, lease, self.config.lease)
+                    .await?,
+            ],
+            many => {
+                self.ledger
+                    .begin_processing_many(many, lease, self.config.lease)
+                    .await?
+            }
+        };
+        if outcomes.len() != ids.len() {
+            return Err(Error::backend(
+                "the store answered a claim of the wrong length",
+            ));
+        }
+        Ok(outcomes)
     }
 
     /// Voids the charge, then fails the payment with `processing_error`. If either step cannot
@@ -275,7 +385,7 @@ impl Worker {
             return self.retry(delivery, Some(lease), &error).await;
         }
         let failed = SettlementResult::Failed(FailureReason::ProcessingError);
-        match self.settle(delivery.payment_id, lease, failed).await {
+        match self.settle(delivery, lease, failed).await {
             Ok(outcome) => self.ack(delivery, outcome).await,
             Err(error) => self.retry(delivery, Some(lease), &error).await,
         }
@@ -283,30 +393,19 @@ impl Worker {
 
     async fn settle(
         &self,
-        payment_id: crate::PaymentId,
+        delivery: &Delivery,
         lease: LeaseId,
         result: SettlementResult,
     ) -> Result<Processed> {
         let settlement = Settlement {
-            payment_id,
+            payment_id: delivery.payment_id,
             lease,
             result,
         };
-        Ok(match self.ledger.settle(&settlement).await? {
-            SettleOutcome::Settled(payment) => {
-                tracing::info!(
-                    payment_id = %payment.id,
-                    status = %payment.status(),
-                    failure_reason = payment.failure_reason().map(|r| r.as_str()),
-                    "payment settled"
-                );
-                Processed::Settled(payment.status())
-            }
-            SettleOutcome::NotHeld { status } => {
-                tracing::info!(payment_id = %payment_id, %status, "lease lost before settling; nothing written");
-                Processed::AlreadyFinished
-            }
-        })
+        self.ledger
+            .settle(&settlement)
+            .await
+            .map(|outcome| log_settled(delivery, outcome))
     }
 
     async fn ack(&self, delivery: &Delivery, outcome: Processed) -> Processed {
@@ -343,6 +442,25 @@ impl Worker {
             tracing::warn!(payment_id = %id, ?queue_error, "retry not scheduled; the job comes back when its visibility runs out");
         }
         Processed::Retrying { delay }
+    }
+}
+
+/// What a settlement did, logged.
+fn log_settled(delivery: &Delivery, outcome: SettleOutcome) -> Processed {
+    match outcome {
+        SettleOutcome::Settled(payment) => {
+            tracing::info!(
+                payment_id = %payment.id,
+                status = %payment.status(),
+                failure_reason = payment.failure_reason().map(|r| r.as_str()),
+                "payment settled"
+            );
+            Processed::Settled(payment.status())
+        }
+        SettleOutcome::NotHeld { status } => {
+            tracing::info!(payment_id = %delivery.payment_id, %status, "lease lost before settling; nothing written");
+            Processed::AlreadyFinished
+        }
     }
 }
 

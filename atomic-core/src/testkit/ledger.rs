@@ -759,6 +759,214 @@ pub async fn sweep_returns_stale_work_once_per_interval(kit: &StoreKit) {
     );
 }
 
+pub async fn begin_processing_many_claims_the_free_and_reports_the_rest(kit: &StoreKit) {
+    let a = onboard(kit, Currency::USD).await;
+    let free = stored_payment(kit, &a, 1).await;
+    let held = stored_payment(kit, &a, 2).await;
+    let done = stored_payment(kit, &a, 3).await;
+    let also_free = stored_payment(kit, &a, 4).await;
+    claim(kit, held.id).await;
+    post(kit, done.id).await;
+    let missing = PaymentId::generate();
+    let lease = LeaseId::generate();
+    let outcomes = kit
+        .ledger
+        .begin_processing_many(
+            &[free.id, held.id, done.id, missing, also_free.id],
+            lease,
+            LEASE,
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcomes.len(), 5);
+    assert!(
+        matches!(&outcomes[0], BeginOutcome::Claimed(p) if p.id == free.id && p.status() == PaymentStatus::Processing)
+    );
+    assert_eq!(outcomes[1], BeginOutcome::Busy);
+    assert!(matches!(&outcomes[2], BeginOutcome::Finished(p) if p.id == done.id));
+    assert_eq!(outcomes[3], BeginOutcome::Missing);
+    assert!(matches!(&outcomes[4], BeginOutcome::Claimed(p) if p.id == also_free.id));
+    // Both are held under the one lease.
+    for id in [free.id, also_free.id] {
+        let s = Settlement {
+            payment_id: id,
+            lease,
+            result: SettlementResult::Failed(FailureReason::CardDeclined),
+        };
+        assert!(matches!(
+            kit.ledger.settle(&s).await.unwrap(),
+            SettleOutcome::Settled(_)
+        ));
+    }
+}
+
+pub async fn settle_many_settles_each_once_and_sums_balances(kit: &StoreKit) {
+    let a = onboard(kit, Currency::USD).await;
+    let b = onboard(kit, Currency::USD).await;
+    let world = system_account(kit, Currency::USD).await;
+    let world_before = balance(kit, &world).await;
+    let mut settlements = Vec::new();
+    let mut expected = (0, 0);
+    for (i, to) in [&a, &a, &b, &a, &b, &a, &a, &b].into_iter().enumerate() {
+        let amount = 100 + i64::try_from(i).unwrap();
+        let p = stored_payment(kit, to, amount).await;
+        let (lease, held) = claim(kit, p.id).await;
+        let result = if i == 3 {
+            SettlementResult::Failed(FailureReason::CardDeclined)
+        } else {
+            if to.account.id == a.account.id {
+                expected.0 += amount;
+            } else {
+                expected.1 += amount;
+            }
+            SettlementResult::Posted(Transfer::for_payment(&held, Timestamp::now()).unwrap())
+        };
+        settlements.push(Settlement {
+            payment_id: p.id,
+            lease,
+            result,
+        });
+    }
+    // One whose lease is not held, and one already settled: neither writes anything.
+    let stray = stored_payment(kit, &a, 5000).await;
+    claim(kit, stray.id).await;
+    settlements.push(Settlement {
+        payment_id: stray.id,
+        lease: LeaseId::generate(),
+        result: SettlementResult::Failed(FailureReason::CardDeclined),
+    });
+    let results = kit.ledger.settle_many(&settlements).await;
+    assert_eq!(results.len(), settlements.len());
+    for (i, result) in results.iter().enumerate().take(8) {
+        let expected_status = if i == 3 {
+            PaymentStatus::Failed
+        } else {
+            PaymentStatus::Success
+        };
+        assert!(
+            matches!(result, Ok(SettleOutcome::Settled(p)) if p.id == settlements[i].payment_id && p.status() == expected_status),
+            "settlement {i}: {result:?}"
+        );
+    }
+    assert_eq!(
+        results[8].as_ref().unwrap(),
+        &SettleOutcome::NotHeld {
+            status: PaymentStatus::Processing
+        }
+    );
+    assert_eq!(balance(kit, &a.account).await, expected.0);
+    assert_eq!(balance(kit, &b.account).await, expected.1);
+    assert_eq!(
+        balance(kit, &world).await,
+        world_before - expected.0 - expected.1
+    );
+    // The same batch again (a replayed job): nothing more is written.
+    for result in kit.ledger.settle_many(&settlements[..8]).await {
+        assert!(matches!(result, Ok(SettleOutcome::NotHeld { status }) if status.is_terminal()));
+    }
+    assert_eq!(balance(kit, &a.account).await, expected.0);
+    assert_eq!(balance(kit, &b.account).await, expected.1);
+    assert_books_clean(kit).await;
+}
+
+pub async fn settle_many_isolates_a_refused_posting(kit: &StoreKit) {
+    let a = onboard(kit, Currency::USD).await;
+    let mut settlements = Vec::new();
+    for amount in [10, 20, 30] {
+        let p = stored_payment(kit, &a, amount).await;
+        let (lease, held) = claim(kit, p.id).await;
+        settlements.push(Settlement {
+            payment_id: p.id,
+            lease,
+            result: SettlementResult::Posted(
+                Transfer::for_payment(&held, Timestamp::now()).unwrap(),
+            ),
+        });
+    }
+    let poisoned = stored_payment(kit, &a, 40).await;
+    let other = stored_payment(kit, &a, 999).await;
+    let (lease, _) = claim(kit, poisoned.id).await;
+    settlements.insert(
+        1,
+        Settlement {
+            payment_id: poisoned.id,
+            lease,
+            result: SettlementResult::Posted(
+                Transfer::for_payment(&other, Timestamp::now()).unwrap(),
+            ),
+        },
+    );
+    let results = kit.ledger.settle_many(&settlements).await;
+    assert!(
+        results[1].is_err(),
+        "the mismatched posting is refused: {:?}",
+        results[1]
+    );
+    for i in [0, 2, 3] {
+        assert!(
+            matches!(&results[i], Ok(SettleOutcome::Settled(p)) if p.status() == PaymentStatus::Success),
+            "settlement {i}: {:?}",
+            results[i]
+        );
+    }
+    assert_eq!(balance(kit, &a.account).await, 60);
+    assert_eq!(
+        kit.ledger
+            .payment(poisoned.id, Principal::Platform)
+            .await
+            .unwrap()
+            .unwrap()
+            .status(),
+        PaymentStatus::Processing,
+        "the refused one is left as it was"
+    );
+    assert_books_clean(kit).await;
+}
+
+pub async fn concurrent_batches_into_one_account_add_up_exactly(kit: &StoreKit) {
+    let a = onboard(kit, Currency::USD).await;
+    let world = system_account(kit, Currency::USD).await;
+    let world_before = balance(kit, &world).await;
+    let mut tasks = Vec::new();
+    for t in 0..8_i64 {
+        let kit = kit.clone();
+        let a = a.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut total = 0;
+            for round in 0..4 {
+                let mut settlements = Vec::new();
+                for i in 0..8 {
+                    let amount = 1 + t * 100 + round * 10 + i;
+                    let p = stored_payment(&kit, &a, amount).await;
+                    let (lease, held) = claim(&kit, p.id).await;
+                    settlements.push(Settlement {
+                        payment_id: p.id,
+                        lease,
+                        result: SettlementResult::Posted(
+                            Transfer::for_payment(&held, Timestamp::now()).unwrap(),
+                        ),
+                    });
+                    total += amount;
+                }
+                for result in kit.ledger.settle_many(&settlements).await {
+                    assert!(
+                        matches!(result, Ok(SettleOutcome::Settled(_))),
+                        "{result:?}"
+                    );
+                }
+            }
+            total
+        }));
+    }
+    let mut expected = 0;
+    for task in tasks {
+        expected += task.await.unwrap();
+    }
+    assert_eq!(balance(kit, &a.account).await, expected);
+    assert_eq!(balance(kit, &world).await, world_before - expected);
+    assert_books_clean(kit).await;
+}
+
 pub async fn balances_start_at_zero(kit: &StoreKit) {
     let a = onboard(kit, Currency::INR).await;
     assert_eq!(
@@ -796,6 +1004,10 @@ macro_rules! ledger_store_conformance {
                 concurrent_settlements_into_one_account_add_up_exactly,
                 entries_list_newest_first_with_cursor_and_are_scoped,
                 sweep_returns_stale_work_once_per_interval,
+                begin_processing_many_claims_the_free_and_reports_the_rest,
+                settle_many_settles_each_once_and_sums_balances,
+                settle_many_isolates_a_refused_posting,
+                concurrent_batches_into_one_account_add_up_exactly,
                 balances_start_at_zero,
             ]
         );
