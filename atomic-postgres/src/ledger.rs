@@ -129,6 +129,54 @@ UPDATE accounts a SET balance = a.balance + d.delta
 FROM unnest($11::uuid[], $12::bigint[]) AS d(id, delta)
 WHERE a.id = d.id";
 
+// Claims many payments: rows locked in id order (no deadlock between claimers), then the same
+// compare-and-set as BEGIN_PROCESSING for each.
+const BEGIN_PROCESSING_MANY: &str = concat!(
+    "UPDATE payments SET status = 'PROCESSING', lease_id = $2, \
+     lease_until = now() + $3 * interval '1 microsecond', touched_at = now(), \
+     updated_at = CASE WHEN status = 'PENDING' THEN now() ELSE updated_at END \
+     WHERE id IN (SELECT id FROM payments WHERE id = ANY($1) \
+         AND (status = 'PENDING' OR (status = 'PROCESSING' AND lease_until <= now())) \
+         ORDER BY id FOR NO KEY UPDATE) \
+     AND (status = 'PENDING' OR (status = 'PROCESSING' AND lease_until <= now())) \
+     RETURNING ",
+    payment_columns!()
+);
+
+const PAYMENTS_BY_ID: &str = concat!(
+    "SELECT ",
+    payment_columns!(),
+    " FROM payments WHERE id = ANY($1)"
+);
+
+// Ends many held payments: each row only if still PROCESSING under the caller's lease.
+const FINISH_MANY: &str = concat!(
+    "WITH s AS (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[]) \
+         AS s(sid, slease, sstatus, sreason)) \
+     UPDATE payments SET status = s.sstatus, failure_reason = s.sreason, lease_id = NULL, \
+         lease_until = NULL, updated_at = now() \
+     FROM s WHERE id = s.sid AND status = 'PROCESSING' AND lease_id = s.slease RETURNING ",
+    payment_columns!()
+);
+
+// The postings of a batch: every transaction, every entry, and each account's summed delta
+// once, in one statement.
+const POST_MANY: &str = "\
+WITH tx AS (
+    INSERT INTO ledger_transactions
+        (id, payment_id, debit_account, credit_account, amount, currency, created_at)
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::bigint[],
+        $6::text[], $7::timestamptz[])
+), entries AS (
+    INSERT INTO ledger_entries
+        (id, transaction_id, payment_id, account_id, direction, amount, currency, created_at)
+    SELECT * FROM unnest($8::uuid[], $9::uuid[], $10::uuid[], $11::uuid[], $12::text[],
+        $13::bigint[], $14::text[], $15::timestamptz[])
+)
+UPDATE accounts a SET balance = a.balance + d.delta
+FROM unnest($16::uuid[], $17::bigint[]) AS d(id, delta)
+WHERE a.id = d.id";
+
 const SWEEP: &str = "\
 UPDATE payments SET touched_at = now() WHERE id IN (
     SELECT id FROM payments
@@ -272,6 +320,230 @@ impl PgStore {
         tx.commit().await.map_err(from_sqlx)?;
         Ok(SettleOutcome::Settled(payment))
     }
+}
+
+/// Why a batch was not written in one transaction.
+enum BatchRefused {
+    /// Something in it cannot be written (a mismatched posting, a balance limit): each
+    /// settlement is tried alone, so only the culprit fails.
+    Split,
+    /// The store failed; every settlement of the batch gets this error.
+    Failed(Error),
+}
+
+impl From<Error> for BatchRefused {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::Invariant(_) => Self::Split,
+            other => Self::Failed(other),
+        }
+    }
+}
+
+/// The same error for each of `n` results (core errors do not clone; the cause is kept as text).
+fn error_for_each(error: &Error, n: usize) -> Vec<Result<SettleOutcome>> {
+    (0..n)
+        .map(|_| {
+            Err(match error {
+                Error::Unavailable(source) => Error::unavailable(source.to_string()),
+                Error::Invariant(invariant) => Error::Invariant(*invariant),
+                other => Error::backend(format!("{other:?}")),
+            })
+        })
+        .collect()
+}
+
+impl PgStore {
+    /// Settles a batch in one transaction: every CAS in one statement, the accounts locked
+    /// once in id order, every posting and each account's summed delta in one statement.
+    async fn settle_batch(
+        &self,
+        settlements: &[Settlement],
+    ) -> std::result::Result<Vec<Result<SettleOutcome>>, BatchRefused> {
+        let mut tx = self.begin().await?;
+        let mut ids = Vec::with_capacity(settlements.len());
+        let mut leases = Vec::with_capacity(settlements.len());
+        let mut statuses = Vec::with_capacity(settlements.len());
+        let mut reasons = Vec::with_capacity(settlements.len());
+        for s in settlements {
+            ids.push(s.payment_id.as_uuid());
+            leases.push(s.lease.as_uuid());
+            match &s.result {
+                SettlementResult::Posted(_) => {
+                    statuses.push(PaymentStatus::Success.as_str());
+                    reasons.push(None);
+                }
+                SettlementResult::Failed(reason) => {
+                    statuses.push(PaymentStatus::Failed.as_str());
+                    reasons.push(Some(reason.as_str()));
+                }
+            }
+        }
+        let finished = sqlx::query(FINISH_MANY)
+            .bind(&ids)
+            .bind(&leases)
+            .bind(&statuses)
+            .bind(&reasons)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        let mut settled = std::collections::HashMap::with_capacity(finished.len());
+        for row in &finished {
+            let payment = rows::payment(row)?;
+            settled.insert(payment.id, payment);
+        }
+
+        // The postings of the settled SUCCESS payments, and each account's summed delta.
+        let mut deltas: std::collections::BTreeMap<Uuid, i64> = std::collections::BTreeMap::new();
+        let mut post = PostColumns::default();
+        for s in settlements {
+            let (SettlementResult::Posted(transfer), Some(payment)) =
+                (&s.result, settled.get(&s.payment_id))
+            else {
+                continue;
+            };
+            if !transfer.matches(payment) {
+                return Err(BatchRefused::Split);
+            }
+            let amount = transfer.amount().minor_units();
+            for (account, delta) in [
+                (transfer.debit_account().as_uuid(), -amount),
+                (transfer.credit_account().as_uuid(), amount),
+            ] {
+                let sum = deltas.entry(account).or_insert(0);
+                *sum = sum.checked_add(delta).ok_or(BatchRefused::Split)?;
+            }
+            post.push(transfer);
+        }
+        if !deltas.is_empty() {
+            let accounts: Vec<Uuid> = deltas.keys().copied().collect();
+            let locked = sqlx::query(LOCK_ACCOUNTS)
+                .bind(&accounts)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+            if locked.len() != accounts.len() {
+                return Err(BatchRefused::Split);
+            }
+            for row in &locked {
+                let id: Uuid = row.try_get("id").map_err(from_sqlx)?;
+                let kind: String = row.try_get("kind").map_err(from_sqlx)?;
+                let balance: i64 = row.try_get("balance").map_err(from_sqlx)?;
+                let delta = deltas.get(&id).copied().unwrap_or(0);
+                let next = balance.checked_add(delta).ok_or(BatchRefused::Split)?;
+                if kind != AccountKind::System.as_str() && next < 0 {
+                    return Err(BatchRefused::Split);
+                }
+            }
+            let (delta_accounts, delta_amounts): (Vec<Uuid>, Vec<i64>) = deltas.into_iter().unzip();
+            post.query()
+                .bind(delta_accounts)
+                .bind(delta_amounts)
+                .execute(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+        }
+
+        // Those not settled here: their status now (read in the same transaction).
+        let unsettled: Vec<Uuid> = settlements
+            .iter()
+            .filter(|s| !settled.contains_key(&s.payment_id))
+            .map(|s| s.payment_id.as_uuid())
+            .collect();
+        let mut current = std::collections::HashMap::new();
+        if !unsettled.is_empty() {
+            for row in sqlx::query(PAYMENTS_BY_ID)
+                .bind(&unsettled)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(from_sqlx)?
+            {
+                let payment = rows::payment(&row)?;
+                current.insert(payment.id, payment.status());
+            }
+        }
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(settlements
+            .iter()
+            .map(|s| match settled.remove(&s.payment_id) {
+                Some(payment) => Ok(SettleOutcome::Settled(payment)),
+                None => current
+                    .get(&s.payment_id)
+                    .map(|status| SettleOutcome::NotHeld { status: *status })
+                    .ok_or(Error::NotFound),
+            })
+            .collect())
+    }
+}
+
+/// The columns of a batch's postings, one array per column (bound with `unnest`).
+#[derive(Default)]
+struct PostColumns {
+    tx_ids: Vec<Uuid>,
+    payment_ids: Vec<Uuid>,
+    debits: Vec<Uuid>,
+    credits: Vec<Uuid>,
+    amounts: Vec<i64>,
+    currencies: Vec<String>,
+    created: Vec<time::OffsetDateTime>,
+    entry_ids: Vec<Uuid>,
+    entry_tx: Vec<Uuid>,
+    entry_payment: Vec<Uuid>,
+    entry_account: Vec<Uuid>,
+    entry_direction: Vec<&'static str>,
+    entry_amount: Vec<i64>,
+    entry_currency: Vec<String>,
+    entry_created: Vec<time::OffsetDateTime>,
+}
+
+impl PostColumns {
+    fn push(&mut self, transfer: &Transfer) {
+        let amount = transfer.amount().minor_units();
+        let currency = transfer.currency().as_str().to_owned();
+        let created = transfer.created_at().as_datetime();
+        self.tx_ids.push(transfer.id().as_uuid());
+        self.payment_ids.push(transfer.payment_id().as_uuid());
+        self.debits.push(transfer.debit_account().as_uuid());
+        self.credits.push(transfer.credit_account().as_uuid());
+        self.amounts.push(amount);
+        self.currencies.push(currency.clone());
+        self.created.push(created);
+        for entry in transfer.entries() {
+            self.entry_ids.push(entry.id.as_uuid());
+            self.entry_tx.push(transfer.id().as_uuid());
+            self.entry_payment.push(transfer.payment_id().as_uuid());
+            self.entry_account.push(entry.account_id.as_uuid());
+            self.entry_direction.push(entry.direction.as_str());
+            self.entry_amount.push(amount);
+            self.entry_currency.push(currency.clone());
+            self.entry_created.push(created);
+        }
+    }
+
+    /// `POST_MANY` with every posting column bound; the caller binds the deltas ($16, $17).
+    fn query(self) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        sqlx::query(POST_MANY)
+            .bind(self.tx_ids)
+            .bind(self.payment_ids)
+            .bind(self.debits)
+            .bind(self.credits)
+            .bind(self.amounts)
+            .bind(self.currencies)
+            .bind(self.created)
+            .bind(self.entry_ids)
+            .bind(self.entry_tx)
+            .bind(self.entry_payment)
+            .bind(self.entry_account)
+            .bind(self.entry_direction)
+            .bind(self.entry_amount)
+            .bind(self.entry_currency)
+            .bind(self.entry_created)
+    }
+}
+
+fn has_duplicates(ids: impl Iterator<Item = PaymentId>) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    ids.into_iter().any(|id| !seen.insert(id))
 }
 
 #[async_trait]
@@ -517,6 +789,66 @@ impl LedgerStore for PgStore {
         .await
     }
 
+    async fn begin_processing_many(
+        &self,
+        ids: &[PaymentId],
+        lease: LeaseId,
+        duration: Duration,
+    ) -> Result<Vec<BeginOutcome>> {
+        if has_duplicates(ids.iter().copied()) {
+            // A job delivered twice in one batch: claim one at a time (the second is Busy).
+            let mut outcomes = Vec::with_capacity(ids.len());
+            for id in ids {
+                outcomes.push(self.begin_processing(*id, lease, duration).await?);
+            }
+            return Ok(outcomes);
+        }
+        self.call(async {
+            let uuids: Vec<Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
+            let mut claimed = std::collections::HashMap::new();
+            for row in sqlx::query(BEGIN_PROCESSING_MANY)
+                .bind(&uuids)
+                .bind(lease.as_uuid())
+                .bind(micros(duration))
+                .fetch_all(self.pool())
+                .await
+                .map_err(from_sqlx)?
+            {
+                let payment = rows::payment(&row)?;
+                claimed.insert(payment.id, payment);
+            }
+            let rest: Vec<Uuid> = ids
+                .iter()
+                .filter(|id| !claimed.contains_key(id))
+                .map(|id| id.as_uuid())
+                .collect();
+            let mut others = std::collections::HashMap::new();
+            if !rest.is_empty() {
+                for row in sqlx::query(PAYMENTS_BY_ID)
+                    .bind(&rest)
+                    .fetch_all(self.pool())
+                    .await
+                    .map_err(from_sqlx)?
+                {
+                    let payment = rows::payment(&row)?;
+                    others.insert(payment.id, payment);
+                }
+            }
+            Ok(ids
+                .iter()
+                .map(|id| match (claimed.remove(id), others.remove(id)) {
+                    (Some(payment), _) => BeginOutcome::Claimed(payment),
+                    (None, Some(payment)) if payment.status().is_terminal() => {
+                        BeginOutcome::Finished(payment)
+                    }
+                    (None, Some(_)) => BeginOutcome::Busy,
+                    (None, None) => BeginOutcome::Missing,
+                })
+                .collect())
+        })
+        .await
+    }
+
     async fn release(&self, id: PaymentId, lease: LeaseId) -> Result<()> {
         self.call(async {
             sqlx::query(
@@ -535,6 +867,29 @@ impl LedgerStore for PgStore {
 
     async fn settle(&self, settlement: &Settlement) -> Result<SettleOutcome> {
         self.call(self.settle_once(settlement)).await
+    }
+
+    async fn settle_many(&self, settlements: &[Settlement]) -> Vec<Result<SettleOutcome>> {
+        let batched = if has_duplicates(settlements.iter().map(|s| s.payment_id)) {
+            Err(BatchRefused::Split)
+        } else {
+            match tokio::time::timeout(self.call_timeout(), self.settle_batch(settlements)).await {
+                Ok(result) => result,
+                Err(elapsed) => Err(BatchRefused::Failed(Error::unavailable(elapsed))),
+            }
+        };
+        match batched {
+            Ok(results) => results,
+            Err(BatchRefused::Failed(error)) => error_for_each(&error, settlements.len()),
+            Err(BatchRefused::Split) => {
+                // One at a time, each in its own transaction: only the culprit fails.
+                let mut results = Vec::with_capacity(settlements.len());
+                for settlement in settlements {
+                    results.push(self.settle(settlement).await);
+                }
+                results
+            }
+        }
     }
 
     async fn sweep(&self, stale_after: Duration, limit: usize) -> Result<Vec<PaymentId>> {

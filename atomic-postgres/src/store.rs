@@ -86,6 +86,11 @@ impl PgStore {
         }
     }
 
+    /// The bound on one store call.
+    pub(crate) fn call_timeout(&self) -> Duration {
+        self.call_timeout
+    }
+
     /// Begins a transaction.
     pub(crate) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
         self.pool.begin().await.map_err(from_sqlx)
