@@ -108,6 +108,7 @@ impl Application {
             services,
             worker: WorkerConfig {
                 concurrency: settings.worker_concurrency,
+                batch: settings.worker_batch,
                 lease: settings.worker_lease,
                 ..WorkerConfig::default()
             },

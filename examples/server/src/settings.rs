@@ -71,6 +71,9 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Job loops of the in-process worker (`WORKER_CONCURRENCY`, default 4).
     pub worker_concurrency: usize,
+    /// Jobs a worker loop reserves and settles together in one database transaction
+    /// (`WORKER_BATCH`, default 64; 1 settles one payment per transaction).
+    pub worker_batch: usize,
     /// How long a worker's claim on a payment lasts before another may take it over
     /// (`WORKER_LEASE`, default 30s).
     pub worker_lease: Duration,
@@ -200,6 +203,7 @@ impl Settings {
                 }),
         };
         let worker_concurrency = count("WORKER_CONCURRENCY", 4, 1024)? as usize;
+        let worker_batch = count("WORKER_BATCH", 64, 10_000)? as usize;
         let trusted_proxy_hops = match var("TRUST_PROXY").as_deref() {
             None => 0,
             Some(v) if v.eq_ignore_ascii_case("false") => 0,
@@ -256,6 +260,7 @@ impl Settings {
                 .unwrap_or_else(|| "info".to_owned()),
             log_format,
             worker_concurrency,
+            worker_batch,
             worker_lease: duration("WORKER_LEASE", 30 * SECOND, (SECOND, HOUR))?,
             sweep_interval: duration("SWEEP_INTERVAL", 10 * SECOND, (100 * MILLISECOND, HOUR))?,
             sweep_stale_after: duration("SWEEP_STALE_AFTER", 30 * SECOND, (SECOND, DAY))?,
@@ -305,6 +310,7 @@ mod tests {
         assert_eq!(s.trusted_proxy_hops, 0);
         assert_eq!(s.currencies.to_string(), "USD,EUR,INR");
         assert_eq!(s.database_pool_size, 10);
+        assert_eq!(s.worker_batch, 64);
         assert_eq!(s.database_acquire_timeout, Duration::from_secs(2));
         assert_eq!(s.database_statement_timeout, Duration::from_secs(5));
         assert!(s.migrate);
@@ -339,6 +345,7 @@ mod tests {
             ("MIGRATE", "false"),
             ("REDIS_KEY_PREFIX", "shop-eu"),
             ("WORKER_LEASE", "2s"),
+            ("WORKER_BATCH", "1"),
             ("SWEEP_INTERVAL", "500ms"),
             ("SWEEP_STALE_AFTER", "3s"),
         ])
@@ -363,6 +370,7 @@ mod tests {
         assert_eq!(s.database_statement_timeout, Duration::from_secs(2));
         assert!(!s.migrate);
         assert_eq!(s.redis_key_prefix, "shop-eu");
+        assert_eq!(s.worker_batch, 1);
         assert_eq!(
             (s.worker_lease, s.sweep_interval, s.sweep_stale_after),
             (
@@ -393,6 +401,7 @@ mod tests {
             ("MIGRATE", "maybe"),
             ("REDIS_KEY_PREFIX", "a{b}"),
             ("WORKER_LEASE", "0s"),
+            ("WORKER_BATCH", "0"),
             ("SWEEP_INTERVAL", "10ms"),
         ] {
             let message = parse(&[(var, value)]).unwrap_err().to_string();

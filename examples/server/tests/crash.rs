@@ -156,7 +156,8 @@ async fn kill_9_while_settling(shape: &str, extra: &[(String, String)]) {
             }
         }));
     }
-    // Kill once the server is both accepting and settling: some payments done, many open.
+    // Kill once the server is both accepting and settling: some payments done, some open
+    // (with batched settlement the workers keep up, so the backlog is small).
     let deadline = Instant::now() + Duration::from_secs(60);
     let (settled_at_kill, open_at_kill) = loop {
         let settled = count(
@@ -169,7 +170,7 @@ async fn kill_9_while_settling(shape: &str, extra: &[(String, String)]) {
             "SELECT count(*) FROM payments WHERE status IN ('PENDING', 'PROCESSING')",
         )
         .await;
-        if settled >= 100 && open >= 100 {
+        if settled >= 100 && open >= 1 {
             break (settled, open);
         }
         assert!(
