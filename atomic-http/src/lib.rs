@@ -156,9 +156,22 @@ impl AppState {
 /// tracing, error envelope, panic catcher, timeout, security headers, CORS). Serve it with
 /// `into_make_service_with_connect_info::<SocketAddr>()` so rate limits see client addresses.
 pub fn router(state: AppState) -> Router {
+    with_middleware(routes::routes(&state), state)
+}
+
+/// Only `GET /health` and `GET /health/ready`, behind the same middleware: for a process that
+/// settles payments but serves no API (the server's `worker` role).
+pub fn health_router(state: AppState) -> Router {
+    with_middleware(
+        routes::health_routes().fallback(|| async { ApiError::NotFound }),
+        state,
+    )
+}
+
+fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
     let timeout = state.config().request_timeout;
     let cors = security::cors(&state.config().cors);
-    routes::routes(&state).with_state(state.clone()).layer(
+    routes.with_state(state.clone()).layer(
         ServiceBuilder::new()
             .layer(from_fn(request_id::request_id))
             .layer(SetSensitiveRequestHeadersLayer::new([

@@ -31,9 +31,7 @@ pub(crate) fn routes(app: &AppState) -> Router<AppState> {
     let guarded = |methods: MethodRouter<AppState>| {
         methods.route_layer(from_fn_with_state(app.clone(), gate))
     };
-    Router::new()
-        .route("/api/v1/health", get(health::live))
-        .route("/api/v1/health/ready", get(health::ready))
+    health_routes()
         .route(
             "/api/v1/payments",
             guarded(post(payments::create).get(payments::list)),
@@ -52,6 +50,13 @@ pub(crate) fn routes(app: &AppState) -> Router<AppState> {
         )
         .route("/api/v1/api-keys/{id}", guarded(delete(api_keys::revoke)))
         .fallback(|| async { ApiError::NotFound })
+}
+
+/// The health routes alone (liveness and readiness), which every role of the server serves.
+pub(crate) fn health_routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/health", get(health::live))
+        .route("/api/v1/health/ready", get(health::ready))
 }
 
 /// What every handler needs to answer: the request id and path.

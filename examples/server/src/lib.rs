@@ -20,7 +20,7 @@ use axum::Router;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
-pub use settings::{ConfigError, LogFormat, Settings};
+pub use settings::{ConfigError, LogFormat, Role, Settings};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +60,7 @@ pub struct Application {
     sweep: SweepConfig,
     minted_platform_key: Option<RawApiKey>,
     storage: String,
+    role: Role,
     shutdown_timeout: std::time::Duration,
 }
 
@@ -93,7 +94,12 @@ impl Application {
             cors: settings.cors.clone(),
             request_timeout: settings.request_timeout,
         };
-        let router = atomic_http::router(AppState::new(services.clone(), http));
+        let state = AppState::new(services.clone(), http);
+        let router = if settings.role.serves_api() {
+            atomic_http::router(state)
+        } else {
+            atomic_http::health_router(state)
+        };
         let addr = SocketAddr::new(settings.host, settings.port);
         let listener = TcpListener::bind(addr)
             .await
@@ -119,6 +125,7 @@ impl Application {
             },
             minted_platform_key,
             storage,
+            role: settings.role,
             shutdown_timeout: settings.shutdown_timeout,
         })
     }
@@ -143,6 +150,11 @@ impl Application {
         self.minted_platform_key.as_ref()
     }
 
+    /// What this process does.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
     /// What the server stores data in, in words.
     pub fn storage(&self) -> &str {
         &self.storage
@@ -155,8 +167,16 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let (trigger, stop) = shutdown_channel();
-        let worker = tokio::spawn(self.services.worker(self.worker).run(stop.clone()));
-        let sweeper = tokio::spawn(self.services.sweeper(self.sweep).run(stop));
+        let (worker, sweeper) = if self.role.settles() {
+            (
+                Some(tokio::spawn(
+                    self.services.worker(self.worker).run(stop.clone()),
+                )),
+                Some(tokio::spawn(self.services.sweeper(self.sweep).run(stop))),
+            )
+        } else {
+            (None, None)
+        };
         let app = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
@@ -166,8 +186,9 @@ impl Application {
         tracing::info!("no longer accepting requests; stopping the workers");
         trigger.trigger();
         let drained = tokio::time::timeout(self.shutdown_timeout, async {
-            let _ = worker.await;
-            let _ = sweeper.await;
+            for task in [worker, sweeper].into_iter().flatten() {
+                let _ = task.await;
+            }
         })
         .await;
         if drained.is_err() {

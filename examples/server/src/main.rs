@@ -23,8 +23,16 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(address = %app.address(), storage = app.storage(), "atomic-server listening");
-    if let Some(key) = app.minted_platform_key() {
+    tracing::info!(
+        address = %app.address(),
+        role = app.role().as_str(),
+        storage = app.storage(),
+        "atomic-server listening"
+    );
+    if let Some(key) = app
+        .minted_platform_key()
+        .filter(|_| app.role().serves_api())
+    {
         // Printed, never logged: the raw key must not reach log files.
         println!("{}", walkthrough(app.address(), key));
     }

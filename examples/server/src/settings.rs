@@ -37,9 +37,43 @@ pub enum LogFormat {
     Json,
 }
 
+/// What one server process does (`ROLE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Serves the API: accepts payments and answers reads; settles nothing.
+    Api,
+    /// Settles payments (workers and the recovery sweep); serves only the health routes.
+    Worker,
+    /// Both (the default): one process is a whole deployment.
+    Both,
+}
+
+impl Role {
+    /// Whether this role serves the API routes.
+    pub fn serves_api(self) -> bool {
+        matches!(self, Self::Api | Self::Both)
+    }
+
+    /// Whether this role runs the workers and the recovery sweep.
+    pub fn settles(self) -> bool {
+        matches!(self, Self::Worker | Self::Both)
+    }
+
+    /// The role's name, as `ROLE` takes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Api => "api",
+            Self::Worker => "worker",
+            Self::Both => "both",
+        }
+    }
+}
+
 /// Everything the server is configured with.
 #[derive(Debug)]
 pub struct Settings {
+    /// What this process does (`ROLE`: `api`, `worker` or `both`, the default).
+    pub role: Role,
     /// Address to listen on (`HOST`, default 127.0.0.1).
     pub host: IpAddr,
     /// Port to listen on (`PORT`, default 3000; 0 picks a free one).
@@ -219,7 +253,19 @@ impl Settings {
                     )
                 })?,
         };
+        let role = match var("ROLE").as_deref() {
+            None | Some("both") => Role::Both,
+            Some("api") => Role::Api,
+            Some("worker") => Role::Worker,
+            Some(v) => {
+                return Err(bad(
+                    "ROLE",
+                    format!("must be api, worker or both (got {v:?})"),
+                ));
+            }
+        };
         Ok(Self {
+            role,
             host,
             port,
             database_url: var("DATABASE_URL").map(SecretString::from),
@@ -311,6 +357,7 @@ mod tests {
         assert_eq!(s.currencies.to_string(), "USD,EUR,INR");
         assert_eq!(s.database_pool_size, 10);
         assert_eq!(s.worker_batch, 64);
+        assert_eq!(s.role, Role::Both);
         assert_eq!(s.database_acquire_timeout, Duration::from_secs(2));
         assert_eq!(s.database_statement_timeout, Duration::from_secs(5));
         assert!(s.migrate);
@@ -346,6 +393,7 @@ mod tests {
             ("REDIS_KEY_PREFIX", "shop-eu"),
             ("WORKER_LEASE", "2s"),
             ("WORKER_BATCH", "1"),
+            ("ROLE", "worker"),
             ("SWEEP_INTERVAL", "500ms"),
             ("SWEEP_STALE_AFTER", "3s"),
         ])
@@ -371,6 +419,7 @@ mod tests {
         assert!(!s.migrate);
         assert_eq!(s.redis_key_prefix, "shop-eu");
         assert_eq!(s.worker_batch, 1);
+        assert_eq!(s.role, Role::Worker);
         assert_eq!(
             (s.worker_lease, s.sweep_interval, s.sweep_stale_after),
             (
@@ -402,6 +451,7 @@ mod tests {
             ("REDIS_KEY_PREFIX", "a{b}"),
             ("WORKER_LEASE", "0s"),
             ("WORKER_BATCH", "0"),
+            ("ROLE", "scheduler"),
             ("SWEEP_INTERVAL", "10ms"),
         ] {
             let message = parse(&[(var, value)]).unwrap_err().to_string();

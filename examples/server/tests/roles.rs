@@ -1,0 +1,103 @@
+//! ROLE splits the server: an `api` process accepts and stores payments but settles none; a
+//! `worker` process on the same database settles them and serves only the health routes.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use atomic_postgres::testkit::TestDatabase;
+use common::{server, wait_listening};
+use serde_json::{Value, json};
+
+const KEY: &str = "my-platform-key";
+const KEY_HASH: &str = "fbc8fbbecee728e8b80603d82be02344366d08c232e0d306c7b4808b584973f6";
+
+async fn count(db: &TestDatabase, status: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM payments WHERE status = $1")
+        .bind(status)
+        .fetch_one(db.store().pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_process_stores_and_a_worker_process_settles() {
+    let db = TestDatabase::create().await;
+    let start = |role: &'static str| {
+        server()
+            .env("ROLE", role)
+            .env("DATABASE_URL", db.url())
+            .env("MERCHANT_API_KEY_HASH", KEY_HASH)
+            .env("RATE_LIMIT_GLOBAL", "off")
+            .env("RATE_LIMIT_PAYMENTS", "off")
+            .env("SWEEP_INTERVAL", "500ms")
+            .env("SWEEP_STALE_AFTER", "1s")
+            .spawn()
+            .unwrap()
+    };
+    let mut api = start("api");
+    let (address, _) = wait_listening(&mut api).await;
+    let base = format!("http://{address}/api/v1");
+    let http = reqwest::Client::new();
+    let merchant: Value = http
+        .post(format!("{base}/merchants"))
+        .bearer_auth(KEY)
+        .json(&json!({"name": "Split Shop", "currency": "USD"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let account = merchant["data"]["account"]["id"].as_str().unwrap();
+    for _ in 0..20 {
+        let reply = http
+            .post(format!("{base}/payments"))
+            .bearer_auth(KEY)
+            .json(&json!({"merchantId": account, "amount": 250, "currency": "USD", "source": "tok_visa"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 202);
+    }
+    // The api process has no worker: nothing moves while it runs alone.
+    assert_eq!(count(&db, "PENDING").await, 20);
+
+    let mut worker = start("worker");
+    let (worker_address, _) = wait_listening(&mut worker).await;
+    let worker_base = format!("http://{worker_address}/api/v1");
+    let health = http
+        .get(format!("{worker_base}/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let payments = http
+        .get(format!("{worker_base}/payments"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(payments.status(), 404, "a worker serves no API");
+    // The worker's sweep finds the stored payments (the api process's in-memory queue is
+    // not shared) and settles them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&db, "SUCCESS").await < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "not settled by the worker process"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let balance: Value = http
+        .get(format!("{base}/accounts/{account}"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(balance["data"]["balance"], 20 * 250);
+}
