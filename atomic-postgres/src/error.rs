@@ -11,7 +11,7 @@ pub enum Error {
     #[error("DATABASE_URL is not a valid PostgreSQL URL: {0}")]
     InvalidUrl(#[source] sqlx::Error),
     /// The database did not answer.
-    #[error("PostgreSQL is unreachable: {0}")]
+    #[error("could not connect: {0}")]
     Unreachable(#[source] sqlx::Error),
     /// Applying the migrations failed.
     #[error("migrating the schema failed: {0}")]
