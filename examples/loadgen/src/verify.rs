@@ -1,0 +1,276 @@
+//! The books check, through the API only: for each merchant of the run, its balance equals the
+//! sum of its `SUCCESS` payments, it has exactly one CREDIT entry per `SUCCESS` payment (of that
+//! payment's amount, and none for anything else), nothing is left open, and each payment the
+//! run had accepted ended as its card token says. The terminal payments' `updatedAt` stamps
+//! are kept: they give the exact settlement timeline (server clock) for the report.
+
+use std::collections::{HashMap, HashSet};
+
+use uuid::Uuid;
+
+use crate::client::{Api, Failure, Key, Merchant, OPEN_STATUSES, PaymentView};
+use crate::run::Accepted;
+
+/// What the books check found.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Books {
+    /// Problems that break the books (empty: the books are right).
+    pub(crate) problems: Vec<String>,
+    /// Things worth knowing that do not break the books.
+    pub(crate) notes: Vec<String>,
+    /// `SUCCESS` payments over all merchants.
+    pub(crate) success: u64,
+    /// `FAILED` payments over all merchants.
+    pub(crate) failed: u64,
+    /// Sum of the merchants' balances.
+    pub(crate) balance: i64,
+    /// Ledger entries on the merchants' accounts.
+    pub(crate) entries: u64,
+    /// API requests the check spent.
+    pub(crate) requests: u64,
+    /// `updatedAt` (µs since the epoch) of each of the run's payments that ended.
+    pub(crate) terminal_times: Vec<i64>,
+}
+
+impl Books {
+    /// Whether the books are right.
+    pub(crate) fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Checks the books of every merchant; a request that fails is itself a problem.
+pub(crate) async fn check(api: &Api, merchants: &[Merchant], accepted: &[Accepted]) -> Books {
+    let mut books = Books::default();
+    let mut by_merchant: HashMap<u32, HashMap<Uuid, Accepted>> = HashMap::new();
+    for a in accepted {
+        by_merchant.entry(a.merchant).or_default().insert(a.id, *a);
+    }
+    for (index, merchant) in merchants.iter().enumerate() {
+        let ours = by_merchant.remove(&(index as u32)).unwrap_or_default();
+        if let Err(failure) = check_merchant(api, index, merchant, &ours, &mut books).await {
+            books.problems.push(format!(
+                "merchant {index}: could not read its books: {failure}"
+            ));
+        }
+    }
+    books
+}
+
+async fn check_merchant(
+    api: &Api,
+    index: usize,
+    merchant: &Merchant,
+    ours: &HashMap<Uuid, Accepted>,
+    books: &mut Books,
+) -> Result<(), Failure> {
+    let key = &merchant.key;
+    for status in OPEN_STATUSES {
+        books.requests += 1;
+        let page = api.payments(key, status, 1, None).await?;
+        if !page.items.is_empty() {
+            books
+                .problems
+                .push(format!("merchant {index}: payments still {status}"));
+        }
+    }
+    let success = all_payments(api, key, "SUCCESS", &mut books.requests).await?;
+    let failed = all_payments(api, key, "FAILED", &mut books.requests).await?;
+    books.requests += 1;
+    let balance = api.account(key, merchant.account).await?.balance;
+    let entries = all_entries(api, key, merchant.account, &mut books.requests).await?;
+
+    let success_sum: i64 = success.iter().map(|p| p.amount).sum();
+    if balance != success_sum {
+        books.problems.push(format!(
+            "merchant {index}: balance {balance} but its SUCCESS payments sum to {success_sum}"
+        ));
+    }
+    let success_amounts: HashMap<Uuid, i64> = success.iter().map(|p| (p.id, p.amount)).collect();
+    let mut posted: HashSet<Uuid> = HashSet::new();
+    let mut stray = 0u64;
+    for entry in &entries {
+        let expected = success_amounts.get(&entry.payment_id);
+        let right = entry.direction == "CREDIT"
+            && entry.account_id == merchant.account
+            && expected == Some(&entry.amount);
+        if !right {
+            stray += 1;
+        }
+        if !posted.insert(entry.payment_id) {
+            books.problems.push(format!(
+                "merchant {index}: payment {} has more than one entry",
+                entry.payment_id
+            ));
+        }
+    }
+    if stray > 0 {
+        books.problems.push(format!(
+            "merchant {index}: {stray} entr(ies) match no SUCCESS payment (payment, amount, direction)"
+        ));
+    }
+    let unposted = success.iter().filter(|p| !posted.contains(&p.id)).count();
+    if unposted > 0 {
+        books.problems.push(format!(
+            "merchant {index}: {unposted} SUCCESS payment(s) without an entry"
+        ));
+    }
+
+    // The run's own payments: each ended as its token says, none went missing.
+    let mut wrong = 0u64;
+    let mut seen = 0usize;
+    for (payment, ended_ok) in success
+        .iter()
+        .map(|p| (p, true))
+        .chain(failed.iter().map(|p| (p, false)))
+    {
+        match ours.get(&payment.id) {
+            Some(a) => {
+                seen += 1;
+                if a.succeeds != ended_ok || a.amount != payment.amount {
+                    wrong += 1;
+                }
+                if payment.merchant_id != merchant.account {
+                    wrong += 1;
+                }
+                if let Some(t) = parse_timestamp(&payment.updated_at) {
+                    books.terminal_times.push(t);
+                }
+            }
+            None => books.notes.push(format!(
+                "merchant {index}: payment {} was not answered 202 to this run (a timed-out request?)",
+                payment.id
+            )),
+        }
+    }
+    if wrong > 0 {
+        books.problems.push(format!(
+            "merchant {index}: {wrong} payment(s) ended otherwise than their token and amount say"
+        ));
+    }
+    if seen < ours.len() {
+        books.problems.push(format!(
+            "merchant {index}: {} accepted payment(s) are neither SUCCESS nor FAILED",
+            ours.len() - seen
+        ));
+    }
+    books.success += success.len() as u64;
+    books.failed += failed.len() as u64;
+    books.balance += balance;
+    books.entries += entries.len() as u64;
+    Ok(())
+}
+
+async fn all_payments(
+    api: &Api,
+    key: &Key,
+    status: &str,
+    requests: &mut u64,
+) -> Result<Vec<PaymentView>, Failure> {
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        *requests += 1;
+        let page = api.payments(key, status, 100, after).await?;
+        let more = page.has_more;
+        after = page.items.last().map(|p| p.id);
+        all.extend(page.items);
+        if !more || after.is_none() {
+            return Ok(all);
+        }
+    }
+}
+
+async fn all_entries(
+    api: &Api,
+    key: &Key,
+    account: Uuid,
+    requests: &mut u64,
+) -> Result<Vec<crate::client::EntryView>, Failure> {
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        *requests += 1;
+        let page = api.entries(key, account, after).await?;
+        let more = page.has_more;
+        after = page.items.last().map(|e| e.id);
+        all.extend(page.items.into_iter().map(|e| e.entry));
+        if !more || after.is_none() {
+            return Ok(all);
+        }
+    }
+}
+
+/// Parses the API's RFC 3339 UTC timestamps (`2026-01-02T03:04:05.123456Z`, fraction optional)
+/// into microseconds since the Unix epoch.
+pub(crate) fn parse_timestamp(s: &str) -> Option<i64> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (year, month, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, fraction) = match time.split_once('.') {
+        Some((hms, f)) => (hms, f),
+        None => (time, ""),
+    };
+    let mut t = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (hour, minute, second) = (t.next()??, t.next()??, t.next()??);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let micros = if fraction.is_empty() {
+        0
+    } else {
+        let digits: String = fraction.chars().take(6).collect();
+        if !digits.chars().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        digits.parse::<i64>().ok()? * 10i64.pow(6 - digits.len() as u32)
+    };
+    let days = days_from_civil(year, month, day);
+    Some(((days * 24 + hour) * 60 + minute) * 60_000_000 + second * 1_000_000 + micros)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_parse_to_unix_micros() {
+        assert_eq!(parse_timestamp("1970-01-01T00:00:00.000000Z"), Some(0));
+        assert_eq!(parse_timestamp("1970-01-01T00:00:01Z"), Some(1_000_000));
+        // 2024-02-29 12:34:56.789 UTC = 1709210096.789
+        assert_eq!(
+            parse_timestamp("2024-02-29T12:34:56.789Z"),
+            Some(1_709_210_096_789_000)
+        );
+        assert_eq!(
+            parse_timestamp("2026-11-25T00:00:00.000001Z"),
+            Some(1_795_564_800_000_001)
+        );
+        for bad in [
+            "",
+            "2024-02-29 12:34:56Z",
+            "2024-13-01T00:00:00Z",
+            "2024-01-01T00:00:00",
+            "x",
+        ] {
+            assert_eq!(parse_timestamp(bad), None, "{bad}");
+        }
+    }
+}
