@@ -116,6 +116,8 @@ fn ledger_claiming(payment: &Payment, leases: &Arc<Mutex<Vec<LeaseId>>>) -> Mock
             leases.lock().expect("lock").push(lease);
             Ok(BeginOutcome::Claimed(claimed.clone()))
         });
+    // The lease is still held whenever the worker checks before voiding.
+    ledger.expect_renew().returning(|_, _, _| Ok(true));
     ledger
 }
 
@@ -426,6 +428,38 @@ async fn worker_voids_then_fails_a_charge_left_unanswered_on_the_last_attempt() 
 
     assert_eq!(outcome, Processed::Settled(PaymentStatus::Failed));
     assert_eq!(leases.lock().expect("lock").len(), 1);
+}
+
+#[tokio::test]
+async fn worker_never_voids_a_charge_once_its_lease_is_lost() {
+    let payment = pending_payment("tok_visa");
+    let id = payment.id;
+    let claimed = processing(&payment);
+    let mut ledger = MockLedgerStore::new();
+    ledger
+        .expect_begin_processing()
+        .returning(move |_, _, _| Ok(BeginOutcome::Claimed(claimed.clone())));
+    // The charge took longer than the lease: another worker holds (or settled) it now.
+    ledger
+        .expect_renew()
+        .times(1)
+        .returning(|_, _, _| Ok(false));
+    ledger.expect_settle().times(0);
+    let mut cards = MockCardProcessor::new();
+    cards
+        .expect_charge()
+        .times(1)
+        .returning(|_| Err(unavailable()));
+    cards.expect_void().times(0);
+    let mut queue = MockJobQueue::new();
+    queue.expect_ack().times(1).returning(|_| Ok(()));
+    queue.expect_retry().times(0);
+    queue.expect_dead_letter().times(0);
+    let worker = worker_with(ledger, queue, cards);
+
+    let outcome = worker.process(&delivery(id, MAX_ATTEMPTS)).await;
+
+    assert_eq!(outcome, Processed::AlreadyFinished);
 }
 
 #[tokio::test]

@@ -224,6 +224,21 @@ impl LedgerStore for MemoryStore {
         Ok(BeginOutcome::Claimed(row.payment.clone()))
     }
 
+    async fn renew(&self, id: PaymentId, lease: LeaseId, duration: Duration) -> Result<bool> {
+        let now = self.now();
+        let mut state = self.lock();
+        if let Some(row) = state.payments.get_mut(&id)
+            && row.payment.status() == PaymentStatus::Processing
+            && let Some((held, until)) = row.lease.as_mut()
+            && *held == lease
+            && now < *until
+        {
+            *until = now.saturating_add(duration);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     async fn release(&self, id: PaymentId, lease: LeaseId) -> Result<()> {
         let now = self.now();
         let mut state = self.lock();

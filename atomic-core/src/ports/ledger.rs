@@ -136,6 +136,11 @@ pub trait LedgerStore: Send + Sync + 'static {
         Ok(outcomes)
     }
 
+    /// Extends a held lease to `duration` from now (by the store's clock); `false`, and
+    /// nothing changed, when `lease` no longer holds the payment. A worker renews before an
+    /// irreversible step (voiding a charge), so it never acts on a payment another took over.
+    async fn renew(&self, id: PaymentId, lease: LeaseId, duration: Duration) -> Result<bool>;
+
     /// Ends `lease` now without settling, so the next attempt can claim at once. A no-op if
     /// the lease is no longer held.
     async fn release(&self, id: PaymentId, lease: LeaseId) -> Result<()>;

@@ -381,6 +381,20 @@ impl Worker {
         lease: LeaseId,
         charge: &Charge,
     ) -> Processed {
+        // Voiding cannot be undone: first make sure the payment is still ours (and stays ours
+        // long enough), or a worker that took it over may have settled it on this charge.
+        match self
+            .ledger
+            .renew(delivery.payment_id, lease, self.config.lease)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(payment_id = %delivery.payment_id, "lease lost before voiding; the holder decides");
+                return self.ack(delivery, Processed::AlreadyFinished).await;
+            }
+            Err(error) => return self.retry(delivery, Some(lease), &error).await,
+        }
         if let Err(error) = self.cards.void(charge).await {
             return self.retry(delivery, Some(lease), &error).await;
         }

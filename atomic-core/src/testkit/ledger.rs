@@ -450,6 +450,40 @@ pub async fn begin_processing_is_a_compare_and_set_with_a_lease(kit: &StoreKit) 
     );
 }
 
+pub async fn renew_extends_only_a_lease_still_held(kit: &StoreKit) {
+    let a = onboard(kit, Currency::USD).await;
+    let p = stored_payment(kit, &a, 700).await;
+    let (lease, _) = claim(kit, p.id).await;
+    assert!(
+        !kit.ledger
+            .renew(p.id, LeaseId::generate(), LEASE)
+            .await
+            .unwrap(),
+        "not the holder"
+    );
+    kit.time.advance(LEASE - Duration::from_secs(5)).await;
+    assert!(kit.ledger.renew(p.id, lease, LEASE).await.unwrap());
+    // Renewed for a whole lease from now: still held after the original one would have ended.
+    kit.time.advance(Duration::from_secs(10)).await;
+    assert_eq!(
+        kit.ledger
+            .begin_processing(p.id, LeaseId::generate(), LEASE)
+            .await
+            .unwrap(),
+        BeginOutcome::Busy
+    );
+    // Once it runs out and another takes over, the old holder cannot renew.
+    kit.time.advance(LEASE).await;
+    let (_, _) = claim(kit, p.id).await;
+    assert!(!kit.ledger.renew(p.id, lease, LEASE).await.unwrap());
+    assert!(
+        !kit.ledger
+            .renew(PaymentId::generate(), lease, LEASE)
+            .await
+            .unwrap()
+    );
+}
+
 pub async fn release_lets_the_next_attempt_claim_at_once(kit: &StoreKit) {
     let a = onboard(kit, Currency::USD).await;
     let p = stored_payment(kit, &a, 700).await;
@@ -996,6 +1030,7 @@ macro_rules! ledger_store_conformance {
                 create_payment_completes_its_idempotency_claim_atomically,
                 a_key_creates_a_new_payment_once_its_window_has_passed,
                 begin_processing_is_a_compare_and_set_with_a_lease,
+                renew_extends_only_a_lease_still_held,
                 release_lets_the_next_attempt_claim_at_once,
                 settle_posts_one_balanced_transfer_and_sets_success,
                 settle_failure_posts_nothing,
