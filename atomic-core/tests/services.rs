@@ -1321,3 +1321,75 @@ async fn a_stalled_queue_never_holds_up_an_accepted_payment() {
         "stored for the sweep to enqueue"
     );
 }
+
+#[tokio::test]
+async fn a_remembered_key_costs_no_lookup_until_its_time_and_revocation_forgets_it_at_once() {
+    let merchant = MerchantId::generate();
+    let (key, raw) = ApiKey::mint(merchant, Timestamp::now()).expect("mint");
+    let mut revoked = key.clone();
+    revoked.revoked_at = Some(Timestamp::now());
+    let lookups = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut keys = MockApiKeyStore::new();
+    let (active, counted) = (key.clone(), lookups.clone());
+    let after_revoke = revoked.clone();
+    keys.expect_key_by_hash().times(3).returning(move |_| {
+        // The store's answer: active for the first two lookups, revoked afterwards.
+        let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(Some(if n < 2 {
+            active.clone()
+        } else {
+            after_revoke.clone()
+        }))
+    });
+    keys.expect_revoke_key()
+        .times(1)
+        .returning(move |_, _, _| Ok(Some(revoked.clone())));
+    let clock = clock();
+    let ttl = Duration::from_secs(2);
+    let services = Services::start(
+        Ports {
+            api_keys: Arc::new(keys),
+            ..Ports::in_memory_with_clock(clock.clone())
+        },
+        CoreConfig {
+            api_key_cache_ttl: ttl,
+            ..CoreConfig::default()
+        },
+    )
+    .await
+    .expect("start");
+    let who = || services.api_keys.authenticate(raw.expose());
+
+    for _ in 0..5 {
+        assert_eq!(
+            who().await.expect("auth"),
+            Some(Principal::Merchant(merchant))
+        );
+    }
+    assert_eq!(
+        lookups.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "remembered"
+    );
+    clock.advance(ttl + Duration::from_millis(1));
+    assert_eq!(
+        who().await.expect("auth"),
+        Some(Principal::Merchant(merchant))
+    );
+    assert_eq!(
+        lookups.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "looked up again after the ttl"
+    );
+
+    services
+        .api_keys
+        .revoke(Principal::Merchant(merchant), key.id)
+        .await
+        .expect("revoke");
+    assert_eq!(
+        who().await.expect("auth"),
+        None,
+        "revoked from the next request on"
+    );
+}

@@ -1,17 +1,25 @@
 //! API keys: authentication (hash lookup, constant-time comparison with the platform key),
-//! minting (merchant keys only), listing and revocation. Revocation takes effect from the next
-//! request on: every request looks its key up.
+//! minting (merchant keys only), listing and revocation. An authenticated merchant key may be
+//! remembered for a short, configured time so a request costs no store lookup; revocation
+//! through this process takes effect from the next request on (the key is forgotten at once),
+//! through another process within that time.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::api_key::{ApiKey, KeyHash, RawApiKey};
 use crate::error::{Error, Result};
-use crate::id::ApiKeyId;
+use crate::id::{ApiKeyId, MerchantId};
 use crate::idempotency::Completion;
 use crate::page::{Page, PageRequest};
 use crate::ports::{ApiKeyStore, Ports};
 use crate::principal::Principal;
-use crate::time::Clock;
+use crate::time::{Clock, Timestamp};
+
+/// Most keys remembered at once; past it the memory starts over (a flood of distinct valid keys
+/// cannot grow it).
+const CACHE_CAPACITY: usize = 100_000;
 
 /// API keys.
 #[derive(Clone)]
@@ -19,15 +27,58 @@ pub struct ApiKeyService {
     keys: Arc<dyn ApiKeyStore>,
     clock: Arc<dyn Clock>,
     platform_key: Option<KeyHash>,
+    cache_ttl: Duration,
+    /// Active merchant keys recently found in the store, and until when to trust that.
+    cache: Arc<Mutex<HashMap<KeyHash, (MerchantId, Timestamp)>>>,
 }
 
 impl ApiKeyService {
-    pub(super) fn new(ports: &Ports, platform_key: Option<KeyHash>) -> Self {
+    pub(super) fn new(ports: &Ports, platform_key: Option<KeyHash>, cache_ttl: Duration) -> Self {
         Self {
             keys: ports.api_keys.clone(),
             clock: ports.clock.clone(),
             platform_key,
+            cache_ttl,
+            cache: Arc::default(),
         }
+    }
+
+    fn remembered(&self, hash: &KeyHash) -> Option<MerchantId> {
+        if self.cache_ttl.is_zero() {
+            return None;
+        }
+        let now = self.clock.now();
+        let cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        cache
+            .get(hash)
+            .filter(|(_, until)| now < *until)
+            .map(|(merchant, _)| *merchant)
+    }
+
+    fn remember(&self, hash: KeyHash, merchant: MerchantId) {
+        if self.cache_ttl.is_zero() {
+            return;
+        }
+        let until = self.clock.now().saturating_add(self.cache_ttl);
+        let mut cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if cache.len() >= CACHE_CAPACITY {
+            cache.clear();
+        }
+        cache.insert(hash, (merchant, until));
+    }
+
+    fn forget(&self, hash: &KeyHash) {
+        let mut cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        cache.remove(hash);
     }
 
     /// Who a presented key is: the platform, a merchant, or nobody (`None`).
@@ -41,12 +92,18 @@ impl ApiKeyService {
         if !raw.is_well_formed() {
             return Ok(None);
         }
-        Ok(self
+        if let Some(merchant) = self.remembered(&hash) {
+            return Ok(Some(Principal::Merchant(merchant)));
+        }
+        let active = self
             .keys
             .key_by_hash(&hash)
             .await?
-            .filter(ApiKey::is_active)
-            .map(|key| Principal::Merchant(key.merchant_id)))
+            .filter(ApiKey::is_active);
+        if let Some(key) = &active {
+            self.remember(hash, key.merchant_id);
+        }
+        Ok(active.map(|key| Principal::Merchant(key.merchant_id)))
     }
 
     /// Builds a new key for the caller's merchant; writes nothing. The platform mints none.
@@ -76,6 +133,7 @@ impl ApiKeyService {
             .revoke_key(id, caller, self.clock.now())
             .await?
             .ok_or(Error::NotFound)?;
+        self.forget(&key.hash);
         tracing::info!(api_key_id = %key.id, merchant_id = %key.merchant_id, "api key revoked");
         Ok(key)
     }

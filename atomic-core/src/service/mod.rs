@@ -41,6 +41,10 @@ pub struct CoreConfig {
     pub platform_key: Option<KeyHash>,
     /// Idempotency key lifetime and lock timeout.
     pub idempotency: IdempotencyPolicy,
+    /// How long an authenticated merchant key is remembered without a store lookup (zero:
+    /// every request looks its key up). A key revoked through this process stops working at
+    /// once; one revoked through another process, within this bound.
+    pub api_key_cache_ttl: std::time::Duration,
 }
 
 /// Whether each dependency answers.
@@ -96,7 +100,7 @@ impl Services {
             payments: PaymentService::new(&ports, system),
             accounts: AccountService::new(&ports),
             merchants: MerchantService::new(&ports),
-            api_keys: ApiKeyService::new(&ports, config.platform_key),
+            api_keys: ApiKeyService::new(&ports, config.platform_key, config.api_key_cache_ttl),
             ports,
             config: Arc::new(config),
         })

@@ -77,6 +77,7 @@ impl Application {
             }
         };
         let core = CoreConfig {
+            api_key_cache_ttl: settings.api_key_cache_ttl,
             currencies: settings.currencies.clone(),
             platform_key: Some(platform_key),
             idempotency: IdempotencyPolicy {

@@ -116,6 +116,10 @@ pub struct Settings {
     /// How long an unfinished payment sits untouched before the sweep enqueues it again
     /// (`SWEEP_STALE_AFTER`, default 30s).
     pub sweep_stale_after: Duration,
+    /// How long an authenticated merchant key is trusted without a database lookup
+    /// (`API_KEY_CACHE_TTL`, default 1s; `0` looks every key up). Revocation through this
+    /// process is immediate; through another process it takes effect within this time.
+    pub api_key_cache_ttl: Duration,
     /// How long idempotency keys are kept (`IDEMPOTENCY_TTL`, default 24h, at most 30d).
     pub idempotency_ttl: Duration,
     /// `RATE_LIMIT_GLOBAL` (default `100/15m`, `off` disables).
@@ -310,6 +314,10 @@ impl Settings {
             worker_lease: duration("WORKER_LEASE", 30 * SECOND, (SECOND, HOUR))?,
             sweep_interval: duration("SWEEP_INTERVAL", 10 * SECOND, (100 * MILLISECOND, HOUR))?,
             sweep_stale_after: duration("SWEEP_STALE_AFTER", 30 * SECOND, (SECOND, DAY))?,
+            api_key_cache_ttl: match var("API_KEY_CACHE_TTL").as_deref() {
+                Some("0") | Some("off") => Duration::ZERO,
+                _ => duration("API_KEY_CACHE_TTL", SECOND, (MILLISECOND, MINUTE))?,
+            },
             idempotency_ttl: duration("IDEMPOTENCY_TTL", DAY, (SECOND, 30 * DAY))?,
             rate_limit_global: limit("RATE_LIMIT_GLOBAL", "global", "100/15m")?,
             rate_limit_payments: limit("RATE_LIMIT_PAYMENTS", "payments", "10/1m")?,
@@ -358,6 +366,7 @@ mod tests {
         assert_eq!(s.database_pool_size, 10);
         assert_eq!(s.worker_batch, 64);
         assert_eq!(s.role, Role::Both);
+        assert_eq!(s.api_key_cache_ttl, Duration::from_secs(1));
         assert_eq!(s.database_acquire_timeout, Duration::from_secs(2));
         assert_eq!(s.database_statement_timeout, Duration::from_secs(5));
         assert!(s.migrate);
@@ -394,6 +403,7 @@ mod tests {
             ("WORKER_LEASE", "2s"),
             ("WORKER_BATCH", "1"),
             ("ROLE", "worker"),
+            ("API_KEY_CACHE_TTL", "0"),
             ("SWEEP_INTERVAL", "500ms"),
             ("SWEEP_STALE_AFTER", "3s"),
         ])
@@ -420,6 +430,7 @@ mod tests {
         assert_eq!(s.redis_key_prefix, "shop-eu");
         assert_eq!(s.worker_batch, 1);
         assert_eq!(s.role, Role::Worker);
+        assert!(s.api_key_cache_ttl.is_zero());
         assert_eq!(
             (s.worker_lease, s.sweep_interval, s.sweep_stale_after),
             (
@@ -452,6 +463,7 @@ mod tests {
             ("WORKER_LEASE", "0s"),
             ("WORKER_BATCH", "0"),
             ("ROLE", "scheduler"),
+            ("API_KEY_CACHE_TTL", "2m"),
             ("SWEEP_INTERVAL", "10ms"),
         ] {
             let message = parse(&[(var, value)]).unwrap_err().to_string();
