@@ -164,6 +164,11 @@ const PAYMENTS_BY_ID: &str = concat!(
     " FROM payments WHERE id = ANY($1)"
 );
 
+// Locks a batch's payment rows in id order first, as every batch claim does, so a batch being
+// settled and a batch being claimed (a redelivery after a lease ran out) cannot deadlock.
+const LOCK_PAYMENTS: &str =
+    "SELECT 1 FROM payments WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
+
 // Ends many held payments: each row only if still PROCESSING under the caller's lease.
 const FINISH_MANY: &str = concat!(
     "WITH s AS (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[]) \
@@ -394,6 +399,11 @@ impl PgStore {
                 }
             }
         }
+        sqlx::query(LOCK_PAYMENTS)
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
         let finished = sqlx::query(FINISH_MANY)
             .bind(&ids)
             .bind(&leases)
@@ -871,6 +881,24 @@ impl LedgerStore for PgStore {
                     (None, None) => BeginOutcome::Missing,
                 })
                 .collect())
+        })
+        .await
+    }
+
+    async fn renew(&self, id: PaymentId, lease: LeaseId, duration: Duration) -> Result<bool> {
+        self.call(async {
+            let renewed = sqlx::query(
+                "UPDATE payments SET lease_until = now() + $3 * interval '1 microsecond' \
+                 WHERE id = $1 AND status = 'PROCESSING' AND lease_id = $2 \
+                 AND lease_until > now()",
+            )
+            .bind(id.as_uuid())
+            .bind(lease.as_uuid())
+            .bind(micros(duration))
+            .execute(self.pool())
+            .await
+            .map_err(from_sqlx)?;
+            Ok(renewed.rows_affected() == 1)
         })
         .await
     }
