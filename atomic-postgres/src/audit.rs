@@ -37,8 +37,9 @@ SELECT
      WHERE coalesce(posted.n, 0) <> CASE WHEN p.status = 'SUCCESS' THEN 1 ELSE 0 END)
         AS status_posting_mismatch,
     (SELECT count(*) FROM accounts a
-     WHERE a.balance <> coalesce((SELECT sum(delta) FROM signed s WHERE s.account_id = a.id), 0))
-        AS cached_balance_mismatch,
+     LEFT JOIN (SELECT account_id, sum(delta) AS total FROM signed GROUP BY account_id) s
+       ON s.account_id = a.id
+     WHERE a.balance <> coalesce(s.total, 0)) AS cached_balance_mismatch,
     (SELECT count(*) FROM accounts WHERE kind <> 'system' AND balance < 0) AS negative_balances,
     (SELECT count(*) FROM payments
      WHERE (status = 'FAILED') <> (failure_reason IS NOT NULL)

@@ -28,6 +28,8 @@ fn is_transient(code: &str) -> bool {
         || code == "40001"
         || code == "40P01"
         || code == "55P03"
+        // A read-only transaction: connected to a standby after a failover.
+        || code == "25006"
 }
 
 /// Maps a database failure to the core's error.
@@ -42,6 +44,11 @@ pub(crate) fn from_sqlx(error: sqlx::Error) -> atomic_core::Error {
                 ("23505", "payments_one_per_claim") => atomic_core::Error::IdempotencyClaimLost,
                 ("23505", _) => Invariant::DuplicateId.into(),
                 ("23514", "accounts_non_negative") => Invariant::InsufficientFunds.into(),
+                // A payment changed against its state machine: a bug in the caller, not a
+                // posting the books refuse (which the worker would void and fail).
+                ("23514", "payments_legal_transition" | "payments_immutable") => {
+                    atomic_core::Error::backend(error)
+                }
                 ("23514", _) => Invariant::PostingMismatch.into(),
                 ("23503", _) => Invariant::MissingReference.into(),
                 ("22003", _) => Invariant::BalanceOverflow.into(),
