@@ -8,7 +8,8 @@
 //! lost its lease changes nothing. Retries wait in a delayed sorted set until the reserve script
 //! moves them back (moved and removed in one script: never twice). A waiting `reserve` blocks
 //! with `XREAD` on a dedicated connection and wakes as soon as an entry is added. All keys share
-//! one hash tag, so the scripts run on Redis Cluster too. If the group is missing (Redis was
+//! one hash tag, so the keys and scripts are Cluster-ready (one slot); the client itself is a
+//! single-node connection (Redis 7 or newer, `maxmemory-policy noeviction`). If the group is missing (Redis was
 //! restarted or flushed) it is created again and the call retried, by itself.
 
 use std::sync::{Arc, Mutex};
@@ -347,6 +348,12 @@ impl RedisJobQueue {
     }
 }
 
+/// The stream's length bound (approximate, so trimming is cheap). Jobs are wake-up hints and
+/// the recovery sweep re-enqueues every unfinished payment, so a job trimmed away under an
+/// extreme backlog delays its payment by one sweep; it never loses it. The bound keeps a long
+/// backlog, re-enqueued by every sweep, from growing the stream without end.
+const STREAM_CAP: u64 = 1_000_000;
+
 fn is_no_group(error: &redis::RedisError) -> bool {
     error.code() == Some("NOGROUP")
 }
@@ -365,6 +372,9 @@ impl JobQueue for RedisJobQueue {
         for payment in payments {
             pipe.cmd("XADD")
                 .arg(&self.keys.stream)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(STREAM_CAP)
                 .arg("*")
                 .arg("p")
                 .arg(payment.to_string())
@@ -387,7 +397,11 @@ impl JobQueue for RedisJobQueue {
         visibility: Duration,
         wait: Duration,
     ) -> Result<Vec<Delivery>> {
-        let deadline = Instant::now() + wait;
+        let now = Instant::now();
+        // A wait too long to represent is a wait without end (an hour is plenty).
+        let deadline = now
+            .checked_add(wait)
+            .unwrap_or(now + Duration::from_secs(3600));
         if max == 0 {
             // Nothing can be taken: wait as asked, like a reserve that finds nothing.
             tokio::time::sleep_until(deadline).await;

@@ -169,7 +169,11 @@ impl JobQueue for MemoryQueue {
         visibility: Duration,
         wait: Duration,
     ) -> Result<Vec<Delivery>> {
-        let deadline = tokio::time::Instant::now() + wait;
+        let now = tokio::time::Instant::now();
+        // A wait too long to represent is a wait without end (an hour is plenty).
+        let deadline = now
+            .checked_add(wait)
+            .unwrap_or(now + Duration::from_secs(3600));
         loop {
             // Register for a wake-up before looking, so an enqueue in between is not missed.
             let notified = self.wake.notified();
