@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use crate::config::RedisConfig;
 use crate::connection::Redis;
 use crate::error::Error;
-use crate::scripts::{PRUNE_CONSUMERS, RESERVE, SETTLE};
+use crate::scripts::{ACK_MANY, PRUNE_CONSUMERS, RESERVE, SETTLE};
 
 /// The consumer group every worker reads through.
 const GROUP: &str = "workers";
@@ -424,6 +424,31 @@ impl JobQueue for RedisJobQueue {
 
     async fn ack(&self, delivery: &Delivery) -> Result<()> {
         Ok(self.settle(delivery, "ack", String::new()).await?)
+    }
+
+    async fn ack_many(&self, deliveries: &[Delivery]) -> Result<()> {
+        let mut invocation = ACK_MANY.prepare_invoke();
+        invocation
+            .key(&self.keys.stream)
+            .key(&self.keys.leases)
+            .arg(GROUP);
+        let mut any = false;
+        for delivery in deliveries {
+            if let Some((id, count)) = delivery.receipt.split_once('/') {
+                invocation.arg(id).arg(count);
+                any = true;
+            }
+        }
+        if !any {
+            return Ok(());
+        }
+        let invocation = &invocation;
+        self.redis
+            .run("EVALSHA ack_many", |mut conn| async move {
+                invocation.invoke_async::<i64>(&mut conn).await
+            })
+            .await?;
+        Ok(())
     }
 
     async fn retry(&self, delivery: &Delivery, delay: Duration) -> Result<()> {

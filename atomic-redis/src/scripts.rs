@@ -21,3 +21,7 @@ pub(crate) static SETTLE: LazyLock<Script> =
 /// Deletes consumers that hold nothing and have been idle for long.
 pub(crate) static PRUNE_CONSUMERS: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/prune_consumers.lua")));
+
+/// Acks many deliveries of one batch, each if it is still the current one.
+pub(crate) static ACK_MANY: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/ack_many.lua")));

@@ -41,6 +41,14 @@ pub trait JobQueue: Send + Sync + 'static {
     /// Done with the job.
     async fn ack(&self, delivery: &Delivery) -> Result<()>;
 
+    /// Done with these jobs (a worker's batch), in one step where the queue can.
+    async fn ack_many(&self, deliveries: &[Delivery]) -> Result<()> {
+        for delivery in deliveries {
+            self.ack(delivery).await?;
+        }
+        Ok(())
+    }
+
     /// Delivers the job again after `delay` (attempt + 1).
     async fn retry(&self, delivery: &Delivery, delay: Duration) -> Result<()>;
 

@@ -246,21 +246,26 @@ impl Worker {
             }
         };
         // Claimed payments, charged concurrently (a card network answers slowly).
+        // Deliveries that end in an ack, acked together at the end.
+        let mut done: Vec<usize> = Vec::new();
         let mut charging = JoinSet::new();
         for (index, (delivery, begun)) in deliveries.iter().zip(begun).enumerate() {
             let payment = match begun {
                 BeginOutcome::Claimed(payment) => payment,
                 BeginOutcome::Finished(_) => {
-                    outcomes[index] = Some(self.ack(delivery, Processed::AlreadyFinished).await);
+                    outcomes[index] = Some(Processed::AlreadyFinished);
+                    done.push(index);
                     continue;
                 }
                 BeginOutcome::Busy => {
-                    outcomes[index] = Some(self.ack(delivery, Processed::Busy).await);
+                    outcomes[index] = Some(Processed::Busy);
+                    done.push(index);
                     continue;
                 }
                 BeginOutcome::Missing => {
                     tracing::warn!(payment_id = %delivery.payment_id, "job for an unknown payment");
-                    outcomes[index] = Some(self.ack(delivery, Processed::Missing).await);
+                    outcomes[index] = Some(Processed::Missing);
+                    done.push(index);
                     continue;
                 }
             };
@@ -332,6 +337,16 @@ impl Worker {
                     Err(error) => self.retry(delivery, Some(lease), &error).await,
                 },
             );
+        }
+        let acks: Vec<Delivery> = done.iter().map(|i| deliveries[*i].clone()).collect();
+        let acked = match acks.as_slice() {
+            [] => Ok(()),
+            [one] => self.queue.ack(one).await,
+            many => self.queue.ack_many(many).await,
+        };
+        if let Err(error) = acked {
+            // The jobs will come back and find their payments finished: harmless.
+            tracing::warn!(?error, jobs = acks.len(), "ack failed");
         }
         deliveries
             .iter()

@@ -43,6 +43,40 @@ pub async fn enqueued_jobs_are_delivered_once_then_acked(kit: &QueueKit) {
     );
 }
 
+pub async fn ack_many_acks_a_batch_and_ignores_stale_receipts(kit: &QueueKit) {
+    let ids: Vec<_> = (0..5).map(|_| PaymentId::generate()).collect();
+    kit.queue.enqueue(&ids).await.unwrap();
+    let got = kit.queue.reserve(10, VISIBILITY, NOW).await.unwrap();
+    assert_eq!(got.len(), 5);
+    // One job's first delivery runs out and is redelivered; the stale receipt is in the batch.
+    let late = PaymentId::generate();
+    kit.queue.enqueue(&[late]).await.unwrap();
+    let first = kit
+        .queue
+        .reserve(1, Duration::from_secs(1), NOW)
+        .await
+        .unwrap();
+    kit.time.advance(Duration::from_secs(2)).await;
+    let live = kit.queue.reserve(1, VISIBILITY, NOW).await.unwrap();
+    assert_eq!(
+        live.iter()
+            .map(|d| (d.payment_id, d.attempt))
+            .collect::<Vec<_>>(),
+        vec![(late, 2)]
+    );
+    let mut batch = got.clone();
+    batch.push(first[0].clone());
+    kit.queue.ack_many(&batch).await.unwrap();
+    kit.time.advance(VISIBILITY + Duration::from_secs(1)).await;
+    let back = kit.queue.reserve(10, VISIBILITY, NOW).await.unwrap();
+    assert_eq!(
+        back.iter().map(|d| d.payment_id).collect::<Vec<_>>(),
+        vec![late],
+        "the batch is gone; the live delivery was not acked by its stale receipt"
+    );
+    kit.queue.ack_many(&back).await.unwrap();
+}
+
 pub async fn reserve_takes_at_most_max(kit: &QueueKit) {
     let ids: Vec<_> = (0..5).map(|_| PaymentId::generate()).collect();
     kit.queue.enqueue(&ids).await.unwrap();
@@ -197,6 +231,7 @@ macro_rules! job_queue_conformance {
             $kit,
             [
                 enqueued_jobs_are_delivered_once_then_acked,
+                ack_many_acks_a_batch_and_ignores_stale_receipts,
                 reserve_takes_at_most_max,
                 unacked_jobs_come_back_after_their_visibility,
                 retried_jobs_come_back_after_the_delay_with_attempt_plus_one,
