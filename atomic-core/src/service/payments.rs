@@ -4,7 +4,7 @@
 //! payment is still accepted, and the sweep enqueues it later.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::account::AccountKind;
 use crate::error::{Error, Invalid, Result};
@@ -14,8 +14,21 @@ use crate::money::{Amount, Currency};
 use crate::page::{Page, PageRequest};
 use crate::payment::{CardSource, Description, NewPayment, Payment, PaymentStatus};
 use crate::ports::{JobQueue, LedgerStore, MerchantStore, Ports};
-use crate::principal::Principal;
+use crate::principal::{Owner, Principal};
 use crate::time::Clock;
+
+/// Most merchant accounts remembered at once; past it the memory starts over.
+const ACCOUNT_CACHE_CAPACITY: usize = 100_000;
+
+/// What a payment needs of the account it credits. None of it ever changes after the account
+/// is opened (only the balance does, and accounts are never deleted), so it can be remembered
+/// without a bound in time, saving a store read per payment.
+#[derive(Clone, Copy, Debug)]
+struct Credited {
+    id: AccountId,
+    owner: Owner,
+    currency: Currency,
+}
 
 /// How long the hint enqueue of an accepted payment may take before it is left to the sweep.
 /// Request timeouts must be longer (the server refuses shorter ones).
@@ -44,6 +57,7 @@ pub struct PaymentService {
     queue: Arc<dyn JobQueue>,
     clock: Arc<dyn Clock>,
     system_accounts: Arc<HashMap<Currency, AccountId>>,
+    merchant_accounts: Arc<Mutex<HashMap<AccountId, Credited>>>,
 }
 
 impl PaymentService {
@@ -54,7 +68,39 @@ impl PaymentService {
             queue: ports.queue.clone(),
             clock: ports.clock.clone(),
             system_accounts,
+            merchant_accounts: Arc::default(),
         }
+    }
+
+    /// The merchant account `id`, if it is one: remembered, or read once from the store.
+    async fn merchant_account(&self, id: AccountId) -> Result<Option<Credited>> {
+        let cache = || {
+            self.merchant_accounts
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        };
+        if let Some(known) = cache().get(&id) {
+            return Ok(Some(*known));
+        }
+        let Some(account) = self
+            .ledger
+            .account(id, Principal::Platform)
+            .await?
+            .filter(|a| a.kind == AccountKind::Merchant)
+        else {
+            return Ok(None);
+        };
+        let credited = Credited {
+            id: account.id,
+            owner: account.owner,
+            currency: account.currency,
+        };
+        let mut cache = cache();
+        if cache.len() >= ACCOUNT_CACHE_CAPACITY {
+            cache.clear();
+        }
+        cache.insert(id, credited);
+        Ok(Some(credited))
     }
 
     /// Checks a request and builds its `PENDING` payment; writes nothing. With a held
@@ -95,10 +141,8 @@ impl PaymentService {
         // account of another merchant (API.md), and only then compare currencies, so a
         // foreign account's currency is never revealed.
         let account = self
-            .ledger
-            .account(target, Principal::Platform)
+            .merchant_account(target)
             .await?
-            .filter(|a| a.kind == AccountKind::Merchant)
             .ok_or(Error::MerchantNotFound)?;
         if !caller.can_access(account.owner) {
             return Err(Error::Forbidden);
