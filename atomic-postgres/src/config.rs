@@ -16,11 +16,14 @@ pub struct PgConfig {
     pub statement_timeout: Duration,
     /// The longest one store call (all its statements) may take, whatever the network does.
     pub call_timeout: Duration,
+    /// Writer tasks that group-commit concurrent payment inserts (each write is one statement
+    /// for all the inserts waiting); 0 writes each insert on its own.
+    pub group_commit_writers: usize,
 }
 
 impl PgConfig {
     /// Settings for `url` with the defaults: 10 connections, 2 s acquire timeout, 5 s
-    /// statement timeout, 10 s per call.
+    /// statement timeout, 10 s per call, 4 group-commit writers.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -28,7 +31,13 @@ impl PgConfig {
             acquire_timeout: Duration::from_secs(2),
             statement_timeout: Duration::from_secs(5),
             call_timeout: Duration::from_secs(10),
+            group_commit_writers: Self::default_writers(),
         }
+    }
+
+    /// The default number of group-commit writers.
+    pub fn default_writers() -> usize {
+        4
     }
 }
 
@@ -41,6 +50,7 @@ impl std::fmt::Debug for PgConfig {
             .field("acquire_timeout", &self.acquire_timeout)
             .field("statement_timeout", &self.statement_timeout)
             .field("call_timeout", &self.call_timeout)
+            .field("group_commit_writers", &self.group_commit_writers)
             .finish()
     }
 }

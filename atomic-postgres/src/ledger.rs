@@ -24,8 +24,7 @@ use uuid::Uuid;
 use crate::error::from_sqlx;
 use crate::idempotency::complete_in;
 use crate::rows::{
-    self, account_columns, entry_columns, micros, owner_uuid, payment_columns, scope_uuid,
-    viewer_merchant,
+    self, account_columns, entry_columns, micros, owner_uuid, payment_columns, viewer_merchant,
 };
 use crate::store::PgStore;
 
@@ -47,26 +46,6 @@ const SELECT_ENTRIES: &str = concat!(
     " FROM ledger_entries WHERE account_id = $1 AND ($2::uuid IS NULL OR id < $2) \
      ORDER BY id DESC LIMIT $3"
 );
-
-const INSERT_PAYMENT: &str = "\
-INSERT INTO payments (id, merchant_account, funding_account, owner_merchant, amount, currency,
-    source, description, idempotency_key, idempotency_token, created_by, status, touched_at,
-    created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'PENDING', now(), $12, $12)";
-
-// The same insert, completing the idempotency claim that guards it in the same statement (so
-// one round trip, one transaction): no row is inserted unless the claim is still held.
-const INSERT_PAYMENT_COMPLETING: &str = "\
-WITH done AS (
-    UPDATE idempotency_keys SET response_status = $13, response_body = $14
-    WHERE scope = $15 AND key = $16 AND token = $10 AND response_status IS NULL
-    RETURNING 1
-)
-INSERT INTO payments (id, merchant_account, funding_account, owner_merchant, amount, currency,
-    source, description, idempotency_key, idempotency_token, created_by, status, touched_at,
-    created_at, updated_at)
-SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'PENDING', now(), $12, $12
-WHERE EXISTS (SELECT 1 FROM done)";
 
 const SELECT_PAYMENT: &str = concat!(
     "SELECT ",
@@ -690,37 +669,24 @@ impl LedgerStore for PgStore {
             });
         }
         self.call(async {
-            let sql = if completion.is_some() {
-                INSERT_PAYMENT_COMPLETING
-            } else {
-                INSERT_PAYMENT
+            let (answer, answered) = tokio::sync::oneshot::channel();
+            let insert = crate::accept::Insert {
+                payment: payment.clone(),
+                completion,
+                answer,
             };
-            let mut query = sqlx::query(sql)
-                .bind(payment.id.as_uuid())
-                .bind(payment.merchant_account.as_uuid())
-                .bind(payment.funding_account.as_uuid())
-                .bind(owner_uuid(payment.owner))
-                .bind(payment.amount.minor_units())
-                .bind(payment.currency.as_str())
-                .bind(payment.source.expose())
-                .bind(payment.description.as_str())
-                .bind(payment.idempotency_key.as_ref().map(|k| k.as_str()))
-                .bind(completion.as_ref().map(|c| c.claim.token.as_uuid()))
-                .bind(viewer_merchant(payment.created_by))
-                .bind(payment.created_at.as_datetime());
-            if let Some(completion) = &completion {
-                query = query
-                    .bind(i16::try_from(completion.response.status).map_err(Error::backend)?)
-                    .bind(completion.response.body.as_ref())
-                    .bind(scope_uuid(completion.claim.scope))
-                    .bind(completion.claim.key.as_str());
-            }
-            // One statement: its own transaction, one round trip.
-            let inserted = query.execute(self.pool()).await.map_err(from_sqlx)?;
-            if inserted.rows_affected() == 1 {
-                Ok(())
-            } else {
-                Err(Error::IdempotencyClaimLost)
+            match self.accepts() {
+                // Group commit: one statement (and one commit) for all concurrent inserts.
+                Some(accepts) => {
+                    accepts
+                        .send(insert)
+                        .await
+                        .map_err(|_| Error::unavailable("the payment writers stopped"))?;
+                    answered
+                        .await
+                        .map_err(|_| Error::unavailable("the payment writer stopped"))?
+                }
+                None => crate::accept::write_one(self.pool(), &insert).await,
             }
         })
         .await

@@ -24,6 +24,7 @@
 //! # Ok(()) }
 //! ```
 
+mod accept;
 mod api_keys;
 mod audit;
 mod config;

@@ -3,11 +3,13 @@
 
 use std::future::Future;
 use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use atomic_core::Result;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+use crate::accept::Insert;
 use crate::config::PgConfig;
 use crate::error::{Error, from_sqlx};
 
@@ -16,6 +18,10 @@ use crate::error::{Error, from_sqlx};
 pub struct PgStore {
     pool: PgPool,
     call_timeout: Duration,
+    /// Group-commit writers for payment inserts (0: each insert on its own).
+    writers: usize,
+    /// Where payment inserts go, once the first one starts the writers.
+    accepts: Arc<OnceLock<tokio::sync::mpsc::Sender<Insert>>>,
 }
 
 impl PgStore {
@@ -51,12 +57,28 @@ impl PgStore {
             .max_connections(config.max_connections.max(1))
             .acquire_timeout(config.acquire_timeout)
             .connect_lazy_with(options);
-        Ok(Self::from_pool(pool, config.call_timeout))
+        let mut store = Self::from_pool(pool, config.call_timeout);
+        store.writers = config.group_commit_writers;
+        Ok(store)
     }
 
-    /// Wraps an existing pool; each call is bounded by `call_timeout`.
+    /// Wraps an existing pool; each call is bounded by `call_timeout`. Payment inserts are
+    /// group-committed by [`PgConfig::default_writers`] writers.
     pub fn from_pool(pool: PgPool, call_timeout: Duration) -> Self {
-        Self { pool, call_timeout }
+        Self {
+            pool,
+            call_timeout,
+            writers: PgConfig::default_writers(),
+            accepts: Arc::default(),
+        }
+    }
+
+    /// Where payment inserts go when group commit is on (starts the writers on first use).
+    pub(crate) fn accepts(&self) -> Option<&tokio::sync::mpsc::Sender<Insert>> {
+        (self.writers > 0).then(|| {
+            self.accepts
+                .get_or_init(|| crate::accept::start(self.pool.clone(), self.writers))
+        })
     }
 
     /// Applies the pending migrations of [`crate::MIGRATOR`].

@@ -289,6 +289,43 @@ pub async fn create_payment_refuses_inconsistent_accounts(kit: &StoreKit) {
     }
 }
 
+pub async fn concurrent_creates_succeed_or_fail_each_on_its_own(kit: &StoreKit) {
+    let a = onboard(kit, Currency::USD).await;
+    let world = system_account(kit, Currency::USD).await;
+    let barrier = Arc::new(tokio::sync::Barrier::new(52));
+    let mut tasks = Vec::new();
+    for i in 0..52_i64 {
+        let (kit, a, world, barrier) = (kit.clone(), a.clone(), world.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut p = payment(&a.account, &world, 1 + i, "tok_visa");
+            let bad = i % 13 == 5;
+            if bad {
+                // Credits an account that does not exist: refused, alone.
+                p.merchant_account = crate::AccountId::generate();
+            }
+            let completion = if i % 2 == 0 && !bad {
+                let claim = acquire(&kit, a.principal()).await;
+                p.idempotency_key = Some(claim.key.clone());
+                Some(completion(&claim, "{}"))
+            } else {
+                None
+            };
+            barrier.wait().await;
+            let created = kit.ledger.create_payment(&p, completion).await;
+            (p.id, bad, created.is_ok())
+        }));
+    }
+    let mut stored = 0;
+    for task in tasks {
+        let (id, bad, ok) = task.await.unwrap();
+        assert_eq!(ok, !bad, "payment {id}: bad={bad}");
+        let found = kit.ledger.payment(id, Principal::Platform).await.unwrap();
+        assert_eq!(found.is_some(), !bad);
+        stored += usize::from(found.is_some());
+    }
+    assert_eq!(stored, 48);
+}
+
 pub async fn create_payment_completes_its_idempotency_claim_atomically(kit: &StoreKit) {
     let a = onboard(kit, Currency::USD).await;
     let world = system_account(kit, Currency::USD).await;
@@ -1027,6 +1064,7 @@ macro_rules! ledger_store_conformance {
                 payments_round_trip_and_are_scoped,
                 payments_list_newest_first_with_cursor_and_filter,
                 create_payment_refuses_inconsistent_accounts,
+                concurrent_creates_succeed_or_fail_each_on_its_own,
                 create_payment_completes_its_idempotency_claim_atomically,
                 a_key_creates_a_new_payment_once_its_window_has_passed,
                 begin_processing_is_a_compare_and_set_with_a_lease,
