@@ -1,19 +1,15 @@
-//! Group commit for the accept path: concurrent `create_payment` calls are handed to a few
-//! writer tasks, each of which takes whatever inserts are waiting (up to [`MAX_GROUP`]) and
-//! writes them as ONE statement, so one commit (one WAL flush) and one round trip serve many
-//! requests. Nothing waits to fill a group: a group is what arrived while the previous one was
-//! being written. Each request is answered only after the statement that wrote it committed;
+//! Group commit of payment inserts (see [`crate::group`]): concurrent `create_payment` calls
+//! are written as ONE statement per group (at most [`MAX_GROUP`]), so one commit (one WAL
+//! flush) and one round trip serve many requests. Each request is answered only after the statement that wrote it committed;
 //! each payment's idempotency completion is in that same statement, and a payment whose claim
 //! is no longer held is not inserted (`IdempotencyClaimLost` for that one alone). If the
 //! statement fails for a reason one row may cause (a constraint), each insert of the group is
 //! retried on its own, so only the culprit fails.
 
-use std::sync::Arc;
-
 use atomic_core::idempotency::Completion;
 use atomic_core::{Error, Payment, Result};
 use sqlx::PgPool;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::error::from_sqlx;
@@ -56,34 +52,11 @@ FROM input i
 WHERE i.idempotency_token IS NULL OR i.id IN (SELECT id FROM done)
 RETURNING id";
 
-/// Starts `writers` writer tasks on `pool`; returns where to send inserts. The tasks end
-/// when every sender is dropped.
+/// Starts `writers` writer tasks on `pool`; returns where to send inserts.
 pub(crate) fn start(pool: PgPool, writers: usize) -> mpsc::Sender<Insert> {
-    let (sender, receiver) = mpsc::channel::<Insert>(MAX_GROUP * writers.max(1) * 4);
-    let receiver = Arc::new(Mutex::new(receiver));
-    for _ in 0..writers.max(1) {
-        let (pool, receiver) = (pool.clone(), receiver.clone());
-        tokio::spawn(async move {
-            loop {
-                let mut group = Vec::new();
-                {
-                    let mut receiver = receiver.lock().await;
-                    match receiver.recv().await {
-                        Some(first) => group.push(first),
-                        None => return,
-                    }
-                    while group.len() < MAX_GROUP {
-                        match receiver.try_recv() {
-                            Ok(next) => group.push(next),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                write(&pool, group).await;
-            }
-        });
-    }
-    sender
+    crate::group::start(pool, writers, MAX_GROUP, |pool, group| async move {
+        write(&pool, group).await;
+    })
 }
 
 /// Writes one group and answers each request.

@@ -16,8 +16,9 @@ pub struct PgConfig {
     pub statement_timeout: Duration,
     /// The longest one store call (all its statements) may take, whatever the network does.
     pub call_timeout: Duration,
-    /// Writer tasks that group-commit concurrent payment inserts (each write is one statement
-    /// for all the inserts waiting); 0 writes each insert on its own.
+    /// Writer tasks that group-commit concurrent idempotency claims and payment inserts (each
+    /// write is one statement, and one commit, for all the requests waiting); 0 writes each
+    /// on its own.
     pub group_commit_writers: usize,
 }
 

@@ -1,6 +1,8 @@
 //! `IdempotencyStore` on [`PgStore`]: a claim is one `INSERT … ON CONFLICT DO UPDATE … WHERE`
 //! (take the key when it is new, expired, or held by a presumed-dead claimant), so two concurrent
 //! claims can never both acquire; completions are conditional updates on the claim's token.
+//! Concurrent claims are group-committed ([`crate::group`]): one multi-row statement takes
+//! every key of a group, and a group that fails (the same key twice) is retried key by key.
 
 use async_trait::async_trait;
 use atomic_core::idempotency::{
@@ -10,7 +12,8 @@ use atomic_core::idempotency::{
 use atomic_core::ports::IdempotencyStore;
 use atomic_core::principal::Principal;
 use atomic_core::{Error, Result};
-use sqlx::{PgConnection, Row};
+use sqlx::{PgConnection, PgPool, Row};
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::error::{corrupt, from_sqlx};
@@ -27,6 +30,95 @@ WHERE k.expires_at <= now()
    OR (k.response_status IS NULL AND k.fingerprint = EXCLUDED.fingerprint
        AND k.locked_at <= now() - $6 * interval '1 microsecond')
 RETURNING token";
+
+// CLAIM for a group of keys in one statement (rows in key order, so two groups never
+// deadlock); every row shares the group's lock timeout ($6).
+const CLAIM_MANY: &str = "\
+INSERT INTO idempotency_keys AS k (scope, key, fingerprint, token, locked_at, expires_at)
+SELECT i.scope, i.key, i.fingerprint, i.token, now(), now() + i.ttl * interval '1 microsecond'
+FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::uuid[], $5::bigint[])
+    AS i(scope, key, fingerprint, token, ttl)
+ORDER BY i.scope, i.key
+ON CONFLICT (scope, key) DO UPDATE
+SET fingerprint = EXCLUDED.fingerprint, token = EXCLUDED.token, locked_at = EXCLUDED.locked_at,
+    expires_at = EXCLUDED.expires_at, response_status = NULL, response_body = NULL
+WHERE k.expires_at <= now()
+   OR (k.response_status IS NULL AND k.fingerprint = EXCLUDED.fingerprint
+       AND k.locked_at <= now() - $6 * interval '1 microsecond')
+RETURNING token";
+
+/// Most claims taken by one statement.
+const MAX_CLAIMS: usize = 256;
+
+/// One request's attempt to take a key, and where its answer goes (`true`: taken).
+pub(crate) struct TakeRequest {
+    scope: Uuid,
+    key: String,
+    fingerprint: [u8; 32],
+    token: Uuid,
+    ttl: i64,
+    lock_timeout: i64,
+    answer: oneshot::Sender<Result<bool>>,
+}
+
+/// Starts the writers that take keys in groups; returns where to send requests.
+pub(crate) fn start_takers(pool: PgPool, writers: usize) -> mpsc::Sender<TakeRequest> {
+    crate::group::start(pool, writers, MAX_CLAIMS, |pool, group| async move {
+        take_group(&pool, group).await;
+    })
+}
+
+async fn take_group(pool: &PgPool, group: Vec<TakeRequest>) {
+    let same_policy = group
+        .iter()
+        .all(|r| r.lock_timeout == group[0].lock_timeout);
+    if same_policy && !group.is_empty() {
+        match take_many(pool, &group).await {
+            Ok(taken) => {
+                for request in group {
+                    let _ = request.answer.send(Ok(taken.contains(&request.token)));
+                }
+                return;
+            }
+            Err(Error::Unavailable(source)) => {
+                let message = source.to_string();
+                for request in group {
+                    let _ = request
+                        .answer
+                        .send(Err(Error::unavailable(message.clone())));
+                }
+                return;
+            }
+            // E.g. the same key twice in one group: each on its own.
+            Err(_) => {}
+        }
+    }
+    for request in group {
+        let result = take_many(pool, std::slice::from_ref(&request))
+            .await
+            .map(|taken| taken.contains(&request.token));
+        let _ = request.answer.send(result);
+    }
+}
+
+/// Tries to take every key of `group` in one statement; the tokens that were stored.
+async fn take_many(pool: &PgPool, group: &[TakeRequest]) -> Result<Vec<Uuid>> {
+    sqlx::query_scalar(CLAIM_MANY)
+        .bind(group.iter().map(|r| r.scope).collect::<Vec<_>>())
+        .bind(group.iter().map(|r| r.key.clone()).collect::<Vec<_>>())
+        .bind(
+            group
+                .iter()
+                .map(|r| r.fingerprint.to_vec())
+                .collect::<Vec<_>>(),
+        )
+        .bind(group.iter().map(|r| r.token).collect::<Vec<_>>())
+        .bind(group.iter().map(|r| r.ttl).collect::<Vec<_>>())
+        .bind(group.first().map_or(0, |r| r.lock_timeout))
+        .fetch_all(pool)
+        .await
+        .map_err(from_sqlx)
+}
 
 const CURRENT: &str = "\
 SELECT fingerprint, response_status, response_body FROM idempotency_keys
@@ -65,25 +157,51 @@ impl PgStore {
         policy: IdempotencyPolicy,
     ) -> Result<Option<ClaimOutcome>> {
         let token = ClaimToken::generate();
-        let taken = sqlx::query(CLAIM)
-            .bind(scope_uuid(scope))
-            .bind(key.as_str())
-            .bind(fingerprint.as_bytes().as_slice())
-            .bind(token.as_uuid())
-            .bind(micros(policy.ttl))
-            .bind(micros(policy.lock_timeout))
-            .fetch_optional(self.pool())
-            .await
-            .map_err(from_sqlx)?;
-        if let Some(row) = taken {
-            let stored: Uuid = row.try_get("token").map_err(from_sqlx)?;
-            if stored == token.as_uuid() {
-                return Ok(Some(ClaimOutcome::Acquired(Claim {
-                    scope,
-                    key: key.clone(),
-                    token,
-                })));
+        let taken = match self.takers() {
+            // Group commit: one statement (and one commit) for all concurrent claims.
+            Some(takers) => {
+                let (answer, answered) = oneshot::channel();
+                takers
+                    .send(TakeRequest {
+                        scope: scope_uuid(scope),
+                        key: key.as_str().to_owned(),
+                        fingerprint: *fingerprint.as_bytes(),
+                        token: token.as_uuid(),
+                        ttl: micros(policy.ttl),
+                        lock_timeout: micros(policy.lock_timeout),
+                        answer,
+                    })
+                    .await
+                    .map_err(|_| Error::unavailable("the claim writers stopped"))?;
+                answered
+                    .await
+                    .map_err(|_| Error::unavailable("the claim writer stopped"))??
             }
+            None => {
+                let stored = sqlx::query(CLAIM)
+                    .bind(scope_uuid(scope))
+                    .bind(key.as_str())
+                    .bind(fingerprint.as_bytes().as_slice())
+                    .bind(token.as_uuid())
+                    .bind(micros(policy.ttl))
+                    .bind(micros(policy.lock_timeout))
+                    .fetch_optional(self.pool())
+                    .await
+                    .map_err(from_sqlx)?;
+                match stored {
+                    Some(row) => {
+                        row.try_get::<Uuid, _>("token").map_err(from_sqlx)? == token.as_uuid()
+                    }
+                    None => false,
+                }
+            }
+        };
+        if taken {
+            return Ok(Some(ClaimOutcome::Acquired(Claim {
+                scope,
+                key: key.clone(),
+                token,
+            })));
         }
         // The key is live and not ours: say why. It may have changed since (completed,
         // expired, purged); an absent row means "try again".

@@ -29,6 +29,7 @@ mod api_keys;
 mod audit;
 mod config;
 mod error;
+mod group;
 mod idempotency;
 mod ledger;
 mod merchants;

@@ -12,6 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use crate::accept::Insert;
 use crate::config::PgConfig;
 use crate::error::{Error, from_sqlx};
+use crate::idempotency::TakeRequest;
 
 /// The PostgreSQL store of record; cheap to clone (one shared pool).
 #[derive(Clone, Debug)]
@@ -22,6 +23,8 @@ pub struct PgStore {
     writers: usize,
     /// Where payment inserts go, once the first one starts the writers.
     accepts: Arc<OnceLock<tokio::sync::mpsc::Sender<Insert>>>,
+    /// Where idempotency claims go, once the first one starts the writers.
+    takers: Arc<OnceLock<tokio::sync::mpsc::Sender<TakeRequest>>>,
 }
 
 impl PgStore {
@@ -70,7 +73,16 @@ impl PgStore {
             call_timeout,
             writers: PgConfig::default_writers(),
             accepts: Arc::default(),
+            takers: Arc::default(),
         }
+    }
+
+    /// Where idempotency claims go when group commit is on (starts the writers on first use).
+    pub(crate) fn takers(&self) -> Option<&tokio::sync::mpsc::Sender<TakeRequest>> {
+        (self.writers > 0).then(|| {
+            self.takers
+                .get_or_init(|| crate::idempotency::start_takers(self.pool.clone(), self.writers))
+        })
     }
 
     /// Where payment inserts go when group commit is on (starts the writers on first use).
