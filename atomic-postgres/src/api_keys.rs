@@ -9,7 +9,7 @@ use atomic_core::page::{Page, PageRequest};
 use atomic_core::ports::ApiKeyStore;
 use atomic_core::principal::Principal;
 use atomic_core::time::Timestamp;
-use atomic_core::{Error, Result};
+use atomic_core::Result;
 use sqlx::PgConnection;
 
 use crate::error::from_sqlx;
@@ -83,20 +83,12 @@ impl ApiKeyStore for PgStore {
     async fn keys(&self, viewer: Principal, page: PageRequest<ApiKeyId>) -> Result<Page<ApiKey>> {
         self.call(async {
             let merchant = viewer_merchant(viewer);
-            if let Some(cursor) = page.starting_after {
-                let visible = sqlx::query(
-                    "SELECT 1 FROM api_keys \
-                     WHERE id = $1 AND ($2::uuid IS NULL OR merchant_id = $2)",
-                )
-                .bind(cursor.as_uuid())
-                .bind(merchant)
-                .fetch_optional(self.pool())
-                .await
-                .map_err(from_sqlx)?;
-                if visible.is_none() {
-                    return Err(Error::UnknownCursor);
-                }
-            }
+            self.check_cursor(
+                "SELECT 1 FROM api_keys WHERE id = $1 AND ($2::uuid IS NULL OR merchant_id = $2)",
+                page.starting_after.map(|c| c.as_uuid()),
+                merchant,
+            )
+            .await?;
             let found = sqlx::query(LIST)
                 .bind(merchant)
                 .bind(page.starting_after.map(|c| c.as_uuid()))

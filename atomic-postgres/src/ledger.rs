@@ -713,20 +713,12 @@ impl LedgerStore for PgStore {
     ) -> Result<Page<Payment>> {
         self.call(async {
             let merchant = viewer_merchant(viewer);
-            if let Some(cursor) = page.starting_after {
-                let visible = sqlx::query(
-                    "SELECT 1 FROM payments \
-                     WHERE id = $1 AND ($2::uuid IS NULL OR owner_merchant = $2)",
-                )
-                .bind(cursor.as_uuid())
-                .bind(merchant)
-                .fetch_optional(self.pool())
-                .await
-                .map_err(from_sqlx)?;
-                if visible.is_none() {
-                    return Err(Error::UnknownCursor);
-                }
-            }
+            self.check_cursor(
+                "SELECT 1 FROM payments WHERE id = $1 AND ($2::uuid IS NULL OR owner_merchant = $2)",
+                page.starting_after.map(|c| c.as_uuid()),
+                merchant,
+            )
+            .await?;
             let sql = match (merchant.is_some(), status.is_some()) {
                 (false, false) => LIST_ALL,
                 (false, true) => LIST_ALL_BY_STATUS,

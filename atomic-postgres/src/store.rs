@@ -125,6 +125,26 @@ impl PgStore {
         self.call_timeout
     }
 
+    /// Checks a list cursor: `visible` selects the row `$1` if the viewer (`$2`, NULL for the
+    /// platform) may see it; otherwise the cursor is [`atomic_core::Error::UnknownCursor`].
+    pub(crate) async fn check_cursor(
+        &self,
+        visible: &'static str,
+        cursor: Option<uuid::Uuid>,
+        viewer: Option<uuid::Uuid>,
+    ) -> Result<()> {
+        let Some(cursor) = cursor else {
+            return Ok(());
+        };
+        let found = sqlx::query(visible)
+            .bind(cursor)
+            .bind(viewer)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        found.map(|_| ()).ok_or(atomic_core::Error::UnknownCursor)
+    }
+
     /// Begins a transaction.
     pub(crate) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
         self.pool.begin().await.map_err(from_sqlx)

@@ -52,6 +52,28 @@ async fn transactions_of(pool: &PgPool, payment: &Payment) -> i64 {
         .unwrap()
 }
 
+/// Hand-written SQL that moves `payment` to SUCCESS (through PROCESSING) in `tx`, posting
+/// nothing: the deferred checks judge it at commit.
+async fn mark_success(tx: &mut sqlx::PgConnection, payment: &Payment) {
+    sqlx::query(
+        "UPDATE payments SET status = 'PROCESSING', lease_id = $2, \
+         lease_until = now() + interval '1 minute' WHERE id = $1",
+    )
+    .bind(payment.id.as_uuid())
+    .bind(Uuid::now_v7())
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE payments SET status = 'SUCCESS', lease_id = NULL, lease_until = NULL \
+         WHERE id = $1",
+    )
+    .bind(payment.id.as_uuid())
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+}
+
 /// The SQLSTATE and constraint of a refused statement (or commit).
 fn refusal(result: Result<impl std::fmt::Debug, sqlx::Error>) -> (String, String) {
     match result {
@@ -208,23 +230,7 @@ async fn an_unbalanced_posting_is_refused_at_commit() {
         .unwrap();
     // Hand-written SQL that marks the payment SUCCESS and posts only its CREDIT side.
     let mut tx = pool.begin().await.unwrap();
-    sqlx::query(
-        "UPDATE payments SET status = 'PROCESSING', lease_id = $2, \
-         lease_until = now() + interval '1 minute' WHERE id = $1",
-    )
-    .bind(payment.id.as_uuid())
-    .bind(Uuid::now_v7())
-    .execute(&mut *tx)
-    .await
-    .unwrap();
-    sqlx::query(
-        "UPDATE payments SET status = 'SUCCESS', lease_id = NULL, lease_until = NULL \
-         WHERE id = $1",
-    )
-    .bind(payment.id.as_uuid())
-    .execute(&mut *tx)
-    .await
-    .unwrap();
+    mark_success(&mut tx, &payment).await;
     let transaction = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO ledger_transactions \
@@ -403,22 +409,6 @@ async fn success_without_a_posting_is_refused_at_commit() {
     let merchant = onboard(&kit, Currency::USD).await;
     let payment = stored_payment(&kit, &merchant, 900).await;
     let mut tx = pool.begin().await.unwrap();
-    sqlx::query(
-        "UPDATE payments SET status = 'PROCESSING', lease_id = $2, \
-         lease_until = now() + interval '1 minute' WHERE id = $1",
-    )
-    .bind(payment.id.as_uuid())
-    .bind(Uuid::now_v7())
-    .execute(&mut *tx)
-    .await
-    .unwrap();
-    sqlx::query(
-        "UPDATE payments SET status = 'SUCCESS', lease_id = NULL, lease_until = NULL \
-         WHERE id = $1",
-    )
-    .bind(payment.id.as_uuid())
-    .execute(&mut *tx)
-    .await
-    .unwrap();
+    mark_success(&mut tx, &payment).await;
     assert_eq!(refusal(tx.commit().await).1, "payments_success_is_posted");
 }
