@@ -2,6 +2,7 @@
 //! schema), listed and revoked only within the viewer's merchant, filtered in SQL.
 
 use async_trait::async_trait;
+use atomic_core::Result;
 use atomic_core::api_key::{ApiKey, KeyHash};
 use atomic_core::id::ApiKeyId;
 use atomic_core::idempotency::Completion;
@@ -9,7 +10,6 @@ use atomic_core::page::{Page, PageRequest};
 use atomic_core::ports::ApiKeyStore;
 use atomic_core::principal::Principal;
 use atomic_core::time::Timestamp;
-use atomic_core::Result;
 use sqlx::PgConnection;
 
 use crate::error::from_sqlx;
