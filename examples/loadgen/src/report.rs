@@ -10,6 +10,9 @@
 //!   end of the load (while accepting, and draining after).
 //! - `sustained/s`: payments both accepted and settled while the load ran, per second of load:
 //!   what the server carries indefinitely (below the accept rate when a backlog builds).
+//! - `missed` / `kept_up` (open loop): a run stops sending one second after its duration, so a
+//!   server far below the offered rate ends the run on time; what was never sent is `missed`,
+//!   and `kept_up=yes` only when nothing was.
 //! - With the books check, settlement times are the payments' own `updatedAt` (server clock,
 //!   exact); without it, they come from the samples (resolution `--poll-interval`).
 
@@ -140,6 +143,8 @@ pub(crate) struct Report {
     pub(crate) merchants: usize,
     /// Token mix as given.
     pub(crate) tokens: String,
+    /// Payments the load offered (open loop: rate x duration).
+    pub(crate) offered: u64,
     /// Payments sent.
     pub(crate) sent: u64,
     /// Payments answered 202 (follow-only: payments followed).
@@ -260,6 +265,15 @@ impl Report {
             .join(",")
     }
 
+    /// Open loop: scheduled payments never sent because the run fell more than its grace
+    /// behind schedule (the server did not keep up with the offered rate).
+    pub(crate) fn missed(&self) -> u64 {
+        match self.mode {
+            Load::Open { .. } => self.offered.saturating_sub(self.sent),
+            _ => 0,
+        }
+    }
+
     fn books_word(&self) -> &'static str {
         match &self.books {
             Some(b) if b.ok() => "ok",
@@ -293,6 +307,10 @@ impl Report {
             }
             _ => ("na".to_owned(), "na".to_owned()),
         };
+        let kept_up = match self.mode {
+            Load::Open { .. } => yes_no(self.missed() == 0),
+            _ => "na",
+        };
         let follow = self.follow.as_ref();
         let pairs: Vec<(&str, String)> = vec![
             ("mode", self.mode.name().to_owned()),
@@ -301,7 +319,10 @@ impl Report {
             ("merchants", self.merchants.to_string()),
             ("rate", rate),
             ("duration_s", duration),
+            ("offered", self.offered.to_string()),
             ("sent", self.sent.to_string()),
+            ("missed", self.missed().to_string()),
+            ("kept_up", kept_up.to_owned()),
             ("accepted", self.accepted.to_string()),
             ("errors", self.errors.values().sum::<u64>().to_string()),
             ("errors_by_status", self.errors_compact()),
@@ -419,6 +440,10 @@ impl Report {
                 row(
                     "worst lag behind schedule",
                     format!("{:.2} ms", self.max_lag.as_secs_f64() * 1e3),
+                );
+                row(
+                    "offered / missed",
+                    format!("{} / {}", self.offered, self.missed()),
                 );
             }
         } else {
@@ -604,6 +629,7 @@ mod tests {
             connections: 8,
             merchants: 1,
             tokens: "tok_visa=1".into(),
+            offered: 1_000,
             sent: 1_000,
             accepted: 998,
             errors: BTreeMap::from([("503".to_owned(), 2)]),
@@ -658,6 +684,10 @@ mod tests {
         assert_eq!(field(&line, "backlog_flat"), "na");
         assert_eq!(field(&line, "books"), "ok");
         assert_eq!(field(&line, "max_lag_ms"), "na");
+        assert_eq!(
+            (field(&line, "missed"), field(&line, "kept_up")),
+            ("0", "na")
+        );
         assert_eq!(field(&line, "p50_ms"), "2.000");
         let human = r.human_line(&f);
         assert!(
@@ -706,6 +736,7 @@ mod tests {
         let f = r.figures();
         assert!(f.flatness.as_ref().unwrap().flat());
         assert_eq!(field(&r.summary_line(&f), "backlog_flat"), "yes");
+        assert_eq!(field(&r.summary_line(&f), "kept_up"), "yes");
 
         let growing: Vec<Sample> = (0..=20)
             .map(|i| sample(i as f64 * 0.5, i * 500, i * 200))
@@ -718,10 +749,18 @@ mod tests {
             growing,
             30.0,
         );
+        let r = Report {
+            offered: 10_000,
+            ..r
+        };
         let f = r.figures();
         let fl = f.flatness.clone().unwrap();
         assert!(!fl.flat() && (fl.slope - 400.0).abs() < 1e-6, "{fl:?}");
         assert_eq!(field(&r.summary_line(&f), "backlog_flat"), "no");
+        // 10,000 offered, 1,000 sent before the run stopped: the rest is missed.
+        assert_eq!(field(&r.summary_line(&f), "missed"), "9000");
+        assert_eq!(field(&r.summary_line(&f), "kept_up"), "no");
+        assert!(r.render().contains("offered / missed"));
     }
 
     #[test]

@@ -143,8 +143,14 @@ struct LoadPlan {
     total: u64,
     /// Open loop: the gap between scheduled sends.
     interval: Option<Duration>,
+    /// Open loop: no send starts after this; what is still unsent then is missed.
+    deadline: Option<Instant>,
     next: AtomicU64,
 }
+
+/// Open loop: how far past its duration a run may still start sends before it stops and counts
+/// the rest as missed (the server fell behind the offered rate).
+const OPEN_LOOP_GRACE: Duration = Duration::from_secs(1);
 
 /// A fresh histogram: 1 µs to 10 min at 3 significant figures.
 pub(crate) fn new_histogram() -> Result<Histogram<u64>, String> {
@@ -214,6 +220,10 @@ pub(crate) async fn run(opts: &Options) -> Result<Report, String> {
             Load::Open { rate, .. } => Some(Duration::from_secs_f64(1.0 / rate)),
             _ => None,
         },
+        deadline: match opts.load {
+            Load::Open { duration, .. } => Some(shared.start + duration + OPEN_LOOP_GRACE),
+            _ => None,
+        },
         next: AtomicU64::new(0),
     });
     let mut connections = tokio::task::JoinSet::new();
@@ -267,6 +277,7 @@ pub(crate) async fn run(opts: &Options) -> Result<Report, String> {
         connections: opts.connections,
         merchants: opts.merchants,
         tokens: opts.tokens.describe(),
+        offered: opts.load.total(),
         sent: shared.sent.load(Ordering::Relaxed),
         accepted: accepted.len() as u64,
         errors,
@@ -313,6 +324,7 @@ async fn follow_only(
         connections: 0,
         merchants: 0,
         tokens: String::new(),
+        offered: 0,
         sent: 0,
         accepted: shared.accepted.load(Ordering::Relaxed),
         errors: BTreeMap::new(),
@@ -372,6 +384,9 @@ async fn connection(plan: Arc<LoadPlan>, shared: Arc<Shared>) -> Result<Connecti
             Some(gap) => {
                 let at = shared.start + gap.mul_f64(i as f64);
                 tokio::time::sleep_until(at.into()).await;
+                if plan.deadline.is_some_and(|d| Instant::now() > d) {
+                    break;
+                }
                 max_lag = max_lag.max(at.elapsed());
                 at
             }
