@@ -53,7 +53,10 @@ const SELECT_PAYMENT: &str = concat!(
     " FROM payments WHERE id = $1 AND ($2::uuid IS NULL OR owner_merchant = $2)"
 );
 
-// Four list queries, one per (viewer, filter) shape, so each uses its own index.
+// One list query per (viewer, filter) shape, so each can use its own index. A filter on an
+// open status repeats the open-status predicate as a literal so the planner can prove it and
+// use the partial index `payments_owner_open` (small: open payments only); a filter on a final
+// status reads the owner index or the primary key and filters (most rows are final).
 const LIST_ALL: &str = concat!(
     "SELECT ",
     payment_columns!(),
@@ -65,6 +68,12 @@ const LIST_ALL_BY_STATUS: &str = concat!(
     " FROM payments WHERE status = $3 AND ($1::uuid IS NULL OR id < $1) \
      ORDER BY id DESC LIMIT $2"
 );
+const LIST_ALL_OPEN_BY_STATUS: &str = concat!(
+    "SELECT ",
+    payment_columns!(),
+    " FROM payments WHERE status = $3 AND status IN ('PENDING', 'PROCESSING') \
+     AND ($1::uuid IS NULL OR id < $1) ORDER BY id DESC LIMIT $2"
+);
 const LIST_OWN: &str = concat!(
     "SELECT ",
     payment_columns!(),
@@ -75,6 +84,13 @@ const LIST_OWN_BY_STATUS: &str = concat!(
     "SELECT ",
     payment_columns!(),
     " FROM payments WHERE owner_merchant = $4 AND status = $3 \
+     AND ($1::uuid IS NULL OR id < $1) ORDER BY id DESC LIMIT $2"
+);
+const LIST_OWN_OPEN_BY_STATUS: &str = concat!(
+    "SELECT ",
+    payment_columns!(),
+    " FROM payments WHERE owner_merchant = $4 AND status = $3 \
+     AND status IN ('PENDING', 'PROCESSING') \
      AND ($1::uuid IS NULL OR id < $1) ORDER BY id DESC LIMIT $2"
 );
 
@@ -719,11 +735,14 @@ impl LedgerStore for PgStore {
                 merchant,
             )
             .await?;
-            let sql = match (merchant.is_some(), status.is_some()) {
-                (false, false) => LIST_ALL,
-                (false, true) => LIST_ALL_BY_STATUS,
-                (true, false) => LIST_OWN,
-                (true, true) => LIST_OWN_BY_STATUS,
+            let open = status.map(|s| !s.is_terminal());
+            let sql = match (merchant.is_some(), open) {
+                (false, None) => LIST_ALL,
+                (false, Some(false)) => LIST_ALL_BY_STATUS,
+                (false, Some(true)) => LIST_ALL_OPEN_BY_STATUS,
+                (true, None) => LIST_OWN,
+                (true, Some(false)) => LIST_OWN_BY_STATUS,
+                (true, Some(true)) => LIST_OWN_OPEN_BY_STATUS,
             };
             let mut query = sqlx::query(sql)
                 .bind(page.starting_after.map(|c| c.as_uuid()))

@@ -270,6 +270,67 @@ async fn an_unbalanced_posting_is_refused_at_commit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_posting_of_another_amount_than_its_payment_is_refused_at_commit() {
+    let db = TestDatabase::create().await;
+    let pool = db.store().pool().clone();
+    let kit = db.kit();
+    let merchant = onboard(&kit, Currency::USD).await;
+    let payment = stored_payment(&kit, &merchant, 700).await;
+    let funding: Uuid = sqlx::query_scalar("SELECT funding_account FROM payments WHERE id = $1")
+        .bind(payment.id.as_uuid())
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    // A balanced posting of 701 for a payment of 700.
+    let mut tx = pool.begin().await.unwrap();
+    mark_success(&mut tx, &payment).await;
+    let transaction = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO ledger_transactions \
+         (id, payment_id, debit_account, credit_account, amount, currency, created_at) \
+         VALUES ($1, $2, $3, $4, 701, 'USD', now())",
+    )
+    .bind(transaction)
+    .bind(payment.id.as_uuid())
+    .bind(funding)
+    .bind(merchant.account.id.as_uuid())
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    for (account, direction) in [
+        (funding, "DEBIT"),
+        (merchant.account.id.as_uuid(), "CREDIT"),
+    ] {
+        sqlx::query(
+            "INSERT INTO ledger_entries \
+             (id, transaction_id, payment_id, account_id, direction, amount, currency, created_at) \
+             VALUES ($1, $2, $3, $4, $5, 701, 'USD', now())",
+        )
+        .bind(Uuid::now_v7())
+        .bind(transaction)
+        .bind(payment.id.as_uuid())
+        .bind(account)
+        .bind(direction)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    sqlx::query("UPDATE accounts SET balance = balance + 701 WHERE id = $1")
+        .bind(merchant.account.id.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(
+        refusal(tx.commit().await),
+        (
+            "23514".to_owned(),
+            "ledger_transaction_payment_amount".to_owned()
+        )
+    );
+    assert_eq!(transactions_of(&pool, &payment).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_third_entry_on_a_posting_is_refused() {
     let Posted {
         kit: _kit,
