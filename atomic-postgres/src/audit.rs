@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use atomic_core::Result;
+use atomic_core::money::MAX_PAYMENT_AMOUNT;
 use atomic_core::ports::{AuditReport, LedgerAudit};
 
 use crate::error::from_sqlx;
@@ -59,7 +60,19 @@ SELECT
         OR m.owner_merchant IS DISTINCT FROM p.owner_merchant) AS tenant_currency_mismatch,
     (SELECT count(*) FROM payments
      WHERE status IN ('PENDING', 'PROCESSING')
-       AND created_at < now() - $1 * interval '1 microsecond') AS stuck_payments";
+       AND created_at < now() - $1 * interval '1 microsecond') AS stuck_payments,
+    (SELECT count(*) FROM (VALUES
+        ('ledger_entries', 'ledger_entries_append_only'),
+        ('ledger_entries', 'ledger_entries_no_truncate'),
+        ('ledger_transactions', 'ledger_transactions_append_only'),
+        ('ledger_transactions', 'ledger_transactions_no_truncate')) AS g (tab, trigger)
+     WHERE NOT EXISTS (
+        SELECT 1 FROM pg_trigger t
+        WHERE t.tgrelid = to_regclass(g.tab) AND t.tgname = g.trigger
+          AND t.tgenabled <> 'D')) AS mutable_ledger,
+    (SELECT count(*) FROM payments WHERE amount < 1 OR amount > $2)
+    + (SELECT count(*) FROM ledger_entries WHERE amount < 1 OR amount > $2)
+        AS amount_out_of_domain";
 
 #[async_trait]
 impl LedgerAudit for PgStore {
@@ -67,6 +80,7 @@ impl LedgerAudit for PgStore {
         self.call(async {
             let row = sqlx::query(AUDIT)
                 .bind(micros(stuck_after))
+                .bind(MAX_PAYMENT_AMOUNT)
                 .fetch_one(self.pool())
                 .await
                 .map_err(from_sqlx)?;
@@ -79,6 +93,8 @@ impl LedgerAudit for PgStore {
                 illegal_transitions: count(&row, "illegal_transitions")?,
                 duplicate_idempotency_keys: count(&row, "duplicate_idempotency_keys")?,
                 tenant_currency_mismatch: count(&row, "tenant_currency_mismatch")?,
+                mutable_ledger: count(&row, "mutable_ledger")?,
+                amount_out_of_domain: count(&row, "amount_out_of_domain")?,
                 stuck_payments: count(&row, "stuck_payments")?,
             })
         })

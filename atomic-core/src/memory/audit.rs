@@ -11,7 +11,7 @@ use crate::account::AccountKind;
 use crate::error::Result;
 use crate::id::{PaymentId, TransactionId};
 use crate::ledger::{Direction, Entry};
-use crate::money::Currency;
+use crate::money::{Amount, Currency};
 use crate::payment::PaymentStatus;
 use crate::ports::{AuditReport, LedgerAudit};
 
@@ -41,6 +41,15 @@ impl LedgerAudit for MemoryStore {
                 .or_default()
                 .push(entry);
         }
+        report.amount_out_of_domain += count(
+            state
+                .entries
+                .values()
+                .filter(|e| Amount::for_payment(e.amount.minor_units()).is_err())
+                .count(),
+        );
+        // L7: this journal has no update or delete path (entries are only ever inserted), so
+        // `mutable_ledger` stays 0.
         report.zero_sum = count(per_currency.values().filter(|s| **s != 0).count());
         report.cached_balance_mismatch = count(
             state
@@ -107,6 +116,9 @@ impl LedgerAudit for MemoryStore {
                 .is_some_and(|f| f.currency == p.currency && f.kind == AccountKind::System);
             if !consistent {
                 report.tenant_currency_mismatch += 1;
+            }
+            if Amount::for_payment(p.amount.minor_units()).is_err() {
+                report.amount_out_of_domain += 1;
             }
             if !p.status().is_terminal() && now.duration_since(p.created_at) > stuck_after {
                 report.stuck_payments += 1;

@@ -24,9 +24,14 @@ pub struct AuditReport {
     pub negative_balances: u64,
     /// L6: recorded status changes that are not transitions of the state machine.
     pub illegal_transitions: u64,
+    /// L7: guards missing that keep the journal append-only (an adapter whose journal has no
+    /// update or delete path at all reports 0).
+    pub mutable_ledger: u64,
     /// L8: idempotency keys with more than one payment inside their live window (a key is
     /// new again once its window has passed, as Stripe's are).
     pub duplicate_idempotency_keys: u64,
+    /// L9: payments or entries whose amount is outside 1..=`MAX_PAYMENT_AMOUNT` minor units.
+    pub amount_out_of_domain: u64,
     /// L10: payments whose accounts differ from them in currency or owner.
     pub tenant_currency_mismatch: u64,
     /// L12: payments not terminal although older than the audit's `stuck_after`.
@@ -35,7 +40,7 @@ pub struct AuditReport {
 
 impl AuditReport {
     /// Every invariant with its violation count, in order.
-    pub fn rows(&self) -> [(&'static str, &'static str, u64); 9] {
+    pub fn rows(&self) -> [(&'static str, &'static str, u64); 11] {
         [
             ("L1", "zero-sum per currency", self.zero_sum),
             ("L2", "balanced transactions", self.unbalanced_transactions),
@@ -51,11 +56,13 @@ impl AuditReport {
             ),
             ("L5", "no negative merchant balance", self.negative_balances),
             ("L6", "legal transitions only", self.illegal_transitions),
+            ("L7", "ledger append-only", self.mutable_ledger),
             (
                 "L8",
                 "one payment per idempotency key",
                 self.duplicate_idempotency_keys,
             ),
+            ("L9", "amounts in domain", self.amount_out_of_domain),
             (
                 "L10",
                 "tenant and currency consistency",

@@ -252,6 +252,34 @@ async fn wire(settings: &Settings) -> Result<(Ports, String), StartError> {
     Ok((ports, format!("{store}; {queue}")))
 }
 
+/// Runs the books audit (L1–L12, TEST-MATRIX.md) on the store of `DATABASE_URL` in one
+/// snapshot: what `atomic-server audit` prints. Payments open longer than `stuck_after` count
+/// as stuck (L12). The audit reads every row, so it runs without the request-path statement
+/// timeout.
+pub async fn audit_books(
+    settings: &Settings,
+    stuck_after: std::time::Duration,
+) -> Result<atomic_core::ports::AuditReport, StartError> {
+    use atomic_core::ports::LedgerAudit;
+
+    let Some(url) = &settings.database_url else {
+        return Err(StartError::Unsupported(
+            "the audit reads the store of record: set DATABASE_URL (an in-memory store lives \
+             only inside its server process)",
+        ));
+    };
+    let unbounded = std::time::Duration::from_secs(24 * 60 * 60);
+    let config = PgConfig {
+        max_connections: 1,
+        acquire_timeout: settings.database_acquire_timeout,
+        statement_timeout: unbounded,
+        call_timeout: unbounded,
+        ..PgConfig::new(url.expose_secret())
+    };
+    let pg = PgStore::connect(&config).await?;
+    Ok(pg.audit(stuck_after).await?)
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

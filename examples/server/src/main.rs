@@ -1,13 +1,70 @@
 //! `atomic-server`: the ready Atomic server. Configuration comes from the environment and a
 //! `.env` file (see README); with no `DATABASE_URL` it runs on in-memory adapters and says so.
+//! `atomic-server audit` checks the books of `DATABASE_URL` instead (exit 1 on any violation).
 
 use std::process::ExitCode;
+use std::time::Duration;
 
-use atomic_server::{Application, LogFormat, Settings, shutdown_signal, walkthrough};
+use atomic_server::{Application, LogFormat, Settings, audit_books, shutdown_signal, walkthrough};
 use tracing_subscriber::EnvFilter;
+
+const USAGE: &str = "\
+usage: atomic-server                  serve (configured by the environment; see README)
+       atomic-server audit [--stuck-after SECONDS]
+                                      check the books of DATABASE_URL (L1-L12) in one snapshot;
+                                      prints each violation count, exits 1 if any is not 0
+                                      (payments open longer than SECONDS, default 70, are stuck)";
+
+/// What the command line asks for.
+enum Command {
+    Serve,
+    Audit { stuck_after: Duration },
+}
+
+fn parse_args(args: &[String]) -> Result<Command, String> {
+    match args {
+        [] => Ok(Command::Serve),
+        [cmd, rest @ ..] if cmd == "audit" => {
+            let mut stuck_after = Duration::from_secs(70);
+            let mut rest = rest.iter();
+            while let Some(arg) = rest.next() {
+                match arg.as_str() {
+                    "--stuck-after" => {
+                        let value = rest
+                            .next()
+                            .ok_or("--stuck-after needs a number of seconds")?;
+                        let secs: u64 = value.parse().map_err(|_| {
+                            format!("--stuck-after needs whole seconds, not {value:?}")
+                        })?;
+                        stuck_after = Duration::from_secs(secs);
+                    }
+                    other => return Err(format!("unknown argument {other:?}")),
+                }
+            }
+            Ok(Command::Audit { stuck_after })
+        }
+        [cmd, ..] if cmd == "-h" || cmd == "--help" => Err(String::new()),
+        [other, ..] => Err(format!("unknown command {other:?}")),
+    }
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = match parse_args(&args) {
+        Ok(command) => command,
+        Err(why) => {
+            if !why.is_empty() {
+                eprintln!("atomic-server: {why}");
+            }
+            eprintln!("{USAGE}");
+            return if why.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            };
+        }
+    };
     let settings = match Settings::from_env() {
         Ok(settings) => settings,
         Err(error) => {
@@ -15,6 +72,9 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Command::Audit { stuck_after } = command {
+        return audit(&settings, stuck_after).await;
+    }
     init_logging(&settings);
     let app = match Application::build(settings).await {
         Ok(app) => app,
@@ -44,6 +104,29 @@ async fn main() -> ExitCode {
         Err(error) => {
             eprintln!("atomic-server: {error}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `atomic-server audit`: prints every invariant with its violation count.
+async fn audit(settings: &Settings, stuck_after: Duration) -> ExitCode {
+    match audit_books(settings, stuck_after).await {
+        Ok(report) => {
+            print!("{report}");
+            println!(
+                "L11  every 202 durable                  (checked against a client's history)"
+            );
+            if report.is_clean() {
+                println!("books: clean");
+                ExitCode::SUCCESS
+            } else {
+                println!("books: VIOLATED");
+                ExitCode::FAILURE
+            }
+        }
+        Err(error) => {
+            eprintln!("atomic-server audit: {error}");
+            ExitCode::from(2)
         }
     }
 }
