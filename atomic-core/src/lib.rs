@@ -41,6 +41,7 @@ pub mod account;
 pub mod api_key;
 pub mod card;
 pub mod error;
+pub mod failpoint;
 pub mod hex;
 pub mod id;
 pub mod idempotency;

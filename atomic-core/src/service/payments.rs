@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::account::AccountKind;
 use crate::error::{Error, Invalid, Result};
+use crate::failpoint;
 use crate::id::{AccountId, PaymentId};
 use crate::idempotency::{Claim, Completion};
 use crate::money::{Amount, Currency};
@@ -179,6 +180,7 @@ impl PaymentService {
     /// than that bound.
     pub async fn submit(&self, payment: &Payment, completion: Option<Completion>) -> Result<()> {
         self.ledger.create_payment(payment, completion).await?;
+        failpoint::hit(failpoint::PAYMENT_AFTER_INSERT);
         let id = payment.id;
         match tokio::time::timeout(ENQUEUE_TIMEOUT, self.queue.enqueue(&[id])).await {
             Ok(Ok(())) => {}

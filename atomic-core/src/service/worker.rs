@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 
 use crate::card::{CardOutcome, Charge};
 use crate::error::{Error, Result};
+use crate::failpoint;
 use crate::ledger::Transfer;
 use crate::payment::{FailureReason, Payment, PaymentStatus};
 use crate::ports::{
@@ -236,7 +237,10 @@ impl Worker {
         let lease = LeaseId::generate();
         let mut outcomes: Vec<Option<Processed>> = vec![None; deliveries.len()];
         let begun = match self.begin_all(deliveries, lease).await {
-            Ok(begun) => begun,
+            Ok(begun) => {
+                failpoint::hit(failpoint::WORKER_AFTER_CLAIM);
+                begun
+            }
             Err(error) => {
                 let mut retried = Vec::with_capacity(deliveries.len());
                 for delivery in deliveries {
@@ -322,6 +326,9 @@ impl Worker {
             [one] => vec![self.ledger.settle(one).await],
             many => self.ledger.settle_many(many).await,
         };
+        if settled.iter().any(Result::is_ok) {
+            failpoint::hit(failpoint::WORKER_AFTER_SETTLE_COMMIT);
+        }
         for ((index, charge, result), settled) in decided.into_iter().zip(settled) {
             let delivery = &deliveries[index];
             let posted = matches!(result, SettlementResult::Posted(_));
