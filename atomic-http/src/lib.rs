@@ -36,6 +36,7 @@ use atomic_core::rate_limit::RateLimitPolicy;
 use atomic_core::{Services, Timestamp};
 use axum::Router;
 use axum::body::Body;
+use axum::extract::MatchedPath;
 use axum::http::{HeaderValue, Request, StatusCode, header};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
@@ -193,15 +194,21 @@ fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
     )
 }
 
-/// The span of one request: method, path (never the query string, which may carry secrets a
-/// careless client put there) and request id.
+/// The span of one request: method, route and request id. The route is the matched template
+/// (`/api/v1/payments/{id}`), never the raw path or query string: a careless client may put a
+/// key in either, and what it sent must not reach the logs. A request no route matched logs
+/// no path at all.
 fn request_span(request: &Request<Body>) -> tracing::Span {
     let id = request
         .extensions()
         .get::<RequestId>()
         .map(|r| r.as_str().to_owned())
         .unwrap_or_default();
-    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("(no route)", MatchedPath::as_str);
+    tracing::info_span!("request", method = %request.method(), route = %route, request_id = %id)
 }
 
 fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
