@@ -35,6 +35,8 @@ macro_rules! suite {
         mod auth;
         #[path = "headers.rs"]
         mod headers;
+        #[path = "hostile.rs"]
+        mod hostile;
         #[path = "idempotency.rs"]
         mod idempotency;
         #[path = "isolation.rs"]
