@@ -1,0 +1,217 @@
+//! TEST-MATRIX row 31: SIGTERM while clients pay at about 100 requests/s, on PostgreSQL and
+//! Redis. Every request sent before the signal is answered (no reset), the process exits 0,
+//! it leaves no payment PROCESSING (what its workers held is finished or released), and a
+//! new process settles the rest: every 202 durable, one posting per SUCCESS, clean audit.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use atomic_core::ports::LedgerAudit;
+use atomic_postgres::testkit::TestDatabase;
+use atomic_redis::testkit::{DeleteOnDrop, require_redis, unique_config};
+use common::{server, wait_listening};
+use serde_json::{Value, json};
+use tokio::process::Child;
+use tokio::sync::Mutex;
+
+const KEY: &str = "my-platform-key";
+const KEY_HASH: &str = "fbc8fbbecee728e8b80603d82be02344366d08c232e0d306c7b4808b584973f6";
+const CLIENTS: usize = 8;
+
+/// One request as the client saw it.
+struct Sent {
+    started: Instant,
+    /// `Ok((status, payment id if 202))`, or the transport error.
+    outcome: Result<(u16, Option<String>), String>,
+}
+
+async fn start(db: &TestDatabase, redis: &str, prefix: &str) -> (Child, String) {
+    let mut child = server()
+        .env("DATABASE_URL", db.url())
+        .env("REDIS_URL", redis)
+        .env("REDIS_KEY_PREFIX", prefix)
+        .env("MERCHANT_API_KEY_HASH", KEY_HASH)
+        .env("RATE_LIMIT_GLOBAL", "off")
+        .env("RATE_LIMIT_PAYMENTS", "off")
+        .env("WORKER_LEASE", "2s")
+        .env("SWEEP_INTERVAL", "500ms")
+        .env("SWEEP_STALE_AFTER", "1s")
+        .spawn()
+        .unwrap();
+    let (address, _) = wait_listening(&mut child).await;
+    (child, format!("http://{address}/api/v1"))
+}
+
+async fn count(db: &TestDatabase, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(db.store().pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_answers_what_it_took_and_leaves_nothing_processing() {
+    let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    require_redis(&redis).await;
+    let config = unique_config(&redis);
+    let _keys = DeleteOnDrop::new(&config);
+    let db = TestDatabase::create().await;
+    let (mut child, api) = start(&db, &redis, &config.prefix).await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let merchant: Value = http
+        .post(format!("{api}/merchants"))
+        .bearer_auth(KEY)
+        .json(&json!({"name": "Shutdown Shop", "currency": "USD"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let account = merchant["data"]["account"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // About 100 requests/s from 8 clients, until a second after the signal.
+    let sent: Arc<Mutex<Vec<Sent>>> = Arc::default();
+    let stop_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let mut clients = Vec::new();
+    for c in 0..CLIENTS {
+        let (http, api, account, sent, stop_at) = (
+            http.clone(),
+            api.clone(),
+            account.clone(),
+            sent.clone(),
+            stop_at.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            for i in 0.. {
+                if stop_at.lock().await.is_some_and(|t| Instant::now() > t) {
+                    break;
+                }
+                let started = Instant::now();
+                let reply = http
+                    .post(format!("{api}/payments"))
+                    .bearer_auth(KEY)
+                    .header("Idempotency-Key", format!("term-{c}-{i}"))
+                    .json(&json!({"merchantId": account, "amount": 100 + i, "currency": "USD", "source": if i % 10 == 3 { "tok_chargeDeclined" } else { "tok_visa" }}))
+                    .send()
+                    .await;
+                let outcome = match reply {
+                    Ok(reply) => {
+                        let status = reply.status().as_u16();
+                        let body: Value = reply.json().await.unwrap_or(Value::Null);
+                        Ok((status, body["data"]["id"].as_str().map(str::to_owned)))
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                let failed = outcome.is_err();
+                sent.lock().await.push(Sent { started, outcome });
+                if failed {
+                    // The server is gone or going: no point hammering a closed port.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(70)).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let signal_at = Instant::now();
+    *stop_at.lock().await = Some(signal_at + Duration::from_secs(1));
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let exit = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("exits within 30 s")
+        .unwrap();
+    for client in clients {
+        client.await.unwrap();
+    }
+    assert!(exit.success(), "exit status {exit:?}");
+    let processing_after_exit = count(
+        &db,
+        "SELECT count(*) FROM payments WHERE status = 'PROCESSING'",
+    )
+    .await;
+    assert_eq!(
+        processing_after_exit, 0,
+        "nothing left PROCESSING by the stopped process"
+    );
+
+    let sent = sent.lock().await;
+    let before: Vec<&Sent> = sent
+        .iter()
+        .filter(|s| s.started + Duration::from_millis(5) < signal_at)
+        .collect();
+    let answered_before = before
+        .iter()
+        .filter(|s| matches!(s.outcome, Ok((202, Some(_)))))
+        .count();
+    assert!(
+        before.len() >= 50,
+        "{} requests before the signal",
+        before.len()
+    );
+    for s in &before {
+        assert!(
+            matches!(s.outcome, Ok((202, Some(_)))),
+            "a request sent before SIGTERM: {:?}",
+            s.outcome
+        );
+    }
+    for s in sent.iter() {
+        if let Ok((status, _)) = s.outcome {
+            assert!(status == 202 || status == 503, "status {status}");
+        }
+    }
+    let accepted: Vec<String> = sent
+        .iter()
+        .filter_map(|s| match &s.outcome {
+            Ok((202, Some(id))) => Some(id.clone()),
+            _ => None,
+        })
+        .collect();
+    let refused_after = sent.len() - before.len() - (accepted.len() - answered_before);
+
+    // A new process settles whatever was left PENDING.
+    let (_child, _) = start(&db, &redis, &config.prefix).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(
+        &db,
+        "SELECT count(*) FROM payments WHERE status IN ('PENDING', 'PROCESSING')",
+    )
+    .await
+        > 0
+    {
+        assert!(Instant::now() < deadline, "payments still open after 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let durable: i64 = sqlx::query_scalar("SELECT count(*) FROM payments WHERE id::text = ANY($1)")
+        .bind(&accepted)
+        .fetch_one(db.store().pool())
+        .await
+        .unwrap();
+    assert_eq!(durable, accepted.len() as i64, "every 202 is durable");
+    let audit = db.store().audit(Duration::from_secs(3600)).await.unwrap();
+    assert!(audit.is_clean(), "books audit:\n{audit}");
+    println!(
+        "row 31: sent={} before_signal={} answered_before_signal={answered_before} \
+         accepted={} not_answered_after_signal={refused_after} processing_after_exit=0 audit=clean",
+        sent.len(),
+        before.len(),
+        accepted.len()
+    );
+}
