@@ -1,0 +1,247 @@
+//! The fault harness shared by the process-level fault tests: one PostgreSQL database and one
+//! Redis key prefix, server processes started on them in a given role (with a failpoint armed
+//! if asked), a merchant, payments, the queue's pending count, bounded waits, and the books
+//! check every fault test ends with.
+
+use std::time::{Duration, Instant};
+
+use atomic_core::ports::LedgerAudit;
+use atomic_postgres::testkit::TestDatabase;
+use atomic_redis::QueueKeys;
+use atomic_redis::testkit::{DeleteOnDrop, connection, require_redis, unique_config};
+use serde_json::{Value, json};
+use tokio::process::Child;
+
+use super::{server, wait_listening};
+
+pub const KEY: &str = "my-platform-key";
+pub const KEY_HASH: &str = "fbc8fbbecee728e8b80603d82be02344366d08c232e0d306c7b4808b584973f6";
+pub const PAYMENTS: usize = 20;
+/// The worker lease and sweep interval the processes run with.
+pub const LEASE: Duration = Duration::from_secs(2);
+pub const SWEEP: Duration = Duration::from_millis(500);
+
+/// One database and one Redis key prefix, shared by the processes of a test.
+pub struct Fault {
+    pub db: TestDatabase,
+    pub redis_url: String,
+    pub prefix: String,
+    _keys: DeleteOnDrop,
+    pub http: reqwest::Client,
+}
+
+impl Fault {
+    /// A fresh database, and a key prefix of its own on the Redis of `REDIS_URL`.
+    pub async fn new() -> Self {
+        let redis_url =
+            std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+        Self::on_redis(redis_url).await
+    }
+
+    /// A fresh database, and a key prefix of its own on the Redis at `redis_url` (e.g. a
+    /// `RedisServer` the test may flush or stop).
+    pub async fn on_redis(redis_url: String) -> Self {
+        require_redis(&redis_url).await;
+        let config = unique_config(&redis_url);
+        Fault {
+            db: TestDatabase::create().await,
+            prefix: config.prefix.clone(),
+            _keys: DeleteOnDrop::new(&config),
+            redis_url,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// Starts a server process in `role`, with `failpoint` armed if given; returns it and the
+    /// API base URL.
+    pub async fn start(&self, role: &str, failpoint: Option<&str>) -> (Child, String) {
+        self.start_with(role, failpoint, &[]).await
+    }
+
+    /// As [`Self::start`], with more environment variables (they win over the defaults).
+    pub async fn start_with(
+        &self,
+        role: &str,
+        failpoint: Option<&str>,
+        vars: &[(&str, &str)],
+    ) -> (Child, String) {
+        let mut cmd = server();
+        cmd.env("ROLE", role)
+            .env("DATABASE_URL", self.db.url())
+            .env("DATABASE_POOL_SIZE", "6")
+            .env("REDIS_URL", &self.redis_url)
+            .env("REDIS_KEY_PREFIX", &self.prefix)
+            .env("MERCHANT_API_KEY_HASH", KEY_HASH)
+            .env("RATE_LIMIT_GLOBAL", "off")
+            .env("RATE_LIMIT_PAYMENTS", "off")
+            .env("WORKER_LEASE", "2s")
+            .env("SWEEP_INTERVAL", "500ms")
+            .env("SWEEP_STALE_AFTER", "2s");
+        if let Some(failpoint) = failpoint {
+            cmd.env("ATOMIC_FAILPOINTS", failpoint);
+        }
+        cmd.envs(vars.iter().copied());
+        let mut child = cmd.spawn().unwrap();
+        let (address, _) = wait_listening(&mut child).await;
+        (child, format!("http://{address}/api/v1"))
+    }
+
+    pub async fn merchant(&self, api: &str) -> String {
+        let body: Value = self
+            .http
+            .post(format!("{api}/merchants"))
+            .bearer_auth(KEY)
+            .json(&json!({"name": "Fault Shop", "currency": "USD"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["data"]["account"]["id"].as_str().unwrap().to_owned()
+    }
+
+    /// POSTs payment `i` (every fifth is declined); `Ok(id)` on 202, `Err` with no answer.
+    pub async fn pay(&self, api: &str, account: &str, i: usize) -> Result<String, reqwest::Error> {
+        pay_with(&self.http, api, account, i).await
+    }
+
+    /// Stores `PAYMENTS` payments through an API process that settles nothing, and stops it:
+    /// their jobs wait in the Redis stream for a worker.
+    pub async fn backlog(&self) -> String {
+        self.backlog_of(PAYMENTS).await
+    }
+
+    /// As [`Self::backlog`], with `n` payments (sent by 8 concurrent clients).
+    pub async fn backlog_of(&self, n: usize) -> String {
+        let (mut api_process, api) = self.start("api", None).await;
+        let account = self.merchant(&api).await;
+        let mut clients = tokio::task::JoinSet::new();
+        for c in 0..8 {
+            let (http, api, account) = (self.http.clone(), api.clone(), account.clone());
+            clients.spawn(async move {
+                for i in (c..n).step_by(8) {
+                    pay_with(&http, &api, &account, i).await.unwrap();
+                }
+            });
+        }
+        while let Some(done) = clients.join_next().await {
+            done.unwrap();
+        }
+        api_process.kill().await.unwrap();
+        account
+    }
+
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(self.db.store().pool())
+            .await
+            .unwrap()
+    }
+
+    pub async fn open(&self) -> i64 {
+        self.count("SELECT count(*) FROM payments WHERE status IN ('PENDING', 'PROCESSING')")
+            .await
+    }
+
+    /// Jobs delivered to a worker and not acknowledged (the stream's pending entries).
+    pub async fn unacked(&self) -> i64 {
+        let mut conn = connection(&self.redis_url).await.unwrap();
+        let summary: redis::Value = redis::cmd("XPENDING")
+            .arg(QueueKeys::new(&self.prefix).stream)
+            .arg("workers")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        match summary {
+            redis::Value::Array(items) => match items.first() {
+                Some(redis::Value::Int(n)) => *n,
+                other => panic!("XPENDING count: {other:?}"),
+            },
+            other => panic!("XPENDING: {other:?}"),
+        }
+    }
+
+    /// Waits (bounded) until `done` holds; returns how long it took.
+    pub async fn until<F, Fut>(&self, what: &str, limit: Duration, mut done: F) -> Duration
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let started = Instant::now();
+        while !done().await {
+            assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        started.elapsed()
+    }
+
+    /// The books after recovery: every payment terminal, each SUCCESS posted exactly once and
+    /// nothing else posted, the merchant's balance the sum of SUCCESS amounts, a clean audit.
+    pub async fn assert_books(&self, account: &str, payments: i64) {
+        assert_eq!(self.count("SELECT count(*) FROM payments").await, payments);
+        assert_eq!(self.open().await, 0, "every payment terminal");
+        let wrongly_posted = self
+            .count(
+                "SELECT count(*) FROM payments p \
+                 LEFT JOIN (SELECT payment_id, count(*) AS n FROM ledger_transactions \
+                            GROUP BY payment_id) t ON t.payment_id = p.id \
+                 WHERE coalesce(t.n, 0) <> CASE WHEN p.status = 'SUCCESS' THEN 1 ELSE 0 END",
+            )
+            .await;
+        assert_eq!(wrongly_posted, 0, "one posting per SUCCESS, none otherwise");
+        let entries_per_transaction = self
+            .count(
+                "SELECT count(*) FROM ledger_transactions t \
+                 WHERE (SELECT count(*) FROM ledger_entries e WHERE e.transaction_id = t.id) <> 2",
+            )
+            .await;
+        assert_eq!(entries_per_transaction, 0, "two entries per posting");
+        let balance: i64 = sqlx::query_scalar("SELECT balance FROM accounts WHERE id = $1::uuid")
+            .bind(account)
+            .fetch_one(self.db.store().pool())
+            .await
+            .unwrap();
+        let success = self
+            .count("SELECT coalesce(sum(amount), 0)::bigint FROM payments WHERE status = 'SUCCESS'")
+            .await;
+        assert_eq!(balance, success, "balance = sum of SUCCESS amounts");
+        let audit = self
+            .db
+            .store()
+            .audit(Duration::from_secs(3600))
+            .await
+            .unwrap();
+        assert!(audit.is_clean(), "books audit:\n{audit}");
+    }
+}
+
+/// POSTs payment `i` (every fifth is declined) with its own Idempotency-Key; `Ok(id)` on 202,
+/// `Err` with no answer.
+pub async fn pay_with(
+    http: &reqwest::Client,
+    api: &str,
+    account: &str,
+    i: usize,
+) -> Result<String, reqwest::Error> {
+    let source = if i % 5 == 4 {
+        "tok_chargeDeclined"
+    } else {
+        "tok_visa"
+    };
+    let reply = http
+        .post(format!("{api}/payments"))
+        .bearer_auth(KEY)
+        .header("Idempotency-Key", format!("fault-{i}"))
+        .json(
+            &json!({"merchantId": account, "amount": 100 + i, "currency": "USD", "source": source}),
+        )
+        .send()
+        .await?;
+    assert_eq!(reply.status(), 202, "payment {i}");
+    let body: Value = reply.json().await?;
+    Ok(body["data"]["id"].as_str().unwrap().to_owned())
+}
