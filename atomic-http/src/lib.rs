@@ -26,6 +26,7 @@ mod rate_limit;
 mod request_id;
 mod routes;
 mod security;
+mod serve;
 mod views;
 
 use std::sync::Arc;
@@ -50,6 +51,7 @@ use tracing::Level;
 pub use body::BODY_LIMIT;
 pub use error::ApiError;
 pub use request_id::{RequestId, X_REQUEST_ID};
+pub use serve::{ServeConfig, serve};
 
 /// Which browser origins may call the API.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use atomic_core::api_key::RawApiKey;
 use atomic_core::idempotency::IdempotencyPolicy;
 use atomic_core::service::{CoreConfig, SweepConfig, WorkerConfig, shutdown_channel};
 use atomic_core::{Ports, Services};
-use atomic_http::{AppState, HttpConfig};
+use atomic_http::{AppState, HttpConfig, ServeConfig};
 use atomic_postgres::{PgConfig, PgStore};
 use atomic_redis::{Redis, RedisConfig};
 use axum::Router;
@@ -62,6 +62,7 @@ pub struct Application {
     storage: String,
     role: Role,
     shutdown_timeout: std::time::Duration,
+    serve: ServeConfig,
 }
 
 impl Application {
@@ -128,6 +129,11 @@ impl Application {
             storage,
             role: settings.role,
             shutdown_timeout: settings.shutdown_timeout,
+            serve: ServeConfig {
+                header_read_timeout: settings.header_read_timeout,
+                max_connections: settings.max_connections,
+                drain_timeout: settings.shutdown_timeout,
+            },
         })
     }
 
@@ -178,12 +184,7 @@ impl Application {
         } else {
             (None, None)
         };
-        let app = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        atomic_http::serve(self.listener, self.router, self.serve, shutdown).await;
         tracing::info!("no longer accepting requests; stopping the workers");
         trigger.trigger();
         let drained = tokio::time::timeout(self.shutdown_timeout, async {
@@ -197,7 +198,7 @@ impl Application {
                 "workers did not stop within the shutdown timeout; their leases will run out and the jobs come back"
             );
         }
-        served
+        Ok(())
     }
 }
 

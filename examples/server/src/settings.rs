@@ -134,6 +134,11 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// `SHUTDOWN_TIMEOUT`: how long shutdown waits for in-flight work (default 30s).
     pub shutdown_timeout: Duration,
+    /// `HEADER_READ_TIMEOUT`: how long a client may take to send a request head, and the
+    /// longest a keep-alive connection stays idle (default 10s, 1s to 10m).
+    pub header_read_timeout: Duration,
+    /// `MAX_CONNECTIONS`: open client connections at most (default 1000, 1 to 1,000,000).
+    pub max_connections: usize,
 }
 
 impl Settings {
@@ -327,6 +332,12 @@ impl Settings {
             // turns an accepted payment into a timeout.
             request_timeout: duration("REQUEST_TIMEOUT", 30 * SECOND, (5 * SECOND, HOUR))?,
             shutdown_timeout: duration("SHUTDOWN_TIMEOUT", 30 * SECOND, (SECOND, HOUR))?,
+            header_read_timeout: duration(
+                "HEADER_READ_TIMEOUT",
+                10 * SECOND,
+                (SECOND, 10 * MINUTE),
+            )?,
+            max_connections: count("MAX_CONNECTIONS", 1000, 1_000_000)? as usize,
         })
     }
 }
