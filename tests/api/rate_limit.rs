@@ -426,3 +426,77 @@ async fn a_fixed_window_admits_exactly_the_limit_per_window() {
     let accepted = log.iter().filter(|(_, s, _)| *s == 202).count();
     assert_eq!(payment_count(&app, &m.key).await, accepted);
 }
+
+/// TEST-MATRIX row 27: 100 concurrent clients of one merchant hammer a limit of 100 per 2 s
+/// window for about three windows. Counting is atomic: each `RateLimit-Remaining` value from
+/// 99 down to 0 is handed out at most once per window, so no window admits more than the limit;
+/// the limiter also admits the whole limit of each full window; every 429 says when to retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_concurrent_clients_get_at_most_the_limit_per_window() {
+    const LIMIT: u64 = 100;
+    const WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
+    let app = spawn_app_with(&[("RATE_LIMIT_PAYMENTS", "100/2s"), ("RATE_LIMIT_GLOBAL", "off")])
+        .await;
+    let m = onboard(&app, "Busy Shop", "USD").await;
+    let started = std::time::Instant::now();
+    let run_for = std::time::Duration::from_millis(4_500);
+    let mut clients = Vec::new();
+    for _ in 0..100 {
+        let (app, key) = (app.clone(), m.key.clone());
+        clients.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while started.elapsed() < run_for {
+                // An empty body: the limiter counts it before the body is checked (400), so
+                // nothing is stored whatever the answer.
+                let reply = app.post("/payments", &key, &json!({}), None).await;
+                seen.push(reply);
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            seen
+        }));
+    }
+    let mut replies = Vec::new();
+    for client in clients {
+        replies.extend(client.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    let windows_touched = elapsed.as_millis().div_ceil(WINDOW.as_millis()) as u64 + 1;
+    let full_windows = (elapsed.as_millis() / WINDOW.as_millis()) as u64 - 1;
+    let mut handed_out = vec![0u64; LIMIT as usize];
+    let (mut allowed, mut refused) = (0u64, 0u64);
+    for reply in &replies {
+        match reply.status {
+            400 => {
+                allowed += 1;
+                let remaining = header_u64(reply, "ratelimit-remaining");
+                assert!(remaining < LIMIT, "{remaining}");
+                handed_out[remaining as usize] += 1;
+            }
+            429 => {
+                refused += 1;
+                let retry = header_u64(reply, "retry-after");
+                assert!((1..=2).contains(&retry), "Retry-After {retry}");
+            }
+            other => panic!("unexpected {other}: {}", reply.text),
+        }
+    }
+    let most = handed_out.iter().copied().max().unwrap();
+    assert!(
+        most <= windows_touched,
+        "a remaining count was handed out {most} times in {windows_touched} windows"
+    );
+    assert!(
+        allowed <= LIMIT * windows_touched,
+        "{allowed} allowed in {windows_touched} windows"
+    );
+    assert!(
+        allowed >= LIMIT * full_windows,
+        "only {allowed} allowed over {full_windows} full windows"
+    );
+    assert!(refused > 0, "the clients did exceed the limit");
+    println!(
+        "row 27: clients=100 limit={LIMIT}/2s requests={} allowed={allowed} refused={refused} \
+         windows_touched={windows_touched} max_uses_of_one_remaining_value={most}",
+        replies.len()
+    );
+}
