@@ -1,4 +1,4 @@
-//! Process faults around the worker (TEST-MATRIX rows 2 and 9), in the production shape:
+//! Process faults (TEST-MATRIX rows 1, 2 and 9), in the production shape:
 //! API and worker as separate processes on PostgreSQL and Redis. Each test ends with every
 //! payment terminal, one posting per SUCCESS and none otherwise, the merchant's balance equal
 //! to its SUCCESS amounts, and a clean books audit.
@@ -9,7 +9,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use atomic_redis::testkit::RedisServer;
-use common::fault::{Fault, LEASE, SWEEP};
+use common::fault::{Fault, KEY, LEASE, SWEEP};
+use serde_json::{Value, json};
 
 /// T_heal of the matrix for this harness: lease + sweep interval + 30 s.
 const T_HEAL: Duration = LEASE
@@ -89,5 +90,126 @@ async fn a_flushed_redis_loses_no_pending_payment() {
     println!(
         "row 9: payments={N} pending_at_flush={pending} terminal_after={took:?} \
          (T_heal {T_HEAL:?}) duplicates=0"
+    );
+}
+
+/// Sends payment `i` once (same key and body on every try); `Some(id)` on 202, `None` when
+/// there was no definitive answer (no response, 409 in progress, 503).
+async fn try_pay(http: &reqwest::Client, api: &str, account: &str, i: usize) -> Option<String> {
+    let reply = http
+        .post(format!("{api}/payments"))
+        .bearer_auth(KEY)
+        .header("Idempotency-Key", format!("row1-{i}"))
+        .json(&json!({"merchantId": account, "amount": 1_000 + i, "currency": "USD", "source": "tok_visa"}))
+        .send()
+        .await
+        .ok()?;
+    let status = reply.status().as_u16();
+    let body: Value = reply.json().await.ok()?;
+    match status {
+        202 => Some(body["data"]["id"].as_str().unwrap().to_owned()),
+        409 | 503 => None,
+        other => panic!("payment {i}: unexpected {other}: {body}"),
+    }
+}
+
+/// Row 1: the API process (alone; the worker is another process) is killed with SIGKILL while
+/// 200 creates are in flight, at a seeded moment 50-500 ms in (`ATOMIC_FAULT_SEED` replays
+/// one). Clients retry whatever got no definitive answer, with the same key and body, against
+/// a new API process. Every key ends with exactly one payment, every 202 seen is durable and
+/// names that payment, and all of them settle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_killed_mid_accept_loses_no_202_and_makes_one_payment_per_key() {
+    const N: usize = 200;
+    let seed: u64 = std::env::var("ATOMIC_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+                .into()
+        });
+    let kill_after = Duration::from_millis(50 + seed % 451);
+    println!("row 1: seed={seed} (ATOMIC_FAULT_SEED={seed} replays it) kill_after={kill_after:?}");
+    let fault = Fault::new().await;
+    // Short requests, so a claim held by a killed request goes stale within seconds.
+    let short = [("REQUEST_TIMEOUT", "5s")];
+    let (_worker, _) = fault.start_with("worker", None, &short).await;
+    let (mut api_process, api) = fault.start_with("api", None, &short).await;
+    let account = fault.merchant(&api).await;
+
+    let mut clients = Vec::new();
+    for i in 0..N {
+        let (http, api, account) = (fault.http.clone(), api.clone(), account.clone());
+        // Spread over 400 ms, so the seeded kill lands among them.
+        let start = Duration::from_millis(2 * i as u64);
+        clients.push(tokio::spawn(async move {
+            tokio::time::sleep(start).await;
+            try_pay(&http, &api, &account, i).await
+        }));
+    }
+    tokio::time::sleep(kill_after).await;
+    api_process.start_kill().unwrap();
+    api_process.wait().await.unwrap();
+    let mut seen: Vec<Option<String>> = Vec::new();
+    for client in clients {
+        seen.push(client.await.unwrap());
+    }
+    let answered_before_kill = seen.iter().flatten().count();
+    let stored_at_kill = fault.count("SELECT count(*) FROM payments").await;
+
+    let (_api, api) = fault.start_with("api", None, &short).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Every key is sent again (same key, same body): a replay for those answered before the
+    // kill, which must name the same payment; a first answer for the others.
+    let mut final_ids: Vec<Option<String>> = vec![None; N];
+    while final_ids.iter().any(Option::is_none) {
+        assert!(
+            Instant::now() < deadline,
+            "keys still without a definitive answer after 60 s"
+        );
+        for (i, id) in final_ids.iter_mut().enumerate() {
+            if id.is_none() {
+                *id = try_pay(&fault.http, &api, &account, i).await;
+            }
+        }
+        if final_ids.iter().any(Option::is_none) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // One payment per key, and each 202 seen before the kill named that very payment.
+    assert_eq!(fault.count("SELECT count(*) FROM payments").await, N as i64);
+    let mut mismatched = 0;
+    for (before, after) in seen.iter().zip(&final_ids) {
+        if let Some(before) = before
+            && Some(before) != after.as_ref()
+        {
+            mismatched += 1;
+        }
+    }
+    assert_eq!(
+        mismatched, 0,
+        "a 202 seen before the kill named another payment"
+    );
+    let ids: Vec<String> = final_ids.into_iter().flatten().collect();
+    let durable: i64 = sqlx::query_scalar("SELECT count(*) FROM payments WHERE id::text = ANY($1)")
+        .bind(&ids)
+        .fetch_one(fault.db.store().pool())
+        .await
+        .unwrap();
+    assert_eq!(durable, N as i64, "every 202 is durable");
+    let took = fault
+        .until("every payment terminal", T_HEAL, || async {
+            fault.open().await == 0
+        })
+        .await;
+    fault.assert_books(&account, N as i64).await;
+    println!(
+        "row 1: seed={seed} creates={N} answered_before_kill={answered_before_kill} \
+         stored_at_kill={stored_at_kill} retried_unanswered={} payments={N} duplicates=0 \
+         seen_but_missing=0 terminal_after={took:?}",
+        N - answered_before_kill
     );
 }
