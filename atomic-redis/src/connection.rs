@@ -107,7 +107,7 @@ impl Redis {
     }
 
     /// Runs `op` on the shared connection, bounded by the operation timeout, once more if the
-    /// connection turned out to be dropped.
+    /// connection turned out to be dropped (not when the reply timed out).
     pub(crate) async fn run<T, F, Fut>(&self, what: &'static str, mut op: F) -> Result<T, Error>
     where
         F: FnMut(ConnectionManager) -> Fut,
@@ -121,7 +121,13 @@ impl Redis {
         };
         match first {
             Ok(value) => Ok(value),
-            Err(error) if error.is_io_error() || error.is_connection_dropped() => {
+            // A dropped connection is worth one more try on a fresh one; a reply that timed out
+            // is not (the server is stalled, and a second wait would double the delay every
+            // caller sees).
+            Err(error)
+                if (error.is_io_error() || error.is_connection_dropped())
+                    && !error.is_timeout() =>
+            {
                 tracing::debug!(command = what, %error, "Redis connection failed; trying once more");
                 match tokio::time::timeout(limit, op(manager)).await {
                     Ok(result) => result.map_err(Error::from),

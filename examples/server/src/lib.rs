@@ -234,8 +234,13 @@ async fn wire(settings: &Settings) -> Result<(Ports, String), StartError> {
              recovery sweep finds unfinished payments after a restart"
         }
         Some(url) => {
-            let config =
-                RedisConfig::new(url.expose_secret()).with_prefix(&settings.redis_key_prefix);
+            let defaults = RedisConfig::new(url.expose_secret());
+            // A blocking read must end before the response timeout it runs under.
+            let block = defaults.block.min(settings.redis_response_timeout / 2);
+            let connect = defaults.connect_timeout;
+            let config = defaults
+                .with_prefix(&settings.redis_key_prefix)
+                .with_timeouts(block, settings.redis_response_timeout, connect);
             // Connects lazily: Redis being down never stops the server. Payments are still
             // accepted and stored; the sweep enqueues them once Redis answers.
             let redis = Redis::new(config)?;

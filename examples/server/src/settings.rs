@@ -93,6 +93,9 @@ pub struct Settings {
     pub redis_url: Option<SecretString>,
     /// The prefix of every Redis key (`REDIS_KEY_PREFIX`, default `atomic`).
     pub redis_key_prefix: String,
+    /// The longest wait for one Redis reply (`REDIS_RESPONSE_TIMEOUT`, default 5s, 100ms to
+    /// 1m): what a stalled Redis can add to a request, per Redis call on its path.
+    pub redis_response_timeout: Duration,
     /// The platform key's SHA-256 (`MERCHANT_API_KEY_HASH`); unset mints one at start-up.
     pub platform_key_hash: Option<KeyHash>,
     /// Accepted currencies (`SUPPORTED_CURRENCIES`, default `USD,EUR,INR`).
@@ -307,6 +310,11 @@ impl Settings {
                     ));
                 }
             },
+            redis_response_timeout: duration(
+                "REDIS_RESPONSE_TIMEOUT",
+                5 * SECOND,
+                (100 * MILLISECOND, MINUTE),
+            )?,
             platform_key_hash,
             currencies,
             cors,
