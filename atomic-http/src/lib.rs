@@ -51,7 +51,7 @@ use tracing::Level;
 pub use body::BODY_LIMIT;
 pub use error::ApiError;
 pub use request_id::{RequestId, X_REQUEST_ID};
-pub use serve::{ServeConfig, serve};
+pub use serve::{MAX_HEAD_BYTES, ServeConfig, serve};
 
 /// Which browser origins may call the API.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

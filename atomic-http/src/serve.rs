@@ -21,6 +21,10 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
+/// The largest request head accepted (request line and header fields), as for Node's and
+/// nginx's defaults; larger ones get 431.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
 /// The connection limits of [`serve`].
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
@@ -55,7 +59,9 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout);
+        .header_read_timeout(config.header_read_timeout)
+        // A request head larger than this is refused with 431 (bodies stream through it).
+        .max_buf_size(MAX_HEAD_BYTES);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         // A permit first: at the cap, the next connection is not even accepted.

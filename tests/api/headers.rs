@@ -275,3 +275,41 @@ async fn cors_answers_only_configured_origins() {
     );
     assert_error(&closed.get_anon("/nope").await, 404, "not_found");
 }
+
+/// TEST-MATRIX row 21: request heads that are malformed (folded or split lines, CR or NUL in a
+/// value, a bad name) are 400, heads over 16 KiB or with too many fields are 431, the
+/// connection is closed, nothing of the offending value is echoed back, and the server keeps
+/// serving.
+#[tokio::test]
+async fn malformed_and_oversized_request_heads_are_refused_without_echo() {
+    let app = spawn_app().await;
+    let m = onboard(&app, "Header Shop", "USD").await;
+    let many: String = (0..200).map(|i| format!("X-Field-{i}: v\r\n")).collect();
+    // (name, extra head lines, the answers allowed)
+    let cases: Vec<(&str, String, &[u16])> = vec![
+        ("folded line", "X-Note: a\r\n folded-marker\r\n".to_owned(), &[400]),
+        ("bare CR in a value", "X-Note: a\rSet-Cookie: injected=1\r\n".to_owned(), &[400]),
+        ("NUL in a value", "X-Note: a\0nul-marker\r\n".to_owned(), &[400]),
+        ("space in a name", "X Note: name-marker\r\n".to_owned(), &[400]),
+        ("no colon", "X-Note-without-colon\r\n".to_owned(), &[400]),
+        // RFC 9112 lets a recipient read a bare LF as a line end: this is then two request
+        // fields, served normally, and neither is echoed.
+        ("bare LF in a value", "X-Note: a\nSet-Cookie: injected=1\r\n".to_owned(), &[200, 400]),
+        ("a 20 KiB field", format!("X-Big: {}\r\n", "b".repeat(20 * 1024)), &[431]),
+        ("200 fields", many, &[431]),
+    ];
+    for (name, extra, allowed) in cases {
+        let head = format!(
+            "GET /api/v1/payments HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n{extra}Connection: close\r\n\r\n",
+            app.address, m.key
+        );
+        let reply = app.raw(head.into_bytes()).await;
+        let answer = format!("{}\n{}", reply.head, reply.body);
+        assert!(allowed.contains(&reply.status), "{name}: {} {answer}", reply.status);
+        for marker in ["injected", "folded-marker", "nul-marker", "name-marker", "bbbbbbbb"] {
+            assert!(!answer.contains(marker), "{name}: echoed {marker}: {answer}");
+        }
+    }
+    // The server is unharmed.
+    assert_eq!(app.get("/payments", &m.key).await.status, 200);
+}

@@ -113,6 +113,19 @@ async fn no_key_and_no_key_hash_appears_in_the_logs_or_the_answers() {
         answers.push(listed.text().await.unwrap());
     }
 
+    // A description and a request id that try to forge log lines.
+    let forging = http
+        .post(format!("{api}/payments"))
+        .bearer_auth(&keys[1])
+        .header("X-Request-Id", "abc\\n{\"level\":\"INFO\"}")
+        .json(&json!({"merchantId": merchants[0], "amount": 100, "currency": "USD",
+            "source": "tok_visa", "description": "x\n{\"level\":\"INFO\",\"fields\":{\"message\":\"forged\"}}\r\n"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forging.status(), 202);
+    answers.push(forging.text().await.unwrap());
+
     // Misuse: each must be refused, and nothing about the key may come back or be logged.
     let first = keys[1].clone();
     let revoke = http
@@ -189,6 +202,16 @@ async fn no_key_and_no_key_hash_appears_in_the_logs_or_the_answers() {
     assert!(
         output.contains("payment accepted") && debug_lines > 0,
         "the run logged at debug level ({debug_lines} debug lines)"
+    );
+    // No forged log lines (row 21): every line the process wrote is one JSON object, although
+    // requests carried CR/LF in JSON fields and headers.
+    let forged: Vec<&str> = output
+        .lines()
+        .filter(|l| serde_json::from_str::<Value>(l).map_or(true, |v| !v.is_object()))
+        .collect();
+    assert!(
+        forged.is_empty(),
+        "lines that are not log records: {forged:?}"
     );
     // Requests are logged by route template, so an operator still sees what was asked.
     assert!(
