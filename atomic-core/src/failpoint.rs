@@ -5,8 +5,9 @@
 //! function and [`init_from_env`] does nothing.
 //!
 //! Armed once at start-up from `ATOMIC_FAILPOINTS`: a comma-separated list of `name` (abort at
-//! the first hit) or `name@N` (abort at the N-th hit), e.g.
-//! `ATOMIC_FAILPOINTS=worker.after_settle_commit@2`. The names are the `pub const`s below.
+//! the first hit), `name@N` (abort at the N-th hit) or `name=sleepMS` (pause that long at every
+//! hit, e.g. to make a worker outlive its lease): `worker.after_settle_commit@2`,
+//! `worker.after_claim=sleep1500`. The names are the `pub const`s below.
 
 /// After a batch of payments is claimed (`PROCESSING` committed under a lease), before any
 /// card is charged or anything is posted.
@@ -27,30 +28,48 @@ pub const ALL: [&str; 3] = [
 mod armed {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
 
-    /// One armed failpoint: aborts at its `at`-th hit.
+    /// What an armed failpoint does.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    pub(super) enum Action {
+        /// Abort the process at this hit (1-based).
+        AbortAt(u64),
+        /// Pause at every hit.
+        Sleep(Duration),
+    }
+
+    /// One armed failpoint.
     pub(super) struct Armed {
         pub(super) name: &'static str,
-        pub(super) at: u64,
+        pub(super) action: Action,
         pub(super) hits: AtomicU64,
     }
 
     pub(super) static ARMED: OnceLock<Vec<Armed>> = OnceLock::new();
 
+    fn action(item: &str) -> Result<(&str, Action), String> {
+        if let Some((name, what)) = item.split_once('=') {
+            return match what.strip_prefix("sleep").map(str::parse::<u64>) {
+                Some(Ok(ms)) => Ok((name, Action::Sleep(Duration::from_millis(ms)))),
+                _ => Err(format!("failpoint {item:?}: the action after = is sleepMS")),
+            };
+        }
+        match item.split_once('@') {
+            None => Ok((item, Action::AbortAt(1))),
+            Some((name, n)) => match n.parse::<u64>() {
+                Ok(n) if n >= 1 => Ok((name, Action::AbortAt(n))),
+                _ => Err(format!(
+                    "failpoint {item:?}: the hit after @ is a count >= 1"
+                )),
+            },
+        }
+    }
+
     pub(super) fn parse(spec: &str) -> Result<Vec<Armed>, String> {
         let mut armed = Vec::new();
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let (name, at) = match item.split_once('@') {
-                None => (item, 1),
-                Some((name, n)) => match n.parse::<u64>() {
-                    Ok(n) if n >= 1 => (name, n),
-                    _ => {
-                        return Err(format!(
-                            "failpoint {item:?}: the hit after @ is a count >= 1"
-                        ));
-                    }
-                },
-            };
+            let (name, action) = action(item)?;
             let Some(name) = super::ALL.iter().copied().find(|known| *known == name) else {
                 return Err(format!(
                     "unknown failpoint {name:?} (known: {})",
@@ -59,19 +78,24 @@ mod armed {
             };
             armed.push(Armed {
                 name,
-                at,
+                action,
                 hits: AtomicU64::new(0),
             });
         }
         Ok(armed)
     }
 
-    pub(super) fn hit(name: &str) {
+    pub(super) async fn hit(name: &str) {
         let Some(armed) = ARMED.get() else { return };
         for point in armed.iter().filter(|p| p.name == name) {
-            if point.hits.fetch_add(1, Ordering::SeqCst) + 1 == point.at {
-                eprintln!("failpoint {name} (hit {}): aborting the process", point.at);
-                std::process::abort();
+            let hit = point.hits.fetch_add(1, Ordering::SeqCst) + 1;
+            match point.action {
+                Action::AbortAt(at) if hit == at => {
+                    eprintln!("failpoint {name} (hit {at}): aborting the process");
+                    std::process::abort();
+                }
+                Action::AbortAt(_) => {}
+                Action::Sleep(pause) => tokio::time::sleep(pause).await,
             }
         }
     }
@@ -93,29 +117,42 @@ pub fn init_from_env() -> Result<(), String> {
     Ok(())
 }
 
-/// Marks a failpoint: aborts the process here if it is armed and this is its hit.
+/// Marks a failpoint: aborts or pauses here if it is armed (without the feature: nothing).
 #[inline(always)]
-pub fn hit(name: &str) {
+pub async fn hit(name: &str) {
     #[cfg(feature = "failpoints")]
-    armed::hit(name);
+    armed::hit(name).await;
     #[cfg(not(feature = "failpoints"))]
     let _ = name;
 }
 
 #[cfg(all(test, feature = "failpoints"))]
 mod tests {
-    use super::armed::parse;
+    use std::time::Duration;
+
+    use super::armed::{Action, parse};
 
     #[test]
-    fn specs_name_known_points_and_hit_counts() {
-        let armed = parse("worker.after_claim, worker.after_settle_commit@3").unwrap();
+    fn specs_name_known_points_hit_counts_and_pauses() {
+        let armed = parse(
+            "worker.after_claim, worker.after_settle_commit@3, payment.after_insert_before_enqueue=sleep25",
+        )
+        .unwrap();
         assert_eq!(
-            armed.iter().map(|a| (a.name, a.at)).collect::<Vec<_>>(),
-            [("worker.after_claim", 1), ("worker.after_settle_commit", 3)]
+            armed.iter().map(|a| (a.name, a.action)).collect::<Vec<_>>(),
+            [
+                ("worker.after_claim", Action::AbortAt(1)),
+                ("worker.after_settle_commit", Action::AbortAt(3)),
+                (
+                    "payment.after_insert_before_enqueue",
+                    Action::Sleep(Duration::from_millis(25))
+                ),
+            ]
         );
         assert!(parse("").unwrap().is_empty());
         assert!(parse("worker.after_lunch").is_err());
         assert!(parse("worker.after_claim@0").is_err());
         assert!(parse("worker.after_claim@x").is_err());
+        assert!(parse("worker.after_claim=nap").is_err());
     }
 }

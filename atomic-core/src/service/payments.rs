@@ -180,7 +180,7 @@ impl PaymentService {
     /// than that bound.
     pub async fn submit(&self, payment: &Payment, completion: Option<Completion>) -> Result<()> {
         self.ledger.create_payment(payment, completion).await?;
-        failpoint::hit(failpoint::PAYMENT_AFTER_INSERT);
+        failpoint::hit(failpoint::PAYMENT_AFTER_INSERT).await;
         let id = payment.id;
         match tokio::time::timeout(ENQUEUE_TIMEOUT, self.queue.enqueue(&[id])).await {
             Ok(Ok(())) => {}

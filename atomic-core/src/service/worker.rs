@@ -238,7 +238,7 @@ impl Worker {
         let mut outcomes: Vec<Option<Processed>> = vec![None; deliveries.len()];
         let begun = match self.begin_all(deliveries, lease).await {
             Ok(begun) => {
-                failpoint::hit(failpoint::WORKER_AFTER_CLAIM);
+                failpoint::hit(failpoint::WORKER_AFTER_CLAIM).await;
                 begun
             }
             Err(error) => {
@@ -327,7 +327,7 @@ impl Worker {
             many => self.ledger.settle_many(many).await,
         };
         if settled.iter().any(Result::is_ok) {
-            failpoint::hit(failpoint::WORKER_AFTER_SETTLE_COMMIT);
+            failpoint::hit(failpoint::WORKER_AFTER_SETTLE_COMMIT).await;
         }
         for ((index, charge, result), settled) in decided.into_iter().zip(settled) {
             let delivery = &deliveries[index];

@@ -132,7 +132,7 @@ async fn a_process_dead_between_storing_a_payment_and_enqueueing_it_loses_nothin
     let retried = fault.pay(&api, &account, 4).await.unwrap();
     let stored_id: String =
         sqlx::query_scalar("SELECT id::text FROM payments WHERE idempotency_key = 'fault-4'")
-            .fetch_one(fault.db.store().pool())
+            .fetch_one(fault.store.pool())
             .await
             .unwrap();
     assert_eq!(retried, stored_id);

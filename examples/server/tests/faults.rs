@@ -1,4 +1,4 @@
-//! Process faults (TEST-MATRIX rows 1, 2 and 9), in the production shape:
+//! Process faults (TEST-MATRIX rows 1, 2, 5 and 9), in the production shape:
 //! API and worker as separate processes on PostgreSQL and Redis. Each test ends with every
 //! payment terminal, one posting per SUCCESS and none otherwise, the merchant's balance equal
 //! to its SUCCESS amounts, and a clean books audit.
@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use atomic_redis::testkit::RedisServer;
@@ -196,7 +197,7 @@ async fn the_api_killed_mid_accept_loses_no_202_and_makes_one_payment_per_key() 
     let ids: Vec<String> = final_ids.into_iter().flatten().collect();
     let durable: i64 = sqlx::query_scalar("SELECT count(*) FROM payments WHERE id::text = ANY($1)")
         .bind(&ids)
-        .fetch_one(fault.db.store().pool())
+        .fetch_one(fault.store.pool())
         .await
         .unwrap();
     assert_eq!(durable, N as i64, "every 202 is durable");
@@ -211,5 +212,52 @@ async fn the_api_killed_mid_accept_loses_no_202_and_makes_one_payment_per_key() 
          stored_at_kill={stored_at_kill} retried_unanswered={} payments={N} duplicates=0 \
          seen_but_missing=0 terminal_after={took:?}",
         N - answered_before_kill
+    );
+}
+
+/// Row 5: two worker processes race for the same payments. One pauses 1.5 s after each claim
+/// (`worker.after_claim=sleep1500`), longer than its 1 s lease, so the other takes the same
+/// jobs over (Redis reclaims them, the database's compare-and-set hands over the lease) and
+/// settles them. When the slow one wakes, its settlement finds the lease gone and writes
+/// nothing. Every payment is posted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_racing_for_the_same_jobs_post_each_payment_once() {
+    const N: usize = 100;
+    let fault = Fault::new().await;
+    let account = fault.backlog_of(N).await;
+    let lease = [("WORKER_LEASE", "1s")];
+    let slow_logs: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let (_slow, _) = fault
+        .start_logged(
+            "worker",
+            Some("worker.after_claim=sleep1500"),
+            &lease,
+            slow_logs.clone(),
+        )
+        .await;
+    // Let the slow worker claim first, then start the fast one.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_fast, _) = fault.start_with("worker", None, &lease).await;
+    let took = fault
+        .until("every payment terminal", T_HEAL, || async {
+            fault.open().await == 0
+        })
+        .await;
+    // Give the slow worker time to wake and find its lease gone.
+    tokio::time::sleep(Duration::from_millis(1_700)).await;
+    fault.assert_books(&account, N as i64).await;
+    let lost = slow_logs
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("lease lost"))
+        .count();
+    assert!(
+        lost >= 1,
+        "the race was exercised: the slow worker lost at least one lease"
+    );
+    println!(
+        "row 5: payments={N} lease=1s slow_worker_pause=1.5s leases_lost_by_slow_worker={lost} \
+         terminal_after={took:?} duplicates=0"
     );
 }

@@ -7,12 +7,15 @@ use std::time::{Duration, Instant};
 
 use atomic_core::ports::LedgerAudit;
 use atomic_postgres::testkit::TestDatabase;
+use atomic_postgres::{PgConfig, PgStore};
 use atomic_redis::QueueKeys;
 use atomic_redis::testkit::{DeleteOnDrop, connection, require_redis, unique_config};
 use serde_json::{Value, json};
 use tokio::process::Child;
 
-use super::{server, wait_listening};
+use std::sync::{Arc, Mutex};
+
+use super::{server, wait_listening_keeping};
 
 pub const KEY: &str = "my-platform-key";
 pub const KEY_HASH: &str = "fbc8fbbecee728e8b80603d82be02344366d08c232e0d306c7b4808b584973f6";
@@ -23,7 +26,12 @@ pub const SWEEP: Duration = Duration::from_millis(500);
 
 /// One database and one Redis key prefix, shared by the processes of a test.
 pub struct Fault {
-    pub db: TestDatabase,
+    /// The database's URL (what the processes get as `DATABASE_URL`).
+    pub db_url: String,
+    /// A store on the database, for the test's own reads.
+    pub store: PgStore,
+    /// A database of the shared server, dropped with the harness (none on an own cluster).
+    _db: Option<TestDatabase>,
     pub redis_url: String,
     pub prefix: String,
     _keys: DeleteOnDrop,
@@ -41,10 +49,30 @@ impl Fault {
     /// A fresh database, and a key prefix of its own on the Redis at `redis_url` (e.g. a
     /// `RedisServer` the test may flush or stop).
     pub async fn on_redis(redis_url: String) -> Self {
+        let db = TestDatabase::create().await;
+        let (db_url, store) = (db.url().to_owned(), db.store());
+        Self::on(db_url, store, Some(db), redis_url).await
+    }
+
+    /// The database at `db_url` (e.g. a `PgCluster` the test may crash; the first server
+    /// process migrates it), and a key prefix of its own on the Redis at `redis_url`.
+    pub async fn on_database(db_url: String, redis_url: String) -> Self {
+        let store = PgStore::connect(&PgConfig::new(&db_url)).await.unwrap();
+        Self::on(db_url, store, None, redis_url).await
+    }
+
+    async fn on(
+        db_url: String,
+        store: PgStore,
+        db: Option<TestDatabase>,
+        redis_url: String,
+    ) -> Self {
         require_redis(&redis_url).await;
         let config = unique_config(&redis_url);
         Fault {
-            db: TestDatabase::create().await,
+            db_url,
+            store,
+            _db: db,
             prefix: config.prefix.clone(),
             _keys: DeleteOnDrop::new(&config),
             redis_url,
@@ -68,9 +96,19 @@ impl Fault {
         failpoint: Option<&str>,
         vars: &[(&str, &str)],
     ) -> (Child, String) {
+        self.spawn(role, failpoint, vars, None).await
+    }
+
+    async fn spawn(
+        &self,
+        role: &str,
+        failpoint: Option<&str>,
+        vars: &[(&str, &str)],
+        logs: Option<Arc<Mutex<Vec<String>>>>,
+    ) -> (Child, String) {
         let mut cmd = server();
         cmd.env("ROLE", role)
-            .env("DATABASE_URL", self.db.url())
+            .env("DATABASE_URL", &self.db_url)
             .env("DATABASE_POOL_SIZE", "6")
             .env("REDIS_URL", &self.redis_url)
             .env("REDIS_KEY_PREFIX", &self.prefix)
@@ -85,8 +123,19 @@ impl Fault {
         }
         cmd.envs(vars.iter().copied());
         let mut child = cmd.spawn().unwrap();
-        let (address, _) = wait_listening(&mut child).await;
+        let (address, _) = wait_listening_keeping(&mut child, logs).await;
         (child, format!("http://{address}/api/v1"))
+    }
+
+    /// As [`Self::start_with`], keeping the process's log lines in `logs`.
+    pub async fn start_logged(
+        &self,
+        role: &str,
+        failpoint: Option<&str>,
+        vars: &[(&str, &str)],
+        logs: Arc<Mutex<Vec<String>>>,
+    ) -> (Child, String) {
+        self.spawn(role, failpoint, vars, Some(logs)).await
     }
 
     pub async fn merchant(&self, api: &str) -> String {
@@ -137,7 +186,7 @@ impl Fault {
 
     pub async fn count(&self, sql: &'static str) -> i64 {
         sqlx::query_scalar(sql)
-            .fetch_one(self.db.store().pool())
+            .fetch_one(self.store.pool())
             .await
             .unwrap()
     }
@@ -202,19 +251,14 @@ impl Fault {
         assert_eq!(entries_per_transaction, 0, "two entries per posting");
         let balance: i64 = sqlx::query_scalar("SELECT balance FROM accounts WHERE id = $1::uuid")
             .bind(account)
-            .fetch_one(self.db.store().pool())
+            .fetch_one(self.store.pool())
             .await
             .unwrap();
         let success = self
             .count("SELECT coalesce(sum(amount), 0)::bigint FROM payments WHERE status = 'SUCCESS'")
             .await;
         assert_eq!(balance, success, "balance = sum of SUCCESS amounts");
-        let audit = self
-            .db
-            .store()
-            .audit(Duration::from_secs(3600))
-            .await
-            .unwrap();
+        let audit = self.store.audit(Duration::from_secs(3600)).await.unwrap();
         assert!(audit.is_clean(), "books audit:\n{audit}");
     }
 }

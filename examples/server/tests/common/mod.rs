@@ -2,8 +2,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
 
 pub mod fault;
+pub mod pg_cluster;
 
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -26,9 +28,22 @@ pub fn server() -> Command {
 
 /// Reads the server's JSON log lines until the "listening" one; returns (address, storage).
 pub async fn wait_listening(child: &mut Child) -> (String, String) {
+    wait_listening_keeping(child, None).await
+}
+
+/// As [`wait_listening`], keeping every stderr line the server writes (then and later) in
+/// `sink` when one is given.
+pub async fn wait_listening_keeping(
+    child: &mut Child,
+    sink: Option<Arc<Mutex<Vec<String>>>>,
+) -> (String, String) {
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let keep = sink.clone();
     let found = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(sink) = &keep {
+                sink.lock().unwrap().push(line.clone());
+            }
             let Ok(log) = serde_json::from_str::<Value>(&line) else {
                 continue;
             };
@@ -44,7 +59,13 @@ pub async fn wait_listening(child: &mut Child) -> (String, String) {
     .await
     .expect("the server starts within 30 s");
     // Keep draining stderr so the server never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(sink) = &sink {
+                sink.lock().unwrap().push(line);
+            }
+        }
+    });
     found
 }
 
