@@ -1,5 +1,6 @@
 //! TEST-MATRIX row 32, the seeded chaos soak. A load driver pays through an API process
 //! while a fault scheduler on the same seed kills the API and the worker with SIGKILL,
+//! crashes PostgreSQL (`pg_ctl restart -m immediate`, on a cluster of the test's own),
 //! flushes Redis and restarts it empty. Then the faults stop, everything heals, and the
 //! checkers run over the driver's history and the database:
 //! - per key, every 202 named the same payment, and it is the key's only payment (Stripe's
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 use atomic_core::ports::LedgerAudit;
 use atomic_redis::testkit::RedisServer;
 use common::fault::{Fault, KEY, LEASE, SWEEP};
+use common::pg_cluster::PgCluster;
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, RwLock};
 
@@ -49,6 +51,7 @@ enum FaultKind {
     KillWorker,
     FlushRedis,
     RestartRedis,
+    CrashPostgres,
 }
 
 /// The fault schedule of a seed: (seconds from the start, fault), one every 2-4 s.
@@ -61,11 +64,12 @@ fn schedule(seed: u64, run_for: Duration) -> Vec<(Duration, FaultKind)> {
         if at >= run_for {
             return faults;
         }
-        let kind = match mix(&mut state) % 4 {
+        let kind = match mix(&mut state) % 5 {
             0 => FaultKind::KillApi,
             1 => FaultKind::KillWorker,
             2 => FaultKind::FlushRedis,
-            _ => FaultKind::RestartRedis,
+            3 => FaultKind::RestartRedis,
+            _ => FaultKind::CrashPostgres,
         };
         faults.push((at, kind));
     }
@@ -137,7 +141,8 @@ async fn seeded_chaos_loses_nothing_doubles_nothing_and_heals() {
 
     let redis = Arc::new(Mutex::new(RedisServer::start().await));
     let url = redis.lock().await.url();
-    let fault = Arc::new(Fault::on_redis(url).await);
+    let cluster = Arc::new(tokio::task::spawn_blocking(PgCluster::start).await.unwrap());
+    let fault = Arc::new(Fault::on_database(cluster.url(), url).await);
     let (worker, _) = fault.start_with("worker", None, &SHORT).await;
     let (api_process, api_url) = fault.start_with("api", None, &SHORT).await;
     let account = fault.merchant(&api_url).await;
@@ -211,6 +216,12 @@ async fn seeded_chaos_loses_nothing_doubles_nothing_and_heals() {
                 let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
             }
             FaultKind::RestartRedis => redis.lock().await.restart().await,
+            FaultKind::CrashPostgres => {
+                let cluster = cluster.clone();
+                tokio::task::spawn_blocking(move || cluster.crash_restart())
+                    .await
+                    .unwrap();
+            }
         }
         *applied.entry(format!("{kind:?}")).or_default() += 1;
     }
@@ -241,7 +252,7 @@ async fn seeded_chaos_loses_nothing_doubles_nothing_and_heals() {
     assert_eq!(by_key.len() as u64, keys, "every key answered");
     let stored: Vec<(String, String)> =
         sqlx::query_as("SELECT idempotency_key, id::text FROM payments")
-            .fetch_all(fault.db.store().pool())
+            .fetch_all(fault.store.pool())
             .await
             .unwrap();
     assert_eq!(stored.len(), by_key.len(), "one payment per key, no other");
@@ -250,7 +261,7 @@ async fn seeded_chaos_loses_nothing_doubles_nothing_and_heals() {
     }
     // Checkers 2 and 3: the books (and L11 by the comparison above: every 202 seen exists).
     fault.assert_books(&account, stored.len() as i64).await;
-    let audit = fault.db.store().audit(T_HEAL).await.unwrap();
+    let audit = fault.store.audit(T_HEAL).await.unwrap();
     assert!(audit.is_clean(), "books audit:\n{audit}");
     println!(
         "chaos: seed={seed} run_for={run_for:?} faults={applied:?} keys={keys} attempts={} \
