@@ -7,7 +7,8 @@
 //! Armed once at start-up from `ATOMIC_FAILPOINTS`: a comma-separated list of `name` (abort at
 //! the first hit), `name@N` (abort at the N-th hit) or `name=sleepMS` (pause that long at every
 //! hit, e.g. to make a worker outlive its lease): `worker.after_settle_commit@2`,
-//! `worker.after_claim=sleep1500`. The names are the `pub const`s below.
+//! `worker.after_claim=sleep1500`. The names are the `pub const`s below. `ATOMIC_CLOCK_SKEW`
+//! (`+600s`, `-10m`) shifts the process's clock, for clock-skew tests ([`skewed_clock`]).
 
 /// After a batch of payments is claimed (`PROCESSING` committed under a lease), before any
 /// card is charged or anything is posted.
@@ -47,6 +48,43 @@ mod armed {
     }
 
     pub(super) static ARMED: OnceLock<Vec<Armed>> = OnceLock::new();
+
+    /// `ATOMIC_CLOCK_SKEW`: how far this process's clock runs ahead (`true`) or behind.
+    pub(super) static SKEW: OnceLock<Option<(bool, Duration)>> = OnceLock::new();
+
+    /// Parses `+600s`, `-10m` (a sign, then a configuration duration).
+    pub(super) fn parse_skew(text: &str) -> Result<Option<(bool, Duration)>, String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let (ahead, rest) = match text.split_at(1) {
+            ("+", rest) => (true, rest),
+            ("-", rest) => (false, rest),
+            _ => return Err(format!("clock skew {text:?}: start with + or -")),
+        };
+        crate::time::parse_duration(rest)
+            .map(|by| Some((ahead, by)))
+            .map_err(|e| format!("clock skew {text:?}: {e}"))
+    }
+
+    /// The system clock, shifted by the skew.
+    #[derive(Debug)]
+    pub(super) struct SkewedClock {
+        pub(super) ahead: bool,
+        pub(super) by: Duration,
+    }
+
+    impl crate::time::Clock for SkewedClock {
+        fn now(&self) -> crate::time::Timestamp {
+            let now = crate::time::Timestamp::now();
+            if self.ahead {
+                now.saturating_add(self.by)
+            } else {
+                now.saturating_sub(self.by)
+            }
+        }
+    }
 
     fn action(item: &str) -> Result<(&str, Action), String> {
         if let Some((name, what)) = item.split_once('=') {
@@ -106,6 +144,15 @@ mod armed {
 pub fn init_from_env() -> Result<(), String> {
     #[cfg(feature = "failpoints")]
     {
+        let skew = armed::parse_skew(&std::env::var("ATOMIC_CLOCK_SKEW").unwrap_or_default())?;
+        if let Some((ahead, by)) = skew {
+            tracing::warn!(
+                ahead,
+                ?by,
+                "clock skew armed: this process's clock is off on purpose"
+            );
+        }
+        let _ = armed::SKEW.set(skew);
         let spec = std::env::var("ATOMIC_FAILPOINTS").unwrap_or_default();
         let parsed = armed::parse(&spec)?;
         if !parsed.is_empty() {
@@ -115,6 +162,20 @@ pub fn init_from_env() -> Result<(), String> {
         let _ = armed::ARMED.set(parsed);
     }
     Ok(())
+}
+
+/// Test builds only: the clock `ATOMIC_CLOCK_SKEW` asks for (`+600s`: ten minutes ahead of
+/// the system clock, `-10m`: behind), for clock-skew tests; `None` when unset or without the
+/// feature.
+pub fn skewed_clock() -> Option<std::sync::Arc<dyn crate::time::Clock>> {
+    #[cfg(feature = "failpoints")]
+    if let Some(Some((ahead, by))) = armed::SKEW.get() {
+        return Some(std::sync::Arc::new(armed::SkewedClock {
+            ahead: *ahead,
+            by: *by,
+        }));
+    }
+    None
 }
 
 /// Marks a failpoint: aborts or pauses here if it is armed (without the feature: nothing).
@@ -154,5 +215,21 @@ mod tests {
         assert!(parse("worker.after_claim@0").is_err());
         assert!(parse("worker.after_claim@x").is_err());
         assert!(parse("worker.after_claim=nap").is_err());
+    }
+
+    #[test]
+    fn skews_have_a_sign_and_a_duration() {
+        use super::armed::parse_skew;
+        assert_eq!(
+            parse_skew("+600s").unwrap(),
+            Some((true, Duration::from_secs(600)))
+        );
+        assert_eq!(
+            parse_skew("-10m").unwrap(),
+            Some((false, Duration::from_secs(600)))
+        );
+        assert_eq!(parse_skew("").unwrap(), None);
+        assert!(parse_skew("10m").is_err());
+        assert!(parse_skew("+soon").is_err());
     }
 }

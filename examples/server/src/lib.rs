@@ -255,6 +255,10 @@ async fn wire(settings: &Settings) -> Result<(Ports, String), StartError> {
             "Redis job queue and rate limiter (REDIS_URL)"
         }
     };
+    // Fault-test builds only: a process clock shifted on purpose (`ATOMIC_CLOCK_SKEW`).
+    if let Some(clock) = atomic_core::failpoint::skewed_clock() {
+        ports.clock = clock;
+    }
     Ok((ports, format!("{store}; {queue}")))
 }
 
