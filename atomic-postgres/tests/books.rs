@@ -74,6 +74,47 @@ async fn mark_success(tx: &mut sqlx::PgConnection, payment: &Payment) {
     .unwrap();
 }
 
+/// Hand-written SQL that posts `amount` for `payment` in `tx`: its ledger transaction from
+/// `funding` to `credit`, then one entry per `(account, direction)` in `sides`.
+async fn post_by_hand(
+    tx: &mut sqlx::PgConnection,
+    payment: &Payment,
+    (funding, credit): (Uuid, Uuid),
+    amount: i64,
+    sides: &[(Uuid, &str)],
+) {
+    let transaction = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO ledger_transactions \
+         (id, payment_id, debit_account, credit_account, amount, currency, created_at) \
+         VALUES ($1, $2, $3, $4, $5, 'USD', now())",
+    )
+    .bind(transaction)
+    .bind(payment.id.as_uuid())
+    .bind(funding)
+    .bind(credit)
+    .bind(amount)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    for (account, direction) in sides {
+        sqlx::query(
+            "INSERT INTO ledger_entries \
+             (id, transaction_id, payment_id, account_id, direction, amount, currency, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'USD', now())",
+        )
+        .bind(Uuid::now_v7())
+        .bind(transaction)
+        .bind(payment.id.as_uuid())
+        .bind(account)
+        .bind(direction)
+        .bind(amount)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+}
+
 /// The SQLSTATE and constraint of a refused statement (or commit).
 fn refusal(result: Result<impl std::fmt::Debug, sqlx::Error>) -> (String, String) {
     match result {
@@ -231,31 +272,15 @@ async fn an_unbalanced_posting_is_refused_at_commit() {
     // Hand-written SQL that marks the payment SUCCESS and posts only its CREDIT side.
     let mut tx = pool.begin().await.unwrap();
     mark_success(&mut tx, &payment).await;
-    let transaction = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO ledger_transactions \
-         (id, payment_id, debit_account, credit_account, amount, currency, created_at) \
-         VALUES ($1, $2, $3, $4, 700, 'USD', now())",
+    let credit = merchant.account.id.as_uuid();
+    post_by_hand(
+        &mut tx,
+        &payment,
+        (funding, credit),
+        700,
+        &[(credit, "CREDIT")],
     )
-    .bind(transaction)
-    .bind(payment.id.as_uuid())
-    .bind(funding)
-    .bind(merchant.account.id.as_uuid())
-    .execute(&mut *tx)
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO ledger_entries \
-         (id, transaction_id, payment_id, account_id, direction, amount, currency, created_at) \
-         VALUES ($1, $2, $3, $4, 'CREDIT', 700, 'USD', now())",
-    )
-    .bind(Uuid::now_v7())
-    .bind(transaction)
-    .bind(payment.id.as_uuid())
-    .bind(merchant.account.id.as_uuid())
-    .execute(&mut *tx)
-    .await
-    .unwrap();
+    .await;
     assert_eq!(
         refusal(tx.commit().await),
         ("23514".to_owned(), "ledger_transaction_balanced".to_owned())
@@ -284,37 +309,9 @@ async fn a_posting_of_another_amount_than_its_payment_is_refused_at_commit() {
     // A balanced posting of 701 for a payment of 700.
     let mut tx = pool.begin().await.unwrap();
     mark_success(&mut tx, &payment).await;
-    let transaction = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO ledger_transactions \
-         (id, payment_id, debit_account, credit_account, amount, currency, created_at) \
-         VALUES ($1, $2, $3, $4, 701, 'USD', now())",
-    )
-    .bind(transaction)
-    .bind(payment.id.as_uuid())
-    .bind(funding)
-    .bind(merchant.account.id.as_uuid())
-    .execute(&mut *tx)
-    .await
-    .unwrap();
-    for (account, direction) in [
-        (funding, "DEBIT"),
-        (merchant.account.id.as_uuid(), "CREDIT"),
-    ] {
-        sqlx::query(
-            "INSERT INTO ledger_entries \
-             (id, transaction_id, payment_id, account_id, direction, amount, currency, created_at) \
-             VALUES ($1, $2, $3, $4, $5, 701, 'USD', now())",
-        )
-        .bind(Uuid::now_v7())
-        .bind(transaction)
-        .bind(payment.id.as_uuid())
-        .bind(account)
-        .bind(direction)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    }
+    let credit = merchant.account.id.as_uuid();
+    let sides = [(funding, "DEBIT"), (credit, "CREDIT")];
+    post_by_hand(&mut tx, &payment, (funding, credit), 701, &sides).await;
     sqlx::query("UPDATE accounts SET balance = balance + 701 WHERE id = $1")
         .bind(merchant.account.id.as_uuid())
         .execute(&mut *tx)

@@ -16,15 +16,12 @@ use std::time::{Duration, Instant};
 use atomic_core::ports::LedgerAudit;
 use atomic_postgres::testkit::TestDatabase;
 use atomic_redis::testkit::{DeleteOnDrop, require_redis, unique_config};
-use common::{server, wait_listening};
+use common::{KEY, KEY_HASH, server, wait_listening};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::process::Child;
 use tokio::sync::Mutex;
 
-/// The platform key and its SHA-256, so every run of the server accepts it.
-const KEY: &str = "my-platform-key";
-const KEY_HASH: &str = "fbc8fbbecee728e8b80603d82be02344366d08c232e0d306c7b4808b584973f6";
 const PAYMENTS: usize = 2_000;
 const CLIENTS: usize = 16;
 

@@ -14,12 +14,9 @@ use std::time::{Duration, Instant};
 use atomic_core::ports::LedgerAudit;
 use atomic_postgres::{PgConfig, PgStore};
 use common::pg_cluster::PgCluster;
-use common::{server, wait_listening};
+use common::{KEY, KEY_HASH, merchant_account, server, wait_listening};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
-
-const KEY: &str = "my-platform-key";
-const KEY_HASH: &str = "fbc8fbbecee728e8b80603d82be02344366d08c232e0d306c7b4808b584973f6";
 
 /// One request as the client saw it.
 struct Sent {
@@ -59,20 +56,7 @@ async fn a_postgres_crash_restart_under_load_loses_no_acknowledged_payment() {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let merchant: Value = http
-        .post(format!("{api}/merchants"))
-        .bearer_auth(KEY)
-        .json(&json!({"name": "Crash Shop", "currency": "USD"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let account = merchant["data"]["account"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let account = merchant_account(&http, &api, "Crash Shop").await;
 
     // About 100 requests/s for 16 s, open loop; the crash comes at 6 s.
     let started = Instant::now();

@@ -9,10 +9,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use atomic_postgres::testkit::TestDatabase;
-use common::{server, wait_listening};
+use common::{KEY, KEY_HASH, server, wait_listening};
 
-const KEY: &str = "my-platform-key";
-const KEY_HASH: &str = "fbc8fbbecee728e8b80603d82be02344366d08c232e0d306c7b4808b584973f6";
 const POOL: usize = 2;
 const ACQUIRE: Duration = Duration::from_millis(500);
 const STATEMENT: Duration = Duration::from_secs(2);

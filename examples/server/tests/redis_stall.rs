@@ -11,23 +11,12 @@ use std::time::{Duration, Instant};
 use atomic_core::ports::LedgerAudit;
 use atomic_postgres::testkit::TestDatabase;
 use atomic_redis::testkit::RedisServer;
-use common::{server, wait_listening};
-use serde_json::{Value, json};
+use common::{KEY, KEY_HASH, merchant_account, rss_kib, server, wait_listening};
+use serde_json::json;
 
-const KEY: &str = "my-platform-key";
-const KEY_HASH: &str = "fbc8fbbecee728e8b80603d82be02344366d08c232e0d306c7b4808b584973f6";
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Redis calls on the path of a POST /payments: the limiter, then the enqueue.
 const REDIS_CALLS: u32 = 2;
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_redis_bounds_request_latency_and_loses_nothing() {
@@ -52,20 +41,7 @@ async fn a_stalled_redis_bounds_request_latency_and_loses_nothing() {
         .timeout(Duration::from_secs(15))
         .build()
         .unwrap();
-    let merchant: Value = http
-        .post(format!("{api}/merchants"))
-        .bearer_auth(KEY)
-        .json(&json!({"name": "Stall Shop", "currency": "USD"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let account = merchant["data"]["account"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let account = merchant_account(&http, &api, "Stall Shop").await;
     let rss_before = rss_kib(pid);
 
     // 50 requests/s for 8 s, each on its own task (open loop: a slow answer does not slow the

@@ -7,11 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use atomic_postgres::testkit::TestDatabase;
-use common::{server, wait_listening};
+use common::{KEY, KEY_HASH, server, wait_listening};
 use serde_json::{Value, json};
-
-const KEY: &str = "my-platform-key";
-const KEY_HASH: &str = "fbc8fbbecee728e8b80603d82be02344366d08c232e0d306c7b4808b584973f6";
 
 async fn count(db: &TestDatabase, status: &str) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM payments WHERE status = $1")

@@ -11,13 +11,10 @@ use std::time::Duration;
 
 use atomic_core::api_key::RawApiKey;
 use atomic_postgres::testkit::TestDatabase;
-use common::server;
+use common::{KEY, KEY_HASH, server};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::Mutex;
-
-const KEY: &str = "my-platform-key";
-const KEY_HASH: &str = "fbc8fbbecee728e8b80603d82be02344366d08c232e0d306c7b4808b584973f6";
 
 /// Collects every line a stream yields into `into`.
 fn collect(stream: impl AsyncRead + Unpin + Send + 'static, into: Arc<Mutex<Vec<String>>>) {

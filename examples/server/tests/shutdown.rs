@@ -12,13 +12,11 @@ use std::time::{Duration, Instant};
 use atomic_core::ports::LedgerAudit;
 use atomic_postgres::testkit::TestDatabase;
 use atomic_redis::testkit::{DeleteOnDrop, require_redis, unique_config};
-use common::{server, wait_listening};
+use common::{KEY, KEY_HASH, merchant_account, server, wait_listening};
 use serde_json::{Value, json};
 use tokio::process::Child;
 use tokio::sync::Mutex;
 
-const KEY: &str = "my-platform-key";
-const KEY_HASH: &str = "fbc8fbbecee728e8b80603d82be02344366d08c232e0d306c7b4808b584973f6";
 const CLIENTS: usize = 8;
 
 /// One request as the client saw it.
@@ -64,20 +62,7 @@ async fn sigterm_under_load_answers_what_it_took_and_leaves_nothing_processing()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let merchant: Value = http
-        .post(format!("{api}/merchants"))
-        .bearer_auth(KEY)
-        .json(&json!({"name": "Shutdown Shop", "currency": "USD"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let account = merchant["data"]["account"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let account = merchant_account(&http, &api, "Shutdown Shop").await;
 
     // About 100 requests/s from 8 clients, until a second after the signal.
     let sent: Arc<Mutex<Vec<Sent>>> = Arc::default();

@@ -8,12 +8,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{server, wait_listening};
+use common::{KEY, KEY_HASH, server, wait_listening};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const KEY: &str = "my-platform-key";
-const KEY_HASH: &str = "fbc8fbbecee728e8b80603d82be02344366d08c232e0d306c7b4808b584973f6";
 const HEADER_TIMEOUT: Duration = Duration::from_secs(1);
 const CAP: usize = 300;
 

@@ -15,10 +15,9 @@ use tokio::process::Child;
 
 use std::sync::{Arc, Mutex};
 
-use super::{server, wait_listening_keeping};
+use super::{merchant_account, server, wait_listening_keeping};
 
-pub const KEY: &str = "my-platform-key";
-pub const KEY_HASH: &str = "fbc8fbbecee728e8b80603d82be02344366d08c232e0d306c7b4808b584973f6";
+pub use super::{KEY, KEY_HASH};
 pub const PAYMENTS: usize = 20;
 /// The worker lease and sweep interval the processes run with.
 pub const LEASE: Duration = Duration::from_secs(2);
@@ -139,18 +138,7 @@ impl Fault {
     }
 
     pub async fn merchant(&self, api: &str) -> String {
-        let body: Value = self
-            .http
-            .post(format!("{api}/merchants"))
-            .bearer_auth(KEY)
-            .json(&json!({"name": "Fault Shop", "currency": "USD"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        body["data"]["account"]["id"].as_str().unwrap().to_owned()
+        merchant_account(&self.http, api, "Fault Shop").await
     }
 
     /// POSTs payment `i` (every fifth is declined); `Ok(id)` on 202, `Err` with no answer.

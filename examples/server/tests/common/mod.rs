@@ -12,6 +12,38 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// The platform key the process tests configure, and its SHA-256 (`MERCHANT_API_KEY_HASH`).
+pub const KEY: &str = "my-platform-key";
+pub const KEY_HASH: &str = "fbc8fbbecee728e8b80603d82be02344366d08c232e0d306c7b4808b584973f6";
+
+/// Onboards a merchant in USD through the API at `api`; returns its account id.
+pub async fn merchant_account(http: &reqwest::Client, api: &str, name: &str) -> String {
+    let merchant: Value = http
+        .post(format!("{api}/merchants"))
+        .bearer_auth(KEY)
+        .json(&serde_json::json!({"name": name, "currency": "USD"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    merchant["data"]["account"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Resident memory of a process, KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
 /// The server binary with a clean environment, port 0, JSON logs, piped output.
 pub fn server() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_atomic-server"));
