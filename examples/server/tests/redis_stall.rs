@@ -92,7 +92,8 @@ async fn a_stalled_redis_bounds_request_latency_and_loses_nothing() {
     let rss_after = rss_kib(pid);
 
     // Bounded by the Redis calls on the path, never the request timeout.
-    let bound = RESPONSE_TIMEOUT * REDIS_CALLS + Duration::from_millis(500);
+    // Slack for a loaded machine, still under the 3 s a doubled wait on the limiter would take.
+    let bound = RESPONSE_TIMEOUT * REDIS_CALLS + Duration::from_millis(750);
     assert!(
         slowest <= bound,
         "slowest request {slowest:?} (bound {bound:?})"

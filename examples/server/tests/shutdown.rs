@@ -139,7 +139,9 @@ async fn sigterm_under_load_answers_what_it_took_and_leaves_nothing_processing()
     let sent = sent.lock().await;
     let before: Vec<&Sent> = sent
         .iter()
-        .filter(|s| s.started + Duration::from_millis(5) < signal_at)
+        // Sent well before the signal (a request racing the signal by a few milliseconds may
+        // find its connection closing, as with any server).
+        .filter(|s| s.started + Duration::from_millis(50) < signal_at)
         .collect();
     let answered_before = before
         .iter()
