@@ -162,7 +162,12 @@ async fn insert_group(pool: &PgPool, group: &[Insert]) -> Result<Vec<Uuid>> {
             }
         }
     }
+    // Planned anew for each group, never from a cached generic plan: a plan cached while
+    // `idempotency_keys` was small joins it by sequential scan, and that plan would stay for
+    // the connection's life while the table grows (a scan of every key per group). Planning
+    // is paid once per group, not once per request.
     sqlx::query_scalar(INSERT_GROUP)
+        .persistent(false)
         .bind(ids)
         .bind(merchant_accounts)
         .bind(funding_accounts)
