@@ -24,7 +24,7 @@ pub struct PgConfig {
 
 impl PgConfig {
     /// Settings for `url` with the defaults: 10 connections, 2 s acquire timeout, 5 s
-    /// statement timeout, 10 s per call, 4 group-commit writers.
+    /// statement timeout, 10 s per call, 1 group-commit writer.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -36,9 +36,11 @@ impl PgConfig {
         }
     }
 
-    /// The default number of group-commit writers.
+    /// The default number of group-commit writers: one per kind of write. More writers make
+    /// smaller groups, and a group's statement costs PostgreSQL about the same CPU whatever its
+    /// size, so on a busy database one writer accepts more, sooner (BENCHMARKS.md, run 4).
     pub fn default_writers() -> usize {
-        4
+        1
     }
 }
 

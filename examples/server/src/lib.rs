@@ -214,6 +214,7 @@ async fn wire(settings: &Settings) -> Result<(Ports, String), StartError> {
                 statement_timeout: settings.database_statement_timeout,
                 // One call may run a few statements; it is bounded as a whole too.
                 call_timeout: settings.database_statement_timeout.saturating_mul(2),
+                group_commit_writers: settings.database_group_writers,
                 ..PgConfig::new(url.expose_secret())
             };
             let pg = PgStore::connect(&config).await?;

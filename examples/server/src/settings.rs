@@ -10,6 +10,7 @@ use atomic_core::money::Currencies;
 use atomic_core::rate_limit::RateLimitPolicy;
 use atomic_core::time::parse_duration;
 use atomic_http::Cors;
+use atomic_postgres::PgConfig;
 use axum::http::HeaderValue;
 use secrecy::SecretString;
 
@@ -87,6 +88,9 @@ pub struct Settings {
     pub database_acquire_timeout: Duration,
     /// PostgreSQL `statement_timeout` (`DATABASE_STATEMENT_TIMEOUT`, default 5s).
     pub database_statement_timeout: Duration,
+    /// Writer tasks that group-commit concurrent idempotency claims and payment inserts, each
+    /// kind on its own (`DATABASE_GROUP_WRITERS`, default 1; 0 writes each request alone).
+    pub database_group_writers: usize,
     /// Apply pending migrations at start-up (`MIGRATE`, default true).
     pub migrate: bool,
     /// Redis (`REDIS_URL`); unset runs on the in-memory queue and limiter.
@@ -292,6 +296,19 @@ impl Settings {
                 5 * SECOND,
                 (MILLISECOND, HOUR),
             )?,
+            database_group_writers: match var("DATABASE_GROUP_WRITERS") {
+                None => PgConfig::default_writers(),
+                Some(v) => v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n <= 64)
+                    .ok_or_else(|| {
+                        bad(
+                            "DATABASE_GROUP_WRITERS",
+                            format!("must be a number from 0 to 64 (got {v:?})"),
+                        )
+                    })?,
+            },
             migrate: boolean("MIGRATE", true)?,
             redis_url: var("REDIS_URL").map(SecretString::from),
             redis_key_prefix: match var("REDIS_KEY_PREFIX") {
@@ -383,6 +400,7 @@ mod tests {
         assert_eq!(s.trusted_proxy_hops, 0);
         assert_eq!(s.currencies.to_string(), "USD,EUR,INR");
         assert_eq!(s.database_pool_size, 10);
+        assert_eq!(s.database_group_writers, 1);
         assert_eq!(s.worker_batch, 64);
         assert_eq!(s.role, Role::Both);
         assert_eq!(s.api_key_cache_ttl, Duration::from_secs(1));
@@ -415,6 +433,7 @@ mod tests {
             ("WORKER_CONCURRENCY", "8"),
             ("RATE_LIMIT_FAIL_CLOSED", "true"),
             ("DATABASE_POOL_SIZE", "32"),
+            ("DATABASE_GROUP_WRITERS", "0"),
             ("DATABASE_ACQUIRE_TIMEOUT", "500ms"),
             ("DATABASE_STATEMENT_TIMEOUT", "2s"),
             ("MIGRATE", "false"),
@@ -443,6 +462,7 @@ mod tests {
         );
         assert!(s.rate_limit_fail_closed);
         assert_eq!(s.database_pool_size, 32);
+        assert_eq!(s.database_group_writers, 0);
         assert_eq!(s.database_acquire_timeout, Duration::from_millis(500));
         assert_eq!(s.database_statement_timeout, Duration::from_secs(2));
         assert!(!s.migrate);
