@@ -153,10 +153,12 @@ async fn kill_9_while_settling(shape: &str, extra: &[(String, String)]) {
             }
         }));
     }
-    // Kill once the server is both accepting and settling: some payments done, some open
-    // (with batched settlement the workers keep up, so the backlog is small).
+    // Kill once more than half the payments are stored and the server is both accepting and
+    // settling: some payments done, some open (with batched settlement the workers keep up, so
+    // the backlog is small).
     let deadline = Instant::now() + Duration::from_secs(60);
     let (settled_at_kill, open_at_kill) = loop {
+        let stored = count(&pool, "SELECT count(*) FROM payments").await;
         let settled = count(
             &pool,
             "SELECT count(*) FROM payments WHERE status IN ('SUCCESS', 'FAILED')",
@@ -167,12 +169,13 @@ async fn kill_9_while_settling(shape: &str, extra: &[(String, String)]) {
             "SELECT count(*) FROM payments WHERE status IN ('PENDING', 'PROCESSING')",
         )
         .await;
-        if settled >= 100 && open >= 1 {
+        if stored > i64::try_from(PAYMENTS / 2).unwrap() && settled >= 100 && open >= 1 {
             break (settled, open);
         }
         assert!(
             Instant::now() < deadline,
-            "the server never had settled and open payments at once ({settled} settled, {open} open)"
+            "the server never had half the payments stored with settled and open ones at once \
+             ({stored} stored, {settled} settled, {open} open)"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
