@@ -694,28 +694,18 @@ impl LedgerStore for PgStore {
                 to: payment.status(),
             });
         }
-        self.call(async {
-            let (answer, answered) = tokio::sync::oneshot::channel();
-            let insert = crate::accept::Insert {
-                payment: payment.clone(),
-                completion,
-                answer,
-            };
-            match self.accepts() {
-                // Group commit: one statement (and one commit) for all concurrent inserts.
-                Some(accepts) => {
-                    accepts
-                        .send(insert)
-                        .await
-                        .map_err(|_| Error::unavailable("the payment writers stopped"))?;
-                    answered
-                        .await
-                        .map_err(|_| Error::unavailable("the payment writer stopped"))?
-                }
-                None => crate::accept::write_one(self.pool(), &insert).await,
+        let (insert, answered) = crate::accept::Insert::new(payment.clone(), completion);
+        match self.accepts() {
+            // Group commit: one statement (and one commit) for all concurrent inserts. Not
+            // under `call`: a timeout must not abandon an insert a writer may still commit.
+            Some(accepts) => {
+                crate::accept::submit(accepts, insert, answered, self.call_timeout()).await
             }
-        })
-        .await
+            None => {
+                self.call(crate::accept::write_one(self.pool(), &insert))
+                    .await
+            }
+        }
     }
 
     async fn payment(&self, id: PaymentId, viewer: Principal) -> Result<Option<Payment>> {
