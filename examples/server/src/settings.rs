@@ -3,6 +3,7 @@
 //! A bad value stops start-up with one line naming the variable and what it must be.
 
 use std::net::IpAddr;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use atomic_core::api_key::KeyHash;
@@ -239,21 +240,22 @@ impl Settings {
                 ));
             }
         };
-        let count = |name: &'static str, default: u32, max: u32| match var(name) {
+        let count = |name: &'static str, default: u32, range: RangeInclusive<u32>| match var(name) {
             None => Ok(default),
             Some(v) => v
                 .parse::<u32>()
                 .ok()
-                .filter(|n| (1..=max).contains(n))
+                .filter(|n| range.contains(n))
                 .ok_or_else(|| {
+                    let (min, max) = (range.start(), range.end());
                     bad(
                         name,
-                        format!("must be a number from 1 to {max} (got {v:?})"),
+                        format!("must be a number from {min} to {max} (got {v:?})"),
                     )
                 }),
         };
-        let worker_concurrency = count("WORKER_CONCURRENCY", 4, 1024)? as usize;
-        let worker_batch = count("WORKER_BATCH", 64, 10_000)? as usize;
+        let worker_concurrency = count("WORKER_CONCURRENCY", 4, 1..=1024)? as usize;
+        let worker_batch = count("WORKER_BATCH", 64, 1..=10_000)? as usize;
         let trusted_proxy_hops = match var("TRUST_PROXY").as_deref() {
             None => 0,
             Some(v) if v.eq_ignore_ascii_case("false") => 0,
@@ -285,7 +287,7 @@ impl Settings {
             host,
             port,
             database_url: var("DATABASE_URL").map(SecretString::from),
-            database_pool_size: count("DATABASE_POOL_SIZE", 10, 1000)?,
+            database_pool_size: count("DATABASE_POOL_SIZE", 10, 1..=1000)?,
             database_acquire_timeout: duration(
                 "DATABASE_ACQUIRE_TIMEOUT",
                 2 * SECOND,
@@ -296,19 +298,11 @@ impl Settings {
                 5 * SECOND,
                 (MILLISECOND, HOUR),
             )?,
-            database_group_writers: match var("DATABASE_GROUP_WRITERS") {
-                None => PgConfig::default_writers(),
-                Some(v) => v
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| *n <= 64)
-                    .ok_or_else(|| {
-                        bad(
-                            "DATABASE_GROUP_WRITERS",
-                            format!("must be a number from 0 to 64 (got {v:?})"),
-                        )
-                    })?,
-            },
+            database_group_writers: count(
+                "DATABASE_GROUP_WRITERS",
+                u32::try_from(PgConfig::default_writers()).unwrap_or(1),
+                0..=64,
+            )? as usize,
             migrate: boolean("MIGRATE", true)?,
             redis_url: var("REDIS_URL").map(SecretString::from),
             redis_key_prefix: match var("REDIS_KEY_PREFIX") {
@@ -362,7 +356,7 @@ impl Settings {
                 10 * SECOND,
                 (SECOND, 10 * MINUTE),
             )?,
-            max_connections: count("MAX_CONNECTIONS", 1000, 1_000_000)? as usize,
+            max_connections: count("MAX_CONNECTIONS", 1000, 1..=1_000_000)? as usize,
         })
     }
 }
