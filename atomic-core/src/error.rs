@@ -77,6 +77,8 @@ pub enum Invariant {
     AlreadyPosted,
     /// A record referenced by a write (account, merchant) does not exist.
     MissingReference,
+    /// The payment's charge was voided: it can only fail now.
+    Voided,
 }
 
 impl fmt::Display for Invariant {
@@ -88,6 +90,7 @@ impl fmt::Display for Invariant {
             Self::DuplicateId => "id already exists",
             Self::AlreadyPosted => "payment already has a ledger transaction",
             Self::MissingReference => "referenced record does not exist",
+            Self::Voided => "payment's charge was voided",
         })
     }
 }

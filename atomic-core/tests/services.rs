@@ -117,8 +117,23 @@ fn ledger_claiming(payment: &Payment, leases: &Arc<Mutex<Vec<LeaseId>>>) -> Mock
             Ok(BeginOutcome::Claimed(claimed.clone()))
         });
     // The lease is still held whenever the worker checks before voiding.
-    ledger.expect_renew().returning(|_, _, _| Ok(true));
+    ledger.expect_begin_void().returning(|_, _, _| Ok(true));
     ledger
+}
+
+/// Services on `ports` with one merchant account (USD) and one accepted payment of 100
+/// into it, paid with `tok_visa`.
+async fn shop_with_a_payment(ports: &Ports) -> (Services, atomic_core::Account, Payment) {
+    let services = Services::start(ports.clone(), CoreConfig::default())
+        .await
+        .expect("start");
+    let account = open_usd_account(&services).await;
+    let payment = services
+        .payments
+        .create(Principal::Platform, pay(&account, "tok_visa"))
+        .await
+        .expect("accepted");
+    (services, account, payment)
 }
 
 fn cards_failing() -> MockCardProcessor {
@@ -264,33 +279,7 @@ async fn a_payment_whose_enqueue_failed_is_swept_and_settled() {
         queue: Arc::new(failing_queue),
         ..Ports::in_memory_with_clock(clock.clone())
     };
-    let services = Services::start(ports.clone(), CoreConfig::default())
-        .await
-        .expect("start");
-    let account = services.accounts.prepare(
-        Principal::Platform,
-        atomic_core::account::AccountName::parse("Shop").expect("a valid name"),
-        Currency::USD,
-    );
-    services
-        .accounts
-        .submit(&account, None)
-        .await
-        .expect("account");
-    let payment = services
-        .payments
-        .create(
-            Principal::Platform,
-            atomic_core::PaymentRequest {
-                merchant_account: Some(account.id),
-                amount: Amount::for_payment(999).expect("a valid amount"),
-                currency: Currency::USD,
-                source: CardSource::parse("tok_visa").expect("a valid token"),
-                description: None,
-            },
-        )
-        .await
-        .expect("accepted although the enqueue failed");
+    let (services, account, payment) = shop_with_a_payment(&ports).await;
     assert_eq!(real_queue.waiting(), 0);
 
     let healthy = Ports {
@@ -324,7 +313,7 @@ async fn a_payment_whose_enqueue_failed_is_swept_and_settled() {
         .await
         .expect("account")
         .balance;
-    assert_eq!(balance.minor_units(), 999);
+    assert_eq!(balance.minor_units(), 100);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -441,7 +430,7 @@ async fn worker_never_voids_a_charge_once_its_lease_is_lost() {
         .returning(move |_, _, _| Ok(BeginOutcome::Claimed(claimed.clone())));
     // The charge took longer than the lease: another worker holds (or settled) it now.
     ledger
-        .expect_renew()
+        .expect_begin_void()
         .times(1)
         .returning(|_, _, _| Ok(false));
     ledger.expect_settle().times(0);
@@ -1072,16 +1061,7 @@ async fn a_key_can_be_used_again_after_its_window_is_purged() {
     )
     .await
     .expect("start");
-    let account = services.accounts.prepare(
-        Principal::Platform,
-        atomic_core::account::AccountName::parse("Shop").expect("a valid name"),
-        Currency::USD,
-    );
-    services
-        .accounts
-        .submit(&account, None)
-        .await
-        .expect("account");
+    let account = open_usd_account(&services).await;
     let key = IdempotencyKey::parse("order-42").expect("a valid key");
     let fingerprint = Fingerprint::of("POST", "/api/v1/payments", b"{\"amount\":100}");
     let ttl = CoreConfig::default().idempotency.ttl;
@@ -1391,5 +1371,72 @@ async fn a_remembered_key_costs_no_lookup_until_its_time_and_revocation_forgets_
         who().await.expect("auth"),
         None,
         "revoked from the next request on"
+    );
+}
+
+/// A worker voided a charge, then lost the write that fails its payment. The next attempt's
+/// charge of the same payment id replays the original approval (as an idempotent processor
+/// does): the store refuses to post a voided payment, so the worker voids again and fails it.
+/// No money is posted for a charge the processor gave back.
+#[tokio::test]
+async fn a_voided_payment_is_never_posted_even_when_its_charge_replays_the_approval() {
+    let clock = clock();
+    let ports = Ports::in_memory_with_clock(clock.clone());
+    let (services, account, payment) = shop_with_a_payment(&ports).await;
+    // The first worker: claimed, began the void, voided, then died before writing FAILED.
+    let first = LeaseId::generate();
+    assert!(matches!(
+        ports
+            .ledger
+            .begin_processing(payment.id, first, LEASE)
+            .await
+            .expect("claim"),
+        BeginOutcome::Claimed(_)
+    ));
+    assert!(
+        ports
+            .ledger
+            .begin_void(payment.id, first, LEASE)
+            .await
+            .expect("begin void")
+    );
+    clock.advance(LEASE + Duration::from_secs(1));
+
+    let mut cards = MockCardProcessor::new();
+    cards
+        .expect_charge()
+        .times(1)
+        .returning(|_| Ok(CardOutcome::Approved));
+    cards.expect_void().times(1).returning(|_| Ok(()));
+    let worker = Worker::new(
+        &Ports {
+            cards: Arc::new(cards),
+            ..ports.clone()
+        },
+        worker_config(),
+    );
+    let processed = worker.run_once().await.expect("worker");
+
+    assert_eq!(processed, vec![Processed::Settled(PaymentStatus::Failed)]);
+    let settled = services
+        .payments
+        .get(Principal::Platform, payment.id)
+        .await
+        .expect("get");
+    assert_eq!(settled.status(), PaymentStatus::Failed);
+    assert_eq!(
+        settled.failure_reason(),
+        Some(FailureReason::ProcessingError)
+    );
+    let balance = services
+        .accounts
+        .get(Principal::Platform, account.id)
+        .await
+        .expect("account")
+        .balance;
+    assert_eq!(
+        balance.minor_units(),
+        0,
+        "nothing posted for a voided charge"
     );
 }

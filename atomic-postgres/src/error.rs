@@ -44,11 +44,15 @@ pub(crate) fn from_sqlx(error: sqlx::Error) -> atomic_core::Error {
                 ("23505", "payments_one_per_claim") => atomic_core::Error::IdempotencyClaimLost,
                 ("23505", _) => Invariant::DuplicateId.into(),
                 ("23514", "accounts_non_negative") => Invariant::InsufficientFunds.into(),
+                ("23514", "payments_voided_only_fails") => Invariant::Voided.into(),
                 // A payment changed against its state machine: a bug in the caller, not a
                 // posting the books refuse (which the worker would void and fail).
-                ("23514", "payments_legal_transition" | "payments_immutable") => {
-                    atomic_core::Error::backend(error)
-                }
+                (
+                    "23514",
+                    "payments_legal_transition"
+                    | "payments_immutable"
+                    | "payments_voiding_permanent",
+                ) => atomic_core::Error::backend(error),
                 ("23514", _) => Invariant::PostingMismatch.into(),
                 ("23503", _) => Invariant::MissingReference.into(),
                 ("22003", _) => Invariant::BalanceOverflow.into(),

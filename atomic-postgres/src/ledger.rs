@@ -103,6 +103,16 @@ const BEGIN_PROCESSING: &str = concat!(
     payment_columns!()
 );
 
+// Extends a lease still held ($1 payment, $2 lease, $3 microseconds from now).
+const RENEW: &str = "UPDATE payments SET lease_until = now() + $3 * interval '1 microsecond' \
+     WHERE id = $1 AND status = 'PROCESSING' AND lease_id = $2 AND lease_until > now()";
+
+// RENEW, and the payment's charge is being voided from now on (the database then refuses
+// SUCCESS for it: `payments_voided_only_fails`).
+const BEGIN_VOID: &str = "UPDATE payments SET lease_until = now() + $3 * interval '1 microsecond', \
+     voiding_at = COALESCE(voiding_at, now()) \
+     WHERE id = $1 AND status = 'PROCESSING' AND lease_id = $2 AND lease_until > now()";
+
 const PAYMENT_AND_LEASE: &str = concat!(
     "SELECT ",
     payment_columns!(),
@@ -245,6 +255,27 @@ pub(crate) async fn insert_merchant_account(
 }
 
 impl PgStore {
+    /// Runs `sql` (RENEW or BEGIN_VOID) for a lease; `true` when it still held the payment.
+    async fn extend_lease(
+        &self,
+        sql: &'static str,
+        id: PaymentId,
+        lease: LeaseId,
+        duration: Duration,
+    ) -> Result<bool> {
+        self.call(async {
+            let extended = sqlx::query(sql)
+                .bind(id.as_uuid())
+                .bind(lease.as_uuid())
+                .bind(micros(duration))
+                .execute(self.pool())
+                .await
+                .map_err(from_sqlx)?;
+            Ok(extended.rows_affected() == 1)
+        })
+        .await
+    }
+
     /// Ends a held payment with `result`, in the caller's transaction; `None` when the lease is
     /// not held.
     async fn finish(
@@ -863,21 +894,11 @@ impl LedgerStore for PgStore {
     }
 
     async fn renew(&self, id: PaymentId, lease: LeaseId, duration: Duration) -> Result<bool> {
-        self.call(async {
-            let renewed = sqlx::query(
-                "UPDATE payments SET lease_until = now() + $3 * interval '1 microsecond' \
-                 WHERE id = $1 AND status = 'PROCESSING' AND lease_id = $2 \
-                 AND lease_until > now()",
-            )
-            .bind(id.as_uuid())
-            .bind(lease.as_uuid())
-            .bind(micros(duration))
-            .execute(self.pool())
-            .await
-            .map_err(from_sqlx)?;
-            Ok(renewed.rows_affected() == 1)
-        })
-        .await
+        self.extend_lease(RENEW, id, lease, duration).await
+    }
+
+    async fn begin_void(&self, id: PaymentId, lease: LeaseId, duration: Duration) -> Result<bool> {
+        self.extend_lease(BEGIN_VOID, id, lease, duration).await
     }
 
     async fn release(&self, id: PaymentId, lease: LeaseId) -> Result<()> {

@@ -470,3 +470,54 @@ async fn success_without_a_posting_is_refused_at_commit() {
     mark_success(&mut tx, &payment).await;
     assert_eq!(refusal(tx.commit().await).1, "payments_success_is_posted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_being_voided_can_never_succeed_and_the_mark_never_goes() {
+    let db = TestDatabase::create().await;
+    let pool = db.store().pool().clone();
+    let kit = db.kit();
+    let merchant = onboard(&kit, Currency::USD).await;
+    let payment = stored_payment(&kit, &merchant, 900).await;
+    let id = payment.id.as_uuid();
+    // Only a payment being processed can be marked.
+    let early = sqlx::query("UPDATE payments SET voiding_at = now() WHERE id = $1")
+        .bind(id)
+        .execute(&pool)
+        .await;
+    assert_eq!(refusal(early).1, "payments_voiding_permanent");
+    sqlx::query(
+        "UPDATE payments SET status = 'PROCESSING', lease_id = $2, \
+         lease_until = now() + interval '1 minute' WHERE id = $1",
+    )
+    .bind(id)
+    .bind(Uuid::now_v7())
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE payments SET voiding_at = now() WHERE id = $1")
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let success = sqlx::query(
+        "UPDATE payments SET status = 'SUCCESS', lease_id = NULL, lease_until = NULL WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&pool)
+    .await;
+    assert_eq!(refusal(success).1, "payments_voided_only_fails");
+    let cleared = sqlx::query("UPDATE payments SET voiding_at = NULL WHERE id = $1")
+        .bind(id)
+        .execute(&pool)
+        .await;
+    assert_eq!(refusal(cleared).1, "payments_voiding_permanent");
+    // Failing it is what remains.
+    sqlx::query(
+        "UPDATE payments SET status = 'FAILED', failure_reason = 'processing_error', \
+         lease_id = NULL, lease_until = NULL WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&pool)
+    .await
+    .unwrap();
+}

@@ -19,6 +19,32 @@ use crate::ports::{
 };
 use crate::principal::Principal;
 
+impl MemoryStore {
+    /// Extends a lease still held (and marks the payment as being voided, if asked); `true`
+    /// when it held the payment.
+    fn extend_lease(
+        &self,
+        id: PaymentId,
+        lease: LeaseId,
+        duration: Duration,
+        voiding: bool,
+    ) -> bool {
+        let now = self.now();
+        let mut state = self.lock();
+        if let Some(row) = state.payments.get_mut(&id)
+            && row.payment.status() == PaymentStatus::Processing
+            && let Some((held, until)) = row.lease.as_mut()
+            && *held == lease
+            && now < *until
+        {
+            *until = now.saturating_add(duration);
+            row.voiding |= voiding;
+            return true;
+        }
+        false
+    }
+}
+
 #[async_trait]
 impl LedgerStore for MemoryStore {
     async fn ping(&self) -> Result<()> {
@@ -127,6 +153,7 @@ impl LedgerStore for MemoryStore {
                 payment: payment.clone(),
                 lease: None,
                 touched_at: now,
+                voiding: false,
             },
         );
         state.apply_completion(completion);
@@ -225,18 +252,11 @@ impl LedgerStore for MemoryStore {
     }
 
     async fn renew(&self, id: PaymentId, lease: LeaseId, duration: Duration) -> Result<bool> {
-        let now = self.now();
-        let mut state = self.lock();
-        if let Some(row) = state.payments.get_mut(&id)
-            && row.payment.status() == PaymentStatus::Processing
-            && let Some((held, until)) = row.lease.as_mut()
-            && *held == lease
-            && now < *until
-        {
-            *until = now.saturating_add(duration);
-            return Ok(true);
-        }
-        Ok(false)
+        Ok(self.extend_lease(id, lease, duration, false))
+    }
+
+    async fn begin_void(&self, id: PaymentId, lease: LeaseId, duration: Duration) -> Result<bool> {
+        Ok(self.extend_lease(id, lease, duration, true))
     }
 
     async fn release(&self, id: PaymentId, lease: LeaseId) -> Result<()> {
@@ -270,6 +290,9 @@ impl LedgerStore for MemoryStore {
         match &settlement.result {
             SettlementResult::Failed(reason) => {
                 payment.fail(*reason, now)?;
+            }
+            SettlementResult::Posted(_) if row.voiding => {
+                return Err(Invariant::Voided.into());
             }
             SettlementResult::Posted(transfer) => {
                 payment.succeed(now)?;

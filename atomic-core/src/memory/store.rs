@@ -62,6 +62,8 @@ pub(super) struct PaymentRow {
     pub(super) lease: Option<(LeaseId, Timestamp)>,
     /// When it was last enqueued or claimed (the sweep waits `stale_after` from here).
     pub(super) touched_at: Timestamp,
+    /// Its charge is being voided: it may only fail ([`crate::ports::LedgerStore::begin_void`]).
+    pub(super) voiding: bool,
 }
 
 /// One idempotency record.

@@ -141,6 +141,13 @@ pub trait LedgerStore: Send + Sync + 'static {
     /// irreversible step (voiding a charge), so it never acts on a payment another took over.
     async fn renew(&self, id: PaymentId, lease: LeaseId, duration: Duration) -> Result<bool>;
 
+    /// [`Self::renew`], and in the same step marks the payment's charge as being voided, for
+    /// good: from then on a `Posted` settlement of it is refused
+    /// ([`crate::Invariant::Voided`]) and it can only fail. A worker calls it before voiding,
+    /// so a later attempt whose charge replays the original approval cannot post money the
+    /// processor gave back. `false`, and nothing changed, when `lease` no longer holds it.
+    async fn begin_void(&self, id: PaymentId, lease: LeaseId, duration: Duration) -> Result<bool>;
+
     /// Ends `lease` now without settling, so the next attempt can claim at once. A no-op if
     /// the lease is no longer held.
     async fn release(&self, id: PaymentId, lease: LeaseId) -> Result<()>;

@@ -404,10 +404,12 @@ impl Worker {
         charge: &Charge,
     ) -> Processed {
         // Voiding cannot be undone: first make sure the payment is still ours (and stays ours
-        // long enough), or a worker that took it over may have settled it on this charge.
+        // long enough), or a worker that took it over may have settled it on this charge; and
+        // mark it as voided in the same step, so that no later attempt can post it (a processor
+        // may replay the original approval for the same payment id).
         match self
             .ledger
-            .renew(delivery.payment_id, lease, self.config.lease)
+            .begin_void(delivery.payment_id, lease, self.config.lease)
             .await
         {
             Ok(true) => {}

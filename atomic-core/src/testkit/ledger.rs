@@ -9,7 +9,7 @@ use super::{
     system_account,
 };
 use crate::account::{Account, AccountName};
-use crate::error::Error;
+use crate::error::{Error, Invariant};
 use crate::idempotency::ClaimOutcome;
 use crate::ledger::{Direction, Transfer};
 use crate::money::Currency;
@@ -519,6 +519,85 @@ pub async fn renew_extends_only_a_lease_still_held(kit: &StoreKit) {
             .await
             .unwrap()
     );
+}
+
+pub async fn a_payment_whose_void_began_can_only_fail(kit: &StoreKit) {
+    let a = onboard(kit, Currency::USD).await;
+    let p = stored_payment(kit, &a, 700).await;
+    let (lease, held) = claim(kit, p.id).await;
+    assert!(
+        !kit.ledger
+            .begin_void(p.id, LeaseId::generate(), LEASE)
+            .await
+            .unwrap(),
+        "not the holder"
+    );
+    assert!(kit.ledger.begin_void(p.id, lease, LEASE).await.unwrap());
+    assert!(
+        kit.ledger.begin_void(p.id, lease, LEASE).await.unwrap(),
+        "a second mark by the holder is harmless"
+    );
+    let posted = |lease| Settlement {
+        payment_id: p.id,
+        lease,
+        result: SettlementResult::Posted(Transfer::for_payment(&held, Timestamp::now()).unwrap()),
+    };
+    // Neither alone nor in a batch (whose other settlements still go through).
+    let refused = kit.ledger.settle(&posted(lease)).await;
+    assert!(
+        matches!(refused, Err(Error::Invariant(Invariant::Voided))),
+        "{refused:?}"
+    );
+    let other = stored_payment(kit, &a, 300).await;
+    let (other_lease, other_held) = claim(kit, other.id).await;
+    let results = kit
+        .ledger
+        .settle_many(&[
+            posted(lease),
+            Settlement {
+                payment_id: other.id,
+                lease: other_lease,
+                result: SettlementResult::Posted(
+                    Transfer::for_payment(&other_held, Timestamp::now()).unwrap(),
+                ),
+            },
+        ])
+        .await;
+    assert!(
+        matches!(results[0], Err(Error::Invariant(Invariant::Voided))),
+        "{:?}",
+        results[0]
+    );
+    assert!(
+        matches!(&results[1], Ok(SettleOutcome::Settled(s)) if s.status() == PaymentStatus::Success)
+    );
+    assert_eq!(
+        balance(kit, &a.account).await,
+        300,
+        "only the other was posted"
+    );
+    // The mark outlives the lease: whoever takes the payment over cannot post it either.
+    kit.time.advance(LEASE + Duration::from_secs(1)).await;
+    let (next, _) = claim(kit, p.id).await;
+    assert!(matches!(
+        kit.ledger.settle(&posted(next)).await,
+        Err(Error::Invariant(Invariant::Voided))
+    ));
+    let failed = kit
+        .ledger
+        .settle(&Settlement {
+            payment_id: p.id,
+            lease: next,
+            result: SettlementResult::Failed(FailureReason::ProcessingError),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(failed, SettleOutcome::Settled(f) if f.status() == PaymentStatus::Failed));
+    assert!(
+        !kit.ledger.begin_void(p.id, next, LEASE).await.unwrap(),
+        "a finished payment is held by no lease"
+    );
+    assert_books_clean(kit).await;
 }
 
 pub async fn release_lets_the_next_attempt_claim_at_once(kit: &StoreKit) {
@@ -1069,6 +1148,7 @@ macro_rules! ledger_store_conformance {
                 a_key_creates_a_new_payment_once_its_window_has_passed,
                 begin_processing_is_a_compare_and_set_with_a_lease,
                 renew_extends_only_a_lease_still_held,
+                a_payment_whose_void_began_can_only_fail,
                 release_lets_the_next_attempt_claim_at_once,
                 settle_posts_one_balanced_transfer_and_sets_success,
                 settle_failure_posts_nothing,
