@@ -1,13 +1,15 @@
 //! Group commit of payment inserts (see [`crate::group`]): concurrent `create_payment` calls
 //! are written as ONE statement per group (at most [`MAX_GROUP`]), so one commit (one WAL
-//! flush) and one round trip serve many requests. Each request is answered only after the statement that wrote it committed;
-//! each payment's idempotency completion is in that same statement, and a payment whose claim
-//! is no longer held is not inserted (`IdempotencyClaimLost` for that one alone). If the
-//! statement fails for a reason one row may cause (a constraint), each insert of the group is
-//! retried on its own, so only the culprit fails. A caller that gives up (the call timeout)
-//! either withdraws its insert before a writer takes it, and is told `Unavailable` knowing
-//! nothing was written, or, once a writer has it, waits for the writer's answer: a 503 always
-//! means the payment was not stored.
+//! flush) and one round trip serve many requests. Each request is answered only after the
+//! statement that wrote it committed; each payment's idempotency completion is in that same
+//! statement, and a payment whose claim is no longer held is not inserted
+//! (`IdempotencyClaimLost` for that one alone). If the statement fails for a reason one row may
+//! cause (a constraint), each insert of the group is retried on its own, so only the culprit
+//! fails. A caller that gives up (its call timeout, or its request dropped by an outer timeout
+//! or a disconnect) withdraws its insert if no writer has taken it yet, so it is never written;
+//! once a writer has it, the caller waits for the writer's answer. So a timeout never turns a
+//! stored payment into a 503; only a connection lost after the commit was sent leaves the
+//! outcome unknown (answered 503, as for any store).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -60,6 +62,16 @@ impl Hold {
     }
 }
 
+/// Withdraws its insert when dropped, unless a writer has taken it: a caller cancelled while
+/// its insert waits in the queue (an outer timeout, a client gone) leaves nothing to write.
+struct Withdraw(Arc<Hold>);
+
+impl Drop for Withdraw {
+    fn drop(&mut self) {
+        let _ = self.0.withdraw();
+    }
+}
+
 impl Insert {
     /// An insert with its answer channel.
     pub(crate) fn new(
@@ -87,7 +99,8 @@ pub(crate) async fn submit(
     answered: oneshot::Receiver<Result<()>>,
     patience: Duration,
 ) -> Result<()> {
-    let hold = insert.hold.clone();
+    // Dropped with this call, however it ends: an insert still queued is then withdrawn.
+    let hold = Withdraw(insert.hold.clone());
     let mut answered = answered;
     let waited = tokio::time::timeout(patience, async {
         accepts
@@ -102,7 +115,7 @@ pub(crate) async fn submit(
     match waited {
         Ok(result) => result,
         // Never taken (or never even queued): nothing was or will be written.
-        Err(elapsed) if hold.withdraw() => Err(Error::unavailable(elapsed)),
+        Err(elapsed) if hold.0.withdraw() => Err(Error::unavailable(elapsed)),
         Err(_) => answered
             .await
             .map_err(|_| Error::unavailable("the payment writer stopped"))?,
