@@ -11,7 +11,8 @@ use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc};
 
 /// Starts `writers` tasks that pass groups of at most `max` requests to `write`; returns where
-/// to send requests. The tasks end when every sender is dropped.
+/// to send requests. The tasks end when every sender is dropped; a write that panics costs its
+/// own group, never the writer.
 pub(crate) fn start<T, F, Fut>(
     pool: PgPool,
     writers: usize,
@@ -21,7 +22,7 @@ pub(crate) fn start<T, F, Fut>(
 where
     T: Send + 'static,
     F: Fn(PgPool, Vec<T>) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = ()> + Send,
+    Fut: Future<Output = ()> + Send + 'static,
 {
     let writers = writers.max(1);
     let (sender, receiver) = mpsc::channel::<T>(max * writers * 4);
@@ -44,7 +45,11 @@ where
                         }
                     }
                 }
-                write(pool.clone(), group).await;
+                // In a task of its own, so a panic in one write (its requests then see their
+                // answer channels closed: unavailable) does not stop the writer.
+                if let Err(error) = tokio::spawn(write(pool.clone(), group)).await {
+                    tracing::error!(%error, "a group-commit write panicked");
+                }
             }
         });
     }
