@@ -110,6 +110,10 @@ pub async fn spawn_on(backend: Backend, vars: &[(&str, &str)]) -> TestApp {
         system_accounts,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            // Well under the server's keep-alive idle limit (HEADER_READ_TIMEOUT, 10 s): a test
+            // that waits out a rate-limit window (up to 10 s) must not reuse a connection the
+            // server is closing at that moment (the request then fails as an incomplete message).
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .unwrap(),
     }
