@@ -5,15 +5,8 @@
 //! statement, and a payment whose claim is no longer held is not inserted
 //! (`IdempotencyClaimLost` for that one alone). If the statement fails for a reason one row may
 //! cause (a constraint), each insert of the group is retried on its own, so only the culprit
-//! fails. A caller that gives up (its call timeout, or its request dropped by an outer timeout
-//! or a disconnect) withdraws its insert if no writer has taken it yet, so it is never written;
-//! once a writer has it, the caller waits for the writer's answer. So a timeout never turns a
-//! stored payment into a 503; only a connection lost after the commit was sent leaves the
-//! outcome unknown (answered 503, as for any store).
-
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::Duration;
+//! fails. A caller that gives up withdraws an insert no writer has taken ([`crate::group`]), so a
+//! timeout never turns a stored payment into a 503.
 
 use atomic_core::idempotency::Completion;
 use atomic_core::{Error, Payment, Result};
@@ -22,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::error::from_sqlx;
+use crate::group::Queued;
 use crate::rows::{owner_uuid, scope_uuid, viewer_merchant};
 
 /// Most inserts written by one statement.
@@ -32,94 +26,6 @@ pub(crate) struct Insert {
     pub(crate) payment: Payment,
     pub(crate) completion: Option<Completion>,
     pub(crate) answer: oneshot::Sender<Result<()>>,
-    /// Who has it: still queued, taken by a writer, or withdrawn by its caller.
-    hold: Arc<Hold>,
-}
-
-/// The one decision between a writer and a caller that gives up: whoever moves the insert out
-/// of `QUEUED` first wins, so a withdrawn insert is never written and a taken one is always
-/// answered.
-#[derive(Default)]
-struct Hold(AtomicU8);
-
-const QUEUED: u8 = 0;
-const TAKEN: u8 = 1;
-const WITHDRAWN: u8 = 2;
-
-impl Hold {
-    /// A writer takes the insert; `false` when its caller has withdrawn it.
-    fn take(&self) -> bool {
-        self.0
-            .compare_exchange(QUEUED, TAKEN, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-    }
-
-    /// The caller withdraws the insert; `false` when a writer already has it.
-    fn withdraw(&self) -> bool {
-        self.0
-            .compare_exchange(QUEUED, WITHDRAWN, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-    }
-}
-
-/// Withdraws its insert when dropped, unless a writer has taken it: a caller cancelled while
-/// its insert waits in the queue (an outer timeout, a client gone) leaves nothing to write.
-struct Withdraw(Arc<Hold>);
-
-impl Drop for Withdraw {
-    fn drop(&mut self) {
-        let _ = self.0.withdraw();
-    }
-}
-
-impl Insert {
-    /// An insert with its answer channel.
-    pub(crate) fn new(
-        payment: Payment,
-        completion: Option<Completion>,
-    ) -> (Self, oneshot::Receiver<Result<()>>) {
-        let (answer, answered) = oneshot::channel();
-        let insert = Self {
-            payment,
-            completion,
-            answer,
-            hold: Arc::default(),
-        };
-        (insert, answered)
-    }
-}
-
-/// Hands `insert` to the writers and waits for its answer. After `patience` the insert is
-/// withdrawn if no writer has taken it yet (`Unavailable`: nothing was written); once a writer
-/// has it, its answer is awaited, since the statement may commit (the writer's own wait is
-/// bounded by the pool's acquire timeout and the statement timeout).
-pub(crate) async fn submit(
-    accepts: &mpsc::Sender<Insert>,
-    insert: Insert,
-    answered: oneshot::Receiver<Result<()>>,
-    patience: Duration,
-) -> Result<()> {
-    // Dropped with this call, however it ends: an insert still queued is then withdrawn.
-    let hold = Withdraw(insert.hold.clone());
-    let mut answered = answered;
-    let waited = tokio::time::timeout(patience, async {
-        accepts
-            .send(insert)
-            .await
-            .map_err(|_| Error::unavailable("the payment writers stopped"))?;
-        (&mut answered)
-            .await
-            .map_err(|_| Error::unavailable("the payment writer stopped"))?
-    })
-    .await;
-    match waited {
-        Ok(result) => result,
-        // Never taken (or never even queued): nothing was or will be written.
-        Err(elapsed) if hold.0.withdraw() => Err(Error::unavailable(elapsed)),
-        Err(_) => answered
-            .await
-            .map_err(|_| Error::unavailable("the payment writer stopped"))?,
-    }
 }
 
 const INSERT_GROUP: &str = "\
@@ -150,18 +56,14 @@ WHERE i.idempotency_token IS NULL OR i.id IN (SELECT id FROM done)
 RETURNING id";
 
 /// Starts `writers` writer tasks on `pool`; returns where to send inserts.
-pub(crate) fn start(pool: PgPool, writers: usize) -> mpsc::Sender<Insert> {
+pub(crate) fn start(pool: PgPool, writers: usize) -> mpsc::Sender<Queued<Insert>> {
     crate::group::start(pool, writers, MAX_GROUP, |pool, group| async move {
         write(&pool, group).await;
     })
 }
 
-/// Writes one group and answers each request; inserts withdrawn by their callers are dropped.
-async fn write(pool: &PgPool, mut group: Vec<Insert>) {
-    group.retain(|insert| insert.hold.take());
-    if group.is_empty() {
-        return;
-    }
+/// Writes one group and answers each request.
+async fn write(pool: &PgPool, group: Vec<Insert>) {
     match insert_group(pool, &group).await {
         Ok(inserted) => {
             for insert in group {

@@ -62,7 +62,10 @@ pub(crate) struct TakeRequest {
 }
 
 /// Starts the writers that take keys in groups; returns where to send requests.
-pub(crate) fn start_takers(pool: PgPool, writers: usize) -> mpsc::Sender<TakeRequest> {
+pub(crate) fn start_takers(
+    pool: PgPool,
+    writers: usize,
+) -> mpsc::Sender<crate::group::Queued<TakeRequest>> {
     crate::group::start(pool, writers, MAX_CLAIMS, |pool, group| async move {
         take_group(&pool, group).await;
     })
@@ -161,21 +164,17 @@ impl PgStore {
             // Group commit: one statement (and one commit) for all concurrent claims.
             Some(takers) => {
                 let (answer, answered) = oneshot::channel();
-                takers
-                    .send(TakeRequest {
-                        scope: scope_uuid(scope),
-                        key: key.as_str().to_owned(),
-                        fingerprint: *fingerprint.as_bytes(),
-                        token: token.as_uuid(),
-                        ttl: micros(policy.ttl),
-                        lock_timeout: micros(policy.lock_timeout),
-                        answer,
-                    })
-                    .await
-                    .map_err(|_| Error::unavailable("the claim writers stopped"))?;
-                answered
-                    .await
-                    .map_err(|_| Error::unavailable("the claim writer stopped"))??
+                let request = TakeRequest {
+                    scope: scope_uuid(scope),
+                    key: key.as_str().to_owned(),
+                    fingerprint: *fingerprint.as_bytes(),
+                    token: token.as_uuid(),
+                    ttl: micros(policy.ttl),
+                    lock_timeout: micros(policy.lock_timeout),
+                    answer,
+                };
+                // A claim withdrawn before a writer took it holds no key.
+                crate::group::submit(takers, request, answered, self.call_timeout()).await?
             }
             None => {
                 let stored = sqlx::query(CLAIM)

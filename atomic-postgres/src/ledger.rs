@@ -725,12 +725,17 @@ impl LedgerStore for PgStore {
                 to: payment.status(),
             });
         }
-        let (insert, answered) = crate::accept::Insert::new(payment.clone(), completion);
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let insert = crate::accept::Insert {
+            payment: payment.clone(),
+            completion,
+            answer,
+        };
         match self.accepts() {
             // Group commit: one statement (and one commit) for all concurrent inserts. Not
             // under `call`: a timeout must not abandon an insert a writer may still commit.
             Some(accepts) => {
-                crate::accept::submit(accepts, insert, answered, self.call_timeout()).await
+                crate::group::submit(accepts, insert, answered, self.call_timeout()).await
             }
             None => {
                 self.call(crate::accept::write_one(self.pool(), &insert))

@@ -12,6 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use crate::accept::Insert;
 use crate::config::PgConfig;
 use crate::error::{Error, from_sqlx};
+use crate::group::Queued;
 use crate::idempotency::TakeRequest;
 
 /// The PostgreSQL store of record; cheap to clone (one shared pool).
@@ -22,9 +23,9 @@ pub struct PgStore {
     /// Group-commit writers for payment inserts (0: each insert on its own).
     writers: usize,
     /// Where payment inserts go, once the first one starts the writers.
-    accepts: Arc<OnceLock<tokio::sync::mpsc::Sender<Insert>>>,
+    accepts: Arc<OnceLock<tokio::sync::mpsc::Sender<Queued<Insert>>>>,
     /// Where idempotency claims go, once the first one starts the writers.
-    takers: Arc<OnceLock<tokio::sync::mpsc::Sender<TakeRequest>>>,
+    takers: Arc<OnceLock<tokio::sync::mpsc::Sender<Queued<TakeRequest>>>>,
 }
 
 impl PgStore {
@@ -78,7 +79,7 @@ impl PgStore {
     }
 
     /// Where idempotency claims go when group commit is on (starts the writers on first use).
-    pub(crate) fn takers(&self) -> Option<&tokio::sync::mpsc::Sender<TakeRequest>> {
+    pub(crate) fn takers(&self) -> Option<&tokio::sync::mpsc::Sender<Queued<TakeRequest>>> {
         (self.writers > 0).then(|| {
             self.takers
                 .get_or_init(|| crate::idempotency::start_takers(self.pool.clone(), self.writers))
@@ -86,7 +87,7 @@ impl PgStore {
     }
 
     /// Where payment inserts go when group commit is on (starts the writers on first use).
-    pub(crate) fn accepts(&self) -> Option<&tokio::sync::mpsc::Sender<Insert>> {
+    pub(crate) fn accepts(&self) -> Option<&tokio::sync::mpsc::Sender<Queued<Insert>>> {
         (self.writers > 0).then(|| {
             self.accepts
                 .get_or_init(|| crate::accept::start(self.pool.clone(), self.writers))
