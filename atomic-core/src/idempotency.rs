@@ -179,9 +179,12 @@ pub enum ClaimOutcome {
 pub struct IdempotencyPolicy {
     /// How long a key (finished or not) is remembered; Stripe keeps 24 h.
     pub ttl: Duration,
-    /// After this long an unfinished claim is presumed dead and may be taken over. Longer than
-    /// any request may run, so a live holder is never overtaken; and its completion would be
-    /// refused anyway, as it no longer holds the token.
+    /// After this long an unfinished claim is presumed dead and may be taken over by any
+    /// request under the key, whatever its body: an unfinished claim created nothing (its
+    /// payment is written only with its completion), so a claim whose release failed never
+    /// blocks a corrected request for the whole `ttl`. Longer than any request may run, so a
+    /// live holder is never overtaken; and its completion would be refused anyway, as it no
+    /// longer holds the token.
     pub lock_timeout: Duration,
 }
 

@@ -1,6 +1,7 @@
 //! `IdempotencyStore` on [`PgStore`]: a claim is one `INSERT … ON CONFLICT DO UPDATE … WHERE`
-//! (take the key when it is new, expired, or held by a presumed-dead claimant), so two concurrent
-//! claims can never both acquire; completions are conditional updates on the claim's token.
+//! (take the key when it is new, expired, or held unfinished by a presumed-dead claimant,
+//! whatever the new request's body), so two concurrent claims can never both acquire;
+//! completions are conditional updates on the claim's token.
 //! Concurrent claims are group-committed ([`crate::group`]): one multi-row statement takes
 //! every key of a group, and a group that fails (the same key twice) is retried key by key.
 
@@ -27,8 +28,7 @@ ON CONFLICT (scope, key) DO UPDATE
 SET fingerprint = EXCLUDED.fingerprint, token = EXCLUDED.token, locked_at = EXCLUDED.locked_at,
     expires_at = EXCLUDED.expires_at, response_status = NULL, response_body = NULL
 WHERE k.expires_at <= now()
-   OR (k.response_status IS NULL AND k.fingerprint = EXCLUDED.fingerprint
-       AND k.locked_at <= now() - $6 * interval '1 microsecond')
+   OR (k.response_status IS NULL AND k.locked_at <= now() - $6 * interval '1 microsecond')
 RETURNING token";
 
 // CLAIM for a group of keys in one statement (rows in key order, so two groups never
@@ -43,8 +43,7 @@ ON CONFLICT (scope, key) DO UPDATE
 SET fingerprint = EXCLUDED.fingerprint, token = EXCLUDED.token, locked_at = EXCLUDED.locked_at,
     expires_at = EXCLUDED.expires_at, response_status = NULL, response_body = NULL
 WHERE k.expires_at <= now()
-   OR (k.response_status IS NULL AND k.fingerprint = EXCLUDED.fingerprint
-       AND k.locked_at <= now() - $6 * interval '1 microsecond')
+   OR (k.response_status IS NULL AND k.locked_at <= now() - $6 * interval '1 microsecond')
 RETURNING token";
 
 /// Most claims taken by one statement.
@@ -79,7 +78,8 @@ async fn take_group(pool: &PgPool, group: Vec<TakeRequest>) {
         match take_many(pool, &group).await {
             Ok(taken) => {
                 for request in group {
-                    let _ = request.answer.send(Ok(taken.contains(&request.token)));
+                    let took = taken.contains(&request.token);
+                    answer(pool, request, Ok(took)).await;
                 }
                 return;
             }
@@ -100,9 +100,32 @@ async fn take_group(pool: &PgPool, group: Vec<TakeRequest>) {
         let result = take_many(pool, std::slice::from_ref(&request))
             .await
             .map(|taken| taken.contains(&request.token));
-        let _ = request.answer.send(result);
+        answer(pool, request, result).await;
     }
 }
+
+/// Answers a claim's caller. A caller gone by then (its request dropped: client gone, request
+/// timeout) can never use or release a key taken for it, so the writer releases it: a claim
+/// nobody holds must not block its key.
+async fn answer(pool: &PgPool, request: TakeRequest, result: Result<bool>) {
+    let took = matches!(result, Ok(true));
+    if request.answer.send(result).is_err() && took {
+        let released = sqlx::query(RELEASE)
+            .bind(request.scope)
+            .bind(&request.key)
+            .bind(request.token)
+            .execute(pool)
+            .await;
+        if let Err(error) = released {
+            // The lock timeout frees the key in the end.
+            tracing::warn!(%error, "could not release a claim whose caller left");
+        }
+    }
+}
+
+const RELEASE: &str = "\
+DELETE FROM idempotency_keys
+WHERE scope = $1 AND key = $2 AND token = $3 AND response_status IS NULL";
 
 /// Tries to take every key of `group` in one statement; the tokens that were stored.
 async fn take_many(pool: &PgPool, group: &[TakeRequest]) -> Result<Vec<Uuid>> {
@@ -177,16 +200,20 @@ impl PgStore {
                 crate::group::submit(takers, request, answered, self.call_timeout()).await?
             }
             None => {
-                let stored = sqlx::query(CLAIM)
-                    .bind(scope_uuid(scope))
-                    .bind(key.as_str())
-                    .bind(fingerprint.as_bytes().as_slice())
-                    .bind(token.as_uuid())
-                    .bind(micros(policy.ttl))
-                    .bind(micros(policy.lock_timeout))
-                    .fetch_optional(self.pool())
-                    .await
-                    .map_err(from_sqlx)?;
+                let stored = self
+                    .call(async {
+                        sqlx::query(CLAIM)
+                            .bind(scope_uuid(scope))
+                            .bind(key.as_str())
+                            .bind(fingerprint.as_bytes().as_slice())
+                            .bind(token.as_uuid())
+                            .bind(micros(policy.ttl))
+                            .bind(micros(policy.lock_timeout))
+                            .fetch_optional(self.pool())
+                            .await
+                            .map_err(from_sqlx)
+                    })
+                    .await?;
                 match stored {
                     Some(row) => {
                         row.try_get::<Uuid, _>("token").map_err(from_sqlx)? == token.as_uuid()
@@ -204,13 +231,15 @@ impl PgStore {
         }
         // The key is live and not ours: say why. It may have changed since (completed,
         // expired, purged); an absent row means "try again".
-        let Some(row) = sqlx::query(CURRENT)
-            .bind(scope_uuid(scope))
-            .bind(key.as_str())
-            .fetch_optional(self.pool())
-            .await
-            .map_err(from_sqlx)?
-        else {
+        let current = self.call(async {
+            sqlx::query(CURRENT)
+                .bind(scope_uuid(scope))
+                .bind(key.as_str())
+                .fetch_optional(self.pool())
+                .await
+                .map_err(from_sqlx)
+        });
+        let Some(row) = current.await? else {
             return Ok(None);
         };
         let stored: Vec<u8> = row.try_get("fingerprint").map_err(from_sqlx)?;
@@ -238,17 +267,16 @@ impl IdempotencyStore for PgStore {
         fingerprint: Fingerprint,
         policy: IdempotencyPolicy,
     ) -> Result<ClaimOutcome> {
-        self.call(async {
-            // Each round either decides or saw the key vanish between its two statements;
-            // three rounds in a row of that is a key being purged and re-taken under us.
-            for _ in 0..3 {
-                if let Some(outcome) = self.try_claim(scope, key, fingerprint, policy).await? {
-                    return Ok(outcome);
-                }
+        // Not under one `call` bound: a bound around the group submit would fire before the
+        // submit's own and abandon a claim a writer has taken. Each step is bounded instead.
+        // Each round either decides or saw the key vanish between its two statements; three
+        // rounds in a row of that is a key being purged and re-taken under us.
+        for _ in 0..3 {
+            if let Some(outcome) = self.try_claim(scope, key, fingerprint, policy).await? {
+                return Ok(outcome);
             }
-            Ok(ClaimOutcome::InProgress)
-        })
-        .await
+        }
+        Ok(ClaimOutcome::InProgress)
     }
 
     async fn complete(&self, completion: &Completion) -> Result<()> {
@@ -261,16 +289,13 @@ impl IdempotencyStore for PgStore {
 
     async fn release(&self, claim: &Claim) -> Result<()> {
         self.call(async {
-            sqlx::query(
-                "DELETE FROM idempotency_keys \
-                 WHERE scope = $1 AND key = $2 AND token = $3 AND response_status IS NULL",
-            )
-            .bind(scope_uuid(claim.scope))
-            .bind(claim.key.as_str())
-            .bind(claim.token.as_uuid())
-            .execute(self.pool())
-            .await
-            .map_err(from_sqlx)?;
+            sqlx::query(RELEASE)
+                .bind(scope_uuid(claim.scope))
+                .bind(claim.key.as_str())
+                .bind(claim.token.as_uuid())
+                .execute(self.pool())
+                .await
+                .map_err(from_sqlx)?;
             Ok(())
         })
         .await

@@ -27,16 +27,19 @@ impl IdempotencyStore for MemoryStore {
             .idempotency
             .get(&scoped)
             .filter(|r| r.expires_at > now)
+            // An unfinished claim past its lock timeout created nothing: any request may
+            // take the key over.
+            .filter(|r| {
+                r.response.is_some() || now.duration_since(r.locked_at) < policy.lock_timeout
+            })
         {
             if record.fingerprint != fingerprint {
                 return Ok(ClaimOutcome::Mismatch);
             }
-            if let Some(response) = &record.response {
-                return Ok(ClaimOutcome::Replay(response.clone()));
-            }
-            if now.duration_since(record.locked_at) < policy.lock_timeout {
-                return Ok(ClaimOutcome::InProgress);
-            }
+            return Ok(match &record.response {
+                Some(response) => ClaimOutcome::Replay(response.clone()),
+                None => ClaimOutcome::InProgress,
+            });
         }
         // Absent, expired, or an unfinished claim whose holder is presumed dead: take it.
         let token = ClaimToken::generate();

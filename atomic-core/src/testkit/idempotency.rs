@@ -190,6 +190,39 @@ pub async fn a_dead_holder_is_taken_over_and_cannot_complete(kit: &StoreKit) {
     );
 }
 
+/// A claim whose holder died (or whose release failed) stops guarding its key after the lock
+/// timeout, whatever the next request's body: an unfinished claim created nothing, so a
+/// corrected request must not be refused as a reuse of the key for the whole window.
+pub async fn a_dead_holder_does_not_block_a_corrected_request(kit: &StoreKit) {
+    let key = unique_key();
+    let dead = acquired(kit, Principal::Platform, &key, 1).await;
+    assert!(
+        matches!(
+            kit.idempotency
+                .claim(Principal::Platform, &key, fingerprint(2), policy())
+                .await
+                .unwrap(),
+            ClaimOutcome::Mismatch
+        ),
+        "while the holder may be running, another body is a reuse of the key"
+    );
+    kit.time
+        .advance(policy().lock_timeout + Duration::from_secs(1))
+        .await;
+    let corrected = acquired(kit, Principal::Platform, &key, 2).await;
+    assert!(matches!(
+        kit.idempotency.complete(&completion(&dead, "dead")).await,
+        Err(Error::IdempotencyClaimLost)
+    ));
+    kit.idempotency
+        .complete(&completion(&corrected, "corrected"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(kit.idempotency.claim(Principal::Platform, &key, fingerprint(2), policy()).await.unwrap(), ClaimOutcome::Replay(r) if &r.body[..] == b"corrected")
+    );
+}
+
 pub async fn concurrent_claims_acquire_exactly_once(kit: &StoreKit) {
     let key = unique_key();
     let barrier = Arc::new(tokio::sync::Barrier::new(32));
@@ -230,6 +263,7 @@ macro_rules! idempotency_store_conformance {
                 keys_are_scoped_to_their_caller,
                 expired_keys_are_new_again_and_purged,
                 a_dead_holder_is_taken_over_and_cannot_complete,
+                a_dead_holder_does_not_block_a_corrected_request,
                 concurrent_claims_acquire_exactly_once,
             ]
         );
