@@ -2,10 +2,13 @@
 //! different request under it is 422, the same one still running is 409, a finished one is
 //! replayed byte for byte with `Idempotent-Replayed: true`), prepare the record, render the
 //! exact response, and write the record and the response in ONE store transaction. Any error
-//! releases the key, so a retry runs anew; so does a request dropped half-way (client gone,
-//! timeout), through a guard that releases on drop.
+//! releases the key (retried in the background when the store does not answer), so a retry runs
+//! anew; so does a request dropped before its write began (client gone, timeout), through a
+//! guard that releases on drop. Once the write began it runs to its end in a task of its own,
+//! whatever becomes of the request.
 
 use std::future::Future;
+use std::time::Duration;
 
 use atomic_core::idempotency::{
     Claim, ClaimOutcome, Completion, Fingerprint, IdempotencyKey, StoredResponse,
@@ -17,6 +20,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use serde::Serialize;
 
+use crate::deadline::Commit;
 use crate::envelope::{Meta, json_response, success_body};
 use crate::error::ApiError;
 
@@ -59,18 +63,11 @@ impl IdempotencyHeader {
     }
 }
 
-/// Releases a held claim when a request is abandoned half-way (client gone, timeout): the
-/// future is dropped, so the release runs as a task of its own.
+/// Releases a held claim when a request is abandoned before its write began (client gone,
+/// timeout): the future is dropped, so the release runs as a task of its own.
 struct ClaimGuard {
     services: Services,
     claim: Option<Claim>,
-}
-
-impl ClaimGuard {
-    /// The work is done (completed in the store): nothing to release.
-    fn finish(&mut self) {
-        self.claim = None;
-    }
 }
 
 impl Drop for ClaimGuard {
@@ -80,14 +77,34 @@ impl Drop for ClaimGuard {
         };
         let services = self.services.clone();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Err(error) = services.release_idempotency_key(&claim).await {
-                    // The claim's lock timeout frees the key in the end.
-                    tracing::warn!(?error, "could not release an idempotency key");
-                }
-            });
+            runtime.spawn(async move { release(&services, claim).await });
         }
     }
+}
+
+/// Attempts at releasing a claim, and the wait before the first retry (doubled each time).
+const RELEASE_ATTEMPTS: u32 = 5;
+const RELEASE_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Releases a claim whose request created nothing, so a retry (corrected or not) runs anew.
+/// The first attempt is awaited; if it fails, the retries run in the background, and a claim
+/// that no attempt could release frees its key at the store's lock timeout.
+async fn release(services: &Services, claim: Claim) {
+    if services.release_idempotency_key(&claim).await.is_ok() {
+        return;
+    }
+    let services = services.clone();
+    tokio::spawn(async move {
+        let mut wait = RELEASE_BACKOFF;
+        for _ in 1..RELEASE_ATTEMPTS {
+            tokio::time::sleep(wait).await;
+            match services.release_idempotency_key(&claim).await {
+                Ok(()) => return,
+                Err(error) => tracing::warn!(?error, "could not release an idempotency key"),
+            }
+            wait *= 2;
+        }
+    });
 }
 
 /// Who a rendering is for: the caller now, or the store (for replays), which never keeps a
@@ -109,6 +126,8 @@ pub(crate) struct Create<'a> {
     pub(crate) fingerprint: Fingerprint,
     pub(crate) status: StatusCode,
     pub(crate) meta: Meta,
+    /// Marks the request's write as begun, for the request deadline.
+    pub(crate) commit: Option<Commit>,
 }
 
 impl Create<'_> {
@@ -126,7 +145,7 @@ impl Create<'_> {
         PrepFut: Future<Output = Result<P, ApiError>>,
         D: Serialize,
         Sub: FnOnce(P, Option<Completion>) -> SubFut,
-        SubFut: Future<Output = Result<(), atomic_core::Error>>,
+        SubFut: Future<Output = Result<(), atomic_core::Error>> + Send + 'static,
     {
         let mut guard = ClaimGuard {
             services: self.services.clone(),
@@ -144,7 +163,7 @@ impl Create<'_> {
                 ClaimOutcome::InProgress => return Err(ApiError::IdempotencyConflict),
             }
         }
-        let outcome = async {
+        let prepared = async {
             let prepared = prepare(guard.claim.clone()).await?;
             let body = success_body(&render(&prepared, Reveal::Secrets), &self.meta);
             let completion = guard.claim.clone().map(|claim| Completion {
@@ -154,24 +173,41 @@ impl Create<'_> {
                     body: success_body(&render(&prepared, Reveal::NoSecrets), &self.meta),
                 },
             });
-            submit(prepared, completion).await?;
-            Ok::<_, ApiError>(body)
+            Ok::<_, ApiError>((body, submit(prepared, completion)))
         }
         .await;
-        match outcome {
-            Ok(body) => {
-                guard.finish();
-                Ok(json_response(self.status, body))
-            }
+        let claim = guard.claim.take();
+        let (body, write) = match prepared {
+            Ok(prepared) => prepared,
             Err(error) => {
                 // Released before the error is answered, so an immediate retry runs anew.
-                if let Some(claim) = guard.claim.take()
-                    && let Err(release_error) = self.services.release_idempotency_key(&claim).await
-                {
-                    tracing::warn!(?release_error, "could not release an idempotency key");
+                if let Some(claim) = claim {
+                    release(self.services, claim).await;
                 }
-                Err(error)
+                return Err(error);
             }
+        };
+        // The write runs to its end whatever becomes of this request (a client that hangs
+        // up, the request deadline): a write the store commits is always followed through,
+        // and its answer is never a 503.
+        if let Some(commit) = &self.commit {
+            commit.begin();
+        }
+        let services = self.services.clone();
+        let written = tokio::spawn(async move {
+            let result = write.await;
+            if result.is_err()
+                && let Some(claim) = claim
+            {
+                release(&services, claim).await;
+            }
+            result
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => Ok(json_response(self.status, body)),
+            Ok(Err(error)) => Err(error.into()),
+            Err(panicked) => Err(ApiError::Internal(atomic_core::Error::backend(panicked))),
         }
     }
 }

@@ -16,6 +16,7 @@
 //! ```
 
 mod body;
+mod deadline;
 mod envelope;
 mod error;
 mod fields;
@@ -38,13 +39,12 @@ use atomic_core::{Services, Timestamp};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::MatchedPath;
-use axum::http::{HeaderValue, Request, StatusCode, header};
+use axum::http::{HeaderValue, Request, header};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
@@ -187,10 +187,7 @@ fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
             )
             .layer(from_fn_with_state(state, envelope::render_errors))
             .layer(CatchPanicLayer::custom(panic_response))
-            .layer(TimeoutLayer::with_status_code(
-                StatusCode::SERVICE_UNAVAILABLE,
-                timeout,
-            ))
+            .layer(from_fn_with_state(timeout, deadline::deadline))
             .layer(from_fn(security::headers))
             .option_layer(cors),
     )

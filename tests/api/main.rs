@@ -9,6 +9,7 @@
     clippy::duplicate_mod
 )]
 
+mod commit;
 mod helpers;
 mod outage;
 mod proxy;

@@ -173,12 +173,27 @@ impl PaymentService {
     /// Stores a prepared payment (and its idempotency completion) in one transaction, then
     /// enqueues its job. Once this returns `Ok`, the payment will be settled.
     ///
+    /// The work runs as a task of its own, so a caller that stops waiting (a client that hangs
+    /// up, a dropped future) cancels none of it: a payment the store has committed is always
+    /// enqueued at once, never left to the sweep.
+    ///
     /// Nothing after the store write can fail the answer or hold it long: the job is only a
     /// wake-up hint, its enqueue waits at most [`ENQUEUE_TIMEOUT`], and a lost one is
     /// re-enqueued by the sweep. So a stalled queue never turns an accepted payment into an
     /// error (which a client would retry, paying twice), as long as requests may run longer
     /// than that bound.
     pub async fn submit(&self, payment: &Payment, completion: Option<Completion>) -> Result<()> {
+        let (service, payment) = (self.clone(), payment.clone());
+        tokio::spawn(async move { service.store_and_enqueue(&payment, completion).await })
+            .await
+            .map_err(Error::backend)?
+    }
+
+    async fn store_and_enqueue(
+        &self,
+        payment: &Payment,
+        completion: Option<Completion>,
+    ) -> Result<()> {
         self.ledger.create_payment(payment, completion).await?;
         failpoint::hit(failpoint::PAYMENT_AFTER_INSERT).await;
         let id = payment.id;

@@ -25,11 +25,14 @@ pub(crate) async fn create(
     let services = app.services();
     meta.create(&app, caller, &idempotency, &body, StatusCode::CREATED)?
         .run(
-        |_claim| async { Ok(services.accounts.prepare(caller, name, currency)) },
-        |account, _| AccountView::new(account),
-        |account, completion| async move { services.accounts.submit(&account, completion).await },
-    )
-    .await
+            |_claim| async { Ok(services.accounts.prepare(caller, name, currency)) },
+            |account, _| AccountView::new(account),
+            |account, completion| {
+                let accounts = services.accounts.clone();
+                async move { accounts.submit(&account, completion).await }
+            },
+        )
+        .await
 }
 
 pub(crate) async fn show(

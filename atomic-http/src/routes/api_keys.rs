@@ -27,11 +27,14 @@ pub(crate) async fn create(
     let services = app.services();
     meta.create(&app, caller, &idempotency, &body, StatusCode::CREATED)?
         .run(
-        |_claim| async { Ok(services.api_keys.prepare(caller)?) },
-        |(key, raw), reveal| ApiKeyView::minted(key, raw, reveal),
-        |(key, _raw), completion| async move { services.api_keys.submit(&key, completion).await },
-    )
-    .await
+            |_claim| async { Ok(services.api_keys.prepare(caller)?) },
+            |(key, raw), reveal| ApiKeyView::minted(key, raw, reveal),
+            |(key, _raw), completion| {
+                let api_keys = services.api_keys.clone();
+                async move { api_keys.submit(&key, completion).await }
+            },
+        )
+        .await
 }
 
 pub(crate) async fn list(

@@ -30,8 +30,9 @@ pub(crate) async fn create(
                 account: AccountView::new(&onboarding.account),
                 api_key: ApiKeyView::minted(&onboarding.key, raw, reveal),
             },
-            |(onboarding, _raw), completion| async move {
-                services.merchants.submit(&onboarding, completion).await
+            |(onboarding, _raw), completion| {
+                let merchants = services.merchants.clone();
+                async move { merchants.submit(&onboarding, completion).await }
             },
         )
         .await

@@ -20,6 +20,7 @@ use axum::routing::{MethodRouter, delete, get, post};
 
 use crate::AppState;
 use crate::body::JsonBody;
+use crate::deadline::Commit;
 use crate::envelope::{Meta, json_response, success_body};
 use crate::error::ApiError;
 use crate::fields::{Fields, string};
@@ -63,6 +64,7 @@ pub(crate) fn health_routes() -> Router<AppState> {
 pub(crate) struct RequestMeta {
     request_id: RequestId,
     path: String,
+    commit: Option<Commit>,
 }
 
 impl RequestMeta {
@@ -92,6 +94,7 @@ impl RequestMeta {
             fingerprint: Fingerprint::of("POST", &self.path, &body.canonical),
             status,
             meta: self.meta(app),
+            commit: self.commit.clone(),
         })
     }
 }
@@ -123,6 +126,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
                 .cloned()
                 .unwrap_or_else(RequestId::generate),
             path: parts.uri.path().to_owned(),
+            commit: parts.extensions.get::<Commit>().cloned(),
         })
     }
 }

@@ -56,11 +56,19 @@ pub(crate) async fn create(
     };
     meta.create(&app, caller, &idempotency, &body, StatusCode::ACCEPTED)?
         .run(
-        |claim| async move { Ok(services.payments.prepare(caller, request, claim.as_ref()).await?) },
-        |payment, _| PaymentView::new(payment),
-        |payment, completion| async move { services.payments.submit(&payment, completion).await },
-    )
-    .await
+            |claim| async move {
+                Ok(services
+                    .payments
+                    .prepare(caller, request, claim.as_ref())
+                    .await?)
+            },
+            |payment, _| PaymentView::new(payment),
+            |payment, completion| {
+                let payments = services.payments.clone();
+                async move { payments.submit(&payment, completion).await }
+            },
+        )
+        .await
 }
 
 pub(crate) async fn show(
