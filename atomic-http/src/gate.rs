@@ -115,10 +115,18 @@ pub(crate) async fn gate(
 ) -> Response {
     let credentials = credentials(request.headers());
     let principal = match &credentials {
-        Credentials::Bearer(key) => match app.services().api_keys.authenticate(key).await {
-            Ok(principal) => principal,
-            Err(error) => return ApiError::from(error).into_response(),
-        },
+        Credentials::Bearer(key) => {
+            let keys = &app.services().api_keys;
+            let checked = if manages_keys(request.method(), request.uri().path()) {
+                keys.authenticate_fresh(key).await
+            } else {
+                keys.authenticate(key).await
+            };
+            match checked {
+                Ok(principal) => principal,
+                Err(error) => return ApiError::from(error).into_response(),
+            }
+        }
         _ => None,
     };
     let identity = match principal {
@@ -163,6 +171,16 @@ pub(crate) async fn gate(
     };
     apply_headers(response.headers_mut(), &decisions);
     response
+}
+
+/// Key management (API.md): minting and revoking keys, and onboarding a merchant (which mints
+/// one). These never trust a cached key.
+fn manages_keys(method: &Method, path: &str) -> bool {
+    match *method {
+        Method::POST => path == "/api/v1/api-keys" || path == "/api/v1/merchants",
+        Method::DELETE => path.starts_with("/api/v1/api-keys/"),
+        _ => false,
+    }
 }
 
 fn hits_for(app: &AppState, method: &Method, path: &str, identity: &str) -> Vec<Hit> {

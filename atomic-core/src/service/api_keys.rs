@@ -81,8 +81,21 @@ impl ApiKeyService {
         cache.remove(hash);
     }
 
-    /// Who a presented key is: the platform, a merchant, or nobody (`None`).
+    /// Who a presented key is: the platform, a merchant, or nobody (`None`). A merchant key
+    /// checked within the cache window is trusted without a store read, so a key revoked
+    /// through another process works here for at most that window.
     pub async fn authenticate(&self, presented: &str) -> Result<Option<Principal>> {
+        self.identify(presented, true).await
+    }
+
+    /// As [`Self::authenticate`], but always asks the store: for key management (minting,
+    /// revoking, onboarding), where a revoked key must fail at once on every process, or it
+    /// could mint its own replacement.
+    pub async fn authenticate_fresh(&self, presented: &str) -> Result<Option<Principal>> {
+        self.identify(presented, false).await
+    }
+
+    async fn identify(&self, presented: &str, trust_cache: bool) -> Result<Option<Principal>> {
         let raw = RawApiKey::from_presented(presented);
         let hash = raw.hash();
         if self.platform_key.is_some_and(|p| p.ct_eq(&hash)) {
@@ -92,7 +105,7 @@ impl ApiKeyService {
         if !raw.is_well_formed() {
             return Ok(None);
         }
-        if let Some(merchant) = self.remembered(&hash) {
+        if trust_cache && let Some(merchant) = self.remembered(&hash) {
             return Ok(Some(Principal::Merchant(merchant)));
         }
         let active = self
@@ -100,8 +113,9 @@ impl ApiKeyService {
             .key_by_hash(&hash)
             .await?
             .filter(ApiKey::is_active);
-        if let Some(key) = &active {
-            self.remember(hash, key.merchant_id);
+        match &active {
+            Some(key) => self.remember(hash, key.merchant_id),
+            None => self.forget(&hash),
         }
         Ok(active.map(|key| Principal::Merchant(key.merchant_id)))
     }
