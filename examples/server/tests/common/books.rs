@@ -79,6 +79,11 @@ pub async fn assert_acked_stored(pool: &PgPool, acked: &[Acked]) -> usize {
     acked.len()
 }
 
+/// A payment row: id, merchant account, funding account, amount, status.
+type PaymentRow = (String, String, String, i64, String);
+/// A posting or an entry row: ids, accounts or direction, and the amount.
+type LedgerRow = (String, String, String, String, i64);
+
 /// What [`assert_postings_match_payments`] counted.
 #[derive(Debug)]
 pub struct Posted {
@@ -95,21 +100,21 @@ pub async fn assert_postings_match_payments(pool: &PgPool) -> Posted {
         .execute(&mut *tx)
         .await
         .unwrap();
-    let payments: Vec<(String, String, String, i64, String)> = sqlx::query_as(
+    let payments: Vec<PaymentRow> = sqlx::query_as(
         "SELECT id::text, merchant_account::text, funding_account::text, amount, status \
          FROM payments",
     )
     .fetch_all(&mut *tx)
     .await
     .unwrap();
-    let postings: Vec<(String, String, String, String, i64)> = sqlx::query_as(
+    let postings: Vec<LedgerRow> = sqlx::query_as(
         "SELECT id::text, payment_id::text, debit_account::text, credit_account::text, amount \
          FROM ledger_transactions",
     )
     .fetch_all(&mut *tx)
     .await
     .unwrap();
-    let entries: Vec<(String, String, String, String, i64)> = sqlx::query_as(
+    let entries: Vec<LedgerRow> = sqlx::query_as(
         "SELECT transaction_id::text, payment_id::text, account_id::text, direction, amount \
          FROM ledger_entries",
     )
@@ -127,9 +132,8 @@ pub async fn assert_postings_match_payments(pool: &PgPool) -> Posted {
         .iter()
         .map(|(id, kind, _)| (id.as_str(), kind.as_str()))
         .collect();
-    let by_id: HashMap<&str, &(String, String, String, i64, String)> =
-        payments.iter().map(|p| (p.0.as_str(), p)).collect();
-    let mut entries_of: HashMap<&str, Vec<&(String, String, String, String, i64)>> = HashMap::new();
+    let by_id: HashMap<&str, &PaymentRow> = payments.iter().map(|p| (p.0.as_str(), p)).collect();
+    let mut entries_of: HashMap<&str, Vec<&LedgerRow>> = HashMap::new();
     for e in &entries {
         entries_of.entry(e.0.as_str()).or_default().push(e);
     }
