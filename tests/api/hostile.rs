@@ -10,7 +10,7 @@ use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
 use serde_json::{Value, json};
 
-use super::helpers::{Reply, TestApp, assert_success, onboard, spawn_app_with};
+use super::helpers::{Reply, TestApp, assert_success, onboard, pay, random_id, spawn_app_with};
 
 /// Strings that break naive SQL, shell, log or path handling.
 const INJECTIONS: &[&str] = &[
@@ -274,7 +274,7 @@ async fn all_payments(app: &TestApp, key: &str) -> Vec<Value> {
     loop {
         let path = match &after {
             None => "/payments?limit=100".to_owned(),
-            Some(id) => format!("/payments?limit=100&starting_after={id}"),
+            Some(id) => format!("/payments?limit=100&startingAfter={id}"),
         };
         let reply = app.get(&path, key).await;
         assert_success(&reply, 200);
@@ -285,6 +285,48 @@ async fn all_payments(app: &TestApp, key: &str) -> Vec<Value> {
             return items;
         }
     }
+}
+
+/// For a 202 to the payment body `sent`: the answer and the stored payment (read back with
+/// `GET /payments/:id`) hold what was sent: merchant (the caller's own account when
+/// `merchantId` was absent or null), amount, currency and description, byte for byte (the
+/// default "API Payment" when none was sent). Returns the stored description.
+async fn assert_stored_as_sent(
+    app: &TestApp,
+    key: &str,
+    account: &str,
+    reply: &Reply,
+    sent: &Value,
+    what: &str,
+) -> String {
+    assert_success(reply, 202);
+    let id = reply.data()["id"].as_str().expect("an id").to_owned();
+    let got = app.get(&format!("/payments/{id}"), key).await;
+    assert_success(&got, 200);
+    let stored = &got.data()["payment"];
+    let merchant = sent["merchantId"].as_str().unwrap_or(account);
+    let description = match &sent["description"] {
+        Value::Null => "API Payment",
+        d => d.as_str().expect("a 202 had a string description"),
+    };
+    for (view, payment) in [("202 answer", reply.data()), ("stored", stored)] {
+        assert_eq!(payment["id"], id.as_str(), "{what}: {view}: {payment}");
+        assert_eq!(payment["merchantId"], merchant, "{what}: {view}: {payment}");
+        assert_eq!(
+            payment["amount"].as_i64(),
+            sent["amount"].as_i64(),
+            "{what}: {view} amount: {payment}"
+        );
+        assert!(payment["amount"].is_i64(), "{what}: {view}: {payment}");
+        assert_eq!(payment["currency"], sent["currency"], "{what}: {view}: {payment}");
+        // String equality is byte equality: no trimming, normalisation or re-encoding.
+        assert_eq!(
+            payment["description"].as_str(),
+            Some(description),
+            "{what}: {view} description, byte for byte"
+        );
+    }
+    description.to_owned()
 }
 
 #[tokio::test]
@@ -301,9 +343,10 @@ async fn hostile_payment_bodies_are_refused_or_stored_literally() {
             Expect::Stored => {
                 assert_eq!(reply.status, 202, "{}: {}", case.name, reply.text);
                 let sent: Value = serde_json::from_slice(&case.body).unwrap();
-                let description = sent["description"].as_str().unwrap_or("API Payment");
-                assert_eq!(reply.data()["description"], description, "{}", case.name);
-                stored_descriptions.push(description.to_owned());
+                let description =
+                    assert_stored_as_sent(&app, &m.key, &m.account_id, &reply, &sent, &case.name)
+                        .await;
+                stored_descriptions.push(description);
             }
         }
     }
@@ -331,6 +374,7 @@ async fn hostile_path_ids_and_query_strings_are_refused() {
     let app = spawn_app_with(&[("RATE_LIMIT_GLOBAL", "off")]).await;
     let m = onboard(&app, "Hostile Paths", "USD").await;
     let mut checked = 0;
+    let mut cursors = 0;
     for text in INJECTIONS.iter().chain(UNICODE).chain(&["", "0", "-1", "null", "00000000-0000-0000-0000-00000000000g"]) {
         let encoded: String = text.bytes().map(|b| format!("%{b:02X}")).collect();
         for path in [
@@ -339,8 +383,6 @@ async fn hostile_path_ids_and_query_strings_are_refused() {
             format!("/accounts/{encoded}/entries"),
             format!("/payments?status={encoded}"),
             format!("/payments?limit={encoded}"),
-            format!("/payments?starting_after={encoded}"),
-            format!("/accounts/{}/entries?starting_after={encoded}", m.account_id),
         ] {
             let reply = app.get(&path, &m.key).await;
             assert!(
@@ -352,14 +394,61 @@ async fn hostile_path_ids_and_query_strings_are_refused() {
             assert!(reply.status >= 200 && reply.status < 500);
             checked += 1;
         }
+        // The cursor (API.md: `startingAfter`): a value that is not the id of an item the
+        // caller can see is 400 `validation_error` naming `startingAfter`, so the hostile text
+        // reached the cursor's parser and was refused there.
+        for path in [
+            format!("/payments?startingAfter={encoded}"),
+            format!("/payments?status=SUCCESS&limit=5&startingAfter={encoded}"),
+            format!("/accounts/{}/entries?startingAfter={encoded}", m.account_id),
+        ] {
+            let reply = app.get(&path, &m.key).await;
+            assert_cursor_refused(&reply, &path);
+            checked += 1;
+            cursors += 1;
+        }
+    }
+    // Well-formed ids that are no cursor of the caller's: unknown, another merchant's payment,
+    // and the caller's own account id (an account is not an item of the payments list).
+    let other = onboard(&app, "Hostile Other", "USD").await;
+    let theirs = pay(&app, &other.key, &other.account_id, 100, "tok_visa").await;
+    for id in [
+        random_id(),
+        theirs["id"].as_str().unwrap().to_owned(),
+        m.account_id.clone(),
+    ] {
+        for path in [
+            format!("/payments?startingAfter={id}"),
+            format!("/accounts/{}/entries?startingAfter={id}", m.account_id),
+        ] {
+            let reply = app.get(&path, &m.key).await;
+            assert_cursor_refused(&reply, &path);
+            checked += 1;
+            cursors += 1;
+        }
     }
     assert!(checked >= 150, "{checked}");
-    println!("hostile paths and queries: requests={checked}, all 400/404");
+    println!(
+        "hostile paths and queries: requests={checked} (cursor probes={cursors}), all 400/404"
+    );
     assert_eq!(all_payments(&app, &m.key).await.len(), 0);
 }
 
+/// A cursor refused as API.md says: 400 `validation_error` whose details name `startingAfter`.
+#[track_caller]
+fn assert_cursor_refused(reply: &Reply, path: &str) {
+    assert_eq!(reply.status, 400, "{path}: {}", reply.text);
+    assert_eq!(reply.code(), "validation_error", "{path}: {}", reply.text);
+    assert_eq!(
+        reply.detail_fields(),
+        ["startingAfter"],
+        "{path}: the cursor is what was refused: {}",
+        reply.text
+    );
+}
+
 /// Any JSON value (proptest-generated, fixed seed) in any field, or as the whole body: never a
-/// 5xx, and a 202 only for a body that is a valid payment.
+/// 5xx, and a 202 only for a body that is a valid payment, stored as it was sent.
 #[tokio::test]
 async fn generated_json_never_gets_a_5xx() {
     let app = spawn_app_with(&[("RATE_LIMIT_GLOBAL", "off"), ("RATE_LIMIT_PAYMENTS", "off")]).await;
@@ -403,16 +492,46 @@ async fn generated_json_never_gets_a_5xx() {
         } else {
             body_with(&m.account_id, field, value.clone())
         };
-        let reply = send(&app, &m.key, &case(field, body, Expect::Refused)).await;
+        let reply = send(&app, &m.key, &case(field, body.clone(), Expect::Refused)).await;
         assert!(reply.status < 500, "{field} = {value}: {} {}", reply.status, reply.text);
         if reply.status == 202 {
             accepted += 1;
+            let sent: Value = serde_json::from_slice(&body).unwrap();
+            let what = format!("{field} = {value}");
+            assert_stored_as_sent(&app, &m.key, &m.account_id, &reply, &sent, &what).await;
         } else {
             assert_refused(&reply, &format!("{field} = {value}"));
         }
     }
-    assert_eq!(all_payments(&app, &m.key).await.len(), accepted);
     // The generator reaches both sides: valid payments and refusals.
     assert!(accepted > 0 && accepted < 200, "accepted {accepted} of 200");
-    println!("generated JSON: 200 bodies, accepted={accepted}, refused={}, 5xx=0", 200 - accepted);
+    // Valid payments with generated amounts and any description the contract allows (up to
+    // 80 characters, no control character but line breaks and tabs: format characters,
+    // combining marks, astral planes): each is 202 and stored exactly as sent.
+    let valid = (
+        1i64..=99_999_999,
+        "([^\\p{Cc}]|[\\n\\r\\t]){0,80}",
+        any::<bool>(),
+    );
+    for _ in 0..100 {
+        let (amount, description, with_merchant) = valid.new_tree(&mut runner).unwrap().current();
+        let mut sent = json!({
+            "amount": amount,
+            "currency": "USD",
+            "source": "tok_visa",
+            "description": description,
+        });
+        if with_merchant {
+            sent["merchantId"] = json!(m.account_id);
+        }
+        let body = serde_json::to_vec(&sent).unwrap();
+        let reply = send(&app, &m.key, &case("valid", body, Expect::Stored)).await;
+        let what = format!("valid body {sent}");
+        assert_stored_as_sent(&app, &m.key, &m.account_id, &reply, &sent, &what).await;
+    }
+    assert_eq!(all_payments(&app, &m.key).await.len(), accepted + 100);
+    println!(
+        "generated JSON: 200 bodies, accepted={accepted}, refused={}, 5xx=0; 100 valid bodies stored as sent",
+        200 - accepted
+    );
 }

@@ -15,8 +15,8 @@ use atomic_redis::testkit::RedisServer;
 use sqlx::PgPool;
 
 use super::helpers::{
-    Backend, Merchant, Reply, TestApp, assert_error, assert_success, balance, onboard, pay,
-    payment_body, spawn_on, wait_terminal,
+    Backend, Merchant, Reply, TestApp, assert_error, assert_success, balance, books_by_sql,
+    onboard, pay, payment_body, spawn_on, wait_terminal,
 };
 
 const PAYMENTS: usize = 100;
@@ -72,15 +72,21 @@ async fn redis_down_fail_open_accepts_stores_and_settles_everything_once_it_retu
     assert_eq!(ready.data()["checks"]["queue"], "down", "{}", ready.text);
     assert_eq!(ready.data()["checks"]["limiter"], "down", "{}", ready.text);
     assert_eq!(ready.data()["checks"]["store"], "up", "{}", ready.text);
-    let stored_while_down = count(
-        &pool,
-        "SELECT count(*) FROM payments WHERE status = 'PENDING'",
+    // Every 202 is durable: each accepted id is a stored PENDING payment of the merchant, of
+    // the amount sent.
+    let stored_while_down: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM payments WHERE id = ANY($1::text[]::uuid[]) \
+         AND status = 'PENDING' AND merchant_account = $2::uuid AND amount = 100",
     )
-    .await;
+    .bind(&accepted)
+    .bind(&m.account_id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     assert_eq!(
         stored_while_down,
         i64::try_from(PAYMENTS).unwrap(),
-        "every 202 is stored"
+        "every 202 is stored as sent"
     );
 
     redis.restart().await; // empty: no stream, no group
@@ -90,24 +96,29 @@ async fn redis_down_fail_open_accepts_stores_and_settles_everything_once_it_retu
         assert_eq!(payment["status"], "SUCCESS", "{payment}");
     }
     let settled_in = started.elapsed();
-    let duplicates = count(
-        &pool,
-        "SELECT count(*) FROM (SELECT payment_id FROM ledger_transactions \
-         GROUP BY payment_id HAVING count(*) > 1) twice",
-    )
-    .await;
-    assert_eq!(duplicates, 0);
     assert_eq!(
         balance(&app, &m.key, &m.account_id).await,
         1 + 100 * i64::try_from(PAYMENTS).unwrap()
+    );
+    // Straight from the database: every 202 is a stored payment, and every posting is the
+    // one its payment asks for (World to the merchant, of its amount), balances included.
+    let mut all_accepted = accepted.clone();
+    all_accepted.push(first["id"].as_str().unwrap().to_owned());
+    let books = books_by_sql(&pool, &all_accepted, &app.system_accounts["USD"]).await;
+    assert!(books.is_right(), "books against the payments: {books:?}");
+    assert_eq!(
+        books.postings,
+        i64::try_from(all_accepted.len()).unwrap(),
+        "one posting per SUCCESS payment: {books:?}"
     );
     let audit = db.store().audit(Duration::from_secs(3600)).await.unwrap();
     assert!(audit.is_clean(), "books audit:\n{audit}");
     println!(
         "redis outage (fail-open): accepted_while_down={} stored={stored_while_down} \
-         settled_after_return={} in {settled_in:?} duplicates={duplicates} slowest_accept={slowest:?}",
+         settled_after_return={} in {settled_in:?} postings={} slowest_accept={slowest:?}",
         accepted.len(),
-        accepted.len()
+        accepted.len(),
+        books.postings
     );
 }
 
@@ -138,8 +149,15 @@ async fn redis_down_fail_closed_refuses_and_stores_nothing() {
         )
         .await;
     assert_success(&reply, 202);
-    let payment = wait_terminal(&app, &m.key, reply.data()["id"].as_str().unwrap()).await;
+    let id = reply.data()["id"].as_str().unwrap().to_owned();
+    let payment = wait_terminal(&app, &m.key, &id).await;
     assert_eq!(payment["status"], "SUCCESS");
+    let books = books_by_sql(&pool, &[id], &app.system_accounts["USD"]).await;
+    assert!(books.is_right(), "books against the payments: {books:?}");
+    assert_eq!(
+        books.postings, 1,
+        "only the payment made after Redis returned"
+    );
 }
 
 /// Sends the 100 payments of 100 at once, 16 at a time, keys `<prefix>-<i>`; each reply

@@ -3,8 +3,10 @@
 //! crashes PostgreSQL (`pg_ctl restart -m immediate`, on a cluster of the test's own),
 //! flushes Redis and restarts it empty. Then the faults stop, everything heals, and the
 //! checkers run over the driver's history and the database:
-//! - per key, every 202 named the same payment, and it is the key's only payment (Stripe's
-//!   idempotency, linearised);
+//! - per key, every 202 of every attempt named the same payment, and it is the key's only
+//!   payment (Stripe's idempotency, linearised). Each key is replayed right after its first
+//!   202 (so replays cross the faults) and once more after the heal, so every key has at
+//!   least two 202s to compare;
 //! - every payment id a client saw in a 202 exists (L11), and every payment ends terminal
 //!   within T_heal (L12);
 //! - the books audit reports 0 on every invariant.
@@ -17,22 +19,20 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use atomic_core::ports::LedgerAudit;
 use atomic_redis::testkit::RedisServer;
-use common::fault::{Fault, KEY, LEASE, SWEEP};
+use common::books::{Acked, assert_acked_stored};
+use common::fault::{Fault, KEY, T_HEAL};
 use common::pg_cluster::PgCluster;
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, RwLock};
 
 const CLIENTS: usize = 8;
-const T_HEAL: Duration = LEASE
-    .saturating_add(SWEEP)
-    .saturating_add(Duration::from_secs(30));
 /// Short requests, so a claim a killed request held goes stale within seconds.
 const SHORT: [(&str, &str); 1] = [("REQUEST_TIMEOUT", "5s")];
 
@@ -149,9 +149,9 @@ async fn seeded_chaos_loses_nothing_doubles_nothing_and_heals() {
     let api = Arc::new(RwLock::new(api_url));
 
     // The load driver: each client pays one key at a time and retries it (same key, same
-    // body) until it gets a 202, recording every answer.
+    // body) until it gets a 202, then replays it once; every 202 of every attempt is recorded.
     let stop = Arc::new(AtomicBool::new(false));
-    let history: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let history: Arc<Mutex<Vec<Acked>>> = Arc::default();
     let attempts = Arc::new(AtomicU64::new(0));
     let mut clients = Vec::new();
     for c in 0..CLIENTS {
@@ -169,15 +169,30 @@ async fn seeded_chaos_loses_nothing_doubles_nothing_and_heals() {
             loop {
                 let key = format!("chaos-{c}-{n}");
                 let amount = 100 + (seed.wrapping_add(c as u64 * 1_000_003 + n) % 9_900);
+                // Until the first 202; then one replay, whatever it gets.
+                let mut answered = false;
                 loop {
                     attempts.fetch_add(1, Ordering::Relaxed);
                     let current = api.read().await.clone();
-                    match attempt(&fault.http, &current, &account, &key, amount).await {
-                        Outcome::Accepted(id) => {
-                            history.lock().await.push((key.clone(), id));
-                            break;
-                        }
-                        Outcome::Retry => tokio::time::sleep(Duration::from_millis(100)).await,
+                    let accepted =
+                        match attempt(&fault.http, &current, &account, &key, amount).await {
+                            Outcome::Accepted(id) => {
+                                history.lock().await.push(Acked {
+                                    key: key.clone(),
+                                    id,
+                                    amount: amount as i64,
+                                });
+                                true
+                            }
+                            Outcome::Retry => false,
+                        };
+                    if answered {
+                        break;
+                    }
+                    if accepted {
+                        answered = true;
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }
                 n += 1;
@@ -242,32 +257,118 @@ async fn seeded_chaos_loses_nothing_doubles_nothing_and_heals() {
         })
         .await;
 
-    // Checker 1: per key, every 202 named one payment, and it is the key's only payment.
-    let history = history.lock().await;
-    let mut by_key: HashMap<&str, &str> = HashMap::new();
-    for (key, id) in history.iter() {
-        let first = by_key.entry(key.as_str()).or_insert(id.as_str());
-        assert_eq!(*first, id.as_str(), "key {key} answered with two payments");
+    // Every key answered is replayed once more against the healed system (same key, same
+    // body, until a 202), by CLIENTS concurrent clients; each answer joins the history.
+    let answered: Vec<Acked> = {
+        let history = history.lock().await;
+        let mut seen = BTreeSet::new();
+        history
+            .iter()
+            .filter(|a| seen.insert(a.key.clone()))
+            .cloned()
+            .collect()
+    };
+    let answered = Arc::new(answered);
+    let mut replays = Vec::new();
+    for c in 0..CLIENTS {
+        let (fault, api, account, history, attempts, answered) = (
+            fault.clone(),
+            api.clone(),
+            account.clone(),
+            history.clone(),
+            attempts.clone(),
+            answered.clone(),
+        );
+        replays.push(tokio::spawn(async move {
+            let current = api.read().await.clone();
+            for a in answered.iter().skip(c).step_by(CLIENTS) {
+                loop {
+                    attempts.fetch_add(1, Ordering::Relaxed);
+                    let amount = a.amount as u64;
+                    match attempt(&fault.http, &current, &account, &a.key, amount).await {
+                        Outcome::Accepted(id) => {
+                            history.lock().await.push(Acked { id, ..a.clone() });
+                            break;
+                        }
+                        Outcome::Retry => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+            }
+        }));
     }
+    for replay in replays {
+        tokio::time::timeout(Duration::from_secs(120), replay)
+            .await
+            .expect("every key replayed within 120 s of the heal")
+            .unwrap();
+    }
+
+    // Checker 1: per key, every 202 of every attempt named one payment, and that payment is
+    // the only one stored for the key.
+    let history = history.lock().await;
+    let mut by_key: HashMap<&str, BTreeSet<&str>> = HashMap::new();
+    let mut answers_of: HashMap<&str, usize> = HashMap::new();
+    for a in history.iter() {
+        by_key.entry(&a.key).or_default().insert(&a.id);
+        *answers_of.entry(&a.key).or_default() += 1;
+    }
+    let two_payments: Vec<String> = by_key
+        .iter()
+        .filter(|(_, ids)| ids.len() > 1)
+        .map(|(key, ids)| format!("{key}: {ids:?}"))
+        .collect();
+    assert!(
+        two_payments.is_empty(),
+        "{} keys answered 202 with more than one payment: {:?}",
+        two_payments.len(),
+        &two_payments[..two_payments.len().min(5)]
+    );
     assert_eq!(by_key.len() as u64, keys, "every key answered");
+    let least = answers_of.values().copied().min().unwrap_or(0);
+    assert!(
+        least >= 2,
+        "every key has at least two 202s to compare ({least})"
+    );
     let stored: Vec<(String, String)> =
         sqlx::query_as("SELECT idempotency_key, id::text FROM payments")
             .fetch_all(fault.store.pool())
             .await
             .unwrap();
-    assert_eq!(stored.len(), by_key.len(), "one payment per key, no other");
+    let mut stored_by_key: HashMap<&str, BTreeSet<&str>> = HashMap::new();
     for (key, id) in &stored {
-        assert_eq!(by_key.get(key.as_str()), Some(&id.as_str()), "key {key}");
+        stored_by_key.entry(key).or_default().insert(id);
     }
-    // Checkers 2 and 3: the books (and L11 by the comparison above: every 202 seen exists).
+    let mut mismatched = Vec::new();
+    for (key, ids) in &by_key {
+        if stored_by_key.get(key) != Some(ids) {
+            mismatched.push(format!(
+                "{key}: answered {ids:?}, stored {:?}",
+                stored_by_key.get(key)
+            ));
+        }
+    }
+    for (key, ids) in &stored_by_key {
+        if !by_key.contains_key(key) {
+            mismatched.push(format!("{key}: never answered, stored {ids:?}"));
+        }
+    }
+    assert!(
+        mismatched.is_empty(),
+        "{} keys whose stored payments are not the one answered: {:?}",
+        mismatched.len(),
+        &mismatched[..mismatched.len().min(5)]
+    );
+    // Checker 2: L11, every 202 looked up by id, under its key and amount.
+    let durable = assert_acked_stored(fault.store.pool(), &history).await;
+    // Checker 3: the books (L12 after T_heal, postings against payments, audit).
     fault.assert_books(&account, stored.len() as i64).await;
     let audit = fault.store.audit(T_HEAL).await.unwrap();
     assert!(audit.is_clean(), "books audit:\n{audit}");
     println!(
         "chaos: seed={seed} run_for={run_for:?} faults={applied:?} keys={keys} attempts={} \
-         answers_202={} terminal_after_heal={took:?} (T_heal {T_HEAL:?}) violations=0",
+         answers_202={durable} (at least {least} per key) terminal_after_heal={took:?} \
+         (T_heal {T_HEAL:?}) violations=0",
         attempts.load(Ordering::Relaxed),
-        history.len()
     );
     drop(worker);
     drop(api_process);

@@ -15,11 +15,30 @@ use common::{KEY, KEY_HASH, merchant_account, rss_kib, server, wait_listening};
 use serde_json::json;
 
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
-/// Redis calls on the path of a POST /payments: the limiter, then the enqueue.
-const REDIS_CALLS: u32 = 2;
+/// T_heal for the default lease (30 s) and the 500 ms sweep interval the process runs with.
+const T_HEAL: Duration = common::books::t_heal(Duration::from_secs(30), Duration::from_millis(500));
 
+/// Redis calls that may each wait out a timeout on the path of a POST /payments: the limiter
+/// (`REDIS_RESPONSE_TIMEOUT`), then the enqueue hint (`ENQUEUE_TIMEOUT`, 1 s).
+const REDIS_WAITS: u32 = 2;
+
+/// What the server meets today: one wait per Redis call on the path, plus slack for a loaded
+/// machine, still under the 3 s a doubled wait on the limiter would take (measured 2.03 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_redis_bounds_request_latency_and_loses_nothing() {
+    stall(RESPONSE_TIMEOUT * REDIS_WAITS + Duration::from_millis(750)).await;
+}
+
+/// The matrix's bound, REDIS_RESPONSE_TIMEOUT + 1 s. It fails today (slowest 2.03 s against
+/// 2 s): the limiter and the enqueue hint each wait up to 1 s. It passes once a request's
+/// Redis calls share one budget (e.g. no enqueue wait after the limiter timed out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "row 10 is not met yet: two 1 s Redis waits on the path (2.03 s > 2 s)"]
+async fn a_stalled_redis_answers_within_the_response_timeout_plus_one_second() {
+    stall(RESPONSE_TIMEOUT + Duration::from_secs(1)).await;
+}
+
+async fn stall(bound: Duration) {
     let redis = RedisServer::start().await;
     let db = TestDatabase::create().await;
     let mut child = server()
@@ -91,12 +110,16 @@ async fn a_stalled_redis_bounds_request_latency_and_loses_nothing() {
     assert!(paused_at.is_some());
     let rss_after = rss_kib(pid);
 
-    // Bounded by the Redis calls on the path, never the request timeout.
-    // Slack for a loaded machine, still under the 3 s a doubled wait on the limiter would take.
-    let bound = RESPONSE_TIMEOUT * REDIS_CALLS + Duration::from_millis(750);
+    // Never the request timeout; the matrix asks for REDIS_RESPONSE_TIMEOUT + 1 s.
+    let matrix = RESPONSE_TIMEOUT + Duration::from_secs(1);
+    println!(
+        "row 10: slowest={slowest:?} bound={bound:?} (matrix {matrix:?}: {})",
+        if slowest <= matrix { "met" } else { "not met" }
+    );
     assert!(
         slowest <= bound,
-        "slowest request {slowest:?} (bound {bound:?})"
+        "slowest request {slowest:?} (bound {bound:?}; the matrix's REDIS_RESPONSE_TIMEOUT + 1 s \
+         is {matrix:?})"
     );
     assert!(
         rss_after.saturating_sub(rss_before) < 50 * 1024,
@@ -123,8 +146,11 @@ async fn a_stalled_redis_bounds_request_latency_and_loses_nothing() {
         .await
         .unwrap();
     assert_eq!(stored, accepted);
-    let audit = db.store().audit(Duration::from_secs(3600)).await.unwrap();
-    assert!(audit.is_clean(), "books audit:\n{audit}");
+    let audit = db.store().audit(T_HEAL).await.unwrap();
+    assert!(
+        audit.is_clean(),
+        "books audit (L12 after {T_HEAL:?}):\n{audit}"
+    );
     println!(
         "row 10: requests=400 at 50/s, redis stalled 5 s: accepted={accepted} slowest={slowest:?} \
          (bound {bound:?}) rss_growth_kib={} settled=all audit=clean",

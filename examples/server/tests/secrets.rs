@@ -15,15 +15,20 @@ use common::{KEY, KEY_HASH, server};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
 
-/// Collects every line a stream yields into `into`.
-fn collect(stream: impl AsyncRead + Unpin + Send + 'static, into: Arc<Mutex<Vec<String>>>) {
+/// Collects every line a stream yields into `into`, until the end of the stream; join the
+/// task to know everything written is in.
+fn collect(
+    stream: impl AsyncRead + Unpin + Send + 'static,
+    into: Arc<Mutex<Vec<String>>>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut lines = BufReader::new(stream).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
+        while let Some(line) = lines.next_line().await.unwrap() {
             into.lock().await.push(line);
         }
-    });
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,8 +41,10 @@ async fn no_key_and_no_key_hash_appears_in_the_logs_or_the_answers() {
         .spawn()
         .unwrap();
     let output: Arc<Mutex<Vec<String>>> = Arc::default();
-    collect(child.stderr.take().unwrap(), output.clone());
-    collect(child.stdout.take().unwrap(), output.clone());
+    let readers = [
+        collect(child.stderr.take().unwrap(), output.clone()),
+        collect(child.stdout.take().unwrap(), output.clone()),
+    ];
     let address = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             let found = output.lock().await.iter().find_map(|line| {
@@ -182,7 +189,7 @@ async fn no_key_and_no_key_hash_appears_in_the_logs_or_the_answers() {
         answers.push(reply.text().await.unwrap());
     }
 
-    // Stop the server so everything it will write is written.
+    // Stop the server, then read both of its streams to their end: everything it wrote is in.
     let pid = child.id().unwrap().to_string();
     std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -192,9 +199,21 @@ async fn no_key_and_no_key_hash_appears_in_the_logs_or_the_answers() {
         .await
         .unwrap()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    for reader in readers {
+        tokio::time::timeout(Duration::from_secs(10), reader)
+            .await
+            .expect("the streams end once the server has exited")
+            .unwrap();
+    }
 
     let output = output.lock().await.join("\n");
+    // The last record the server writes, just before it exits: read only if the readers
+    // reached the end of the streams.
+    assert!(
+        output.lines().any(|l| serde_json::from_str::<Value>(l)
+            .is_ok_and(|log| log["fields"]["message"] == "stopped")),
+        "the server's last log record (\"stopped\") is missing: the streams were not read to their end"
+    );
     let debug_lines = output.lines().filter(|l| l.contains("\"DEBUG\"")).count();
     assert!(
         output.contains("payment accepted") && debug_lines > 0,

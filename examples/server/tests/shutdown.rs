@@ -12,15 +12,20 @@ use std::time::{Duration, Instant};
 use atomic_core::ports::LedgerAudit;
 use atomic_postgres::testkit::TestDatabase;
 use atomic_redis::testkit::{DeleteOnDrop, require_redis, unique_config};
+use common::books::{Acked, assert_acked_stored, assert_postings_match_payments, t_heal};
 use common::{KEY, KEY_HASH, merchant_account, server, wait_listening};
 use serde_json::{Value, json};
 use tokio::process::Child;
 use tokio::sync::Mutex;
 
 const CLIENTS: usize = 8;
+/// T_heal for the lease (2 s) and sweep interval (500 ms) the processes run with.
+const T_HEAL: Duration = t_heal(Duration::from_secs(2), Duration::from_millis(500));
 
 /// One request as the client saw it.
 struct Sent {
+    key: String,
+    amount: i64,
     started: Instant,
     /// `Ok((status, payment id if 202))`, or the transport error.
     outcome: Result<(u16, Option<String>), String>,
@@ -98,7 +103,12 @@ async fn sigterm_under_load_answers_what_it_took_and_leaves_nothing_processing()
                     Err(e) => Err(e.to_string()),
                 };
                 let failed = outcome.is_err();
-                sent.lock().await.push(Sent { started, outcome });
+                sent.lock().await.push(Sent {
+                    key: format!("term-{c}-{i}"),
+                    amount: 100 + i,
+                    started,
+                    outcome,
+                });
                 if failed {
                     // The server is gone or going: no point hammering a closed port.
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -164,10 +174,14 @@ async fn sigterm_under_load_answers_what_it_took_and_leaves_nothing_processing()
             assert!(status == 202 || status == 503, "status {status}");
         }
     }
-    let accepted: Vec<String> = sent
+    let accepted: Vec<Acked> = sent
         .iter()
         .filter_map(|s| match &s.outcome {
-            Ok((202, Some(id))) => Some(id.clone()),
+            Ok((202, Some(id))) => Some(Acked {
+                key: s.key.clone(),
+                id: id.clone(),
+                amount: s.amount,
+            }),
             _ => None,
         })
         .collect();
@@ -186,14 +200,14 @@ async fn sigterm_under_load_answers_what_it_took_and_leaves_nothing_processing()
         assert!(Instant::now() < deadline, "payments still open after 30 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let durable: i64 = sqlx::query_scalar("SELECT count(*) FROM payments WHERE id::text = ANY($1)")
-        .bind(&accepted)
-        .fetch_one(db.store().pool())
-        .await
-        .unwrap();
-    assert_eq!(durable, accepted.len() as i64, "every 202 is durable");
-    let audit = db.store().audit(Duration::from_secs(3600)).await.unwrap();
-    assert!(audit.is_clean(), "books audit:\n{audit}");
+    // Every 202 looked up by its id; each posting against its payment; L12 at T_heal.
+    assert_acked_stored(db.store().pool(), &accepted).await;
+    assert_postings_match_payments(db.store().pool()).await;
+    let audit = db.store().audit(T_HEAL).await.unwrap();
+    assert!(
+        audit.is_clean(),
+        "books audit (L12 after {T_HEAL:?}):\n{audit}"
+    );
     println!(
         "row 31: sent={} before_signal={} answered_before_signal={answered_before} \
          accepted={} not_answered_after_signal={refused_after} processing_after_exit=0 audit=clean",

@@ -16,13 +16,20 @@ use std::time::{Duration, Instant};
 use common::fault::{Fault, KEY};
 use serde_json::{Value, json};
 
-const AHEAD: [(&str, &str); 2] = [
+/// The idempotency window, shorter than the skew: a window measured on a process clock
+/// instead of the database's would end 5 minutes before it began for a key answered by the
+/// API behind, and a replay would make a second payment. (With the default 24 h window, ten
+/// minutes of skew would shorten it unseen.)
+const TTL: (&str, &str) = ("IDEMPOTENCY_TTL", "5m");
+const AHEAD: [(&str, &str); 3] = [
     ("ATOMIC_CLOCK_SKEW", "+10m"),
     ("RATE_LIMIT_PAYMENTS", "20/2s"),
+    TTL,
 ];
-const BEHIND: [(&str, &str); 2] = [
+const BEHIND: [(&str, &str); 3] = [
     ("ATOMIC_CLOCK_SKEW", "-10m"),
     ("RATE_LIMIT_PAYMENTS", "20/2s"),
+    TTL,
 ];
 
 async fn post(
@@ -56,16 +63,22 @@ async fn skewed_process_clocks_change_no_decision() {
     let account = fault.merchant(&api_ahead).await;
     let http = fault.http.clone();
 
-    // Idempotency: answered ahead, replayed behind (and the reverse), same payment.
+    // Idempotency: answered ahead, replayed behind, and the reverse, same payment each time
+    // (the window, 5 min, is shorter than the 10 min skew).
     let body =
         json!({"merchantId": account, "amount": 500, "currency": "USD", "source": "tok_visa"});
-    let (s1, first, _) = post(&http, &api_ahead, Some("skew-1"), &body).await;
-    let (s2, replay, _) = post(&http, &api_behind, Some("skew-1"), &body).await;
-    assert_eq!((s1, s2), (202, 202));
-    assert_eq!(
-        first["data"]["id"], replay["data"]["id"],
-        "the window is not shortened"
-    );
+    for (key, first_api, then_api) in [
+        ("skew-1", &api_ahead, &api_behind),
+        ("skew-2", &api_behind, &api_ahead),
+    ] {
+        let (s1, first, _) = post(&http, first_api, Some(key), &body).await;
+        let (s2, replay, _) = post(&http, then_api, Some(key), &body).await;
+        assert_eq!((s1, s2), (202, 202), "{key}: {first} {replay}");
+        assert_eq!(
+            first["data"]["id"], replay["data"]["id"],
+            "{key}: the window is not shortened"
+        );
+    }
 
     // 50 concurrent duplicates split over both APIs: one payment.
     let mut tasks = Vec::new();

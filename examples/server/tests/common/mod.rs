@@ -1,6 +1,7 @@
 //! Helpers shared by the tests that run the server binary as a process.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
 
+pub mod books;
 pub mod fault;
 pub mod pg_cluster;
 
