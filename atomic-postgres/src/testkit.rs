@@ -60,6 +60,73 @@ pub fn with_address(url: &str, address: std::net::SocketAddr) -> String {
     format!("{}{address}{}", &url[..host_start], &url[authority_end..])
 }
 
+/// `url` with its user and password replaced (a login role made by a test).
+pub fn with_user(url: &str, user: &str, password: &str) -> String {
+    let authority_start = url.find("://").map_or(0, |i| i + 3);
+    let authority_end = url[authority_start..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| authority_start + i);
+    let host_start = url[authority_start..authority_end]
+        .rfind('@')
+        .map_or(authority_start, |i| authority_start + i + 1);
+    format!(
+        "{}{user}:{password}@{}",
+        &url[..authority_start],
+        &url[host_start..]
+    )
+}
+
+/// The group role the migrations grant the server's privileges to (cluster-wide).
+pub const SERVER_GROUP_ROLE: &str = "atomic_server";
+
+/// A login role in [`SERVER_GROUP_ROLE`], made as an operator makes the server's (README): it
+/// owns nothing and has only the group's grants. Dropped (its sessions ended) on drop.
+pub struct ServerLogin {
+    name: String,
+    server: String,
+    url: String,
+}
+
+impl ServerLogin {
+    /// The test database's URL, as this role.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The role's name (`atomic_login_<uuid>`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for ServerLogin {
+    fn drop(&mut self) {
+        let (server, name) = (self.server.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async move {
+                let mut admin = sqlx::PgConnection::connect(&server).await.ok()?;
+                sqlx::query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+                )
+                .bind(&name)
+                .execute(&mut admin)
+                .await
+                .ok()?;
+                sqlx::query(sqlx::AssertSqlSafe(format!("DROP ROLE IF EXISTS {name}")))
+                    .execute(&mut admin)
+                    .await
+                    .ok()?;
+                admin.close().await.ok()
+            })
+        });
+        let _ = dropped.join();
+    }
+}
+
 /// A database created for one test, migrated, and dropped (with its connections) on drop.
 pub struct TestDatabase {
     name: String,
@@ -129,16 +196,68 @@ impl TestDatabase {
         self.store.clone()
     }
 
+    /// Makes a login role in [`SERVER_GROUP_ROLE`] (`atomic_login_<uuid>`, with a random
+    /// password), as an operator makes the server's.
+    pub async fn server_login(&self) -> ServerLogin {
+        let name = format!("atomic_login_{}", uuid::Uuid::now_v7().simple());
+        let password = uuid::Uuid::now_v7().simple().to_string();
+        let mut admin = sqlx::PgConnection::connect(&self.server)
+            .await
+            .expect("connect to the test server");
+        // Both are ours (UUIDs in hex): nothing to inject.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE ROLE {name} LOGIN PASSWORD '{password}' IN ROLE {SERVER_GROUP_ROLE}"
+        )))
+        .execute(&mut admin)
+        .await
+        .expect("create the login role");
+        let _ = admin.close().await;
+        let url = with_user(&self.url, &name, &password);
+        ServerLogin {
+            name,
+            server: self.server.clone(),
+            url,
+        }
+    }
+
     /// The conformance kit on this database; the database lives as long as the kit.
     pub fn kit(self) -> StoreKit {
         let store = self.store();
+        Self::kit_on(self, store, None)
+    }
+
+    /// The conformance kit with every port connected as a new login role in
+    /// [`SERVER_GROUP_ROLE`] (as the server connects in production); time travel stays with
+    /// the owner. The database and the role live as long as the kit.
+    pub async fn server_kit(self) -> StoreKit {
+        let login = self.server_login().await;
+        let store = Self::store_as(&login).await;
+        Self::kit_on(self, store, Some(login))
+    }
+
+    /// The conformance kit with every port connected as `login` (which the caller keeps, and
+    /// must outlive the kit); time travel stays with the owner.
+    pub async fn kit_as(self, login: &ServerLogin) -> StoreKit {
+        let store = Self::store_as(login).await;
+        Self::kit_on(self, store, None)
+    }
+
+    async fn store_as(login: &ServerLogin) -> PgStore {
+        let mut config = PgConfig::new(login.url());
+        config.max_connections = 8;
+        PgStore::connect(&config)
+            .await
+            .expect("connect as the server role")
+    }
+
+    fn kit_on(db: Self, store: PgStore, login: Option<ServerLogin>) -> StoreKit {
         StoreKit {
             ledger: Arc::new(store.clone()),
             merchants: Arc::new(store.clone()),
             api_keys: Arc::new(store.clone()),
             idempotency: Arc::new(store.clone()),
             audit: Some(Arc::new(store)),
-            time: Arc::new(PgTimeTravel { db: self }),
+            time: Arc::new(PgTimeTravel { db, _login: login }),
         }
     }
 }
@@ -174,6 +293,8 @@ impl Drop for TestDatabase {
 /// only (`session_replication_role`), since the rows are otherwise immutable.
 pub struct PgTimeTravel {
     db: TestDatabase,
+    /// The login role the kit's ports use, if not the owner (dropped after the database).
+    _login: Option<ServerLogin>,
 }
 
 #[async_trait]
@@ -211,7 +332,7 @@ impl TimeTravel for PgTimeTravel {
 
 #[cfg(test)]
 mod tests {
-    use super::{with_address, with_database};
+    use super::{with_address, with_database, with_user};
 
     #[test]
     fn database_name_is_replaced_and_the_rest_kept() {
@@ -220,6 +341,18 @@ mod tests {
             "postgres://u:p@h:5432/x?sslmode=disable"
         );
         assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
+    }
+
+    #[test]
+    fn user_and_password_are_replaced_and_the_rest_kept() {
+        assert_eq!(
+            with_user("postgres://u:p@h:5432/db?sslmode=disable", "r", "s"),
+            "postgres://r:s@h:5432/db?sslmode=disable"
+        );
+        assert_eq!(
+            with_user("postgres://h/db", "r", "s"),
+            "postgres://r:s@h/db"
+        );
     }
 
     #[test]

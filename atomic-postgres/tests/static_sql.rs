@@ -1,8 +1,8 @@
 //! TEST-MATRIX row 20, the static half: every SQL statement this crate runs is a constant with
 //! bound parameters. sqlx 0.9 accepts only `&'static str` as a query unless the caller wraps a
 //! built string in `AssertSqlSafe`; so no library source may use `AssertSqlSafe` (the test kit
-//! alone does, for `CREATE`/`DROP DATABASE` of its own generated names), and no library source
-//! may build SQL with `format!`.
+//! alone does, for `CREATE`/`DROP` of the databases and roles it names itself), and no library
+//! source may build SQL with `format!`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;

@@ -34,6 +34,9 @@ pub enum StartError {
     /// PostgreSQL could not be reached or migrated.
     #[error("PostgreSQL (DATABASE_URL): {0}")]
     Postgres(#[from] atomic_postgres::Error),
+    /// PostgreSQL could not be reached or migrated as the owner.
+    #[error("PostgreSQL (DATABASE_MIGRATE_URL): {0}")]
+    Migrate(atomic_postgres::Error),
     /// The Redis settings are not usable.
     #[error("Redis (REDIS_URL): {0}")]
     Redis(#[from] atomic_redis::Error),
@@ -219,7 +222,24 @@ async fn wire(settings: &Settings) -> Result<(Ports, String), StartError> {
             };
             let pg = PgStore::connect(&config).await?;
             if settings.migrate {
-                pg.migrate().await?;
+                match &settings.database_migrate_url {
+                    // As the schema's owner, on a connection of its own; the server's role
+                    // owns nothing.
+                    Some(owner) => {
+                        let owner = PgConfig {
+                            url: owner.expose_secret().to_owned(),
+                            max_connections: 1,
+                            ..config.clone()
+                        };
+                        let owner = PgStore::connect(&owner)
+                            .await
+                            .map_err(StartError::Migrate)?;
+                        let migrated = owner.migrate().await.map_err(StartError::Migrate);
+                        owner.close().await;
+                        migrated?;
+                    }
+                    None => pg.migrate().await?,
+                }
                 tracing::info!("database migrations applied");
             }
             ports.ledger = Arc::new(pg.clone());

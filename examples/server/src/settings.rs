@@ -94,6 +94,10 @@ pub struct Settings {
     pub database_group_writers: usize,
     /// Apply pending migrations at start-up (`MIGRATE`, default true).
     pub migrate: bool,
+    /// PostgreSQL as the schema's owner, for the migrations only (`DATABASE_MIGRATE_URL`);
+    /// unset migrates with `DATABASE_URL`. With it, `DATABASE_URL` can be a login role in
+    /// `atomic_server`, which owns nothing and cannot lift the database's guards.
+    pub database_migrate_url: Option<SecretString>,
     /// Redis (`REDIS_URL`); unset runs on the in-memory queue and limiter.
     pub redis_url: Option<SecretString>,
     /// The prefix of every Redis key (`REDIS_KEY_PREFIX`, default `atomic`).
@@ -304,6 +308,7 @@ impl Settings {
                 0..=64,
             )? as usize,
             migrate: boolean("MIGRATE", true)?,
+            database_migrate_url: var("DATABASE_MIGRATE_URL").map(SecretString::from),
             redis_url: var("REDIS_URL").map(SecretString::from),
             redis_key_prefix: match var("REDIS_KEY_PREFIX") {
                 None => "atomic".to_owned(),
@@ -401,6 +406,7 @@ mod tests {
         assert_eq!(s.database_acquire_timeout, Duration::from_secs(2));
         assert_eq!(s.database_statement_timeout, Duration::from_secs(5));
         assert!(s.migrate);
+        assert!(s.database_migrate_url.is_none());
         assert_eq!(
             (s.worker_lease, s.sweep_interval, s.sweep_stale_after),
             (
@@ -431,6 +437,7 @@ mod tests {
             ("DATABASE_ACQUIRE_TIMEOUT", "500ms"),
             ("DATABASE_STATEMENT_TIMEOUT", "2s"),
             ("MIGRATE", "false"),
+            ("DATABASE_MIGRATE_URL", "postgres://owner@db/atomic"),
             ("REDIS_KEY_PREFIX", "shop-eu"),
             ("WORKER_LEASE", "2s"),
             ("WORKER_BATCH", "1"),
@@ -460,6 +467,10 @@ mod tests {
         assert_eq!(s.database_acquire_timeout, Duration::from_millis(500));
         assert_eq!(s.database_statement_timeout, Duration::from_secs(2));
         assert!(!s.migrate);
+        assert_eq!(
+            secrecy::ExposeSecret::expose_secret(&s.database_migrate_url.unwrap()),
+            "postgres://owner@db/atomic"
+        );
         assert_eq!(s.redis_key_prefix, "shop-eu");
         assert_eq!(s.worker_batch, 1);
         assert_eq!(s.role, Role::Worker);

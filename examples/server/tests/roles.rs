@@ -98,3 +98,69 @@ async fn an_api_process_stores_and_a_worker_process_settles() {
         .unwrap();
     assert_eq!(balance["data"]["balance"], 20 * 250);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_connected_as_its_own_role_migrates_as_the_owner_and_settles() {
+    let db = TestDatabase::create().await;
+    // The operator's login role in atomic_server (README), on a database not yet migrated:
+    // the server migrates it with the owner's URL and then works with its own role only.
+    let login = db.server_login().await;
+    atomic_postgres::MIGRATOR
+        .undo(db.store().pool(), 0)
+        .await
+        .unwrap();
+    let mut both = server()
+        .env("DATABASE_URL", login.url())
+        .env("DATABASE_MIGRATE_URL", db.url())
+        .env("MERCHANT_API_KEY_HASH", KEY_HASH)
+        .env("RATE_LIMIT_GLOBAL", "off")
+        .env("RATE_LIMIT_PAYMENTS", "off")
+        .spawn()
+        .unwrap();
+    let (address, _) = wait_listening(&mut both).await;
+    let base = format!("http://{address}/api/v1");
+    let http = reqwest::Client::new();
+    let merchant: Value = http
+        .post(format!("{base}/merchants"))
+        .bearer_auth(KEY)
+        .json(&json!({"name": "Own Role Shop", "currency": "USD"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let account = merchant["data"]["account"]["id"].as_str().unwrap();
+    for _ in 0..10 {
+        let reply = http
+            .post(format!("{base}/payments"))
+            .bearer_auth(KEY)
+            .json(&json!({"merchantId": account, "amount": 300, "currency": "USD", "source": "tok_visa"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 202);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&db, "SUCCESS").await < 10 {
+        assert!(Instant::now() < deadline, "not settled as the server role");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sessions: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE usename = $1")
+            .bind(login.name())
+            .fetch_one(db.store().pool())
+            .await
+            .unwrap();
+    assert!(sessions > 0, "the server connects as its own role");
+    let balance: Value = http
+        .get(format!("{base}/accounts/{account}"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(balance["data"]["balance"], 10 * 300);
+}
