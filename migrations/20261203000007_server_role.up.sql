@@ -30,6 +30,8 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON idempotency_keys TO atomic_server;
 GRANT SELECT, INSERT,
     UPDATE (status, failure_reason, lease_id, lease_until, touched_at, updated_at, voiding_at)
     ON payments TO atomic_server;
+-- Read only, so a server started with MIGRATE=false can name the migrations it lacks.
+GRANT SELECT ON _sqlx_migrations TO atomic_server;
 -- The ledger is append-only for the server too (its triggers refuse the owner as well).
 GRANT SELECT, INSERT ON ledger_transactions, ledger_entries TO atomic_server;
 -- No sequences (ids are UUIDs) and no function the server calls directly: trigger functions

@@ -102,6 +102,27 @@ impl PgStore {
             .map_err(Error::Migrate)
     }
 
+    /// The migrations this build has that the database has not applied (`version
+    /// description`, oldest first): all of them on a database never migrated.
+    pub async fn missing_migrations(&self) -> Result<Vec<String>, Error> {
+        let applied: Vec<i64> =
+            match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await
+            {
+                Ok(applied) => applied,
+                Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P01") => {
+                    Vec::new()
+                }
+                Err(error) => return Err(Error::Unreachable(error)),
+            };
+        Ok(crate::MIGRATOR
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
+            .map(|m| format!("{} {}", m.version, m.description))
+            .collect())
+    }
+
     /// The pool (for operator tools and tests).
     pub fn pool(&self) -> &PgPool {
         &self.pool

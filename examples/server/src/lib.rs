@@ -37,6 +37,12 @@ pub enum StartError {
     /// PostgreSQL could not be reached or migrated as the owner.
     #[error("PostgreSQL (DATABASE_MIGRATE_URL): {0}")]
     Migrate(atomic_postgres::Error),
+    /// `MIGRATE=false` on a database that lacks migrations this build needs.
+    #[error(
+        "PostgreSQL (DATABASE_URL): MIGRATE=false but the database lacks migrations {0}; \
+         apply them (sqlx migrate run, or start once with MIGRATE=true)"
+    )]
+    Unmigrated(String),
     /// The Redis settings are not usable.
     #[error("Redis (REDIS_URL): {0}")]
     Redis(#[from] atomic_redis::Error),
@@ -241,6 +247,11 @@ async fn wire(settings: &Settings) -> Result<(Ports, String), StartError> {
                     None => pg.migrate().await?,
                 }
                 tracing::info!("database migrations applied");
+            } else {
+                let missing = pg.missing_migrations().await?;
+                if !missing.is_empty() {
+                    return Err(StartError::Unmigrated(missing.join(", ")));
+                }
             }
             ports.ledger = Arc::new(pg.clone());
             ports.merchants = Arc::new(pg.clone());

@@ -286,7 +286,7 @@ impl Settings {
                 ));
             }
         };
-        Ok(Self {
+        let settings = Self {
             role,
             host,
             port,
@@ -362,7 +362,33 @@ impl Settings {
                 (SECOND, 10 * MINUTE),
             )?,
             max_connections: count("MAX_CONNECTIONS", 1000, 1..=1_000_000)? as usize,
-        })
+        };
+        settings.check_role()?;
+        Ok(settings)
+    }
+}
+
+impl Settings {
+    /// Refuses a split role that could accept a payment nothing settles: separate processes
+    /// share payments only through PostgreSQL and jobs only through Redis.
+    fn check_role(&self) -> Result<(), ConfigError> {
+        if self.role == Role::Both {
+            return Ok(());
+        }
+        let missing = match (&self.database_url, &self.redis_url) {
+            (None, None) => "DATABASE_URL and REDIS_URL",
+            (None, Some(_)) => "DATABASE_URL",
+            (Some(_), None) => "REDIS_URL",
+            (Some(_), Some(_)) => return Ok(()),
+        };
+        Err(bad(
+            "ROLE",
+            format!(
+                "{} needs {missing}: separate api and worker processes share payments \
+                 through PostgreSQL and jobs through Redis (ROLE=both runs on either alone)",
+                self.role.as_str()
+            ),
+        ))
     }
 }
 
@@ -442,6 +468,8 @@ mod tests {
             ("WORKER_LEASE", "2s"),
             ("WORKER_BATCH", "1"),
             ("ROLE", "worker"),
+            ("DATABASE_URL", "postgres://atomic@db/atomic"),
+            ("REDIS_URL", "redis://cache"),
             ("API_KEY_CACHE_TTL", "0"),
             ("SWEEP_INTERVAL", "500ms"),
             ("SWEEP_STALE_AFTER", "3s"),
@@ -482,6 +510,33 @@ mod tests {
                 Duration::from_millis(500),
                 Duration::from_secs(3)
             )
+        );
+    }
+
+    #[test]
+    fn a_split_role_without_both_shared_stores_is_refused() {
+        let db = ("DATABASE_URL", "postgres://atomic@db/atomic");
+        let redis = ("REDIS_URL", "redis://cache");
+        for role in ["api", "worker"] {
+            for (vars, missing) in [
+                (vec![], "DATABASE_URL and REDIS_URL"),
+                (vec![db], "REDIS_URL"),
+                (vec![redis], "DATABASE_URL"),
+            ] {
+                let mut vars = vars;
+                vars.push(("ROLE", role));
+                let message = parse(&vars).unwrap_err().to_string();
+                assert!(
+                    message.starts_with(&format!("configuration: ROLE {role} needs {missing}:"))
+                        && !message.contains('\n'),
+                    "{message}"
+                );
+            }
+            assert!(parse(&[db, redis, ("ROLE", role)]).is_ok());
+        }
+        assert!(
+            parse(&[("ROLE", "both")]).is_ok(),
+            "both runs on memory alone"
         );
     }
 

@@ -6,6 +6,7 @@
 
 mod common;
 
+use atomic_redis::testkit::{DeleteOnDrop, require_redis, unique_config};
 use std::time::{Duration, Instant};
 
 use atomic_postgres::testkit::TestDatabase;
@@ -18,9 +19,15 @@ const STATEMENT: Duration = Duration::from_secs(2);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exhausted_pool_answers_503_within_its_timeouts_and_recovers() {
     let db = TestDatabase::create().await;
+    let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    require_redis(&redis_url).await;
+    let redis = unique_config(&redis_url);
+    let _keys = DeleteOnDrop::new(&redis);
     let mut child = server()
         .env("ROLE", "api")
         .env("DATABASE_URL", db.url())
+        .env("REDIS_URL", &redis_url)
+        .env("REDIS_KEY_PREFIX", &redis.prefix)
         .env("DATABASE_POOL_SIZE", POOL.to_string())
         .env("DATABASE_ACQUIRE_TIMEOUT", "500ms")
         .env("DATABASE_STATEMENT_TIMEOUT", "2s")

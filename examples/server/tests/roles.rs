@@ -7,6 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use atomic_postgres::testkit::TestDatabase;
+use atomic_redis::testkit::{DeleteOnDrop, require_redis, unique_config};
 use common::{KEY, KEY_HASH, server, wait_listening};
 use serde_json::{Value, json};
 
@@ -21,10 +22,16 @@ async fn count(db: &TestDatabase, status: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_process_stores_and_a_worker_process_settles() {
     let db = TestDatabase::create().await;
+    let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    require_redis(&redis_url).await;
+    let redis = unique_config(&redis_url);
+    let _keys = DeleteOnDrop::new(&redis);
     let start = |role: &'static str| {
         server()
             .env("ROLE", role)
             .env("DATABASE_URL", db.url())
+            .env("REDIS_URL", &redis_url)
+            .env("REDIS_KEY_PREFIX", &redis.prefix)
             .env("MERCHANT_API_KEY_HASH", KEY_HASH)
             .env("RATE_LIMIT_GLOBAL", "off")
             .env("RATE_LIMIT_PAYMENTS", "off")
@@ -77,8 +84,7 @@ async fn an_api_process_stores_and_a_worker_process_settles() {
         .await
         .unwrap();
     assert_eq!(payments.status(), 404, "a worker serves no API");
-    // The worker's sweep finds the stored payments (the api process's in-memory queue is
-    // not shared) and settles them.
+    // The worker takes the jobs the api process queued in Redis and settles them.
     let deadline = Instant::now() + Duration::from_secs(30);
     while count(&db, "SUCCESS").await < 20 {
         assert!(
@@ -163,4 +169,54 @@ async fn a_server_connected_as_its_own_role_migrates_as_the_owner_and_settles() 
         .await
         .unwrap();
     assert_eq!(balance["data"]["balance"], 10 * 300);
+}
+
+/// Starts the server with `vars` and expects it to refuse to start; returns its last line.
+async fn refused(vars: &[(&str, &str)]) -> String {
+    let mut command = server();
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(30), command.output())
+        .await
+        .expect("the server stops at once")
+        .unwrap();
+    assert!(!output.status.success(), "the server started");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.lines().last().unwrap_or_default().to_owned();
+    assert!(last.starts_with("atomic-server: "), "{stderr}");
+    last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_role_without_postgres_and_redis_is_refused_at_start_up() {
+    let db = TestDatabase::create().await;
+    let api = refused(&[("ROLE", "api"), ("DATABASE_URL", db.url())]).await;
+    assert!(api.contains("ROLE api needs REDIS_URL"), "{api}");
+    let worker = refused(&[("ROLE", "worker")]).await;
+    assert!(
+        worker.contains("ROLE worker needs DATABASE_URL and REDIS_URL"),
+        "{worker}"
+    );
+    let api = refused(&[("ROLE", "api"), ("REDIS_URL", "redis://127.0.0.1:6379")]).await;
+    assert!(api.contains("ROLE api needs DATABASE_URL"), "{api}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_false_on_a_database_missing_migrations_names_them() {
+    let db = TestDatabase::create().await;
+    atomic_postgres::MIGRATOR
+        .undo(db.store().pool(), 20261201000004)
+        .await
+        .unwrap();
+    let line = refused(&[("DATABASE_URL", db.url()), ("MIGRATE", "false")]).await;
+    assert!(
+        line.contains("MIGRATE=false but the database lacks migrations 20261203000005")
+            && line.contains("20261203000007"),
+        "{line}"
+    );
+    assert!(
+        !line.contains("20261125000001"),
+        "applied ones are not named: {line}"
+    );
 }
