@@ -1287,8 +1287,8 @@ async fn a_stalled_queue_never_holds_up_an_accepted_payment() {
     .expect("submit answers although the queue never does")
     .expect("the payment is accepted: the job is only a hint");
     assert!(
-        started.elapsed() <= atomic_core::service::ENQUEUE_TIMEOUT,
-        "answered within the enqueue bound, not the queue's stall"
+        started.elapsed() <= atomic_core::service::ENQUEUE_WAIT,
+        "answered within the enqueue wait, not the queue's stall"
     );
     assert_eq!(
         services

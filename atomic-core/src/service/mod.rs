@@ -18,7 +18,7 @@ use std::sync::Arc;
 pub use accounts::AccountService;
 pub use api_keys::ApiKeyService;
 pub use merchants::MerchantService;
-pub use payments::{ENQUEUE_TIMEOUT, PaymentRequest, PaymentService};
+pub use payments::{ENQUEUE_TIMEOUT, ENQUEUE_WAIT, PaymentRequest, PaymentService};
 pub use shutdown::{Shutdown, ShutdownTrigger, shutdown_channel};
 pub use sweeper::{SweepConfig, SweepReport, Sweeper};
 pub use worker::{Backoff, Processed, Worker, WorkerConfig};

@@ -35,6 +35,11 @@ struct Credited {
 /// Request timeouts must be longer (the server refuses shorter ones).
 pub const ENQUEUE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How long an accepted payment's answer waits for its enqueue; past it the enqueue goes on in
+/// the background (up to [`ENQUEUE_TIMEOUT`]). So a stalled queue adds at most this to a request
+/// that already waited on the stalled rate limiter.
+pub const ENQUEUE_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A payment request, already parsed into domain values.
 #[derive(Clone, Debug)]
 pub struct PaymentRequest {
@@ -178,8 +183,8 @@ impl PaymentService {
     /// enqueued at once, never left to the sweep.
     ///
     /// Nothing after the store write can fail the answer or hold it long: the job is only a
-    /// wake-up hint, its enqueue waits at most [`ENQUEUE_TIMEOUT`], and a lost one is
-    /// re-enqueued by the sweep. So a stalled queue never turns an accepted payment into an
+    /// wake-up hint, the answer waits for its enqueue at most [`ENQUEUE_WAIT`], and a lost one
+    /// is re-enqueued by the sweep. So a stalled queue never turns an accepted payment into an
     /// error (which a client would retry, paying twice), as long as requests may run longer
     /// than that bound.
     pub async fn submit(&self, payment: &Payment, completion: Option<Completion>) -> Result<()> {
@@ -196,14 +201,21 @@ impl PaymentService {
     ) -> Result<()> {
         self.ledger.create_payment(payment, completion).await?;
         failpoint::hit(failpoint::PAYMENT_AFTER_INSERT).await;
-        let id = payment.id;
-        match tokio::time::timeout(ENQUEUE_TIMEOUT, self.queue.enqueue(&[id])).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                tracing::warn!(payment_id = %id, ?error, "enqueue failed; the sweep will retry");
+        let (id, queue) = (payment.id, self.queue.clone());
+        let enqueue = tokio::spawn(async move {
+            match tokio::time::timeout(ENQUEUE_TIMEOUT, queue.enqueue(&[id])).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(payment_id = %id, ?error, "enqueue failed; the sweep will retry");
+                }
+                Err(_) => {
+                    tracing::warn!(payment_id = %id, "enqueue timed out; the sweep will retry");
+                }
             }
-            Err(_) => tracing::warn!(payment_id = %id, "enqueue timed out; the sweep will retry"),
-        }
+        });
+        // A healthy queue answers well within the wait; a stalled one costs the answer no more
+        // than it, and the enqueue ends on its own.
+        let _ = tokio::time::timeout(ENQUEUE_WAIT, enqueue).await;
         tracing::info!(
             payment_id = %payment.id,
             amount = payment.amount.minor_units(),

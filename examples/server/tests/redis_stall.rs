@@ -1,6 +1,6 @@
 //! TEST-MATRIX row 10: Redis stalls (`CLIENT PAUSE 5000 ALL`) while clients pay at 50 requests/s.
 //! Every Redis call on the request path waits at most `REDIS_RESPONSE_TIMEOUT`, the limiter
-//! fails open and the enqueue is left to the sweep, so requests stay bounded, none reaches
+//! fails open and the enqueue hint goes on without the answer (left to the sweep if it fails), so requests stay bounded, none reaches
 //! the request timeout, nothing piles up in memory, and every payment accepted settles.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -18,22 +18,9 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// T_heal for the default lease (30 s) and the 500 ms sweep interval the process runs with.
 const T_HEAL: Duration = common::books::t_heal(Duration::from_secs(30), Duration::from_millis(500));
 
-/// Redis calls that may each wait out a timeout on the path of a POST /payments: the limiter
-/// (`REDIS_RESPONSE_TIMEOUT`), then the enqueue hint (`ENQUEUE_TIMEOUT`, 1 s).
-const REDIS_WAITS: u32 = 2;
-
-/// What the server meets today: one wait per Redis call on the path, plus slack for a loaded
-/// machine, still under the 3 s a doubled wait on the limiter would take (measured 2.03 s).
+/// The matrix's bound, REDIS_RESPONSE_TIMEOUT + 1 s: the limiter waits out its timeout, and
+/// the answer waits for the enqueue hint at most `ENQUEUE_WAIT` (100 ms).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_redis_bounds_request_latency_and_loses_nothing() {
-    stall(RESPONSE_TIMEOUT * REDIS_WAITS + Duration::from_millis(750)).await;
-}
-
-/// The matrix's bound, REDIS_RESPONSE_TIMEOUT + 1 s. It fails today (slowest 2.03 s against
-/// 2 s): the limiter and the enqueue hint each wait up to 1 s. It passes once a request's
-/// Redis calls share one budget (e.g. no enqueue wait after the limiter timed out).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "row 10 is not met yet: two 1 s Redis waits on the path (2.03 s > 2 s)"]
 async fn a_stalled_redis_answers_within_the_response_timeout_plus_one_second() {
     stall(RESPONSE_TIMEOUT + Duration::from_secs(1)).await;
 }
