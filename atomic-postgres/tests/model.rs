@@ -1007,15 +1007,18 @@ impl Runner {
             // The model decides first what the claim must answer, then the store is compared.
             let expected = match self.model.records.get(&scoped) {
                 None => ExpectedClaim::Acquired,
+                // An unfinished claim past its lock timeout created nothing: any body takes it over.
+                Some(r)
+                    if r.response.is_none() && now.saturating_sub(r.locked_at) >= lock_timeout =>
+                {
+                    ExpectedClaim::TakenOver
+                }
                 Some(r) if r.fingerprint != fingerprint => ExpectedClaim::Mismatch,
                 Some(MRecord {
                     response: Some(body),
                     ..
                 }) => ExpectedClaim::Replay(body.clone()),
-                Some(r) if now.saturating_sub(r.locked_at) < lock_timeout => {
-                    ExpectedClaim::InProgress
-                }
-                Some(_) => ExpectedClaim::TakenOver,
+                Some(_) => ExpectedClaim::InProgress,
             };
             match (expected, outcome) {
                 (ExpectedClaim::Mismatch, ClaimOutcome::Mismatch) => {
