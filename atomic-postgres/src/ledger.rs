@@ -156,10 +156,12 @@ WHERE a.id = d.id";
 // and a bitmap scan never marks entries dead, so each batch read every payment ever settled
 // since the last vacuum (BENCHMARKS.md, run 4).
 
-// Claims many payments: rows locked in id order (no deadlock between claimers), then the same
-// compare-and-set as BEGIN_PROCESSING for each.
+// Claims many payments and reads the batch back in ONE statement, so a claim is never taken
+// without its answer: rows locked in id order (no deadlock between claimers), the same
+// compare-and-set as BEGIN_PROCESSING for each, then the rows not claimed (`taken` false) as
+// they stood, looked up by primary key among the ids the claim left.
 const BEGIN_PROCESSING_MANY: &str = concat!(
-    "UPDATE payments SET status = 'PROCESSING', lease_id = $2, \
+    "WITH claimed AS (UPDATE payments SET status = 'PROCESSING', lease_id = $2, \
      lease_until = now() + $3 * interval '1 microsecond', touched_at = now(), \
      updated_at = CASE WHEN status = 'PENDING' THEN now() ELSE updated_at END \
      WHERE id IN (SELECT id FROM payments WHERE id = ANY($1) \
@@ -169,7 +171,12 @@ const BEGIN_PROCESSING_MANY: &str = concat!(
      AND CASE status WHEN 'PENDING' THEN true \
          WHEN 'PROCESSING' THEN lease_until <= now() ELSE false END \
      RETURNING ",
-    payment_columns!()
+    payment_columns!(),
+    ") SELECT true AS taken, ",
+    payment_columns!(),
+    " FROM claimed UNION ALL SELECT false AS taken, ",
+    payment_columns!(),
+    " FROM payments WHERE id = ANY(ARRAY(SELECT unnest($1::uuid[]) EXCEPT SELECT id FROM claimed))"
 );
 
 const PAYMENTS_BY_ID: &str = concat!(
@@ -177,6 +184,10 @@ const PAYMENTS_BY_ID: &str = concat!(
     payment_columns!(),
     " FROM payments WHERE id = ANY($1)"
 );
+
+// Ends every lease of a batch claim whose answer could not be read.
+const RELEASE_MANY: &str = "UPDATE payments SET lease_until = now() \
+     WHERE id = ANY($1) AND CASE status WHEN 'PROCESSING' THEN lease_id = $2 ELSE false END";
 
 // Locks a batch's payment rows in id order first, as every batch claim does, so a batch being
 // settled and a batch being claimed (a redelivery after a lease ran out) cannot deadlock.
@@ -602,6 +613,31 @@ impl PostColumns {
     }
 }
 
+/// One outcome per id, in order, from the rows of `BEGIN_PROCESSING_MANY`.
+fn claim_outcomes(ids: &[PaymentId], found: &[sqlx::postgres::PgRow]) -> Result<Vec<BeginOutcome>> {
+    let mut claimed = std::collections::HashMap::new();
+    let mut others = std::collections::HashMap::new();
+    for row in found {
+        let payment = rows::payment(row)?;
+        if row.try_get::<bool, _>("taken").map_err(from_sqlx)? {
+            claimed.insert(payment.id, payment);
+        } else {
+            others.insert(payment.id, payment);
+        }
+    }
+    Ok(ids
+        .iter()
+        .map(|id| match (claimed.remove(id), others.remove(id)) {
+            (Some(payment), _) => BeginOutcome::Claimed(payment),
+            (None, Some(payment)) if payment.status().is_terminal() => {
+                BeginOutcome::Finished(payment)
+            }
+            (None, Some(_)) => BeginOutcome::Busy,
+            (None, None) => BeginOutcome::Missing,
+        })
+        .collect())
+}
+
 fn has_duplicates(ids: impl Iterator<Item = PaymentId>) -> bool {
     let mut seen = std::collections::HashSet::new();
     ids.into_iter().any(|id| !seen.insert(id))
@@ -854,46 +890,27 @@ impl LedgerStore for PgStore {
         }
         self.call(async {
             let uuids: Vec<Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
-            let mut claimed = std::collections::HashMap::new();
-            for row in sqlx::query(BEGIN_PROCESSING_MANY)
+            let found = sqlx::query(BEGIN_PROCESSING_MANY)
                 .bind(&uuids)
                 .bind(lease.as_uuid())
                 .bind(micros(duration))
                 .fetch_all(self.pool())
                 .await
-                .map_err(from_sqlx)?
-            {
-                let payment = rows::payment(&row)?;
-                claimed.insert(payment.id, payment);
-            }
-            let rest: Vec<Uuid> = ids
-                .iter()
-                .filter(|id| !claimed.contains_key(id))
-                .map(|id| id.as_uuid())
-                .collect();
-            let mut others = std::collections::HashMap::new();
-            if !rest.is_empty() {
-                for row in sqlx::query(PAYMENTS_BY_ID)
-                    .bind(&rest)
-                    .fetch_all(self.pool())
-                    .await
-                    .map_err(from_sqlx)?
-                {
-                    let payment = rows::payment(&row)?;
-                    others.insert(payment.id, payment);
+                .map_err(from_sqlx)?;
+            let read = claim_outcomes(ids, &found);
+            if read.is_err() {
+                // Leases taken but their answer unreadable: end them now, so the payments come
+                // back with their next delivery rather than after the lease.
+                let released = sqlx::query(RELEASE_MANY)
+                    .bind(&uuids)
+                    .bind(lease.as_uuid())
+                    .execute(self.pool())
+                    .await;
+                if let Err(error) = released {
+                    tracing::warn!(?error, "releasing an unreadable batch claim failed");
                 }
             }
-            Ok(ids
-                .iter()
-                .map(|id| match (claimed.remove(id), others.remove(id)) {
-                    (Some(payment), _) => BeginOutcome::Claimed(payment),
-                    (None, Some(payment)) if payment.status().is_terminal() => {
-                        BeginOutcome::Finished(payment)
-                    }
-                    (None, Some(_)) => BeginOutcome::Busy,
-                    (None, None) => BeginOutcome::Missing,
-                })
-                .collect())
+            read
         })
         .await
     }
