@@ -1374,16 +1374,57 @@ async fn a_remembered_key_costs_no_lookup_until_its_time_and_revocation_forgets_
     );
 }
 
-/// A worker voided a charge, then lost the write that fails its payment. The next attempt's
-/// charge of the same payment id replays the original approval (as an idempotent processor
-/// does): the store refuses to post a voided payment, so the worker voids again and fails it.
-/// No money is posted for a charge the processor gave back.
+/// A card processor that approves every charge and records each charge and void. It merges
+/// nothing: each charge is an authorization of its own.
+#[derive(Default)]
+struct CountingCards {
+    charges: Mutex<Vec<atomic_core::card::Charge>>,
+    voids: Mutex<Vec<atomic_core::card::Charge>>,
+}
+
+#[async_trait::async_trait]
+impl atomic_core::ports::CardProcessor for CountingCards {
+    async fn charge(&self, charge: &atomic_core::card::Charge) -> atomic_core::Result<CardOutcome> {
+        self.charges.lock().expect("lock").push(charge.clone());
+        Ok(CardOutcome::Approved)
+    }
+
+    async fn void(&self, charge: &atomic_core::card::Charge) -> atomic_core::Result<()> {
+        self.voids.lock().expect("lock").push(charge.clone());
+        Ok(())
+    }
+}
+
+impl CountingCards {
+    fn attempts(list: &Mutex<Vec<atomic_core::card::Charge>>) -> Vec<LeaseId> {
+        list.lock()
+            .expect("lock")
+            .iter()
+            .map(|c| c.attempt)
+            .collect()
+    }
+}
+
+async fn balance_of(services: &Services, account: &atomic_core::Account) -> i64 {
+    services
+        .accounts
+        .get(Principal::Platform, account.id)
+        .await
+        .expect("account")
+        .balance
+        .minor_units()
+}
+
+/// A worker began voiding a charge, then lost the write that fails its payment. The next
+/// attempt finds the mark in its claim: it voids that charge again and fails the payment,
+/// without charging the card again (a processor that does not merge attempts would take the
+/// money twice).
 #[tokio::test]
-async fn a_voided_payment_is_never_posted_even_when_its_charge_replays_the_approval() {
+async fn a_payment_whose_void_began_is_voided_again_and_failed_without_a_new_charge() {
     let clock = clock();
     let ports = Ports::in_memory_with_clock(clock.clone());
     let (services, account, payment) = shop_with_a_payment(&ports).await;
-    // The first worker: claimed, began the void, voided, then died before writing FAILED.
+    // The first worker: claimed, began the void, then died before voiding or failing it.
     let first = LeaseId::generate();
     assert!(matches!(
         ports
@@ -1402,15 +1443,10 @@ async fn a_voided_payment_is_never_posted_even_when_its_charge_replays_the_appro
     );
     clock.advance(LEASE + Duration::from_secs(1));
 
-    let mut cards = MockCardProcessor::new();
-    cards
-        .expect_charge()
-        .times(1)
-        .returning(|_| Ok(CardOutcome::Approved));
-    cards.expect_void().times(1).returning(|_| Ok(()));
+    let cards = Arc::new(CountingCards::default());
     let worker = Worker::new(
         &Ports {
-            cards: Arc::new(cards),
+            cards: cards.clone(),
             ..ports.clone()
         },
         worker_config(),
@@ -1418,25 +1454,24 @@ async fn a_voided_payment_is_never_posted_even_when_its_charge_replays_the_appro
     let processed = worker.run_once().await.expect("worker");
 
     assert_eq!(processed, vec![Processed::Settled(PaymentStatus::Failed)]);
+    assert_eq!(
+        CountingCards::attempts(&cards.charges),
+        vec![],
+        "never charged again"
+    );
+    assert_eq!(
+        CountingCards::attempts(&cards.voids),
+        vec![first],
+        "the marked attempt is voided"
+    );
     let settled = services
         .payments
         .get(Principal::Platform, payment.id)
         .await
         .expect("get");
-    assert_eq!(settled.status(), PaymentStatus::Failed);
     assert_eq!(
         settled.failure_reason(),
         Some(FailureReason::ProcessingError)
     );
-    let balance = services
-        .accounts
-        .get(Principal::Platform, account.id)
-        .await
-        .expect("account")
-        .balance;
-    assert_eq!(
-        balance.minor_units(),
-        0,
-        "nothing posted for a voided charge"
-    );
+    assert_eq!(balance_of(&services, &account).await, 0, "nothing posted");
 }

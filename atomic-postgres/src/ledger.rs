@@ -99,7 +99,7 @@ const BEGIN_PROCESSING: &str = concat!(
      lease_until = now() + $3 * interval '1 microsecond', touched_at = now(), \
      updated_at = CASE WHEN status = 'PENDING' THEN now() ELSE updated_at END \
      WHERE id = $1 AND (status = 'PENDING' OR (status = 'PROCESSING' AND lease_until <= now())) \
-     RETURNING ",
+     RETURNING voiding_attempt, ",
     payment_columns!()
 );
 
@@ -108,9 +108,9 @@ const RENEW: &str = "UPDATE payments SET lease_until = now() + $3 * interval '1 
      WHERE id = $1 AND status = 'PROCESSING' AND lease_id = $2 AND lease_until > now()";
 
 // RENEW, and the payment's charge is being voided from now on (the database then refuses
-// SUCCESS for it: `payments_voided_only_fails`).
+// SUCCESS for it: `payments_voided_only_fails`); the mark names the attempt, the lease.
 const BEGIN_VOID: &str = "UPDATE payments SET lease_until = now() + $3 * interval '1 microsecond', \
-     voiding_at = COALESCE(voiding_at, now()) \
+     voiding_at = COALESCE(voiding_at, now()), voiding_attempt = COALESCE(voiding_attempt, $2) \
      WHERE id = $1 AND status = 'PROCESSING' AND lease_id = $2 AND lease_until > now()";
 
 const PAYMENT_AND_LEASE: &str = concat!(
@@ -170,11 +170,11 @@ const BEGIN_PROCESSING_MANY: &str = concat!(
          ORDER BY id FOR NO KEY UPDATE) \
      AND CASE status WHEN 'PENDING' THEN true \
          WHEN 'PROCESSING' THEN lease_until <= now() ELSE false END \
-     RETURNING ",
+     RETURNING voiding_attempt, ",
     payment_columns!(),
-    ") SELECT true AS taken, ",
+    ") SELECT true AS taken, voiding_attempt, ",
     payment_columns!(),
-    " FROM claimed UNION ALL SELECT false AS taken, ",
+    " FROM claimed UNION ALL SELECT false AS taken, NULL::uuid, ",
     payment_columns!(),
     " FROM payments WHERE id = ANY(ARRAY(SELECT unnest($1::uuid[]) EXCEPT SELECT id FROM claimed))"
 );
@@ -613,22 +613,37 @@ impl PostColumns {
     }
 }
 
+/// A row this caller just claimed (with its `voiding_attempt`), as its outcome.
+fn claimed_outcome(row: &sqlx::postgres::PgRow) -> Result<BeginOutcome> {
+    let payment = rows::payment(row)?;
+    let voiding: Option<Uuid> = row.try_get("voiding_attempt").map_err(from_sqlx)?;
+    Ok(match voiding {
+        Some(attempt) => BeginOutcome::Voiding {
+            payment,
+            attempt: LeaseId::from(attempt),
+        },
+        None => BeginOutcome::Claimed(payment),
+    })
+}
+
 /// One outcome per id, in order, from the rows of `BEGIN_PROCESSING_MANY`.
 fn claim_outcomes(ids: &[PaymentId], found: &[sqlx::postgres::PgRow]) -> Result<Vec<BeginOutcome>> {
     let mut claimed = std::collections::HashMap::new();
     let mut others = std::collections::HashMap::new();
     for row in found {
-        let payment = rows::payment(row)?;
         if row.try_get::<bool, _>("taken").map_err(from_sqlx)? {
-            claimed.insert(payment.id, payment);
+            let outcome = claimed_outcome(row)?;
+            let id: Uuid = row.try_get("id").map_err(from_sqlx)?;
+            claimed.insert(PaymentId::from(id), outcome);
         } else {
+            let payment = rows::payment(row)?;
             others.insert(payment.id, payment);
         }
     }
     Ok(ids
         .iter()
         .map(|id| match (claimed.remove(id), others.remove(id)) {
-            (Some(payment), _) => BeginOutcome::Claimed(payment),
+            (Some(outcome), _) => outcome,
             (None, Some(payment)) if payment.status().is_terminal() => {
                 BeginOutcome::Finished(payment)
             }
@@ -853,7 +868,7 @@ impl LedgerStore for PgStore {
                 .await
                 .map_err(from_sqlx)?;
             if let Some(row) = claimed {
-                return Ok(BeginOutcome::Claimed(rows::payment(&row)?));
+                return claimed_outcome(&row);
             }
             let Some(row) = sqlx::query(PAYMENT_AND_LEASE)
                 .bind(id.as_uuid())

@@ -12,6 +12,9 @@
 //! be settled for good (no answer from the card network by the last attempt, or a posting the
 //! books refuse): it is voided first, and only then does the payment fail with
 //! `processing_error`, so no customer pays for a failed payment.
+//!
+//! A charge is one attempt, named by the claim's lease. A payment whose void has begun is never
+//! charged again: its claim says so, and the worker voids that attempt and fails it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -256,6 +259,13 @@ impl Worker {
         for (index, (delivery, begun)) in deliveries.iter().zip(begun).enumerate() {
             let payment = match begun {
                 BeginOutcome::Claimed(payment) => payment,
+                BeginOutcome::Voiding { payment, attempt } => {
+                    // An earlier attempt's void began: it is voided (again) and the payment
+                    // fails; a payment being voided is never charged again.
+                    let charge = charge_of(&payment, attempt);
+                    outcomes[index] = Some(self.void_and_fail(delivery, lease, &charge).await);
+                    continue;
+                }
                 BeginOutcome::Finished(_) => {
                     outcomes[index] = Some(Processed::AlreadyFinished);
                     done.push(index);
@@ -275,7 +285,7 @@ impl Worker {
             };
             let cards = self.cards.clone();
             charging.spawn(async move {
-                let charge = charge_of(&payment);
+                let charge = charge_of(&payment, lease);
                 let answer = cards.charge(&charge).await;
                 (index, payment, charge, answer)
             });
@@ -502,9 +512,11 @@ fn log_settled(delivery: &Delivery, outcome: SettleOutcome) -> Processed {
     }
 }
 
-fn charge_of(payment: &Payment) -> Charge {
+/// The charge of `payment` made by the claim `attempt`.
+fn charge_of(payment: &Payment, attempt: LeaseId) -> Charge {
     Charge {
         payment_id: payment.id,
+        attempt,
         amount: payment.amount,
         currency: payment.currency,
         source: payment.source.clone(),

@@ -580,9 +580,19 @@ pub async fn a_payment_whose_void_began_can_only_fail(kit: &StoreKit) {
         300,
         "only the other was posted"
     );
-    // The mark outlives the lease: whoever takes the payment over cannot post it either.
+    // The mark outlives the lease: whoever takes the payment over is told, and cannot post it
+    // either.
     kit.time.advance(LEASE + Duration::from_secs(1)).await;
-    let (next, _) = claim(kit, p.id).await;
+    let next = LeaseId::generate();
+    let taken = kit
+        .ledger
+        .begin_processing(p.id, next, LEASE)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&taken, BeginOutcome::Voiding { attempt, .. } if *attempt == lease),
+        "{taken:?}"
+    );
     assert!(matches!(
         kit.ledger.settle(&posted(next)).await,
         Err(Error::Invariant(Invariant::Voided))
@@ -1134,6 +1144,48 @@ pub async fn balances_start_at_zero(kit: &StoreKit) {
     );
 }
 
+/// Every claim after a void began says so, naming the attempt being voided (the first one
+/// marked), whether the payment is claimed alone or in a batch.
+pub async fn a_claim_after_a_void_began_names_the_attempt_being_voided(kit: &StoreKit) {
+    let a = onboard(kit, Currency::USD).await;
+    let p = stored_payment(kit, &a, 700).await;
+    let free = stored_payment(kit, &a, 300).await;
+    let (first, _) = claim(kit, p.id).await;
+    assert!(kit.ledger.begin_void(p.id, first, LEASE).await.unwrap());
+    kit.ledger.release(p.id, first).await.unwrap();
+
+    let second = LeaseId::generate();
+    let again = kit
+        .ledger
+        .begin_processing(p.id, second, LEASE)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&again, BeginOutcome::Voiding { payment, attempt }
+            if payment.id == p.id && payment.status() == PaymentStatus::Processing
+                && *attempt == first),
+        "{again:?}"
+    );
+    // A second mark, by the new holder, keeps the first attempt.
+    assert!(kit.ledger.begin_void(p.id, second, LEASE).await.unwrap());
+    kit.ledger.release(p.id, second).await.unwrap();
+
+    let third = LeaseId::generate();
+    let batch = kit
+        .ledger
+        .begin_processing_many(&[free.id, p.id], third, LEASE)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&batch[0], BeginOutcome::Claimed(c) if c.id == free.id),
+        "{batch:?}"
+    );
+    assert!(
+        matches!(&batch[1], BeginOutcome::Voiding { payment, attempt }
+            if payment.id == p.id && *attempt == first),
+        "{batch:?}"
+    );
+}
 /// L8 finds two payments of one key created within one window even when a takeover made the
 /// second: the record then holds the second claim, which began after the first payment.
 pub async fn the_audit_finds_two_payments_of_one_key_window_across_a_takeover(kit: &StoreKit) {
@@ -1204,6 +1256,7 @@ macro_rules! ledger_store_conformance {
                 begin_processing_is_a_compare_and_set_with_a_lease,
                 renew_extends_only_a_lease_still_held,
                 a_payment_whose_void_began_can_only_fail,
+                a_claim_after_a_void_began_names_the_attempt_being_voided,
                 release_lets_the_next_attempt_claim_at_once,
                 settle_posts_one_balanced_transfer_and_sets_success,
                 settle_failure_posts_nothing,
