@@ -136,12 +136,20 @@ async fn shop_with_a_payment(ports: &Ports) -> (Services, atomic_core::Account, 
     (services, account, payment)
 }
 
+/// A processor that gives no answer to the one charge, then voids that attempt.
 fn cards_failing() -> MockCardProcessor {
     let mut cards = MockCardProcessor::new();
+    let charged = Arc::new(Mutex::new(None));
+    let attempt = charged.clone();
+    cards.expect_charge().times(1).returning(move |charge| {
+        *attempt.lock().expect("lock") = Some(charge.attempt);
+        Err(unavailable())
+    });
     cards
-        .expect_charge()
+        .expect_void()
+        .withf(move |charge| *charged.lock().expect("lock") == Some(charge.attempt))
         .times(1)
-        .returning(|_| Err(unavailable()));
+        .returning(|_| Ok(()));
     cards
 }
 
@@ -420,14 +428,19 @@ async fn worker_voids_then_fails_a_charge_left_unanswered_on_the_last_attempt() 
 }
 
 #[tokio::test]
-async fn worker_never_voids_a_charge_once_its_lease_is_lost() {
+async fn worker_voids_its_own_attempt_when_its_lease_is_lost_before_voiding() {
     let payment = pending_payment("tok_visa");
     let id = payment.id;
-    let claimed = processing(&payment);
+    let leases = Arc::new(Mutex::new(Vec::new()));
     let mut ledger = MockLedgerStore::new();
+    let claimed = processing(&payment);
+    let handed = leases.clone();
     ledger
         .expect_begin_processing()
-        .returning(move |_, _, _| Ok(BeginOutcome::Claimed(claimed.clone())));
+        .returning(move |_, lease, _| {
+            handed.lock().expect("lock").push(lease);
+            Ok(BeginOutcome::Claimed(claimed.clone()))
+        });
     // The charge took longer than the lease: another worker holds (or settled) it now.
     ledger
         .expect_begin_void()
@@ -439,7 +452,13 @@ async fn worker_never_voids_a_charge_once_its_lease_is_lost() {
         .expect_charge()
         .times(1)
         .returning(|_| Err(unavailable()));
-    cards.expect_void().times(0);
+    // Only this worker's lease could post its attempt: the attempt is voided, and only it.
+    let ours = leases.clone();
+    cards
+        .expect_void()
+        .withf(move |charge| ours.lock().expect("lock").first() == Some(&charge.attempt))
+        .times(1)
+        .returning(|_| Ok(()));
     let mut queue = MockJobQueue::new();
     queue.expect_ack().times(1).returning(|_| Ok(()));
     queue.expect_retry().times(0);
@@ -1375,17 +1394,26 @@ async fn a_remembered_key_costs_no_lookup_until_its_time_and_revocation_forgets_
 }
 
 /// A card processor that approves every charge and records each charge and void. It merges
-/// nothing: each charge is an authorization of its own.
+/// nothing: each charge is an authorization of its own. Its first charge can run `first`
+/// (advance the clock past the lease, then let another worker take the payment over) before
+/// it answers.
 #[derive(Default)]
 struct CountingCards {
     charges: Mutex<Vec<atomic_core::card::Charge>>,
     voids: Mutex<Vec<atomic_core::card::Charge>>,
+    first: Mutex<Option<(Arc<ManualClock>, Worker)>>,
 }
 
 #[async_trait::async_trait]
 impl atomic_core::ports::CardProcessor for CountingCards {
     async fn charge(&self, charge: &atomic_core::card::Charge) -> atomic_core::Result<CardOutcome> {
         self.charges.lock().expect("lock").push(charge.clone());
+        let takeover = self.first.lock().expect("lock").take();
+        if let Some((clock, other)) = takeover {
+            clock.advance(LEASE + Duration::from_secs(1));
+            let taken = other.run_once().await.expect("the other worker");
+            assert_eq!(taken, vec![Processed::Settled(PaymentStatus::Success)]);
+        }
         Ok(CardOutcome::Approved)
     }
 
@@ -1474,4 +1502,41 @@ async fn a_payment_whose_void_began_is_voided_again_and_failed_without_a_new_cha
         Some(FailureReason::ProcessingError)
     );
     assert_eq!(balance_of(&services, &account).await, 0, "nothing posted");
+}
+
+/// A worker's charge is approved after its lease ran out, and another worker has taken the
+/// payment over, charged it under its own attempt and settled it. The first attempt can never
+/// be posted (only its lease could post it), so it is voided: the customer pays once.
+#[tokio::test]
+async fn an_approved_charge_whose_lease_was_taken_over_is_voided() {
+    let clock = clock();
+    let ports = Ports::in_memory_with_clock(clock.clone());
+    let (services, account, payment) = shop_with_a_payment(&ports).await;
+    let cards = Arc::new(CountingCards::default());
+    let ports = Ports {
+        cards: cards.clone(),
+        ..ports
+    };
+    let slow = Worker::new(&ports, worker_config());
+    let other = Worker::new(&ports, worker_config());
+    *cards.first.lock().expect("lock") = Some((clock.clone(), other));
+
+    let processed = slow.run_once().await.expect("worker");
+
+    assert_eq!(processed, vec![Processed::AlreadyFinished]);
+    let charged = CountingCards::attempts(&cards.charges);
+    assert_eq!(charged.len(), 2, "one charge per attempt");
+    assert_ne!(charged[0], charged[1]);
+    assert_eq!(
+        CountingCards::attempts(&cards.voids),
+        vec![charged[0]],
+        "the attempt that lost its lease is voided, the posted one is not"
+    );
+    let settled = services
+        .payments
+        .get(Principal::Platform, payment.id)
+        .await
+        .expect("get");
+    assert_eq!(settled.status(), PaymentStatus::Success);
+    assert_eq!(balance_of(&services, &account).await, 100, "posted once");
 }

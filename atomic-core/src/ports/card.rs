@@ -6,7 +6,9 @@ use crate::card::{CardOutcome, Charge};
 use crate::error::Result;
 
 /// The card processor. A charge is named by its payment and attempt ([`Charge::attempt`]); the
-/// engine charges once per claim and never charges a payment whose void has begun.
+/// engine never relies on the processor merging two attempts at one payment: it charges once
+/// per claim, never charges a payment whose void has begun, and voids every approved attempt
+/// it does not post.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait CardProcessor: Send + Sync + 'static {
