@@ -4,12 +4,16 @@
 use crate::id::PaymentId;
 use crate::money::{Amount, Currency};
 use crate::payment::{CardSource, FailureReason};
+use crate::ports::LeaseId;
 
-/// What is charged: the payment id doubles as the processor's idempotency key.
+/// What is charged. One charge is one attempt at a payment: `(payment_id, attempt)` names it
+/// at the processor, so a void cancels that attempt's authorization and no other.
 #[derive(Clone, Debug)]
 pub struct Charge {
-    /// The payment (a processor must charge a payment at most once).
+    /// The payment.
     pub payment_id: PaymentId,
+    /// The claim (its lease) that made this charge; the worker charges once per claim.
+    pub attempt: LeaseId,
     /// Amount.
     pub amount: Amount,
     /// Currency.

@@ -136,12 +136,20 @@ async fn shop_with_a_payment(ports: &Ports) -> (Services, atomic_core::Account, 
     (services, account, payment)
 }
 
+/// A processor that gives no answer to the one charge, then voids that attempt.
 fn cards_failing() -> MockCardProcessor {
     let mut cards = MockCardProcessor::new();
+    let charged = Arc::new(Mutex::new(None));
+    let attempt = charged.clone();
+    cards.expect_charge().times(1).returning(move |charge| {
+        *attempt.lock().expect("lock") = Some(charge.attempt);
+        Err(unavailable())
+    });
     cards
-        .expect_charge()
+        .expect_void()
+        .withf(move |charge| *charged.lock().expect("lock") == Some(charge.attempt))
         .times(1)
-        .returning(|_| Err(unavailable()));
+        .returning(|_| Ok(()));
     cards
 }
 
@@ -420,14 +428,19 @@ async fn worker_voids_then_fails_a_charge_left_unanswered_on_the_last_attempt() 
 }
 
 #[tokio::test]
-async fn worker_never_voids_a_charge_once_its_lease_is_lost() {
+async fn worker_voids_its_own_attempt_when_its_lease_is_lost_before_voiding() {
     let payment = pending_payment("tok_visa");
     let id = payment.id;
-    let claimed = processing(&payment);
+    let leases = Arc::new(Mutex::new(Vec::new()));
     let mut ledger = MockLedgerStore::new();
+    let claimed = processing(&payment);
+    let handed = leases.clone();
     ledger
         .expect_begin_processing()
-        .returning(move |_, _, _| Ok(BeginOutcome::Claimed(claimed.clone())));
+        .returning(move |_, lease, _| {
+            handed.lock().expect("lock").push(lease);
+            Ok(BeginOutcome::Claimed(claimed.clone()))
+        });
     // The charge took longer than the lease: another worker holds (or settled) it now.
     ledger
         .expect_begin_void()
@@ -439,7 +452,13 @@ async fn worker_never_voids_a_charge_once_its_lease_is_lost() {
         .expect_charge()
         .times(1)
         .returning(|_| Err(unavailable()));
-    cards.expect_void().times(0);
+    // Only this worker's lease could post its attempt: the attempt is voided, and only it.
+    let ours = leases.clone();
+    cards
+        .expect_void()
+        .withf(move |charge| ours.lock().expect("lock").first() == Some(&charge.attempt))
+        .times(1)
+        .returning(|_| Ok(()));
     let mut queue = MockJobQueue::new();
     queue.expect_ack().times(1).returning(|_| Ok(()));
     queue.expect_retry().times(0);
@@ -1374,16 +1393,66 @@ async fn a_remembered_key_costs_no_lookup_until_its_time_and_revocation_forgets_
     );
 }
 
-/// A worker voided a charge, then lost the write that fails its payment. The next attempt's
-/// charge of the same payment id replays the original approval (as an idempotent processor
-/// does): the store refuses to post a voided payment, so the worker voids again and fails it.
-/// No money is posted for a charge the processor gave back.
+/// A card processor that approves every charge and records each charge and void. It merges
+/// nothing: each charge is an authorization of its own. Its first charge can run `first`
+/// (advance the clock past the lease, then let another worker take the payment over) before
+/// it answers.
+#[derive(Default)]
+struct CountingCards {
+    charges: Mutex<Vec<atomic_core::card::Charge>>,
+    voids: Mutex<Vec<atomic_core::card::Charge>>,
+    first: Mutex<Option<(Arc<ManualClock>, Worker)>>,
+}
+
+#[async_trait::async_trait]
+impl atomic_core::ports::CardProcessor for CountingCards {
+    async fn charge(&self, charge: &atomic_core::card::Charge) -> atomic_core::Result<CardOutcome> {
+        self.charges.lock().expect("lock").push(charge.clone());
+        let takeover = self.first.lock().expect("lock").take();
+        if let Some((clock, other)) = takeover {
+            clock.advance(LEASE + Duration::from_secs(1));
+            let taken = other.run_once().await.expect("the other worker");
+            assert_eq!(taken, vec![Processed::Settled(PaymentStatus::Success)]);
+        }
+        Ok(CardOutcome::Approved)
+    }
+
+    async fn void(&self, charge: &atomic_core::card::Charge) -> atomic_core::Result<()> {
+        self.voids.lock().expect("lock").push(charge.clone());
+        Ok(())
+    }
+}
+
+impl CountingCards {
+    fn attempts(list: &Mutex<Vec<atomic_core::card::Charge>>) -> Vec<LeaseId> {
+        list.lock()
+            .expect("lock")
+            .iter()
+            .map(|c| c.attempt)
+            .collect()
+    }
+}
+
+async fn balance_of(services: &Services, account: &atomic_core::Account) -> i64 {
+    services
+        .accounts
+        .get(Principal::Platform, account.id)
+        .await
+        .expect("account")
+        .balance
+        .minor_units()
+}
+
+/// A worker began voiding a charge, then lost the write that fails its payment. The next
+/// attempt finds the mark in its claim: it voids that charge again and fails the payment,
+/// without charging the card again (a processor that does not merge attempts would take the
+/// money twice).
 #[tokio::test]
-async fn a_voided_payment_is_never_posted_even_when_its_charge_replays_the_approval() {
+async fn a_payment_whose_void_began_is_voided_again_and_failed_without_a_new_charge() {
     let clock = clock();
     let ports = Ports::in_memory_with_clock(clock.clone());
     let (services, account, payment) = shop_with_a_payment(&ports).await;
-    // The first worker: claimed, began the void, voided, then died before writing FAILED.
+    // The first worker: claimed, began the void, then died before voiding or failing it.
     let first = LeaseId::generate();
     assert!(matches!(
         ports
@@ -1402,15 +1471,10 @@ async fn a_voided_payment_is_never_posted_even_when_its_charge_replays_the_appro
     );
     clock.advance(LEASE + Duration::from_secs(1));
 
-    let mut cards = MockCardProcessor::new();
-    cards
-        .expect_charge()
-        .times(1)
-        .returning(|_| Ok(CardOutcome::Approved));
-    cards.expect_void().times(1).returning(|_| Ok(()));
+    let cards = Arc::new(CountingCards::default());
     let worker = Worker::new(
         &Ports {
-            cards: Arc::new(cards),
+            cards: cards.clone(),
             ..ports.clone()
         },
         worker_config(),
@@ -1418,25 +1482,61 @@ async fn a_voided_payment_is_never_posted_even_when_its_charge_replays_the_appro
     let processed = worker.run_once().await.expect("worker");
 
     assert_eq!(processed, vec![Processed::Settled(PaymentStatus::Failed)]);
+    assert_eq!(
+        CountingCards::attempts(&cards.charges),
+        vec![],
+        "never charged again"
+    );
+    assert_eq!(
+        CountingCards::attempts(&cards.voids),
+        vec![first],
+        "the marked attempt is voided"
+    );
     let settled = services
         .payments
         .get(Principal::Platform, payment.id)
         .await
         .expect("get");
-    assert_eq!(settled.status(), PaymentStatus::Failed);
     assert_eq!(
         settled.failure_reason(),
         Some(FailureReason::ProcessingError)
     );
-    let balance = services
-        .accounts
-        .get(Principal::Platform, account.id)
-        .await
-        .expect("account")
-        .balance;
+    assert_eq!(balance_of(&services, &account).await, 0, "nothing posted");
+}
+
+/// A worker's charge is approved after its lease ran out, and another worker has taken the
+/// payment over, charged it under its own attempt and settled it. The first attempt can never
+/// be posted (only its lease could post it), so it is voided: the customer pays once.
+#[tokio::test]
+async fn an_approved_charge_whose_lease_was_taken_over_is_voided() {
+    let clock = clock();
+    let ports = Ports::in_memory_with_clock(clock.clone());
+    let (services, account, payment) = shop_with_a_payment(&ports).await;
+    let cards = Arc::new(CountingCards::default());
+    let ports = Ports {
+        cards: cards.clone(),
+        ..ports
+    };
+    let slow = Worker::new(&ports, worker_config());
+    let other = Worker::new(&ports, worker_config());
+    *cards.first.lock().expect("lock") = Some((clock.clone(), other));
+
+    let processed = slow.run_once().await.expect("worker");
+
+    assert_eq!(processed, vec![Processed::AlreadyFinished]);
+    let charged = CountingCards::attempts(&cards.charges);
+    assert_eq!(charged.len(), 2, "one charge per attempt");
+    assert_ne!(charged[0], charged[1]);
     assert_eq!(
-        balance.minor_units(),
-        0,
-        "nothing posted for a voided charge"
+        CountingCards::attempts(&cards.voids),
+        vec![charged[0]],
+        "the attempt that lost its lease is voided, the posted one is not"
     );
+    let settled = services
+        .payments
+        .get(Principal::Platform, payment.id)
+        .await
+        .expect("get");
+    assert_eq!(settled.status(), PaymentStatus::Success);
+    assert_eq!(balance_of(&services, &account).await, 100, "posted once");
 }

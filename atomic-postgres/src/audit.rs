@@ -1,5 +1,6 @@
 //! `LedgerAudit` on [`PgStore`]: the L1–L12 books audit (TEST-MATRIX.md) as one SQL statement,
-//! so every count comes from one consistent snapshot.
+//! so every count comes from one consistent snapshot. L8 counts the keys with two payments
+//! created less than one window (the key's TTL) apart, whichever claim made them.
 
 use std::time::Duration;
 
@@ -46,12 +47,14 @@ SELECT
      WHERE (status = 'FAILED') <> (failure_reason IS NOT NULL)
         OR (status = 'PROCESSING') <> (lease_id IS NOT NULL)
         OR status NOT IN ('PENDING', 'PROCESSING', 'SUCCESS', 'FAILED')) AS illegal_transitions,
-    (SELECT count(*) FROM (
-        SELECT 1 FROM payments p
-        JOIN idempotency_keys k
-          ON k.scope = coalesce(p.created_by, '00000000-0000-0000-0000-000000000000'::uuid)
-         AND k.key = p.idempotency_key AND k.expires_at > now() AND p.created_at >= k.locked_at
-        GROUP BY k.scope, k.key HAVING count(*) > 1) d) AS duplicate_idempotency_keys,
+    (SELECT count(DISTINCT (w.scope, w.key)) FROM (
+        SELECT coalesce(p.created_by, '00000000-0000-0000-0000-000000000000'::uuid) AS scope,
+               p.idempotency_key AS key, p.created_at,
+               lag(p.created_at) OVER (
+                   PARTITION BY p.created_by, p.idempotency_key ORDER BY p.created_at) AS previous
+        FROM payments p WHERE p.idempotency_key IS NOT NULL) w
+     JOIN idempotency_keys k ON k.scope = w.scope AND k.key = w.key
+     WHERE w.created_at - w.previous < k.expires_at - k.locked_at) AS duplicate_idempotency_keys,
     (SELECT count(*) FROM payments p
      LEFT JOIN accounts m ON m.id = p.merchant_account
      LEFT JOIN accounts f ON f.id = p.funding_account

@@ -99,7 +99,7 @@ const BEGIN_PROCESSING: &str = concat!(
      lease_until = now() + $3 * interval '1 microsecond', touched_at = now(), \
      updated_at = CASE WHEN status = 'PENDING' THEN now() ELSE updated_at END \
      WHERE id = $1 AND (status = 'PENDING' OR (status = 'PROCESSING' AND lease_until <= now())) \
-     RETURNING ",
+     RETURNING voiding_attempt, ",
     payment_columns!()
 );
 
@@ -108,9 +108,9 @@ const RENEW: &str = "UPDATE payments SET lease_until = now() + $3 * interval '1 
      WHERE id = $1 AND status = 'PROCESSING' AND lease_id = $2 AND lease_until > now()";
 
 // RENEW, and the payment's charge is being voided from now on (the database then refuses
-// SUCCESS for it: `payments_voided_only_fails`).
+// SUCCESS for it: `payments_voided_only_fails`); the mark names the attempt, the lease.
 const BEGIN_VOID: &str = "UPDATE payments SET lease_until = now() + $3 * interval '1 microsecond', \
-     voiding_at = COALESCE(voiding_at, now()) \
+     voiding_at = COALESCE(voiding_at, now()), voiding_attempt = COALESCE(voiding_attempt, $2) \
      WHERE id = $1 AND status = 'PROCESSING' AND lease_id = $2 AND lease_until > now()";
 
 const PAYMENT_AND_LEASE: &str = concat!(
@@ -156,10 +156,12 @@ WHERE a.id = d.id";
 // and a bitmap scan never marks entries dead, so each batch read every payment ever settled
 // since the last vacuum (BENCHMARKS.md, run 4).
 
-// Claims many payments: rows locked in id order (no deadlock between claimers), then the same
-// compare-and-set as BEGIN_PROCESSING for each.
+// Claims many payments and reads the batch back in ONE statement, so a claim is never taken
+// without its answer: rows locked in id order (no deadlock between claimers), the same
+// compare-and-set as BEGIN_PROCESSING for each, then the rows not claimed (`taken` false) as
+// they stood, looked up by primary key among the ids the claim left.
 const BEGIN_PROCESSING_MANY: &str = concat!(
-    "UPDATE payments SET status = 'PROCESSING', lease_id = $2, \
+    "WITH claimed AS (UPDATE payments SET status = 'PROCESSING', lease_id = $2, \
      lease_until = now() + $3 * interval '1 microsecond', touched_at = now(), \
      updated_at = CASE WHEN status = 'PENDING' THEN now() ELSE updated_at END \
      WHERE id IN (SELECT id FROM payments WHERE id = ANY($1) \
@@ -168,8 +170,13 @@ const BEGIN_PROCESSING_MANY: &str = concat!(
          ORDER BY id FOR NO KEY UPDATE) \
      AND CASE status WHEN 'PENDING' THEN true \
          WHEN 'PROCESSING' THEN lease_until <= now() ELSE false END \
-     RETURNING ",
-    payment_columns!()
+     RETURNING voiding_attempt, ",
+    payment_columns!(),
+    ") SELECT true AS taken, voiding_attempt, ",
+    payment_columns!(),
+    " FROM claimed UNION ALL SELECT false AS taken, NULL::uuid, ",
+    payment_columns!(),
+    " FROM payments WHERE id = ANY(ARRAY(SELECT unnest($1::uuid[]) EXCEPT SELECT id FROM claimed))"
 );
 
 const PAYMENTS_BY_ID: &str = concat!(
@@ -177,6 +184,10 @@ const PAYMENTS_BY_ID: &str = concat!(
     payment_columns!(),
     " FROM payments WHERE id = ANY($1)"
 );
+
+// Ends every lease of a batch claim whose answer could not be read.
+const RELEASE_MANY: &str = "UPDATE payments SET lease_until = now() \
+     WHERE id = ANY($1) AND CASE status WHEN 'PROCESSING' THEN lease_id = $2 ELSE false END";
 
 // Locks a batch's payment rows in id order first, as every batch claim does, so a batch being
 // settled and a batch being claimed (a redelivery after a lease ran out) cannot deadlock.
@@ -602,6 +613,46 @@ impl PostColumns {
     }
 }
 
+/// A row this caller just claimed (with its `voiding_attempt`), as its outcome.
+fn claimed_outcome(row: &sqlx::postgres::PgRow) -> Result<BeginOutcome> {
+    let payment = rows::payment(row)?;
+    let voiding: Option<Uuid> = row.try_get("voiding_attempt").map_err(from_sqlx)?;
+    Ok(match voiding {
+        Some(attempt) => BeginOutcome::Voiding {
+            payment,
+            attempt: LeaseId::from(attempt),
+        },
+        None => BeginOutcome::Claimed(payment),
+    })
+}
+
+/// One outcome per id, in order, from the rows of `BEGIN_PROCESSING_MANY`.
+fn claim_outcomes(ids: &[PaymentId], found: &[sqlx::postgres::PgRow]) -> Result<Vec<BeginOutcome>> {
+    let mut claimed = std::collections::HashMap::new();
+    let mut others = std::collections::HashMap::new();
+    for row in found {
+        if row.try_get::<bool, _>("taken").map_err(from_sqlx)? {
+            let outcome = claimed_outcome(row)?;
+            let id: Uuid = row.try_get("id").map_err(from_sqlx)?;
+            claimed.insert(PaymentId::from(id), outcome);
+        } else {
+            let payment = rows::payment(row)?;
+            others.insert(payment.id, payment);
+        }
+    }
+    Ok(ids
+        .iter()
+        .map(|id| match (claimed.remove(id), others.remove(id)) {
+            (Some(outcome), _) => outcome,
+            (None, Some(payment)) if payment.status().is_terminal() => {
+                BeginOutcome::Finished(payment)
+            }
+            (None, Some(_)) => BeginOutcome::Busy,
+            (None, None) => BeginOutcome::Missing,
+        })
+        .collect())
+}
+
 fn has_duplicates(ids: impl Iterator<Item = PaymentId>) -> bool {
     let mut seen = std::collections::HashSet::new();
     ids.into_iter().any(|id| !seen.insert(id))
@@ -817,7 +868,7 @@ impl LedgerStore for PgStore {
                 .await
                 .map_err(from_sqlx)?;
             if let Some(row) = claimed {
-                return Ok(BeginOutcome::Claimed(rows::payment(&row)?));
+                return claimed_outcome(&row);
             }
             let Some(row) = sqlx::query(PAYMENT_AND_LEASE)
                 .bind(id.as_uuid())
@@ -854,46 +905,27 @@ impl LedgerStore for PgStore {
         }
         self.call(async {
             let uuids: Vec<Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
-            let mut claimed = std::collections::HashMap::new();
-            for row in sqlx::query(BEGIN_PROCESSING_MANY)
+            let found = sqlx::query(BEGIN_PROCESSING_MANY)
                 .bind(&uuids)
                 .bind(lease.as_uuid())
                 .bind(micros(duration))
                 .fetch_all(self.pool())
                 .await
-                .map_err(from_sqlx)?
-            {
-                let payment = rows::payment(&row)?;
-                claimed.insert(payment.id, payment);
-            }
-            let rest: Vec<Uuid> = ids
-                .iter()
-                .filter(|id| !claimed.contains_key(id))
-                .map(|id| id.as_uuid())
-                .collect();
-            let mut others = std::collections::HashMap::new();
-            if !rest.is_empty() {
-                for row in sqlx::query(PAYMENTS_BY_ID)
-                    .bind(&rest)
-                    .fetch_all(self.pool())
-                    .await
-                    .map_err(from_sqlx)?
-                {
-                    let payment = rows::payment(&row)?;
-                    others.insert(payment.id, payment);
+                .map_err(from_sqlx)?;
+            let read = claim_outcomes(ids, &found);
+            if read.is_err() {
+                // Leases taken but their answer unreadable: end them now, so the payments come
+                // back with their next delivery rather than after the lease.
+                let released = sqlx::query(RELEASE_MANY)
+                    .bind(&uuids)
+                    .bind(lease.as_uuid())
+                    .execute(self.pool())
+                    .await;
+                if let Err(error) = released {
+                    tracing::warn!(?error, "releasing an unreadable batch claim failed");
                 }
             }
-            Ok(ids
-                .iter()
-                .map(|id| match (claimed.remove(id), others.remove(id)) {
-                    (Some(payment), _) => BeginOutcome::Claimed(payment),
-                    (None, Some(payment)) if payment.status().is_terminal() => {
-                        BeginOutcome::Finished(payment)
-                    }
-                    (None, Some(_)) => BeginOutcome::Busy,
-                    (None, None) => BeginOutcome::Missing,
-                })
-                .collect())
+            read
         })
         .await
     }

@@ -521,3 +521,58 @@ async fn a_payment_being_voided_can_never_succeed_and_the_mark_never_goes() {
     .await
     .unwrap();
 }
+
+/// A batch claim whose answer cannot be read takes no payment out of play: the leases it took
+/// end with it, so the next delivery claims at once instead of waiting for the sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_claim_whose_answer_cannot_be_read_leaves_nothing_claimed() {
+    let db = TestDatabase::create().await;
+    let pool = db.store().pool().clone();
+    let kit = db.kit();
+    let merchant = onboard(&kit, Currency::USD).await;
+    let free = stored_payment(&kit, &merchant, 700).await;
+    // A payment held by another worker, whose row no longer reads as a payment (a source that
+    // is not a card token): the claim leaves it, and reading it back fails.
+    let unreadable = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO payments (id, merchant_account, funding_account, owner_merchant, amount, \
+         currency, source, description, created_by, status, lease_id, lease_until, \
+         touched_at, created_at, updated_at) \
+         SELECT $2, merchant_account, funding_account, owner_merchant, amount, currency, \
+         'not a token', description, created_by, 'PENDING', NULL, NULL, now(), now(), now() \
+         FROM payments WHERE id = $1",
+    )
+    .bind(free.id.as_uuid())
+    .bind(unreadable)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE payments SET status = 'PROCESSING', lease_id = $2, \
+         lease_until = now() + interval '1 hour' WHERE id = $1",
+    )
+    .bind(unreadable)
+    .bind(Uuid::now_v7())
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let ids = [free.id, atomic_core::id::PaymentId::from(unreadable)];
+    let claim = kit
+        .ledger
+        .begin_processing_many(&ids, LeaseId::generate(), LEASE)
+        .await;
+    assert!(
+        claim.is_err(),
+        "an unreadable row must fail the claim: {claim:?}"
+    );
+    let again = kit
+        .ledger
+        .begin_processing(free.id, LeaseId::generate(), LEASE)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&again, BeginOutcome::Claimed(p) if p.id == free.id),
+        "the failed claim left the payment held: {again:?}"
+    );
+}

@@ -14,6 +14,7 @@ use crate::ledger::{Direction, Entry};
 use crate::money::{Amount, Currency};
 use crate::payment::PaymentStatus;
 use crate::ports::{AuditReport, LedgerAudit};
+use crate::time::Timestamp;
 
 fn count(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
@@ -89,8 +90,8 @@ impl LedgerAudit for MemoryStore {
             }
         }
 
-        // L3, L10, L12 over payments; L8 counts payments per live key window.
-        let mut per_window: HashMap<_, usize> = HashMap::new();
+        // L3, L10, L12 over payments; L8 gathers each key's creation times.
+        let mut per_key: HashMap<_, Vec<Timestamp>> = HashMap::new();
         for row in state.payments.values() {
             let p = &row.payment;
             let posted = transactions_of.get(&p.id).copied().unwrap_or(0);
@@ -99,14 +100,10 @@ impl LedgerAudit for MemoryStore {
                 report.status_posting_mismatch += 1;
             }
             if let Some(key) = &p.idempotency_key {
-                let scoped = (p.created_by, key.clone());
-                let in_window = state
-                    .idempotency
-                    .get(&scoped)
-                    .is_some_and(|r| r.expires_at > now && p.created_at >= r.locked_at);
-                if in_window {
-                    *per_window.entry(scoped).or_default() += 1;
-                }
+                per_key
+                    .entry((p.created_by, key.clone()))
+                    .or_default()
+                    .push(p.created_at);
             }
             let merchant = state.accounts.get(&p.merchant_account);
             let funding = state.accounts.get(&p.funding_account);
@@ -124,7 +121,24 @@ impl LedgerAudit for MemoryStore {
                 report.stuck_payments += 1;
             }
         }
-        report.duplicate_idempotency_keys = count(per_window.values().filter(|n| **n > 1).count());
+        // L8: two payments of one key created less than one window (its TTL) apart, whichever
+        // claim made them.
+        for created in per_key.values_mut() {
+            created.sort_unstable();
+        }
+        report.duplicate_idempotency_keys = count(
+            per_key
+                .iter()
+                .filter(|(scoped, created)| {
+                    state.idempotency.get(*scoped).is_some_and(|record| {
+                        let window = record.expires_at.duration_since(record.locked_at);
+                        created
+                            .windows(2)
+                            .any(|pair| pair[1].duration_since(pair[0]) < window)
+                    })
+                })
+                .count(),
+        );
 
         // L5 and L6.
         report.negative_balances = count(

@@ -38,7 +38,9 @@ impl MemoryStore {
             && now < *until
         {
             *until = now.saturating_add(duration);
-            row.voiding |= voiding;
+            if voiding && row.voiding.is_none() {
+                row.voiding = Some(lease);
+            }
             return true;
         }
         false
@@ -153,7 +155,7 @@ impl LedgerStore for MemoryStore {
                 payment: payment.clone(),
                 lease: None,
                 touched_at: now,
-                voiding: false,
+                voiding: None,
             },
         );
         state.apply_completion(completion);
@@ -248,7 +250,11 @@ impl LedgerStore for MemoryStore {
         let row = state.payments.get_mut(&id).ok_or(Error::NotFound)?;
         row.lease = Some((lease, now.saturating_add(duration)));
         row.touched_at = now;
-        Ok(BeginOutcome::Claimed(row.payment.clone()))
+        let payment = row.payment.clone();
+        Ok(match row.voiding {
+            Some(attempt) => BeginOutcome::Voiding { payment, attempt },
+            None => BeginOutcome::Claimed(payment),
+        })
     }
 
     async fn renew(&self, id: PaymentId, lease: LeaseId, duration: Duration) -> Result<bool> {
@@ -291,7 +297,7 @@ impl LedgerStore for MemoryStore {
             SettlementResult::Failed(reason) => {
                 payment.fail(*reason, now)?;
             }
-            SettlementResult::Posted(_) if row.voiding => {
+            SettlementResult::Posted(_) if row.voiding.is_some() => {
                 return Err(Invariant::Voided.into());
             }
             SettlementResult::Posted(transfer) => {

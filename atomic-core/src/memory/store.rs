@@ -62,8 +62,9 @@ pub(super) struct PaymentRow {
     pub(super) lease: Option<(LeaseId, Timestamp)>,
     /// When it was last enqueued or claimed (the sweep waits `stale_after` from here).
     pub(super) touched_at: Timestamp,
-    /// Its charge is being voided: it may only fail ([`crate::ports::LedgerStore::begin_void`]).
-    pub(super) voiding: bool,
+    /// The attempt whose charge is being voided: the payment may only fail
+    /// ([`crate::ports::LedgerStore::begin_void`]).
+    pub(super) voiding: Option<LeaseId>,
 }
 
 /// One idempotency record.

@@ -23,6 +23,15 @@ crate::id::id_type!(
 pub enum BeginOutcome {
     /// The payment is now `PROCESSING`, held by the caller's lease.
     Claimed(Payment),
+    /// The payment is now held by the caller's lease, but the charge of an earlier attempt is
+    /// being voided ([`LedgerStore::begin_void`]): the holder voids that attempt and fails the
+    /// payment; it never charges it again.
+    Voiding {
+        /// The payment, `PROCESSING`.
+        payment: Payment,
+        /// The attempt (the lease that charged) whose charge is being voided.
+        attempt: LeaseId,
+    },
     /// Another worker holds it with a live lease.
     Busy,
     /// It is already `SUCCESS` or `FAILED`.
@@ -113,7 +122,8 @@ pub trait LedgerStore: Send + Sync + 'static {
     ) -> Result<Page<Payment>>;
 
     /// Compare-and-set to `PROCESSING` under `lease` for `duration` (by the store's clock):
-    /// succeeds from `PENDING`, or from `PROCESSING` whose lease has run out.
+    /// succeeds from `PENDING`, or from `PROCESSING` whose lease has run out. A payment whose
+    /// void has begun is claimed as [`BeginOutcome::Voiding`].
     async fn begin_processing(
         &self,
         id: PaymentId,
@@ -143,9 +153,11 @@ pub trait LedgerStore: Send + Sync + 'static {
 
     /// [`Self::renew`], and in the same step marks the payment's charge as being voided, for
     /// good: from then on a `Posted` settlement of it is refused
-    /// ([`crate::Invariant::Voided`]) and it can only fail. A worker calls it before voiding,
-    /// so a later attempt whose charge replays the original approval cannot post money the
-    /// processor gave back. `false`, and nothing changed, when `lease` no longer holds it.
+    /// ([`crate::Invariant::Voided`]) and it can only fail, and every later claim of it is
+    /// [`BeginOutcome::Voiding`]. The mark names the attempt being voided: `lease`, or the
+    /// attempt an earlier mark named. A worker calls it before voiding, so no later attempt
+    /// charges or posts the payment. `false`, and nothing changed, when `lease` no longer
+    /// holds it.
     async fn begin_void(&self, id: PaymentId, lease: LeaseId, duration: Duration) -> Result<bool>;
 
     /// Ends `lease` now without settling, so the next attempt can claim at once. A no-op if

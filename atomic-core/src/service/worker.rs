@@ -12,6 +12,12 @@
 //! be settled for good (no answer from the card network by the last attempt, or a posting the
 //! books refuse): it is voided first, and only then does the payment fail with
 //! `processing_error`, so no customer pays for a failed payment.
+//!
+//! A charge is one attempt, named by the claim's lease, and the worker never relies on the
+//! processor merging two attempts at one payment: a payment whose void has begun is never
+//! charged again (its claim says so, and the worker voids and fails it), and an attempt that
+//! will not be posted (its lease lost after approval, or its answer lost before a retry) is
+//! voided, as only the lease that charged could ever post it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -256,6 +262,13 @@ impl Worker {
         for (index, (delivery, begun)) in deliveries.iter().zip(begun).enumerate() {
             let payment = match begun {
                 BeginOutcome::Claimed(payment) => payment,
+                BeginOutcome::Voiding { payment, attempt } => {
+                    // An earlier attempt's void began: it is voided (again) and the payment
+                    // fails; a payment being voided is never charged again.
+                    let charge = charge_of(&payment, attempt);
+                    outcomes[index] = Some(self.void_and_fail(delivery, lease, &charge).await);
+                    continue;
+                }
                 BeginOutcome::Finished(_) => {
                     outcomes[index] = Some(Processed::AlreadyFinished);
                     done.push(index);
@@ -275,7 +288,7 @@ impl Worker {
             };
             let cards = self.cards.clone();
             charging.spawn(async move {
-                let charge = charge_of(&payment);
+                let charge = charge_of(&payment, lease);
                 let answer = cards.charge(&charge).await;
                 (index, payment, charge, answer)
             });
@@ -306,6 +319,11 @@ impl Worker {
                     continue;
                 }
                 Err(error) => {
+                    // The next attempt charges anew, so this one, perhaps approved unanswered,
+                    // is voided first.
+                    if let Err(void_error) = self.cards.void(&charge).await {
+                        tracing::error!(payment_id = %payment.id, ?void_error, "an unanswered charge could not be voided before the retry");
+                    }
                     outcomes[index] = Some(self.retry(delivery, Some(lease), &error).await);
                     continue;
                 }
@@ -334,6 +352,12 @@ impl Worker {
             let posted = matches!(result, SettlementResult::Posted(_));
             outcomes[index] = Some(
                 match settled.map(|outcome| log_settled(delivery, outcome)) {
+                    // Approved, but the lease is lost: only the lease that charged may post
+                    // this attempt, so it is never posted; whoever holds the payment now
+                    // charges an attempt of its own.
+                    Ok(Processed::AlreadyFinished) if posted => {
+                        self.void_unposted(delivery, &charge).await
+                    }
                     Ok(outcome) => self.ack(delivery, outcome).await,
                     Err(Error::Invariant(invariant)) if posted => {
                         // The books refused the posting (e.g. a balance would overflow): retrying
@@ -403,20 +427,17 @@ impl Worker {
         lease: LeaseId,
         charge: &Charge,
     ) -> Processed {
-        // Voiding cannot be undone: first make sure the payment is still ours (and stays ours
-        // long enough), or a worker that took it over may have settled it on this charge; and
-        // mark it as voided in the same step, so that no later attempt can post it (a processor
-        // may replay the original approval for the same payment id).
+        // Mark the payment first, under our lease, so that no later attempt charges or posts it
+        // while (or after) this attempt is voided.
         match self
             .ledger
             .begin_void(delivery.payment_id, lease, self.config.lease)
             .await
         {
             Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!(payment_id = %delivery.payment_id, "lease lost before voiding; the holder decides");
-                return self.ack(delivery, Processed::AlreadyFinished).await;
-            }
+            // Another worker holds the payment and decides it; the charge is still voided, as
+            // no lease but the one that charged could ever post it.
+            Ok(false) => return self.void_unposted(delivery, charge).await,
             Err(error) => return self.retry(delivery, Some(lease), &error).await,
         }
         if let Err(error) = self.cards.void(charge).await {
@@ -427,6 +448,16 @@ impl Worker {
             Ok(outcome) => self.ack(delivery, outcome).await,
             Err(error) => self.retry(delivery, Some(lease), &error).await,
         }
+    }
+
+    /// Voids a charge that can never be posted (its lease is lost) and acks the job: the
+    /// payment is another worker's to decide.
+    async fn void_unposted(&self, delivery: &Delivery, charge: &Charge) -> Processed {
+        tracing::warn!(payment_id = %delivery.payment_id, "lease lost after charging; voiding this attempt");
+        if let Err(error) = self.cards.void(charge).await {
+            tracing::error!(payment_id = %delivery.payment_id, ?error, "a charge that will not be posted could not be voided");
+        }
+        self.ack(delivery, Processed::AlreadyFinished).await
     }
 
     async fn settle(
@@ -502,9 +533,11 @@ fn log_settled(delivery: &Delivery, outcome: SettleOutcome) -> Processed {
     }
 }
 
-fn charge_of(payment: &Payment) -> Charge {
+/// The charge of `payment` made by the claim `attempt`.
+fn charge_of(payment: &Payment, attempt: LeaseId) -> Charge {
     Charge {
         payment_id: payment.id,
+        attempt,
         amount: payment.amount,
         currency: payment.currency,
         source: payment.source.clone(),

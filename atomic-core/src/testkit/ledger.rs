@@ -10,7 +10,7 @@ use super::{
 };
 use crate::account::{Account, AccountName};
 use crate::error::{Error, Invariant};
-use crate::idempotency::ClaimOutcome;
+use crate::idempotency::{ClaimOutcome, IdempotencyPolicy};
 use crate::ledger::{Direction, Transfer};
 use crate::money::Currency;
 use crate::page::{PageLimit, PageRequest};
@@ -425,6 +425,10 @@ pub async fn a_key_creates_a_new_payment_once_its_window_has_passed(kit: &StoreK
     };
     let mut p2 = payment(&a.account, &world, 100, "tok_visa");
     keyed(&mut p2);
+    // Created after the window, as the service would stamp it on a clock that moved on too.
+    p2.created_at = p1
+        .created_at
+        .saturating_add(policy.ttl + Duration::from_secs(1));
     kit.ledger
         .create_payment(&p2, Some(completion(&second, "two")))
         .await
@@ -576,9 +580,19 @@ pub async fn a_payment_whose_void_began_can_only_fail(kit: &StoreKit) {
         300,
         "only the other was posted"
     );
-    // The mark outlives the lease: whoever takes the payment over cannot post it either.
+    // The mark outlives the lease: whoever takes the payment over is told, and cannot post it
+    // either.
     kit.time.advance(LEASE + Duration::from_secs(1)).await;
-    let (next, _) = claim(kit, p.id).await;
+    let next = LeaseId::generate();
+    let taken = kit
+        .ledger
+        .begin_processing(p.id, next, LEASE)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&taken, BeginOutcome::Voiding { attempt, .. } if *attempt == lease),
+        "{taken:?}"
+    );
     assert!(matches!(
         kit.ledger.settle(&posted(next)).await,
         Err(Error::Invariant(Invariant::Voided))
@@ -1130,6 +1144,99 @@ pub async fn balances_start_at_zero(kit: &StoreKit) {
     );
 }
 
+/// Every claim after a void began says so, naming the attempt being voided (the first one
+/// marked), whether the payment is claimed alone or in a batch.
+pub async fn a_claim_after_a_void_began_names_the_attempt_being_voided(kit: &StoreKit) {
+    let a = onboard(kit, Currency::USD).await;
+    let p = stored_payment(kit, &a, 700).await;
+    let free = stored_payment(kit, &a, 300).await;
+    let (first, _) = claim(kit, p.id).await;
+    assert!(kit.ledger.begin_void(p.id, first, LEASE).await.unwrap());
+    kit.ledger.release(p.id, first).await.unwrap();
+
+    let second = LeaseId::generate();
+    let again = kit
+        .ledger
+        .begin_processing(p.id, second, LEASE)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&again, BeginOutcome::Voiding { payment, attempt }
+            if payment.id == p.id && payment.status() == PaymentStatus::Processing
+                && *attempt == first),
+        "{again:?}"
+    );
+    // A second mark, by the new holder, keeps the first attempt.
+    assert!(kit.ledger.begin_void(p.id, second, LEASE).await.unwrap());
+    kit.ledger.release(p.id, second).await.unwrap();
+
+    let third = LeaseId::generate();
+    let batch = kit
+        .ledger
+        .begin_processing_many(&[free.id, p.id], third, LEASE)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&batch[0], BeginOutcome::Claimed(c) if c.id == free.id),
+        "{batch:?}"
+    );
+    assert!(
+        matches!(&batch[1], BeginOutcome::Voiding { payment, attempt }
+            if payment.id == p.id && *attempt == first),
+        "{batch:?}"
+    );
+}
+/// L8 finds two payments of one key created within one window even when a takeover made the
+/// second: the record then holds the second claim, which began after the first payment.
+pub async fn the_audit_finds_two_payments_of_one_key_window_across_a_takeover(kit: &StoreKit) {
+    let Some(audit) = &kit.audit else {
+        return;
+    };
+    let a = onboard(kit, Currency::USD).await;
+    let world = system_account(kit, Currency::USD).await;
+    let key = super::unique_key();
+    // No lock timeout: an unfinished claim is taken over at once.
+    let takeover = IdempotencyPolicy {
+        ttl: Duration::from_secs(3600),
+        lock_timeout: Duration::ZERO,
+    };
+    let claim_key = || async {
+        match kit
+            .idempotency
+            .claim(a.principal(), &key, super::fingerprint(1), takeover)
+            .await
+            .unwrap()
+        {
+            ClaimOutcome::Acquired(claim) => claim,
+            other => panic!("the key must be taken, got {other:?}"),
+        }
+    };
+    let keyed = |at: Timestamp| {
+        let mut new = super::payment(&a.account, &world, 500, "tok_visa");
+        new.idempotency_key = Some(key.clone());
+        new.created_by = a.principal();
+        new.created_at = at;
+        new
+    };
+    let first = claim_key().await;
+    // The first claimant's payment, written without its completion (the duplicate a bug or a
+    // lost claim would make), a second before the takeover.
+    let early = keyed(Timestamp::now().saturating_sub(Duration::from_secs(1)));
+    kit.ledger.create_payment(&early, None).await.unwrap();
+    let second = claim_key().await;
+    assert_ne!(
+        first.token, second.token,
+        "the key must have been taken over"
+    );
+    let late = keyed(Timestamp::now());
+    kit.ledger
+        .create_payment(&late, Some(completion(&second, "late")))
+        .await
+        .unwrap();
+    let report = audit.audit(Duration::from_secs(24 * 3600)).await.unwrap();
+    assert_eq!(report.duplicate_idempotency_keys, 1, "{report}");
+}
+
 /// Generates the [`crate::ports::LedgerStore`] conformance tests for a `StoreKit` expression.
 #[macro_export]
 macro_rules! ledger_store_conformance {
@@ -1149,6 +1256,7 @@ macro_rules! ledger_store_conformance {
                 begin_processing_is_a_compare_and_set_with_a_lease,
                 renew_extends_only_a_lease_still_held,
                 a_payment_whose_void_began_can_only_fail,
+                a_claim_after_a_void_began_names_the_attempt_being_voided,
                 release_lets_the_next_attempt_claim_at_once,
                 settle_posts_one_balanced_transfer_and_sets_success,
                 settle_failure_posts_nothing,
@@ -1162,6 +1270,7 @@ macro_rules! ledger_store_conformance {
                 settle_many_isolates_a_refused_posting,
                 concurrent_batches_into_one_account_add_up_exactly,
                 balances_start_at_zero,
+                the_audit_finds_two_payments_of_one_key_window_across_a_takeover,
             ]
         );
     };
