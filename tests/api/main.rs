@@ -12,6 +12,7 @@
 mod helpers;
 mod outage;
 mod proxy;
+mod ready_stall;
 mod redis_outage;
 
 /// The whole suite, run on one backend: every test file, with `helpers::spawn_app` starting
