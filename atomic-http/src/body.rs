@@ -1,8 +1,8 @@
 //! Reading a JSON request body strictly: at most 65,536 bytes (refused from `Content-Length`
 //! before reading, and while streaming when there is none), `application/json` or
-//! `application/*+json` unless the body is empty (read as `{}`), valid JSON with no duplicate
-//! keys and no trailing data, and a JSON object at the top. The canonical form (sorted keys,
-//! no white space) is kept for idempotency fingerprints.
+//! `application/*+json` in UTF-8 unless the body is empty (read as `{}`), valid JSON with no
+//! duplicate keys and no trailing data, and a JSON object at the top. The canonical form
+//! (sorted keys, no white space) is kept for idempotency fingerprints.
 
 use std::fmt;
 
