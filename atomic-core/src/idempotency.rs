@@ -22,10 +22,13 @@ pub struct IdempotencyKey(String);
 
 impl IdempotencyKey {
     /// Parses an `Idempotency-Key` header value. A value written as an RFC 8941 string
-    /// (`"…"`, with `\"` and `\\` escapes) is unquoted first.
+    /// (`"…"`, with `\"` and `\\` escapes) is unquoted first. A quote at either end marks such
+    /// a string, so a value that starts or ends with one must be a whole string: `"a` and `a"`
+    /// are both refused, never read as bare keys.
     pub fn from_header(value: &str) -> Result<Self, Invalid> {
         match value.strip_prefix('"') {
             Some(quoted) => Self::parse(unquote_sf_string(quoted)?),
+            None if value.ends_with('"') => Err(NOT_A_QUOTED_STRING),
             None => Self::parse(value),
         }
     }
@@ -54,9 +57,12 @@ impl fmt::Display for IdempotencyKey {
     }
 }
 
+/// The refusal of a value that is neither a bare key nor a whole RFC 8941 string.
+const NOT_A_QUOTED_STRING: Invalid = Invalid::new("is not a valid quoted string");
+
 /// Unquotes the rest of an RFC 8941 sf-string after its opening quote.
 fn unquote_sf_string(rest: &str) -> Result<String, Invalid> {
-    const BAD: Invalid = Invalid::new("is not a valid quoted string");
+    const BAD: Invalid = NOT_A_QUOTED_STRING;
     let mut out = String::with_capacity(rest.len());
     let mut chars = rest.chars();
     while let Some(c) = chars.next() {
@@ -219,6 +225,13 @@ mod tests {
         assert_eq!(key(r#""a\"b\\c""#).as_deref(), Ok(r#"a"b\c"#));
         assert_eq!(key("abc").as_deref(), Ok("abc"));
         assert!(key("\"abc").is_err());
+        assert!(key("abc\"").is_err(), "unbalanced at either end alike");
+        assert!(key("\"").is_err());
+        assert_eq!(
+            key("a\"b").as_deref(),
+            Ok("a\"b"),
+            "a quote inside a bare key"
+        );
         assert!(key("\"a\"b\"").is_err());
         assert!(key(r#""a\nb""#).is_err());
         assert!(

@@ -108,6 +108,21 @@ impl Decision {
     }
 }
 
+/// How long a refused caller should wait (`Retry-After`): the latest reset among the spent
+/// limiters (those with no request left in their window), not only the one that refused, so a
+/// caller that waits this long is not refused again by a limiter that was already spent.
+/// `None` when every limiter allowed the request.
+pub fn retry_after(decisions: &[Decision]) -> Option<Duration> {
+    if decisions.iter().all(|d| d.allowed) {
+        return None;
+    }
+    decisions
+        .iter()
+        .filter(|d| d.remaining == 0)
+        .map(|d| d.reset)
+        .max()
+}
+
 /// Which window an instant falls in, and how far into it: `(index, elapsed)`.
 pub fn window_of(unix_micros: i64, window: Duration) -> (i64, Duration) {
     let len = i64::try_from(window.as_micros()).unwrap_or(i64::MAX).max(1);
@@ -164,5 +179,29 @@ mod tests {
         assert!(d(2).allowed && d(2).remaining == 0);
         assert!(!d(3).allowed && d(3).remaining == 0);
         assert_eq!(d(3).reset, Duration::from_secs(40));
+    }
+
+    #[test]
+    fn retry_after_is_the_latest_reset_of_the_spent_limiters() {
+        let decision = |allowed, remaining, reset| Decision {
+            policy: "p".into(),
+            allowed,
+            limit: 10,
+            remaining,
+            reset: Duration::from_secs(reset),
+            window: Duration::from_secs(900),
+        };
+        // Global spent (its last request) and payments refused: wait for the later reset.
+        let both = [decision(true, 0, 20), decision(false, 0, 10)];
+        assert_eq!(retry_after(&both), Some(Duration::from_secs(20)));
+        // A limiter with requests left does not hold the caller back.
+        let one = [decision(true, 3, 600), decision(false, 0, 10)];
+        assert_eq!(retry_after(&one), Some(Duration::from_secs(10)));
+        assert_eq!(
+            retry_after(&[decision(true, 0, 20)]),
+            None,
+            "nothing refused"
+        );
+        assert_eq!(retry_after(&[]), None);
     }
 }

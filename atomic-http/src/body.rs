@@ -1,8 +1,8 @@
 //! Reading a JSON request body strictly: at most 65,536 bytes (refused from `Content-Length`
 //! before reading, and while streaming when there is none), `application/json` or
-//! `application/*+json` unless the body is empty (read as `{}`), valid JSON with no duplicate
-//! keys and no trailing data, and a JSON object at the top. The canonical form (sorted keys,
-//! no white space) is kept for idempotency fingerprints.
+//! `application/*+json` in UTF-8 unless the body is empty (read as `{}`), valid JSON with no
+//! duplicate keys and no trailing data, and a JSON object at the top. The canonical form
+//! (sorted keys, no white space) is kept for idempotency fingerprints.
 
 use std::fmt;
 
@@ -118,7 +118,9 @@ fn write_canonical_object(object: &Map<String, Value>, out: &mut Vec<u8>) {
     out.push(b'}');
 }
 
-/// Whether the Content-Type is `application/json` or `application/*+json` (parameters allowed).
+/// Whether the Content-Type is `application/json` or `application/*+json`, with no charset
+/// or `charset=utf-8` (case-insensitive, quoted or not): JSON is read as UTF-8 only, so a body
+/// declared in another charset is refused rather than misread.
 fn is_json(headers: &HeaderMap) -> bool {
     let Some(value) = headers
         .get(header::CONTENT_TYPE)
@@ -126,16 +128,23 @@ fn is_json(headers: &HeaderMap) -> bool {
     else {
         return false;
     };
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
+    let mut parts = value.split(';');
+    let essence = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    let json = essence == "application/json"
         || essence
             .strip_prefix("application/")
-            .is_some_and(|sub| sub.ends_with("+json") && sub.len() > "+json".len())
+            .is_some_and(|sub| sub.ends_with("+json") && sub.len() > "+json".len());
+    json && parts.all(|parameter| match parameter.split_once('=') {
+        Some((name, charset)) if name.trim().eq_ignore_ascii_case("charset") => {
+            let charset = charset.trim();
+            let charset = charset
+                .strip_prefix('"')
+                .and_then(|c| c.strip_suffix('"'))
+                .unwrap_or(charset);
+            charset.eq_ignore_ascii_case("utf-8")
+        }
+        _ => true,
+    })
 }
 
 /// Parses JSON refusing duplicate object keys and trailing data.
@@ -263,6 +272,17 @@ mod tests {
         assert!(check("application/json"));
         assert!(check("Application/JSON; charset=utf-8"));
         assert!(check("application/merge-patch+json"));
+        assert!(check("application/json; charset=\"UTF-8\""));
+        assert!(check("application/json;foo=bar"));
+        for other in [
+            "application/json; charset=UTF-16",
+            "application/json; charset=\"utf-16le\"",
+            "application/json;CHARSET=latin1",
+            "application/json; charset=utf-8; charset=utf-16",
+            "application/json; charset=",
+        ] {
+            assert!(!check(other), "{other}");
+        }
         assert!(!check("application/+json"));
         assert!(!check("text/plain"));
         assert!(!check("application/jsonx"));

@@ -1,11 +1,12 @@
 //! Rate-limit headers: the IETF `RateLimit-Policy` and `RateLimit` fields, plus the older
 //! `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`. `RateLimit-Policy` lists
 //! every limiter that applied; the others describe the most constrained one (fewest remaining,
-//! then soonest reset).
+//! then soonest reset). A refusal's `Retry-After` is set here too, from every limiter that
+//! applied: the latest reset among the spent ones.
 
 use std::time::Duration;
 
-use atomic_core::rate_limit::Decision;
+use atomic_core::rate_limit::{Decision, retry_after};
 use axum::http::{HeaderMap, HeaderValue};
 
 /// Whole seconds, rounded up, so a client never retries early.
@@ -20,7 +21,9 @@ pub(crate) fn most_constrained(decisions: &[Decision]) -> Option<&Decision> {
         .min_by_key(|d| (u8::from(d.allowed), d.remaining, d.reset))
 }
 
-/// Adds the rate-limit headers for `decisions` (nothing when no limiter applied).
+/// Adds the rate-limit headers for `decisions` (nothing when no limiter applied), and
+/// `Retry-After` when one refused the request (replacing any the refusal carried, which knew
+/// only the limiter that refused).
 pub(crate) fn apply_headers(headers: &mut HeaderMap, decisions: &[Decision]) {
     let Some(main) = most_constrained(decisions) else {
         return;
@@ -42,6 +45,9 @@ pub(crate) fn apply_headers(headers: &mut HeaderMap, decisions: &[Decision]) {
     put("ratelimit-limit", main.limit.to_string());
     put("ratelimit-remaining", main.remaining.to_string());
     put("ratelimit-reset", reset.to_string());
+    if let Some(wait) = retry_after(decisions) {
+        put("retry-after", ceil_secs(wait).to_string());
+    }
 }
 
 #[cfg(test)]
@@ -93,6 +99,24 @@ mod tests {
                 &HeaderValue::from(60)
             )
         );
+    }
+
+    #[test]
+    fn retry_after_waits_for_every_spent_limiter() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", HeaderValue::from(10));
+        apply_headers(
+            &mut h,
+            &[
+                d("global", true, 100, 0, 20_000, 900),
+                d("payments", false, 10, 0, 9_500, 60),
+            ],
+        );
+        assert_eq!(h["retry-after"], "20");
+        assert_eq!(h["ratelimit"], "\"payments\";r=0;t=10");
+        let mut allowed = HeaderMap::new();
+        apply_headers(&mut allowed, &[d("global", true, 100, 0, 20_000, 900)]);
+        assert!(!allowed.contains_key("retry-after"));
     }
 
     #[test]

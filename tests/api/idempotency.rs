@@ -444,6 +444,20 @@ async fn bad_idempotency_keys_are_400() {
     );
 }
 
+/// Issue 13 item 11c: one rule for an unbalanced quote, at either end of the key: a value
+/// that starts or ends with `"` must be a whole RFC 8941 string, else 400.
+#[tokio::test]
+async fn an_unbalanced_quote_is_400_at_either_end() {
+    let app = spawn_app().await;
+    let m = onboard(&app, "Coffee Shop", "USD").await;
+    let body = payment_body(&m.account_id, 100, "tok_visa");
+    for bad in ["\"a", "a\"", "\"", "ab\\\""] {
+        let reply = app.post("/payments", &m.key, &body, Some(bad)).await;
+        assert_invalid_field(&reply, "Idempotency-Key");
+    }
+    assert_eq!(payment_ids(&app, &m.key).await.len(), 0, "nothing stored");
+}
+
 // Multi-threaded, so the server really handles the burst in parallel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_identical_requests_make_one_payment() {

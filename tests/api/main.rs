@@ -13,6 +13,7 @@ mod commit;
 mod helpers;
 mod outage;
 mod proxy;
+mod ready_stall;
 mod redis_outage;
 
 /// The whole suite, run on one backend: every test file, with `helpers::spawn_app` starting

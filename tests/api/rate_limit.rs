@@ -500,3 +500,50 @@ async fn a_hundred_concurrent_clients_get_at_most_the_limit_per_window() {
         replies.len()
     );
 }
+
+/// Issue 13 item 10: with both limiters spent, `Retry-After` is the later of their resets, so a
+/// client that obeys it is not refused again by the other one. The payments limiter (1/1m)
+/// refuses the second payment, which was the global limiter's (2/1h) last request: the answer
+/// must make the client wait for the hour's end, not the minute's.
+#[tokio::test]
+async fn retry_after_waits_for_every_spent_limiter() {
+    let app = spawn_app_with(&[
+        ("RATE_LIMIT_PAYMENTS", "1/1m"),
+        ("RATE_LIMIT_GLOBAL", "2/1h"),
+    ])
+    .await;
+    // Windows are aligned to the clock: a probing merchant first makes sure the hour does not
+    // end in the next minute (there, both limiters reset together) and that the minute does not
+    // end before the two payments are sent.
+    let probe = onboard(&app, "Probe", "USD").await;
+    let listed = app.get("/payments", &probe.key).await;
+    assert_success(&listed, 200);
+    let hour_left = header_u64(&listed, "ratelimit-reset");
+    if hour_left < 75 {
+        tokio::time::sleep(std::time::Duration::from_secs(hour_left + 1)).await;
+    }
+    let probed = app
+        .post(
+            "/payments",
+            &probe.key,
+            &payment_body(&probe.account_id, 100, "tok_visa"),
+            None,
+        )
+        .await;
+    assert_success(&probed, 202);
+    settle_window(&probed).await;
+
+    let m = onboard(&app, "Coffee Shop", "USD").await;
+    let body = payment_body(&m.account_id, 100, "tok_visa");
+    assert_success(&app.post("/payments", &m.key, &body, None).await, 202);
+    let refused = app.post("/payments", &m.key, &body, None).await;
+    assert_error(&refused, 429, "rate_limited");
+    assert_current(&refused, "payments", 1, 0, 60);
+    let retry_after = header_u64(&refused, "retry-after");
+    assert!(
+        (61..=3600).contains(&retry_after),
+        "Retry-After {retry_after} s must reach the global window's end (over a minute away), \
+         not the payments window's ({} s)",
+        header_u64(&refused, "ratelimit-reset")
+    );
+}

@@ -452,6 +452,36 @@ async fn a_body_that_is_not_json_is_415() {
     assert_eq!(payment_count(&app, &m.key).await, 0);
 }
 
+/// Issue 13 item 11a: JSON is read as UTF-8 only; a body declared in any other charset is
+/// refused, not misread (the charset is case-insensitive, quoted or not).
+#[tokio::test]
+async fn json_in_a_charset_other_than_utf8_is_415() {
+    let app = spawn_app().await;
+    let m = onboard(&app, "Coffee Shop", "USD").await;
+    let body = serde_json::to_vec(&payment_body(&m.account_id, 100, "tok_visa")).unwrap();
+    for ct in [
+        "application/json; charset=UTF-16",
+        "application/json; charset=\"utf-16\"",
+        "application/json;charset=ISO-8859-1",
+        "application/merge-patch+json; charset=us-ascii",
+    ] {
+        let reply = app
+            .post_raw("/payments", &m.key, Some(ct), body.clone())
+            .await;
+        assert_error(&reply, 415, "unsupported_media_type");
+    }
+    assert_eq!(payment_count(&app, &m.key).await, 0);
+    for ct in [
+        "application/json; charset=UTF-8",
+        "application/json; charset=\"utf-8\"",
+    ] {
+        let reply = app
+            .post_raw("/payments", &m.key, Some(ct), body.clone())
+            .await;
+        assert_success(&reply, 202);
+    }
+}
+
 /// `{"name":"ok","currency":"USD"}` padded with spaces to exactly `len` bytes.
 fn padded_account(len: usize) -> Vec<u8> {
     let json = br#"{"name":"ok","currency":"USD"}"#;

@@ -1,6 +1,11 @@
 //! `GET /health` (liveness: the process answers) and `GET /health/ready` (each dependency
-//! answers). Neither needs a key nor is rate limited.
+//! answers). Neither needs a key nor is rate limited. Readiness answers within a second
+//! whatever a dependency does: one that has not answered by then is `down`.
 
+use std::future::Future;
+use std::time::Duration;
+
+use atomic_core::service::Readiness;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -10,12 +15,36 @@ use super::RequestMeta;
 use crate::AppState;
 use crate::envelope::json_response;
 
+/// How long readiness waits for each dependency (they are asked at once), so that the whole
+/// answer, rendering included, comes within a second.
+const READY_WITHIN: Duration = Duration::from_millis(750);
+
 pub(crate) async fn live(State(app): State<AppState>, meta: RequestMeta) -> Response {
     meta.ok(&app, &json!({ "status": "healthy" }))
 }
 
+/// Whether `ping` succeeds within [`READY_WITHIN`].
+async fn answers<E>(ping: impl Future<Output = Result<(), E>>) -> bool {
+    matches!(tokio::time::timeout(READY_WITHIN, ping).await, Ok(Ok(())))
+}
+
+/// Asks every dependency at once, each bounded by [`READY_WITHIN`].
+async fn readiness(app: &AppState) -> Readiness {
+    let ports = app.services().ports();
+    let (store, queue, limiter) = tokio::join!(
+        answers(ports.ledger.ping()),
+        answers(ports.queue.ping()),
+        answers(ports.limiter.ping()),
+    );
+    Readiness {
+        store,
+        queue,
+        limiter,
+    }
+}
+
 pub(crate) async fn ready(State(app): State<AppState>, meta: RequestMeta) -> Response {
-    let readiness = app.services().readiness().await;
+    let readiness = readiness(&app).await;
     let state = |up: bool| if up { "up" } else { "down" };
     let data = json!({
         "status": if readiness.all_up() { "ready" } else { "unavailable" },
@@ -29,19 +58,17 @@ pub(crate) async fn ready(State(app): State<AppState>, meta: RequestMeta) -> Res
     if readiness.all_up() {
         return meta.ok(&app, &data);
     }
-    // Both shapes at once: `data.status` as for every health answer, and `error` for clients
-    // that read any non-2xx as an error envelope.
+    // Not ready is still a health answer: `data` (its `status` and checks) as for every health
+    // answer, with `success: false`, and no `error` beside it.
     #[derive(serde::Serialize)]
     struct NotReady<'a> {
         success: bool,
         data: &'a serde_json::Value,
-        error: serde_json::Value,
         meta: crate::envelope::Meta,
     }
     let body = NotReady {
         success: false,
         data: &data,
-        error: json!({ "code": "unavailable", "message": "A dependency is not answering" }),
         meta: meta.meta(&app),
     };
     let mut response = json_response(
