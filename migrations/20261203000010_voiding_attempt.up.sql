@@ -19,3 +19,6 @@ END $$;
 -- Fires only for updates that name the column, so the hot path pays nothing for it.
 CREATE TRIGGER payments_guard_voiding_attempt BEFORE UPDATE OF voiding_attempt ON payments
     FOR EACH ROW EXECUTE FUNCTION payments_guard_voiding_attempt();
+
+-- The server's role sets the mark with the attempt (see the server role's migration).
+GRANT UPDATE (voiding_attempt) ON payments TO atomic_server;
