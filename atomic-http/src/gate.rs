@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::rate_limit::{apply_headers, ceil_secs};
+use crate::rate_limit::{apply_headers, refusal};
 
 /// The authenticated caller of a request (put there by the gate).
 #[derive(Clone, Copy, Debug)]
@@ -154,7 +154,7 @@ pub(crate) async fn gate(
     };
 
     let mut response = if let Some(refused) = decisions.iter().find(|d| !d.allowed) {
-        ApiError::RateLimited(ceil_secs(refused.reset)).into_response()
+        refusal(&decisions, refused).into_response()
     } else {
         match (credentials, principal) {
             (Credentials::Duplicated, _) => ApiError::field(

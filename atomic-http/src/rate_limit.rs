@@ -7,6 +7,8 @@
 use std::time::Duration;
 
 use atomic_core::rate_limit::{Decision, retry_after};
+
+use crate::error::ApiError;
 use axum::http::{HeaderMap, HeaderValue};
 
 /// Whole seconds, rounded up, so a client never retries early.
@@ -21,9 +23,14 @@ pub(crate) fn most_constrained(decisions: &[Decision]) -> Option<&Decision> {
         .min_by_key(|d| (u8::from(d.allowed), d.remaining, d.reset))
 }
 
-/// Adds the rate-limit headers for `decisions` (nothing when no limiter applied), and
-/// `Retry-After` when one refused the request (replacing any the refusal carried, which knew
-/// only the limiter that refused).
+/// The 429 for a request a limiter refused: `Retry-After` is the latest reset of the spent
+/// limiters, so a caller that waits it out is not refused by one that was already spent.
+pub(crate) fn refusal(decisions: &[Decision], refused: &Decision) -> ApiError {
+    ApiError::RateLimited(ceil_secs(retry_after(decisions).unwrap_or(refused.reset)))
+}
+
+/// Adds the rate-limit headers for `decisions` (nothing when no limiter applied). A refusal
+/// carries its own `Retry-After` ([`refusal`]).
 pub(crate) fn apply_headers(headers: &mut HeaderMap, decisions: &[Decision]) {
     let Some(main) = most_constrained(decisions) else {
         return;
@@ -45,9 +52,6 @@ pub(crate) fn apply_headers(headers: &mut HeaderMap, decisions: &[Decision]) {
     put("ratelimit-limit", main.limit.to_string());
     put("ratelimit-remaining", main.remaining.to_string());
     put("ratelimit-reset", reset.to_string());
-    if let Some(wait) = retry_after(decisions) {
-        put("retry-after", ceil_secs(wait).to_string());
-    }
 }
 
 #[cfg(test)]
