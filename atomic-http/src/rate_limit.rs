@@ -107,20 +107,16 @@ mod tests {
 
     #[test]
     fn retry_after_waits_for_every_spent_limiter() {
+        let decisions = [
+            d("global", true, 100, 0, 20_000, 900),
+            d("payments", false, 10, 0, 9_500, 60),
+        ];
+        let refused = refusal(&decisions, &decisions[1]);
+        assert!(matches!(refused, ApiError::RateLimited(20)), "{refused:?}");
         let mut h = HeaderMap::new();
-        h.insert("retry-after", HeaderValue::from(10));
-        apply_headers(
-            &mut h,
-            &[
-                d("global", true, 100, 0, 20_000, 900),
-                d("payments", false, 10, 0, 9_500, 60),
-            ],
-        );
-        assert_eq!(h["retry-after"], "20");
+        apply_headers(&mut h, &decisions);
         assert_eq!(h["ratelimit"], "\"payments\";r=0;t=10");
-        let mut allowed = HeaderMap::new();
-        apply_headers(&mut allowed, &[d("global", true, 100, 0, 20_000, 900)]);
-        assert!(!allowed.contains_key("retry-after"));
+        assert!(!h.contains_key("retry-after"), "the refusal carries it");
     }
 
     #[test]
