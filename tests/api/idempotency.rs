@@ -529,6 +529,12 @@ async fn fifty_concurrent_identical_requests_make_one_payment() {
     assert_eq!(after.status, 202);
     assert_eq!(after.header("idempotent-replayed"), Some("true"));
     assert_eq!(after.data()["id"], id.as_str());
+    for reply in replies.iter().filter(|r| r.status == 202) {
+        assert_eq!(
+            after.text, reply.text,
+            "the later retry replays the stored response byte for byte"
+        );
+    }
     assert_eq!(
         balance(&app, &m.key, &m.account_id).await,
         777,
