@@ -9,7 +9,7 @@
 mod common;
 
 use std::os::unix::process::ExitStatusExt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::fault::{Fault, LEASE, PAYMENTS, SWEEP};
 use tokio::process::Child;
@@ -46,7 +46,37 @@ async fn a_worker_dead_after_the_settlement_commit_before_the_ack_posts_nothing_
         "the settled jobs were never acked ({unacked_at_crash} unacked, {settled_at_crash} settled)"
     );
 
-    let (_worker, _) = fault.start("worker", None).await;
+    // Each job the dead worker took is pending, delivered once.
+    let at_crash = fault.deliveries().await;
+    assert_eq!(at_crash.len() as i64, unacked_at_crash);
+    assert!(
+        at_crash.iter().all(|(_, delivered)| *delivered == 1),
+        "pending at the crash, each delivered once: {at_crash:?}"
+    );
+
+    // The next worker pauses after each claim, before it acks: a job it took back from the
+    // dead worker is seen pending with its second delivery.
+    let (_worker, _) = fault
+        .start("worker", Some("worker.after_claim=sleep1000"))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let redelivered = loop {
+        let most = fault
+            .deliveries()
+            .await
+            .iter()
+            .map(|(_, delivered)| *delivered)
+            .max()
+            .unwrap_or(0);
+        if most >= 2 {
+            break most;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no job seen pending with delivery count >= 2 (XPENDING) within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     fault
         .until(
             "every payment terminal",
@@ -63,9 +93,31 @@ async fn a_worker_dead_after_the_settlement_commit_before_the_ack_posts_nothing_
         )
         .await;
     fault.assert_books(&account, PAYMENTS as i64).await;
+    // Posted once: each SUCCESS has exactly one DEBIT and one CREDIT entry, a FAILED none.
+    let entries: Vec<(String, String, i64, i64)> = sqlx::query_as(
+        "SELECT p.status, p.id::text, \
+                count(*) FILTER (WHERE e.direction = 'DEBIT'), \
+                count(*) FILTER (WHERE e.direction = 'CREDIT') \
+         FROM payments p LEFT JOIN ledger_entries e ON e.payment_id = p.id \
+         GROUP BY p.id, p.status",
+    )
+    .fetch_all(fault.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(entries.len(), PAYMENTS);
+    for (status, id, debits, credits) in &entries {
+        let expected = if status == "SUCCESS" { 1 } else { 0 };
+        assert_eq!(
+            (*debits, *credits),
+            (expected, expected),
+            "payment {id} ({status}): postings"
+        );
+    }
+    let succeeded = entries.iter().filter(|(s, ..)| s == "SUCCESS").count();
     println!(
         "row 3: payments={PAYMENTS} settled_at_crash={settled_at_crash} \
-         unacked_at_crash={unacked_at_crash} redelivered_and_acked={unacked_at_crash} duplicates=0"
+         unacked_at_crash={unacked_at_crash} max_delivery_count_before_ack={redelivered} \
+         success={succeeded} postings_per_success=1 DEBIT + 1 CREDIT duplicates=0"
     );
 }
 

@@ -204,6 +204,24 @@ impl Fault {
         }
     }
 
+    /// The stream's pending entries, each with its delivery count (`XPENDING` with details).
+    pub async fn deliveries(&self) -> Vec<(String, i64)> {
+        let mut conn = connection(&self.redis_url).await.unwrap();
+        let entries: Vec<(String, String, i64, i64)> = redis::cmd("XPENDING")
+            .arg(QueueKeys::new(&self.prefix).stream)
+            .arg("workers")
+            .arg("-")
+            .arg("+")
+            .arg(10_000)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        entries
+            .into_iter()
+            .map(|(id, _consumer, _idle, delivered)| (id, delivered))
+            .collect()
+    }
+
     /// Waits (bounded) until `done` holds; returns how long it took.
     pub async fn until<F, Fut>(&self, what: &str, limit: Duration, mut done: F) -> Duration
     where
