@@ -428,18 +428,34 @@ async fn a_fixed_window_admits_exactly_the_limit_per_window() {
 }
 
 /// TEST-MATRIX row 27: 100 concurrent clients of one merchant hammer a limit of 100 per 2 s
-/// window for about three windows. Counting is atomic: each `RateLimit-Remaining` value from
-/// 99 down to 0 is handed out at most once per window, so no window admits more than the limit;
-/// the limiter also admits the whole limit of each full window; every 429 says when to retry.
+/// window for about three windows. Every allowed answer is placed in its window exactly:
+/// windows are aligned to the epoch on the limiter's clock (this host's), the decision was made
+/// between the request's send and its answer, and `RateLimit-Reset` (whole seconds, rounded up)
+/// says which half of its window it was made in; an interval shorter than the gap between two
+/// windows' same halves fits one window only. Then per window: allowed <= the limit, each
+/// `RateLimit-Remaining` value at most once; in any window-long interval, allowed <= twice the
+/// limit; the limiter admits the whole limit of each full window; every 429 says when to retry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_concurrent_clients_get_at_most_the_limit_per_window() {
+    use std::collections::BTreeMap;
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
     const LIMIT: u64 = 100;
-    const WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
-    let app = spawn_app_with(&[("RATE_LIMIT_PAYMENTS", "100/2s"), ("RATE_LIMIT_GLOBAL", "off")])
-        .await;
+    const WINDOW: Duration = Duration::from_secs(2);
+    let window_us = WINDOW.as_micros() as i64;
+    let unix_us = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as i64
+    };
+    let app = spawn_app_with(&[
+        ("RATE_LIMIT_PAYMENTS", "100/2s"),
+        ("RATE_LIMIT_GLOBAL", "off"),
+    ])
+    .await;
     let m = onboard(&app, "Busy Shop", "USD").await;
-    let started = std::time::Instant::now();
-    let run_for = std::time::Duration::from_millis(4_500);
+    let started = Instant::now();
+    let run_for = Duration::from_millis(4_500);
     let mut clients = Vec::new();
     for _ in 0..100 {
         let (app, key) = (app.clone(), m.key.clone());
@@ -448,9 +464,10 @@ async fn a_hundred_concurrent_clients_get_at_most_the_limit_per_window() {
             while started.elapsed() < run_for {
                 // An empty body: the limiter counts it before the body is checked (400), so
                 // nothing is stored whatever the answer.
+                let sent = unix_us();
                 let reply = app.post("/payments", &key, &json!({}), None).await;
-                seen.push(reply);
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                seen.push((sent, unix_us(), reply));
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
             seen
         }));
@@ -460,17 +477,36 @@ async fn a_hundred_concurrent_clients_get_at_most_the_limit_per_window() {
         replies.extend(client.await.unwrap());
     }
     let elapsed = started.elapsed();
-    let windows_touched = elapsed.as_millis().div_ceil(WINDOW.as_millis()) as u64 + 1;
     let full_windows = (elapsed.as_millis() / WINDOW.as_millis()) as u64 - 1;
-    let mut handed_out = vec![0u64; LIMIT as usize];
-    let (mut allowed, mut refused) = (0u64, 0u64);
-    for reply in &replies {
+    // Window index -> the remaining values it handed out.
+    let mut windows: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
+    // (sent, answered) of each allowed request, for the sliding check.
+    let mut allowed_at = Vec::new();
+    let mut refused = 0u64;
+    for (sent, answered, reply) in &replies {
         match reply.status {
             400 => {
-                allowed += 1;
                 let remaining = header_u64(reply, "ratelimit-remaining");
                 assert!(remaining < LIMIT, "{remaining}");
-                handed_out[remaining as usize] += 1;
+                let reset = header_u64(reply, "ratelimit-reset") as i64;
+                assert!((1..=2).contains(&reset), "RateLimit-Reset {reset}");
+                // Made at `into` into its window: [W - reset s, W - reset s + 1 s).
+                let from = window_us - reset * 1_000_000;
+                let candidates: Vec<i64> = (sent.div_euclid(window_us) - 1
+                    ..=answered.div_euclid(window_us))
+                    .filter(|w| {
+                        let (lo, hi) = (w * window_us + from, w * window_us + from + 1_000_000);
+                        lo <= *answered && *sent < hi
+                    })
+                    .collect();
+                assert_eq!(
+                    candidates.len(),
+                    1,
+                    "allowed answer (sent {sent}, answered {answered}, reset {reset}) fits \
+                     windows {candidates:?}"
+                );
+                windows.entry(candidates[0]).or_default().push(remaining);
+                allowed_at.push((*sent, *answered));
             }
             429 => {
                 refused += 1;
@@ -480,14 +516,40 @@ async fn a_hundred_concurrent_clients_get_at_most_the_limit_per_window() {
             other => panic!("unexpected {other}: {}", reply.text),
         }
     }
-    let most = handed_out.iter().copied().max().unwrap();
+    let allowed = allowed_at.len() as u64;
+    let mut per_window = Vec::new();
+    for (window, remaining) in &windows {
+        let count = remaining.len() as u64;
+        per_window.push(count);
+        assert!(
+            count <= LIMIT,
+            "window {window}: {count} allowed, limit {LIMIT}"
+        );
+        let mut sorted = remaining.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(
+            sorted.len(),
+            remaining.len(),
+            "window {window} handed out a RateLimit-Remaining value twice"
+        );
+    }
+    // Any window-long interval [s, s + W): an upper bound of what it admitted counts every
+    // allowed request that may have been decided in it; the bound is largest at some answer's
+    // time.
+    let most_sliding = allowed_at
+        .iter()
+        .map(|(_, s)| {
+            allowed_at
+                .iter()
+                .filter(|(sent, answered)| *sent < s + window_us && answered >= s)
+                .count() as u64
+        })
+        .max()
+        .unwrap_or(0);
     assert!(
-        most <= windows_touched,
-        "a remaining count was handed out {most} times in {windows_touched} windows"
-    );
-    assert!(
-        allowed <= LIMIT * windows_touched,
-        "{allowed} allowed in {windows_touched} windows"
+        most_sliding <= 2 * LIMIT,
+        "{most_sliding} allowed in one window-long interval"
     );
     assert!(
         allowed >= LIMIT * full_windows,
@@ -496,7 +558,7 @@ async fn a_hundred_concurrent_clients_get_at_most_the_limit_per_window() {
     assert!(refused > 0, "the clients did exceed the limit");
     println!(
         "row 27: clients=100 limit={LIMIT}/2s requests={} allowed={allowed} refused={refused} \
-         windows_touched={windows_touched} max_uses_of_one_remaining_value={most}",
+         allowed_per_window={per_window:?} most_in_a_sliding_window={most_sliding}",
         replies.len()
     );
 }
