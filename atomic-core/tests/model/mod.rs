@@ -1,0 +1,1834 @@
+//! The model-based test of the whole money path, shared by the backends it runs against
+//! (atomic-core's `tests/properties.rs` on the in-memory adapters, atomic-postgres's
+//! `tests/model.rs` on PostgreSQL; each includes this file with `#[path]`). Random sequences of
+//! onboarding, account opening, payment requests (with and without idempotency keys, replays,
+//! mismatches, abandoned claims), worker steps that finish or "crash" at chosen points,
+//! duplicate jobs, queue flushes, clock moves and sweeps are driven step by step against a
+//! manual clock and checked against a plain model after every step; at the end everything is
+//! healed and drained and the books are audited (TEST-MATRIX L1-L12).
+//!
+//! What differs between backends is a [`Backend`]: how a case's store is built and how time
+//! passes for it, how much every duration is scaled, how many jobs a worker step takes, and
+//! whether bursts of concurrent submits (group commit) are generated.
+//!
+//! `PROPTEST_CASES` overrides the number of cases ([`Backend::CASES`]) and `PROPTEST_RNG_SEED`
+//! the fixed seed, so a run is reproducible.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on the unexpected
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use proptest::prelude::*;
+use proptest::test_runner::{RngSeed, TestCaseError, TestRunner};
+
+use atomic_core::account::{Account, AccountName};
+use atomic_core::error::Invariant;
+use atomic_core::idempotency::{
+    Claim, ClaimOutcome, Completion, Fingerprint, IdempotencyKey, IdempotencyPolicy, StoredResponse,
+};
+use atomic_core::memory::{MemoryQueue, MemoryRateLimiter};
+use atomic_core::merchant::MerchantName;
+use atomic_core::page::{PageLimit, PageRequest};
+use atomic_core::ports::{BeginOutcome, Delivery, JobQueue, LeaseId, LedgerAudit, TestModeCards};
+use atomic_core::service::{CoreConfig, Processed, SweepConfig, WorkerConfig};
+use atomic_core::testkit::{StoreKit, TimeTravel};
+use atomic_core::time::ManualClock;
+use atomic_core::{
+    AccountId, Amount, CardSource, Currency, Error, FailureReason, MAX_PAYMENT_AMOUNT, MerchantId,
+    Owner, Payment, PaymentId, PaymentRequest, PaymentStatus, Ports, Principal, Services, Sweeper,
+    Timestamp, Worker,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------------------------
+
+/// A fixed seed, so every run generates the same cases.
+const DEFAULT_SEED: u64 = 0x00A7_0A1C_5EED_2026;
+
+/// `cases` by default, and at most `max_shrink_iters` shrinking steps when given.
+pub(crate) fn config(cases: u32, max_shrink_iters: Option<u32>) -> ProptestConfig {
+    let defaults = ProptestConfig::default();
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(cases);
+    let seed = std::env::var("PROPTEST_RNG_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_SEED);
+    ProptestConfig {
+        cases,
+        // Do not write regression files into the source tree; the seed reproduces a run.
+        failure_persistence: None,
+        rng_seed: RngSeed::Fixed(seed),
+        max_shrink_iters: max_shrink_iters.unwrap_or(defaults.max_shrink_iters),
+        ..defaults
+    }
+}
+
+/// What differs between the backends the model runs against.
+pub(crate) trait Backend {
+    /// Cases a run makes unless `PROPTEST_CASES` says otherwise; the generator's coverage is
+    /// checked only for runs of at least this many.
+    const CASES: u32;
+    /// The most shrinking steps after a failure (`None`: proptest's default).
+    const MAX_SHRINK_ITERS: Option<u32>;
+    /// Every duration of the model (the lease, the sweep deadline, the key lock timeout, the
+    /// clock moves the generator makes) multiplied by this. A backend that decides with its own
+    /// clock sees each deadline later than the model by the real time the case has taken so
+    /// far, which must stay under one step of the generator (1 s unscaled).
+    const SCALE: u32;
+    /// Most jobs one worker step reserves and processes together.
+    const BATCH: usize;
+    /// Whether bursts of payment requests, submitted concurrently, are generated.
+    const BURSTS: bool;
+
+    /// Where a case's manual clock starts.
+    fn start() -> Timestamp;
+
+    /// The store ports of a new case, built on the case's manual clock, with the books audit.
+    /// The runner moves the manual clock itself; the kit's `time` makes the same time pass for
+    /// whatever else the store decides with (nothing, for a store on the manual clock).
+    #[allow(async_fn_in_trait)]
+    async fn store(clock: Arc<ManualClock>) -> StoreKit;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The system under test
+// ---------------------------------------------------------------------------------------------
+
+/// The lease and the sweep deadline, unscaled.
+const LEASE: Duration = Duration::from_secs(30);
+const STALE_AFTER: Duration = Duration::from_secs(30);
+/// Far beyond the time a case can cover: no key expires while a case runs.
+const KEY_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
+const MAX_ATTEMPTS: u32 = 2;
+/// Long enough for every lease, visibility and sweep deadline to run out (TEST-MATRIX T_heal),
+/// unscaled.
+const HEAL: Duration = Duration::from_secs(30 + 30 + 1);
+/// An audit horizon no payment reaches while the case runs (stuck payments are checked only
+/// at the end, after healing).
+const NEVER_STUCK: Duration = Duration::from_secs(30 * 24 * 3600);
+const CURRENCIES: [Currency; 3] = [Currency::USD, Currency::EUR, Currency::INR];
+const TOKENS: [&str; 6] = [
+    "tok_visa",
+    "tok_mastercard",
+    "tok_chargeDeclined",
+    "tok_chargeDeclinedInsufficientFunds",
+    "tok_chargeDeclinedProcessingError",
+    "tok_whatever",
+];
+const KEY_POOL: usize = 5;
+
+/// The API's test-card table, written out independently of the crate's.
+fn token_outcome(token: &str) -> PaymentStatusWithReason {
+    match token {
+        "tok_chargeDeclined" => (PaymentStatus::Failed, Some(FailureReason::CardDeclined)),
+        "tok_chargeDeclinedInsufficientFunds" => (
+            PaymentStatus::Failed,
+            Some(FailureReason::InsufficientFunds),
+        ),
+        "tok_chargeDeclinedProcessingError" => {
+            (PaymentStatus::Failed, Some(FailureReason::ProcessingError))
+        }
+        other if other.starts_with("tok_") => (PaymentStatus::Success, None),
+        other => panic!("not a token: {other}"),
+    }
+}
+
+type PaymentStatusWithReason = (PaymentStatus, Option<FailureReason>);
+
+/// The in-memory queue behind a switch that can lose everything at once, pending deliveries
+/// included, as `FLUSHALL` or a Redis restart without persistence would
+/// ([`MemoryQueue::flush`] keeps the in-flight jobs).
+#[derive(Clone)]
+struct RedisLike {
+    current: Arc<std::sync::Mutex<MemoryQueue>>,
+    clock: Arc<ManualClock>,
+}
+
+impl RedisLike {
+    fn new(clock: Arc<ManualClock>) -> Self {
+        Self {
+            current: Arc::new(std::sync::Mutex::new(MemoryQueue::new(clock.clone()))),
+            clock,
+        }
+    }
+
+    /// The queue as it is now.
+    fn queue(&self) -> MemoryQueue {
+        self.current.lock().expect("queue lock").clone()
+    }
+
+    fn flush_all(&self) {
+        *self.current.lock().expect("queue lock") = MemoryQueue::new(self.clock.clone());
+    }
+}
+
+#[async_trait]
+impl JobQueue for RedisLike {
+    async fn ping(&self) -> atomic_core::Result<()> {
+        self.queue().ping().await
+    }
+    async fn enqueue(&self, payments: &[PaymentId]) -> atomic_core::Result<()> {
+        self.queue().enqueue(payments).await
+    }
+    async fn reserve(
+        &self,
+        max: usize,
+        visibility: Duration,
+        wait: Duration,
+    ) -> atomic_core::Result<Vec<Delivery>> {
+        self.queue().reserve(max, visibility, wait).await
+    }
+    async fn ack(&self, delivery: &Delivery) -> atomic_core::Result<()> {
+        self.queue().ack(delivery).await
+    }
+    async fn retry(&self, delivery: &Delivery, delay: Duration) -> atomic_core::Result<()> {
+        self.queue().retry(delivery, delay).await
+    }
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> atomic_core::Result<()> {
+        self.queue().dead_letter(delivery, reason).await
+    }
+}
+
+/// A queue whose post-settlement steps are lost: a worker killed after its store commit and
+/// before it acked, retried or dead-lettered the job.
+struct LostAfterCommit(RedisLike);
+
+#[async_trait]
+impl JobQueue for LostAfterCommit {
+    async fn ping(&self) -> atomic_core::Result<()> {
+        self.0.ping().await
+    }
+    async fn enqueue(&self, payments: &[PaymentId]) -> atomic_core::Result<()> {
+        self.0.enqueue(payments).await
+    }
+    async fn reserve(
+        &self,
+        max: usize,
+        visibility: Duration,
+        wait: Duration,
+    ) -> atomic_core::Result<Vec<Delivery>> {
+        self.0.reserve(max, visibility, wait).await
+    }
+    async fn ack(&self, _: &Delivery) -> atomic_core::Result<()> {
+        Ok(())
+    }
+    async fn retry(&self, _: &Delivery, _: Duration) -> atomic_core::Result<()> {
+        Ok(())
+    }
+    async fn dead_letter(&self, _: &Delivery, _: &str) -> atomic_core::Result<()> {
+        Ok(())
+    }
+}
+
+struct Sut {
+    clock: Arc<ManualClock>,
+    audit: Arc<dyn LedgerAudit>,
+    /// Makes time pass for the store besides the manual clock; may own the case's database.
+    time: Arc<dyn TimeTravel>,
+    queue: RedisLike,
+    ports: Ports,
+    services: Services,
+    worker: Worker,
+    crashing_worker: Worker,
+    sweeper: Sweeper,
+    config: CoreConfig,
+    /// The backend's [`Backend::SCALE`], and the durations scaled by it.
+    scale: u32,
+    lease: Duration,
+    stale_after: Duration,
+    heal: Duration,
+    /// [`Backend::BATCH`].
+    batch: usize,
+}
+
+impl Sut {
+    async fn new<B: Backend>() -> Self {
+        let clock = Arc::new(ManualClock::new(B::start()));
+        let kit = B::store(clock.clone()).await;
+        let audit = kit.audit.clone().expect("the model audits the books");
+        let queue = RedisLike::new(clock.clone());
+        let ports = Ports {
+            ledger: kit.ledger.clone(),
+            merchants: kit.merchants.clone(),
+            api_keys: kit.api_keys.clone(),
+            idempotency: kit.idempotency.clone(),
+            queue: Arc::new(queue.clone()),
+            limiter: Arc::new(MemoryRateLimiter::new(clock.clone())),
+            cards: Arc::new(TestModeCards),
+            clock: clock.clone(),
+        };
+        let defaults = CoreConfig::default();
+        let config = CoreConfig {
+            idempotency: IdempotencyPolicy {
+                ttl: KEY_TTL,
+                lock_timeout: defaults.idempotency.lock_timeout * B::SCALE,
+            },
+            ..defaults
+        };
+        let lease = LEASE * B::SCALE;
+        let stale_after = STALE_AFTER * B::SCALE;
+        let services = Services::start(ports.clone(), config.clone())
+            .await
+            .expect("services start");
+        let worker_config = WorkerConfig {
+            lease,
+            max_attempts: MAX_ATTEMPTS,
+            ..WorkerConfig::default()
+        };
+        let worker = Worker::new(&ports, worker_config);
+        let crashing_worker = Worker::new(
+            &Ports {
+                queue: Arc::new(LostAfterCommit(queue.clone())),
+                ..ports.clone()
+            },
+            worker_config,
+        );
+        let sweeper = Sweeper::new(
+            &ports,
+            SweepConfig {
+                stale_after,
+                ..SweepConfig::default()
+            },
+        );
+        Self {
+            clock,
+            audit,
+            time: kit.time,
+            queue,
+            ports,
+            services,
+            worker,
+            crashing_worker,
+            sweeper,
+            config,
+            scale: B::SCALE,
+            lease,
+            stale_after,
+            heal: HEAL * B::SCALE,
+            batch: B::BATCH,
+        }
+    }
+
+    async fn system_account(&self, currency: Currency) -> Account {
+        self.ports
+            .ledger
+            .ensure_system_account(&Account::system(currency, Timestamp::now()))
+            .await
+            .expect("system account")
+    }
+
+    async fn stored_payments(&self) -> Vec<Payment> {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .services
+                .payments
+                .list(
+                    Principal::Platform,
+                    None,
+                    PageRequest {
+                        limit: PageLimit::new(100).expect("a valid limit"),
+                        starting_after: after,
+                    },
+                )
+                .await
+                .expect("list payments");
+            after = page.items.last().map(|p| p.id);
+            out.extend(page.items);
+            if !page.has_more {
+                return out;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operations
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+enum TargetGen {
+    /// One of the accounts opened so far.
+    Account(usize),
+    /// No `merchantId`: the caller's primary account (a merchant's, when the caller is the
+    /// target's "owner").
+    Primary(usize),
+    /// The currency's system account (never a valid target).
+    World,
+    /// An id that names nothing.
+    Unknown,
+}
+
+#[derive(Clone, Debug)]
+enum CallerGen {
+    Platform,
+    /// Whoever owns the target account.
+    Owner,
+    /// Some onboarded merchant (possibly not the owner).
+    Merchant(usize),
+}
+
+#[derive(Clone, Debug)]
+struct PayOp {
+    target: TargetGen,
+    caller: CallerGen,
+    amount: i64,
+    /// 0: the account's currency; 1 or 2: another one.
+    currency_shift: usize,
+    token: usize,
+    key: Option<usize>,
+    /// The client dies after claiming its key, before the payment is stored.
+    abandon: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum WorkMode {
+    /// `Worker::process`, to the end.
+    Process,
+    /// Killed right after claiming the payment (`PROCESSING` committed), before settling.
+    CrashAfterClaim,
+    /// Killed after the settlement commit, before the ack.
+    CrashAfterCommit,
+    /// Killed right after reserving the job.
+    DropUntouched,
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Onboard {
+        currency: usize,
+    },
+    OpenAccount {
+        currency: usize,
+        merchant: Option<usize>,
+    },
+    Pay(PayOp),
+    /// Several requests, their keys claimed and payments prepared one after the other, then
+    /// all submitted at once (one group commit when they meet in the writer).
+    Burst(Vec<PayOp>),
+    /// Sends a keyed request of the history again, as it was or with another amount.
+    Resend {
+        which: usize,
+        change_body: bool,
+    },
+    /// The client that abandoned a claim wakes up and submits after all.
+    LateSubmit {
+        which: usize,
+    },
+    /// The client of an abandoned claim sends the same request again (and may die again),
+    /// possibly first waiting until `after` seconds have passed since its claim.
+    RetryAbandoned {
+        which: usize,
+        abandon: bool,
+        after: Option<u64>,
+    },
+    Work(WorkMode),
+    /// Enqueues a job for an existing payment again (or for an unknown id).
+    Redeliver {
+        which: usize,
+        unknown: bool,
+    },
+    /// `MemoryQueue::flush`: waiting jobs are lost, in-flight ones stay.
+    Flush,
+    /// Everything in the queue is lost, in-flight jobs and dead letters included.
+    FlushAll,
+    Advance {
+        secs: u64,
+    },
+    Sweep,
+}
+
+fn amount_strategy() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        10 => 1i64..=MAX_PAYMENT_AMOUNT,
+        2 => Just(1i64),
+        2 => Just(MAX_PAYMENT_AMOUNT),
+        1 => Just(MAX_PAYMENT_AMOUNT + 1),
+        1 => Just(i64::MAX),
+    ]
+}
+
+fn pay_strategy() -> impl Strategy<Value = PayOp> {
+    let target = prop_oneof![
+        16 => any::<usize>().prop_map(TargetGen::Account),
+        2 => any::<usize>().prop_map(TargetGen::Primary),
+        1 => Just(TargetGen::World),
+        1 => Just(TargetGen::Unknown),
+    ];
+    let caller = prop_oneof![
+        4 => Just(CallerGen::Platform),
+        5 => Just(CallerGen::Owner),
+        1 => any::<usize>().prop_map(CallerGen::Merchant),
+    ];
+    let currency_shift = prop_oneof![8 => Just(0usize), 1 => Just(1usize), 1 => Just(2usize)];
+    let key = prop_oneof![1 => Just(None), 1 => (0..KEY_POOL).prop_map(Some)];
+    (
+        target,
+        caller,
+        amount_strategy(),
+        currency_shift,
+        0..TOKENS.len(),
+        key,
+        prop::bool::weighted(0.15),
+    )
+        .prop_map(
+            |(target, caller, amount, currency_shift, token, key, abandon)| PayOp {
+                target,
+                caller,
+                amount,
+                currency_shift,
+                token,
+                key,
+                abandon,
+            },
+        )
+}
+
+/// The operations; bursts only when `bursts`. Built as `prop_oneof!` builds a union of more
+/// than ten (one boxed strategy each), so a backend without bursts draws exactly the cases it
+/// drew before bursts were added.
+fn op_strategy(bursts: bool) -> impl Strategy<Value = Op> {
+    let work = prop_oneof![
+        6 => Just(WorkMode::Process),
+        2 => Just(WorkMode::CrashAfterClaim),
+        2 => Just(WorkMode::CrashAfterCommit),
+        1 => Just(WorkMode::DropUntouched),
+    ];
+    // Mostly the boundaries of the lease, the sweep deadline and the key lock timeout.
+    let secs = prop_oneof![
+        3 => prop::sample::select(vec![1u64, 29, 30, 31, 59, 60, 61, 90]),
+        1 => 1u64..=180,
+    ];
+    let mut ops: Vec<(u32, BoxedStrategy<Op>)> = vec![
+        (
+            3,
+            (0..CURRENCIES.len())
+                .prop_map(|currency| Op::Onboard { currency })
+                .boxed(),
+        ),
+        (
+            3,
+            (0..CURRENCIES.len(), prop::option::of(any::<usize>()))
+                .prop_map(|(currency, merchant)| Op::OpenAccount { currency, merchant })
+                .boxed(),
+        ),
+        (30, pay_strategy().prop_map(Op::Pay).boxed()),
+        (
+            6,
+            (any::<usize>(), any::<bool>())
+                .prop_map(|(which, change_body)| Op::Resend { which, change_body })
+                .boxed(),
+        ),
+        (
+            4,
+            any::<usize>()
+                .prop_map(|which| Op::LateSubmit { which })
+                .boxed(),
+        ),
+        (
+            4,
+            (
+                any::<usize>(),
+                prop::bool::weighted(0.3),
+                prop::option::of(prop::sample::select(vec![59u64, 60, 61])),
+            )
+                .prop_map(|(which, abandon, after)| Op::RetryAbandoned {
+                    which,
+                    abandon,
+                    after,
+                })
+                .boxed(),
+        ),
+        (25, work.prop_map(Op::Work).boxed()),
+        (
+            5,
+            (any::<usize>(), prop::bool::weighted(0.2))
+                .prop_map(|(which, unknown)| Op::Redeliver { which, unknown })
+                .boxed(),
+        ),
+        (2, Just(Op::Flush).boxed()),
+        (1, Just(Op::FlushAll).boxed()),
+        (12, secs.prop_map(|secs| Op::Advance { secs }).boxed()),
+        (6, Just(Op::Sweep).boxed()),
+    ];
+    if bursts {
+        let burst = prop::collection::vec(pay_strategy(), 2..6).prop_map(Op::Burst);
+        ops.insert(3, (4, burst.boxed()));
+    }
+    prop::strategy::Union::new_weighted(ops)
+}
+
+#[derive(Clone, Debug)]
+struct Case {
+    first_currency: usize,
+    ops: Vec<Op>,
+}
+
+fn case_strategy(bursts: bool) -> impl Strategy<Value = Case> {
+    (
+        0..CURRENCIES.len(),
+        prop::collection::vec(op_strategy(bursts), 1..60),
+    )
+        .prop_map(|(first_currency, ops)| Case {
+            first_currency,
+            ops,
+        })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The model
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MStatus {
+    Pending,
+    /// Held under a lease that runs out at `until` (model time).
+    Processing {
+        until: Duration,
+    },
+    Done(PaymentStatus, Option<FailureReason>),
+}
+
+#[derive(Clone, Debug)]
+struct MPayment {
+    id: PaymentId,
+    account: AccountId,
+    currency: Currency,
+    amount: i64,
+    token: &'static str,
+    status: MStatus,
+    /// When the store last touched it (created, claimed or swept).
+    touched: Duration,
+}
+
+#[derive(Clone, Debug)]
+struct MAccount {
+    id: AccountId,
+    owner: Owner,
+    currency: Currency,
+}
+
+#[derive(Clone, Debug)]
+struct MMerchant {
+    id: MerchantId,
+    primary: AccountId,
+}
+
+#[derive(Clone, Debug)]
+struct MRecord {
+    fingerprint: Fingerprint,
+    token: atomic_core::idempotency::ClaimToken,
+    locked_at: Duration,
+    response: Option<Bytes>,
+    payment: Option<PaymentId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Target {
+    Account(AccountId),
+    Primary,
+    World,
+    Unknown(AccountId),
+}
+
+#[derive(Clone, Debug)]
+struct Request {
+    caller: Principal,
+    target: Target,
+    amount: i64,
+    currency: Currency,
+    token: &'static str,
+    key: Option<String>,
+}
+
+impl Request {
+    fn fingerprint(&self) -> Fingerprint {
+        let body = format!(
+            "{:?}|{}|{}|{}",
+            self.target, self.amount, self.currency, self.token
+        );
+        Fingerprint::of("POST", "/api/v1/payments", body.as_bytes())
+    }
+}
+
+#[derive(Debug)]
+enum ExpectedClaim {
+    Acquired,
+    TakenOver,
+    Replay(Bytes),
+    Mismatch,
+    InProgress,
+}
+
+#[derive(Debug)]
+enum Expected {
+    Validation,
+    MerchantNotFound,
+    Forbidden,
+    CurrencyMismatch { account: Currency },
+}
+
+/// What the model knows; `now` is the time since the case started.
+#[derive(Default)]
+struct Model {
+    now: Duration,
+    accounts: Vec<MAccount>,
+    merchants: Vec<MMerchant>,
+    payments: Vec<MPayment>,
+    index: HashMap<PaymentId, usize>,
+    records: HashMap<(Principal, String), MRecord>,
+    /// Keyed requests sent so far, to send again.
+    history: Vec<Request>,
+    /// Claims whose client died before storing; with its request, the payment it had
+    /// prepared, and when it claimed.
+    abandoned: Vec<(Claim, Request, Option<Payment>, Duration)>,
+    /// Jobs waiting in the queue: (payment, attempt). Order is not modelled.
+    ready: Vec<(PaymentId, u32)>,
+    /// Reserved jobs by receipt: (payment, attempt, visible again at).
+    in_flight: HashMap<String, (PaymentId, u32, Duration)>,
+    dead_letters: usize,
+    /// How often each interesting path ran (to check the generator reaches them).
+    seen: HashMap<&'static str, usize>,
+}
+
+fn fail(message: String) -> TestCaseError {
+    TestCaseError::fail(message)
+}
+
+impl Model {
+    fn saw(&mut self, what: &'static str) {
+        *self.seen.entry(what).or_default() += 1;
+    }
+
+    fn lock_timeout(sut: &Sut) -> Duration {
+        sut.config.idempotency.lock_timeout
+    }
+
+    fn account(&self, id: AccountId) -> Option<&MAccount> {
+        self.accounts.iter().find(|a| a.id == id)
+    }
+
+    fn resolve(&self, op: &PayOp) -> Request {
+        let merchant = |i: usize| self.merchants.get(i % self.merchants.len().max(1));
+        let base_account = match op.target {
+            TargetGen::Account(i) => Some(&self.accounts[i % self.accounts.len()]),
+            _ => None,
+        };
+        let caller = match (&op.caller, &op.target, base_account) {
+            (CallerGen::Platform, _, _) => Principal::Platform,
+            (CallerGen::Owner, _, Some(account)) => match account.owner {
+                Owner::Platform => Principal::Platform,
+                Owner::Merchant(m) => Principal::Merchant(m),
+            },
+            (CallerGen::Owner, TargetGen::Primary(i), None) | (CallerGen::Merchant(i), _, _) => {
+                merchant(*i).map_or(Principal::Platform, |m| Principal::Merchant(m.id))
+            }
+            (CallerGen::Owner, _, None) => Principal::Platform,
+        };
+        let base_currency = match (&op.target, base_account, caller) {
+            (_, Some(account), _) => account.currency,
+            (TargetGen::Primary(_), _, Principal::Merchant(m)) => self
+                .merchants
+                .iter()
+                .find(|x| x.id == m)
+                .and_then(|x| self.account(x.primary))
+                .map_or(Currency::USD, |a| a.currency),
+            _ => Currency::USD,
+        };
+        let position = CURRENCIES
+            .iter()
+            .position(|c| *c == base_currency)
+            .unwrap_or(0);
+        let currency = CURRENCIES[(position + op.currency_shift) % CURRENCIES.len()];
+        let target = match op.target {
+            TargetGen::Account(_) => Target::Account(
+                base_account
+                    .map(|a| a.id)
+                    .unwrap_or_else(AccountId::generate),
+            ),
+            TargetGen::Primary(_) => Target::Primary,
+            TargetGen::World => Target::World,
+            TargetGen::Unknown => Target::Unknown(AccountId::generate()),
+        };
+        Request {
+            caller,
+            target,
+            amount: op.amount,
+            currency,
+            token: TOKENS[op.token],
+            key: op.key.map(|k| format!("key-{k}")),
+        }
+    }
+
+    /// What `PaymentService::prepare` must answer, in its documented order of checks.
+    fn expect_prepare(&self, req: &Request) -> Result<MAccount, Expected> {
+        if req.amount > MAX_PAYMENT_AMOUNT {
+            return Err(Expected::Validation);
+        }
+        let account = match (&req.target, req.caller) {
+            (Target::Account(id), _) => self.account(*id).cloned(),
+            (Target::Primary, Principal::Platform) => return Err(Expected::Validation),
+            (Target::Primary, Principal::Merchant(m)) => self
+                .merchants
+                .iter()
+                .find(|x| x.id == m)
+                .and_then(|x| self.account(x.primary))
+                .cloned(),
+            (Target::World | Target::Unknown(_), _) => None,
+        };
+        let account = account.ok_or(Expected::MerchantNotFound)?;
+        if !req.caller.can_access(account.owner) {
+            return Err(Expected::Forbidden);
+        }
+        if account.currency != req.currency {
+            return Err(Expected::CurrencyMismatch {
+                account: account.currency,
+            });
+        }
+        Ok(account)
+    }
+
+    fn add_payment(&mut self, payment: &Payment, token: &'static str) {
+        self.index.insert(payment.id, self.payments.len());
+        self.payments.push(MPayment {
+            id: payment.id,
+            account: payment.merchant_account,
+            currency: payment.currency,
+            amount: payment.amount.minor_units(),
+            token,
+            status: MStatus::Pending,
+            touched: self.now,
+        });
+        self.ready.push((payment.id, 1));
+    }
+
+    /// Applies the lazy part of the queue: jobs whose visibility ran out are waiting again.
+    fn expire_in_flight(&mut self) {
+        let now = self.now;
+        let expired: Vec<String> = self
+            .in_flight
+            .iter()
+            .filter(|(_, (_, _, until))| *until <= now)
+            .map(|(receipt, _)| receipt.clone())
+            .collect();
+        for receipt in expired {
+            if let Some((id, attempt, _)) = self.in_flight.remove(&receipt) {
+                self.ready.push((id, attempt + 1));
+            }
+        }
+    }
+
+    /// Whether a worker's `begin_processing` would claim the payment now.
+    fn claimable(&self, p: &MPayment) -> bool {
+        match p.status {
+            MStatus::Pending => true,
+            MStatus::Processing { until } => until <= self.now,
+            MStatus::Done(..) => false,
+        }
+    }
+
+    /// What `Worker::process_batch` of these deliveries must do; applies it to the model.
+    /// First every payment is claimed, in order, under one lease (a payment delivered twice in
+    /// the batch is claimed by the first and busy for the second), then the claimed ones are
+    /// settled together.
+    fn process_batch(&mut self, deliveries: &[Delivery], lease: Duration) -> Vec<Processed> {
+        let now = self.now;
+        let mut outcomes = Vec::with_capacity(deliveries.len());
+        let mut claimed = Vec::new();
+        for (slot, delivery) in deliveries.iter().enumerate() {
+            let Some(&i) = self.index.get(&delivery.payment_id) else {
+                outcomes.push(Processed::Missing);
+                continue;
+            };
+            let p = &mut self.payments[i];
+            // Attempts change nothing here: the test-mode card network always answers and the
+            // store is always up, so every attempt, the last one too, ends as the first would.
+            match p.status {
+                MStatus::Done(..) => outcomes.push(Processed::AlreadyFinished),
+                MStatus::Processing { until } if until > now => outcomes.push(Processed::Busy),
+                _ => {
+                    p.status = MStatus::Processing { until: now + lease };
+                    p.touched = now;
+                    claimed.push((slot, i));
+                    outcomes.push(Processed::Busy); // replaced below
+                }
+            }
+        }
+        for (slot, i) in claimed {
+            let p = &mut self.payments[i];
+            let (status, reason) = token_outcome(p.token);
+            p.status = MStatus::Done(status, reason);
+            p.touched = now;
+            outcomes[slot] = Processed::Settled(status);
+        }
+        outcomes
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Driving one case
+// ---------------------------------------------------------------------------------------------
+
+fn response_body(payment: &Payment) -> Bytes {
+    Bytes::from(format!(
+        "{{\"id\":\"{}\",\"merchantId\":\"{}\",\"amount\":{},\"currency\":\"{}\",\"status\":\"{}\"}}",
+        payment.id,
+        payment.merchant_account,
+        payment.amount,
+        payment.currency,
+        payment.status()
+    ))
+}
+
+struct Runner {
+    sut: Sut,
+    model: Model,
+}
+
+/// A request whose payment is prepared (and key claimed): what its submit needs.
+struct Ready {
+    req: Request,
+    payment: Payment,
+    body: Bytes,
+    completion: Option<Completion>,
+}
+
+impl Runner {
+    async fn new<B: Backend>(first_currency: Currency) -> Self {
+        let sut = Sut::new::<B>().await;
+        let mut runner = Self {
+            sut,
+            model: Model::default(),
+        };
+        runner.open_account(first_currency, None).await;
+        runner.onboard(first_currency).await;
+        runner
+    }
+
+    async fn onboard(&mut self, currency: Currency) {
+        let name = MerchantName::parse(format!("Merchant {}", self.model.merchants.len()))
+            .expect("a valid name");
+        let (onboarding, raw) = self
+            .sut
+            .services
+            .merchants
+            .prepare(Principal::Platform, name, currency)
+            .expect("the platform onboards");
+        self.sut
+            .services
+            .merchants
+            .submit(&onboarding, None)
+            .await
+            .expect("onboarding is stored");
+        let id = onboarding.merchant.id;
+        assert_eq!(
+            self.sut
+                .services
+                .api_keys
+                .authenticate(raw.expose())
+                .await
+                .expect("authenticate"),
+            Some(Principal::Merchant(id)),
+            "the first key of a new merchant authenticates it"
+        );
+        self.model.merchants.push(MMerchant {
+            id,
+            primary: onboarding.account.id,
+        });
+        self.model.accounts.push(MAccount {
+            id: onboarding.account.id,
+            owner: Owner::Merchant(id),
+            currency,
+        });
+    }
+
+    async fn open_account(&mut self, currency: Currency, merchant: Option<usize>) {
+        let caller = match merchant {
+            Some(i) if !self.model.merchants.is_empty() => {
+                Principal::Merchant(self.model.merchants[i % self.model.merchants.len()].id)
+            }
+            _ => Principal::Platform,
+        };
+        let name = AccountName::parse(format!("Account {}", self.model.accounts.len()))
+            .expect("a valid name");
+        let account = self.sut.services.accounts.prepare(caller, name, currency);
+        self.sut
+            .services
+            .accounts
+            .submit(&account, None)
+            .await
+            .expect("account stored");
+        self.model.accounts.push(MAccount {
+            id: account.id,
+            owner: caller.as_owner(),
+            currency,
+        });
+    }
+
+    /// One payment request as the HTTP layer makes it: claim the key, prepare, then submit
+    /// with the completion (or release the key on a refusal).
+    async fn send(&mut self, req: Request, abandon: bool) -> Result<(), TestCaseError> {
+        let Some(ready) = self.claim_and_prepare(req, abandon).await? else {
+            return Ok(());
+        };
+        let submitted = self
+            .sut
+            .services
+            .payments
+            .submit(&ready.payment, ready.completion.clone())
+            .await;
+        self.submitted(ready, submitted)
+    }
+
+    /// Requests claimed and prepared one after the other, then submitted all at once.
+    async fn burst(&mut self, ops: &[PayOp]) -> Result<(), TestCaseError> {
+        let mut ready = Vec::new();
+        for op in ops {
+            let req = self.model.resolve(op);
+            if let Some(r) = self.claim_and_prepare(req, op.abandon).await? {
+                ready.push(r);
+            }
+        }
+        let mut submits = tokio::task::JoinSet::new();
+        for (i, r) in ready.iter().enumerate() {
+            let (services, payment, completion) = (
+                self.sut.services.clone(),
+                r.payment.clone(),
+                r.completion.clone(),
+            );
+            submits.spawn(async move { (i, services.payments.submit(&payment, completion).await) });
+        }
+        let mut results: Vec<Option<atomic_core::Result<()>>> =
+            ready.iter().map(|_| None).collect();
+        while let Some(joined) = submits.join_next().await {
+            let (i, result) = joined.expect("a submit task");
+            results[i] = Some(result);
+        }
+        if ready.len() > 1 {
+            self.model.saw("burst: submitted together");
+        }
+        for (r, result) in ready.into_iter().zip(results) {
+            self.submitted(r, result.expect("every submit answered"))?;
+        }
+        Ok(())
+    }
+
+    /// The model's side of a submitted payment.
+    fn submitted(
+        &mut self,
+        ready: Ready,
+        submitted: atomic_core::Result<()>,
+    ) -> Result<(), TestCaseError> {
+        let Ready {
+            req,
+            payment,
+            body,
+            completion: _,
+        } = ready;
+        submitted.map_err(|e| fail(format!("submit of a valid payment failed: {e:?}")))?;
+        self.model.add_payment(&payment, req.token);
+        if let Some(key) = &req.key
+            && let Some(record) = self.model.records.get_mut(&(req.caller, key.clone()))
+        {
+            record.response = Some(body);
+            record.payment = Some(payment.id);
+        }
+        Ok(())
+    }
+
+    /// Claims the request's key (if any) and prepares its payment, checking both against the
+    /// model; the payment ready to submit, or `None` when the request ends before that.
+    async fn claim_and_prepare(
+        &mut self,
+        req: Request,
+        abandon: bool,
+    ) -> Result<Option<Ready>, TestCaseError> {
+        let now = self.model.now;
+        let fingerprint = req.fingerprint();
+        let mut claim = None;
+        if let Some(key) = &req.key {
+            self.model.history.push(req.clone());
+            let idem_key = IdempotencyKey::parse(key.clone()).expect("a valid key");
+            let outcome = self
+                .sut
+                .services
+                .claim_idempotency_key(req.caller, &idem_key, fingerprint)
+                .await
+                .map_err(|e| fail(format!("claim failed: {e:?}")))?;
+            let scoped = (req.caller, key.clone());
+            let lock_timeout = Model::lock_timeout(&self.sut);
+            // The model decides first what the claim must answer, then the store is compared.
+            let expected = match self.model.records.get(&scoped) {
+                None => ExpectedClaim::Acquired,
+                // An unfinished claim past its lock timeout created nothing: any body takes it over.
+                Some(r)
+                    if r.response.is_none() && now.saturating_sub(r.locked_at) >= lock_timeout =>
+                {
+                    ExpectedClaim::TakenOver
+                }
+                Some(r) if r.fingerprint != fingerprint => ExpectedClaim::Mismatch,
+                Some(MRecord {
+                    response: Some(body),
+                    ..
+                }) => ExpectedClaim::Replay(body.clone()),
+                Some(_) => ExpectedClaim::InProgress,
+            };
+            match (expected, outcome) {
+                (ExpectedClaim::Mismatch, ClaimOutcome::Mismatch) => {
+                    self.model.saw("claim: mismatch");
+                    return Ok(None);
+                }
+                (ExpectedClaim::Replay(body), ClaimOutcome::Replay(stored)) => {
+                    prop_assert_eq!(stored.status, 202);
+                    prop_assert_eq!(
+                        stored.body,
+                        body,
+                        "a replay returns exactly the stored bytes"
+                    );
+                    self.model.saw("claim: replay");
+                    return Ok(None);
+                }
+                (ExpectedClaim::InProgress, ClaimOutcome::InProgress) => {
+                    self.model.saw("claim: in progress");
+                    return Ok(None);
+                }
+                (
+                    expected @ (ExpectedClaim::Acquired | ExpectedClaim::TakenOver),
+                    ClaimOutcome::Acquired(acquired),
+                ) => {
+                    self.model.saw(match expected {
+                        ExpectedClaim::TakenOver => "claim: taken over",
+                        _ => "claim: acquired",
+                    });
+                    prop_assert_eq!(acquired.scope, req.caller);
+                    prop_assert_eq!(acquired.key.as_str(), key.as_str());
+                    self.model.records.insert(
+                        scoped,
+                        MRecord {
+                            fingerprint,
+                            token: acquired.token,
+                            locked_at: now,
+                            response: None,
+                            payment: None,
+                        },
+                    );
+                    claim = Some(acquired);
+                }
+                (expected, outcome) => {
+                    return Err(fail(format!(
+                        "claim of {key:?} by {}: model expects {expected:?}, store answered {outcome:?}",
+                        req.caller
+                    )));
+                }
+            }
+        }
+
+        let system = self.sut.system_account(req.currency).await.id;
+        let request = PaymentRequest {
+            merchant_account: match &req.target {
+                Target::Account(id) | Target::Unknown(id) => Some(*id),
+                Target::World => Some(system),
+                Target::Primary => None,
+            },
+            amount: Amount::new(req.amount).expect("positive"),
+            currency: req.currency,
+            source: CardSource::parse(req.token).expect("a valid token"),
+            description: None,
+        };
+        let expected = self.model.expect_prepare(&req);
+        let prepared = self
+            .sut
+            .services
+            .payments
+            .prepare(req.caller, request, claim.as_ref())
+            .await;
+        let payment = match (expected, prepared) {
+            (Ok(account), Ok(payment)) => {
+                prop_assert_eq!(payment.merchant_account, account.id);
+                prop_assert_eq!(payment.owner, account.owner);
+                prop_assert_eq!(payment.amount.minor_units(), req.amount);
+                prop_assert_eq!(payment.currency, req.currency);
+                prop_assert_eq!(payment.created_by, req.caller);
+                prop_assert_eq!(payment.status(), PaymentStatus::Pending);
+                prop_assert_eq!(
+                    payment
+                        .idempotency_key
+                        .as_ref()
+                        .map(|k| k.as_str().to_owned()),
+                    req.key.clone()
+                );
+                payment
+            }
+            (Err(expected), Err(actual)) => {
+                let same = match (&expected, &actual) {
+                    (Expected::Validation, Error::Validation(_))
+                    | (Expected::MerchantNotFound, Error::MerchantNotFound)
+                    | (Expected::Forbidden, Error::Forbidden) => true,
+                    (
+                        Expected::CurrencyMismatch { account },
+                        Error::CurrencyMismatch {
+                            account: a,
+                            payment,
+                        },
+                    ) => a == account && *payment == req.currency,
+                    _ => false,
+                };
+                prop_assert!(same, "{:?}: expected {:?}, got {:?}", req, expected, actual);
+                self.model.saw(match expected {
+                    Expected::Validation => "refused: validation",
+                    Expected::MerchantNotFound => "refused: not found",
+                    Expected::Forbidden => "refused: forbidden",
+                    Expected::CurrencyMismatch { .. } => "refused: currency mismatch",
+                });
+                if let Some(claim) = claim {
+                    if abandon {
+                        self.model.abandoned.push((claim, req.clone(), None, now));
+                    } else {
+                        // An error releases the key: the request never happened.
+                        self.sut
+                            .services
+                            .release_idempotency_key(&claim)
+                            .await
+                            .map_err(|e| fail(format!("release failed: {e:?}")))?;
+                        self.model
+                            .records
+                            .remove(&(claim.scope, claim.key.as_str().to_owned()));
+                    }
+                }
+                return Ok(None);
+            }
+            (expected, actual) => {
+                return Err(fail(format!(
+                    "{req:?}: model expected {expected:?}, prepare answered {actual:?}"
+                )));
+            }
+        };
+        if abandon {
+            if let Some(claim) = claim {
+                self.model
+                    .abandoned
+                    .push((claim, req.clone(), Some(payment), now));
+            }
+            return Ok(None);
+        }
+        let body = response_body(&payment);
+        let completion = claim.map(|claim| Completion {
+            claim,
+            response: StoredResponse {
+                status: 202,
+                body: body.clone(),
+            },
+        });
+        Ok(Some(Ready {
+            req,
+            payment,
+            body,
+            completion,
+        }))
+    }
+
+    async fn late_submit(&mut self, which: usize) -> Result<(), TestCaseError> {
+        if self.model.abandoned.is_empty() {
+            return Ok(());
+        }
+        let (claim, _, payment, _) = self
+            .model
+            .abandoned
+            .remove(which % self.model.abandoned.len());
+        let Some(payment) = payment else {
+            return Ok(());
+        };
+        let scoped = (claim.scope, claim.key.as_str().to_owned());
+        let held = self
+            .model
+            .records
+            .get(&scoped)
+            .is_some_and(|r| r.token == claim.token && r.response.is_none());
+        let body = response_body(&payment);
+        let result = self
+            .sut
+            .services
+            .payments
+            .submit(
+                &payment,
+                Some(Completion {
+                    claim,
+                    response: StoredResponse {
+                        status: 202,
+                        body: body.clone(),
+                    },
+                }),
+            )
+            .await;
+        if held {
+            prop_assert!(result.is_ok(), "a still-held claim completes: {:?}", result);
+            self.model.saw("late submit: held");
+            let token = payment.source.expose().to_owned();
+            let token = TOKENS
+                .iter()
+                .copied()
+                .find(|t| *t == token)
+                .expect("a known token");
+            self.model.add_payment(&payment, token);
+            if let Some(record) = self.model.records.get_mut(&scoped) {
+                record.response = Some(body);
+                record.payment = Some(payment.id);
+            }
+        } else {
+            prop_assert!(
+                matches!(
+                    result,
+                    Err(Error::IdempotencyClaimLost | Error::Invariant(Invariant::DuplicateId))
+                ),
+                "a lost claim must store nothing, got {:?}",
+                result
+            );
+            self.model.saw("late submit: lost");
+        }
+        Ok(())
+    }
+
+    async fn work(&mut self, mode: WorkMode) -> Result<(), TestCaseError> {
+        // Whole worker steps take a batch; the crash after a claim is one job's.
+        let max = match mode {
+            WorkMode::Process | WorkMode::CrashAfterCommit => self.sut.batch,
+            WorkMode::CrashAfterClaim | WorkMode::DropUntouched => 1,
+        };
+        let deliveries = self
+            .sut
+            .ports
+            .queue
+            .reserve(max, self.sut.lease, Duration::ZERO)
+            .await
+            .map_err(|e| fail(format!("reserve failed: {e:?}")))?;
+        self.model.expire_in_flight();
+        prop_assert_eq!(
+            deliveries.len(),
+            self.model.ready.len().min(max),
+            "waiting jobs must be delivered, up to the batch: {:?}",
+            deliveries
+        );
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        for delivery in &deliveries {
+            let Some(position) = self.model.ready.iter().position(|&(id, attempt)| {
+                id == delivery.payment_id && attempt == delivery.attempt
+            }) else {
+                return Err(fail(format!(
+                    "delivered {delivery:?}, which the model does not have waiting: {:?}",
+                    self.model.ready
+                )));
+            };
+            self.model.ready.swap_remove(position);
+            if delivery.attempt > 1 {
+                self.model.saw("redelivery");
+            }
+            self.model.in_flight.insert(
+                delivery.receipt.clone(),
+                (
+                    delivery.payment_id,
+                    delivery.attempt,
+                    self.model.now + self.sut.lease,
+                ),
+            );
+        }
+        match mode {
+            WorkMode::Process | WorkMode::CrashAfterCommit => {
+                let worker = match mode {
+                    WorkMode::Process => &self.sut.worker,
+                    _ => &self.sut.crashing_worker,
+                };
+                let got = match deliveries.as_slice() {
+                    [delivery] => vec![worker.process(delivery).await],
+                    batch => worker.process_batch(batch).await,
+                };
+                let expected = self.model.process_batch(&deliveries, self.sut.lease);
+                prop_assert_eq!(&got, &expected, "processing {:?}", deliveries);
+                let settled = got
+                    .iter()
+                    .filter(|p| matches!(p, Processed::Settled(_)))
+                    .count();
+                if settled > 1 {
+                    self.model.saw("batch: several settled together");
+                }
+                for (delivery, got) in deliveries.iter().zip(&got) {
+                    if matches!(mode, WorkMode::CrashAfterCommit) {
+                        self.model.saw("crash after commit");
+                        continue;
+                    }
+                    // Paths count only for workers that run to the end.
+                    self.model.saw(processed_name(*got));
+                    if delivery.attempt >= MAX_ATTEMPTS && matches!(got, Processed::Settled(_)) {
+                        // The last attempt settles like any other when the network answers.
+                        self.model.saw("worker: settled on its last attempt");
+                    }
+                    self.model.in_flight.remove(&delivery.receipt);
+                }
+            }
+            WorkMode::CrashAfterClaim => {
+                let delivery = &deliveries[0];
+                let got = self
+                    .sut
+                    .ports
+                    .ledger
+                    .begin_processing(delivery.payment_id, LeaseId::generate(), self.sut.lease)
+                    .await
+                    .map_err(|e| fail(format!("begin_processing failed: {e:?}")))?;
+                let now = self.model.now;
+                match self.model.index.get(&delivery.payment_id).copied() {
+                    None => prop_assert_eq!(got, BeginOutcome::Missing),
+                    Some(i) => {
+                        let claimable = self.model.claimable(&self.model.payments[i]);
+                        let p = &mut self.model.payments[i];
+                        match (p.status, got) {
+                            (MStatus::Done(status, reason), BeginOutcome::Finished(stored)) => {
+                                prop_assert_eq!(stored.status(), status);
+                                prop_assert_eq!(stored.failure_reason(), reason);
+                            }
+                            (MStatus::Processing { .. }, BeginOutcome::Busy) if !claimable => {}
+                            (_, BeginOutcome::Claimed(stored)) if claimable => {
+                                prop_assert_eq!(stored.status(), PaymentStatus::Processing);
+                                p.status = MStatus::Processing {
+                                    until: now + self.sut.lease,
+                                };
+                                p.touched = now;
+                                self.model.saw("crash after claim");
+                            }
+                            (status, got) => {
+                                return Err(fail(format!(
+                                    "begin_processing: model {status:?}, store {got:?}"
+                                )));
+                            }
+                        }
+                    }
+                }
+            }
+            WorkMode::DropUntouched => {}
+        }
+        Ok(())
+    }
+
+    async fn sweep(&mut self) -> Result<(), TestCaseError> {
+        let report = self
+            .sut
+            .sweeper
+            .tick()
+            .await
+            .map_err(|e| fail(format!("sweep failed: {e:?}")))?;
+        let now = self.model.now;
+        let mut due = Vec::new();
+        for p in &mut self.model.payments {
+            let lease_over = match p.status {
+                MStatus::Pending => true,
+                MStatus::Processing { until } => until <= now,
+                MStatus::Done(..) => continue,
+            };
+            if lease_over && p.touched + self.sut.stale_after <= now {
+                p.touched = now;
+                due.push(p.id);
+            }
+        }
+        prop_assert_eq!(report.requeued, due.len(), "payments the sweep re-enqueues");
+        prop_assert_eq!(report.purged_keys, 0, "no key is old enough to purge");
+        if !due.is_empty() {
+            self.model.saw("sweep: requeued");
+        }
+        self.model.ready.extend(due.into_iter().map(|id| (id, 1)));
+        Ok(())
+    }
+
+    async fn redeliver(&mut self, which: usize, unknown: bool) {
+        // Half the time a payment nobody has finished yet (a duplicate racing its holder).
+        let open: Vec<PaymentId> = self
+            .model
+            .payments
+            .iter()
+            .filter(|p| !matches!(p.status, MStatus::Done(..)))
+            .map(|p| p.id)
+            .collect();
+        let id = if unknown || self.model.payments.is_empty() {
+            PaymentId::generate()
+        } else if which.is_multiple_of(2) && !open.is_empty() {
+            open[(which / 2) % open.len()]
+        } else {
+            self.model.payments[which % self.model.payments.len()].id
+        };
+        self.sut.ports.queue.enqueue(&[id]).await.expect("enqueue");
+        self.model.ready.push((id, 1));
+    }
+
+    /// Moves time on: the manual clock (the queue, the services' stamps), the store's own
+    /// time (a database's stored times, when it decides with `now()`), and the model.
+    async fn advance(&mut self, by: Duration) {
+        self.sut.clock.advance(by);
+        self.sut.time.advance(by).await;
+        self.model.now += by;
+    }
+
+    async fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
+        match op {
+            Op::Onboard { currency } => self.onboard(CURRENCIES[*currency]).await,
+            Op::OpenAccount { currency, merchant } => {
+                self.open_account(CURRENCIES[*currency], *merchant).await;
+            }
+            Op::Pay(pay) => {
+                let req = self.model.resolve(pay);
+                self.send(req, pay.abandon).await?;
+            }
+            Op::Burst(ops) => self.burst(ops).await?,
+            Op::Resend { which, change_body } => {
+                if !self.model.history.is_empty() {
+                    let mut req = self.model.history[which % self.model.history.len()].clone();
+                    if *change_body {
+                        req.amount = if req.amount == 1 { 2 } else { req.amount - 1 };
+                    }
+                    self.send(req, false).await?;
+                }
+            }
+            Op::LateSubmit { which } => self.late_submit(*which).await?,
+            Op::RetryAbandoned {
+                which,
+                abandon,
+                after,
+            } => {
+                if !self.model.abandoned.is_empty() {
+                    let (_, req, _, claimed_at) =
+                        &self.model.abandoned[which % self.model.abandoned.len()];
+                    let (req, claimed_at) = (req.clone(), *claimed_at);
+                    if let Some(after) = after {
+                        let at = claimed_at + Duration::from_secs(*after) * self.sut.scale;
+                        if at > self.model.now {
+                            self.advance(at - self.model.now).await;
+                        }
+                    }
+                    self.send(req, *abandon).await?;
+                }
+            }
+            Op::Work(mode) => self.work(*mode).await?,
+            Op::Redeliver { which, unknown } => self.redeliver(*which, *unknown).await,
+            Op::Flush => {
+                self.sut.queue.queue().flush();
+                self.model.ready.clear();
+            }
+            Op::FlushAll => {
+                self.sut.queue.flush_all();
+                self.model.ready.clear();
+                self.model.in_flight.clear();
+                self.model.dead_letters = 0;
+                self.model.saw("queue lost");
+            }
+            Op::Advance { secs } => {
+                self.advance(Duration::from_secs(*secs) * self.sut.scale)
+                    .await;
+            }
+            Op::Sweep => self.sweep().await?,
+        }
+        Ok(())
+    }
+
+    /// What must hold after every step.
+    async fn check_step(&self, op: &Op) -> Result<(), TestCaseError> {
+        let report = self
+            .sut
+            .audit
+            .audit(NEVER_STUCK)
+            .await
+            .map_err(|e| fail(format!("audit failed: {e:?}")))?;
+        prop_assert!(
+            report.is_clean(),
+            "after {:?} the audit finds:\n{}",
+            op,
+            report
+        );
+        prop_assert_eq!(
+            self.sut.queue.queue().waiting(),
+            self.model.ready.len(),
+            "jobs waiting"
+        );
+        prop_assert_eq!(
+            self.sut.queue.queue().in_flight(),
+            self.model.in_flight.len(),
+            "jobs in flight"
+        );
+        prop_assert_eq!(
+            self.sut.queue.queue().dead_letters().len(),
+            self.model.dead_letters,
+            "dead letters"
+        );
+        let stored = self.sut.stored_payments().await;
+        prop_assert_eq!(
+            stored.len(),
+            self.model.payments.len(),
+            "payments stored (never a second payment for a replay, nothing for a refusal)"
+        );
+        for p in &stored {
+            let Some(&i) = self.model.index.get(&p.id) else {
+                return Err(fail(format!("a payment the model does not know: {p:?}")));
+            };
+            let m = &self.model.payments[i];
+            let (status, reason) = match m.status {
+                MStatus::Pending => (PaymentStatus::Pending, None),
+                MStatus::Processing { .. } => (PaymentStatus::Processing, None),
+                MStatus::Done(status, reason) => (status, reason),
+            };
+            prop_assert_eq!(p.status(), status, "status of {:?} after {:?}", m, op);
+            prop_assert_eq!(p.failure_reason(), reason, "reason of {:?}", m);
+            prop_assert_eq!(p.merchant_account, m.account);
+            prop_assert_eq!(p.amount.minor_units(), m.amount);
+        }
+        Ok(())
+    }
+
+    /// Heals everything, drains, and checks the books against the model.
+    async fn finish(&mut self) -> Result<(), TestCaseError> {
+        // Liveness: one healing interval (every lease, visibility and sweep deadline runs
+        // out), one sweep, and workers until the queue is empty must finish every payment.
+        self.advance(self.sut.heal).await;
+        self.sweep().await?;
+        self.check_step(&Op::Sweep).await?;
+        let mut steps = 0;
+        while self.sut.queue.queue().waiting() + self.sut.queue.queue().in_flight() > 0 {
+            steps += 1;
+            prop_assert!(steps < 10_000, "the queue never drains");
+            self.work(WorkMode::Process).await?;
+            self.check_step(&Op::Work(WorkMode::Process)).await?;
+        }
+        for p in &self.model.payments {
+            prop_assert!(
+                matches!(p.status, MStatus::Done(..)),
+                "liveness: {:?} is not terminal one healing interval after the last fault",
+                p
+            );
+        }
+        let report = self
+            .sut
+            .audit
+            .audit(self.sut.heal)
+            .await
+            .map_err(|e| fail(format!("audit failed: {e:?}")))?;
+        prop_assert!(report.is_clean(), "final audit:\n{}", report);
+
+        // Tenancy: a merchant sees its own payments and no other merchant's (TEST-MATRIX 22).
+        for p in &self.model.payments {
+            let owner = self
+                .model
+                .account(p.account)
+                .map(|a| a.owner)
+                .expect("the model knows the account");
+            for m in &self.model.merchants {
+                let seen = self
+                    .sut
+                    .services
+                    .payments
+                    .get(Principal::Merchant(m.id), p.id)
+                    .await;
+                if owner == Owner::Merchant(m.id) {
+                    prop_assert!(seen.is_ok(), "its owner sees {:?}: {:?}", p, seen);
+                } else {
+                    prop_assert!(
+                        matches!(seen, Err(Error::NotFound)),
+                        "another merchant must not see {:?}: {:?}",
+                        p,
+                        seen
+                    );
+                }
+            }
+        }
+
+        // Outcomes follow the test-card table, unless the attempts ran out.
+        for p in &self.model.payments {
+            let stored = self
+                .sut
+                .services
+                .payments
+                .get(Principal::Platform, p.id)
+                .await
+                .map_err(|e| fail(format!("get failed: {e:?}")))?;
+            let expected = token_outcome(p.token);
+            prop_assert_eq!(
+                (stored.status(), stored.failure_reason()),
+                expected,
+                "outcome of {:?}",
+                p
+            );
+        }
+
+        // Balances: each account holds the sum of its SUCCESS payments; each currency's
+        // system account is minus the sum of that currency's.
+        let succeeded = |p: &&MPayment| p.status == MStatus::Done(PaymentStatus::Success, None);
+        for account in &self.model.accounts {
+            let expected: i64 = self
+                .model
+                .payments
+                .iter()
+                .filter(succeeded)
+                .filter(|p| p.account == account.id)
+                .map(|p| p.amount)
+                .sum();
+            let stored = self
+                .sut
+                .services
+                .accounts
+                .get(Principal::Platform, account.id)
+                .await
+                .map_err(|e| fail(format!("get account failed: {e:?}")))?;
+            prop_assert_eq!(
+                stored.balance.minor_units(),
+                expected,
+                "balance of {:?}",
+                account
+            );
+        }
+        for currency in CURRENCIES {
+            let expected: i64 = self
+                .model
+                .payments
+                .iter()
+                .filter(succeeded)
+                .filter(|p| p.currency == currency)
+                .map(|p| p.amount)
+                .sum();
+            let system = self.sut.system_account(currency).await;
+            prop_assert_eq!(
+                system.balance.minor_units(),
+                -expected,
+                "World {}",
+                currency
+            );
+        }
+
+        // Every finished key replays its stored bytes (and refers to its payment); any other
+        // body under it is refused; neither creates a payment.
+        let before = self.model.payments.len();
+        for ((scope, key), record) in &self.model.records {
+            let Some(body) = &record.response else {
+                continue;
+            };
+            let idem_key = IdempotencyKey::parse(key.clone()).expect("a valid key");
+            let replay = self
+                .sut
+                .services
+                .claim_idempotency_key(*scope, &idem_key, record.fingerprint)
+                .await
+                .map_err(|e| fail(format!("claim failed: {e:?}")))?;
+            prop_assert_eq!(
+                replay,
+                ClaimOutcome::Replay(StoredResponse {
+                    status: 202,
+                    body: body.clone()
+                })
+            );
+            let payment_id = record.payment.expect("a finished record has its payment");
+            let stored = self
+                .sut
+                .services
+                .payments
+                .get(*scope, payment_id)
+                .await
+                .map_err(|e| {
+                    fail(format!(
+                        "the replayed payment is not visible to its caller: {e:?}"
+                    ))
+                })?;
+            let prefix = format!("{{\"id\":\"{}\"", stored.id);
+            prop_assert!(
+                body.starts_with(prefix.as_bytes()),
+                "the stored response names its payment"
+            );
+            prop_assert_eq!(
+                stored.idempotency_key.as_ref().map(|k| k.as_str()),
+                Some(key.as_str())
+            );
+            prop_assert_eq!(stored.created_by, *scope);
+            let other = Fingerprint::of("POST", "/api/v1/payments", b"a different body");
+            let mismatch = self
+                .sut
+                .services
+                .claim_idempotency_key(*scope, &idem_key, other)
+                .await
+                .map_err(|e| fail(format!("claim failed: {e:?}")))?;
+            prop_assert_eq!(mismatch, ClaimOutcome::Mismatch);
+        }
+        prop_assert_eq!(self.sut.stored_payments().await.len(), before);
+        Ok(())
+    }
+}
+
+async fn run_case<B: Backend>(case: Case) -> Result<(), TestCaseError> {
+    let mut runner = Runner::new::<B>(CURRENCIES[case.first_currency]).await;
+    runner.check_step(&Op::Sweep).await?;
+    for op in &case.ops {
+        runner.apply(op).await?;
+        runner.check_step(op).await?;
+    }
+    runner.finish().await?;
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    let seen = seen.get_or_insert_with(HashMap::new);
+    for (what, n) in &runner.model.seen {
+        *seen.entry(what).or_default() += n;
+    }
+    Ok(())
+}
+
+/// Paths taken over all cases of a run.
+static SEEN: std::sync::Mutex<Option<HashMap<&'static str, usize>>> = std::sync::Mutex::new(None);
+
+fn processed_name(processed: Processed) -> &'static str {
+    match processed {
+        Processed::Settled(PaymentStatus::Success) => "worker: settled SUCCESS",
+        Processed::Settled(_) => "worker: settled FAILED",
+        Processed::AlreadyFinished => "worker: already finished",
+        Processed::Busy => "worker: busy",
+        Processed::Missing => "worker: missing",
+        Processed::Retrying { .. } => "worker: retrying",
+        Processed::GaveUp => "worker: gave up",
+    }
+}
+
+/// Runs the money path on `B` against its model: every step checked, then healed, drained and
+/// audited. A run of at least [`Backend::CASES`] cases must have taken every path of
+/// `must_reach` (the generator must reach them, or the property proves little).
+pub(crate) fn run<B: Backend>(name: &str, must_reach: &[&str]) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let config = config(B::CASES, B::MAX_SHRINK_ITERS);
+    let cases = config.cases;
+    let started = std::time::Instant::now();
+    let mut runner = TestRunner::new(config);
+    let result = runner.run(&case_strategy(B::BURSTS), |case| {
+        rt.block_on(run_case::<B>(case))
+    });
+    if let Err(error) = result {
+        panic!("{error}");
+    }
+    let seen = SEEN
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+        .unwrap_or_default();
+    let mut paths: Vec<_> = seen.iter().collect();
+    paths.sort();
+    eprintln!(
+        "{cases} cases on {name} in {:?}; paths taken: {paths:?}",
+        started.elapsed()
+    );
+    if cases >= B::CASES {
+        for path in must_reach {
+            assert!(
+                seen.get(path).copied().unwrap_or(0) > 0,
+                "no case took the path {path:?}: {paths:?}"
+            );
+        }
+    }
+}
