@@ -677,3 +677,117 @@ async fn a_platform_payment_without_merchant_id_is_a_body_error_before_the_key()
     assert_error(&reply, 400, "validation_error");
     assert_eq!(reply.json["error"]["details"][0]["field"], "merchantId");
 }
+
+// Row 12, concurrent: one key, ten different bodies (amount, currency and account varied) sent
+// at once. A different fingerprint is 422 even while the first is running (API.md), so one
+// request wins with 202 and every other is refused; exactly one payment exists for the key,
+// and the key still maps to the winner's payment afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_concurrent_different_bodies_under_one_key_make_one_payment() {
+    const N: usize = 10;
+    let app = Arc::new(spawn_app().await);
+    let m = onboard(&app, "Coffee Shop", "USD").await;
+    let mut accounts = Vec::new();
+    for (name, currency) in [("Second USD", "USD"), ("Euro", "EUR")] {
+        let opened = app
+            .post(
+                "/accounts",
+                &m.key,
+                &json!({"name": name, "currency": currency}),
+                None,
+            )
+            .await;
+        assert_success(&opened, 201);
+        accounts.push(opened.data()["id"].as_str().unwrap().to_owned());
+    }
+    // Every body is a valid payment on its own, so whichever wins is accepted.
+    let bodies: Vec<Value> = (0..N)
+        .map(|i| match i % 3 {
+            0 => payment_body(&m.account_id, 100 + i as i64, "tok_visa"),
+            1 => payment_body(&accounts[0], 100 + i as i64, "tok_visa"),
+            _ => json!({
+                "merchantId": accounts[1],
+                "amount": 100 + i as i64,
+                "currency": "EUR",
+                "source": "tok_visa",
+            }),
+        })
+        .collect();
+    let warm: Vec<_> = (0..N)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move { app.get_anon("/health").await.status })
+        })
+        .collect();
+    for task in warm {
+        assert_eq!(task.await.unwrap(), 200);
+    }
+    let barrier = Arc::new(Barrier::new(N));
+    let mut tasks = Vec::new();
+    for body in bodies.clone() {
+        let (app, barrier, key) = (app.clone(), barrier.clone(), m.key.clone());
+        tasks.push(tokio::spawn(async move {
+            let request = app
+                .client
+                .post(app.url("/payments"))
+                .bearer_auth(&key)
+                .header("Idempotency-Key", "burst-mixed")
+                .json(&body);
+            barrier.wait().await;
+            app.send(request).await
+        }));
+    }
+    let mut accepted: Vec<(usize, Reply)> = Vec::new();
+    let (mut reused, mut conflicts) = (0, 0);
+    for (i, task) in tasks.into_iter().enumerate() {
+        let reply = task.await.unwrap();
+        match reply.status {
+            202 => accepted.push((i, reply)),
+            422 => {
+                assert_error(&reply, 422, "idempotency_key_reused");
+                reused += 1;
+            }
+            409 => {
+                assert_error(&reply, 409, "idempotency_conflict");
+                conflicts += 1;
+            }
+            other => panic!("202, 409 or 422 only, got {other}: {}", reply.text),
+        }
+    }
+    let texts: Vec<&str> = accepted.iter().map(|(_, r)| r.text.as_str()).collect();
+    assert_eq!(
+        accepted.len(),
+        1,
+        "one body accepted under the key: {texts:#?}"
+    );
+    let (won, first) = accepted.pop().unwrap();
+    assert_success(&first, 202);
+    assert_eq!(reused + conflicts, N - 1, "every loser is refused");
+    // Different fingerprints are checked first, so none of them is a 409.
+    assert_eq!((reused, conflicts), (N - 1, 0), "422 for every other body");
+    let id = first.data()["id"].as_str().unwrap().to_owned();
+    assert_eq!(first.data()["amount"], bodies[won]["amount"]);
+    assert_eq!(
+        payment_ids(&app, &m.key).await,
+        vec![id.clone()],
+        "exactly one payment for the key"
+    );
+    assert_eq!(wait_terminal(&app, &m.key, &id).await["status"], "SUCCESS");
+    // The key still maps to the winner's payment: its body replays, every other is refused.
+    let again = app
+        .post("/payments", &m.key, &bodies[won], Some("burst-mixed"))
+        .await;
+    assert_eq!(
+        (again.status, again.text.as_str()),
+        (202, first.text.as_str())
+    );
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    for (i, body) in bodies.iter().enumerate().filter(|(i, _)| *i != won) {
+        let reply = app
+            .post("/payments", &m.key, body, Some("burst-mixed"))
+            .await;
+        assert_error(&reply, 422, "idempotency_key_reused");
+        assert!(!reply.text.contains(&id), "body {i}: {}", reply.text);
+    }
+    assert_eq!(payment_ids(&app, &m.key).await, vec![id]);
+}
