@@ -504,6 +504,11 @@ impl RawReply {
 }
 
 impl TestApp {
+    /// The test's own database pool, on the PostgreSQL backends (`None` in memory).
+    pub fn pool(&self) -> Option<sqlx::PgPool> {
+        self._database.as_ref().map(|db| db.store().pool().clone())
+    }
+
     /// `/api/v1` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}/api/v1{path}", self.origin)

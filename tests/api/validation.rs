@@ -671,3 +671,129 @@ async fn body_checks_run_in_order_413_415_invalid_json_validation() {
     let reply = app.post_text("/payments", &m.key, r#"{"typo": 1,"#).await;
     assert_error(&reply, 400, "invalid_json");
 }
+
+/// Row counts of the tables a create writes (PostgreSQL backends), or `None` in memory.
+async fn row_counts(app: &TestApp) -> Option<Vec<i64>> {
+    let pool = app.pool()?;
+    let (merchants, accounts, payments, keys, idempotency): (i64, i64, i64, i64, i64) =
+        sqlx::query_as(
+            "SELECT (SELECT count(*) FROM merchants), (SELECT count(*) FROM accounts), \
+                    (SELECT count(*) FROM payments), (SELECT count(*) FROM api_keys), \
+                    (SELECT count(*) FROM idempotency_keys)",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    Some(vec![merchants, accounts, payments, keys, idempotency])
+}
+
+// Row 23: mass assignment. Every extra field (the row's `status`, `merchant_id`, `fee`,
+// `allow_negative`, `balance`, and the rest hostile.rs sends) is exactly 400
+// `validation_error` naming it, on each create route; nothing is written, and what is created
+// afterwards carries the server's defaults.
+#[tokio::test]
+async fn extra_fields_are_400_naming_the_field_and_create_nothing() {
+    let app = spawn_app().await;
+    let m = onboard(&app, "Coffee Shop", "USD").await;
+    let extras = [
+        ("status", json!("SUCCESS")),
+        ("id", json!("01a21298-d8e0-742d-83de-a2e9495c48fe")),
+        ("merchant_id", json!(m.account_id)),
+        ("fee", json!(0)),
+        ("allow_negative", json!(true)),
+        ("allowNegative", json!(true)),
+        ("balance", json!(1_000_000)),
+        ("failureReason", json!(null)),
+        ("createdAt", json!("2020-01-01T00:00:00Z")),
+        ("idempotencyKey", json!("k")),
+        ("kind", json!("system")),
+        ("__proto__", json!({"admin": true})),
+    ];
+    let keys_before = app.get("/api-keys?limit=100", &app.platform_key).await;
+    assert_success(&keys_before, 200);
+    let rows_before = row_counts(&app).await;
+    let mut refused = 0;
+    for (path, key, good) in [
+        (
+            "/payments",
+            m.key.as_str(),
+            payment_body(&m.account_id, 100, "tok_visa"),
+        ),
+        (
+            "/accounts",
+            m.key.as_str(),
+            json!({"name": "Savings", "currency": "USD"}),
+        ),
+        (
+            "/merchants",
+            app.platform_key.as_str(),
+            json!({"name": "Shop", "currency": "USD"}),
+        ),
+    ] {
+        for (field, value) in &extras {
+            let mut body = good.clone();
+            body[*field] = value.clone();
+            let reply = app.post(path, key, &body, None).await;
+            assert_invalid_field(&reply, field);
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 3 * extras.len());
+    // Nothing was created: no payment, no merchant (each has a key), no row anywhere.
+    assert_eq!(payment_count(&app, &m.key).await, 0);
+    assert_eq!(payment_count(&app, &app.platform_key).await, 0);
+    let keys_after = app.get("/api-keys?limit=100", &app.platform_key).await;
+    assert_eq!(
+        keys_after.item_ids(),
+        keys_before.item_ids(),
+        "no merchant onboarded"
+    );
+    assert_eq!(row_counts(&app).await, rows_before, "no row written");
+
+    // What is created afterwards has the server's defaults.
+    let opened = app
+        .post(
+            "/accounts",
+            &m.key,
+            &json!({"name": "Savings", "currency": "USD"}),
+            None,
+        )
+        .await;
+    assert_success(&opened, 201);
+    assert_eq!(opened.data()["balance"], 0);
+    assert_eq!(opened.data()["allowNegative"], false);
+    let paid = app
+        .post(
+            "/payments",
+            &m.key,
+            &payment_body(&m.account_id, 100, "tok_visa"),
+            None,
+        )
+        .await;
+    assert_success(&paid, 202);
+    assert_eq!(paid.data()["status"], "PENDING", "born PENDING");
+    assert_eq!(paid.data()["failureReason"], json!(null));
+    let other = onboard(&app, "Shop", "USD").await;
+    let other_account = app
+        .get(&format!("/accounts/{}", other.account_id), &other.key)
+        .await;
+    assert_success(&other_account, 200);
+    assert_eq!(other_account.data()["balance"], 0);
+    assert_eq!(other_account.data()["allowNegative"], false);
+    if let Some(pool) = app.pool() {
+        let (non_zero, system): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE kind = 'merchant' AND id <> $1::uuid AND balance <> 0), \
+                    count(*) FILTER (WHERE kind = 'system') FROM accounts",
+        )
+        .bind(&m.account_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(non_zero, 0, "every new merchant account starts at 0");
+        assert_eq!(
+            system as usize,
+            app.system_accounts.len(),
+            "no new system account"
+        );
+    }
+}
