@@ -17,7 +17,7 @@ use atomic_core::ports::LedgerAudit;
 use atomic_postgres::testkit::TestDatabase;
 use atomic_redis::testkit::{DeleteOnDrop, require_redis, unique_config};
 use common::books::{Acked, assert_acked_stored, assert_postings_match_payments, t_heal};
-use common::{KEY, KEY_HASH, server, wait_listening};
+use common::{KEY, KEY_HASH, onboard, server, wait_listening};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::process::Child;
@@ -121,16 +121,7 @@ async fn kill_9_while_settling(shape: &str, extra: &[(String, String)]) {
         .build()
         .unwrap();
     let (mut child, api) = start(&db, extra).await;
-    let merchant: Value = http
-        .post(format!("{api}/merchants"))
-        .bearer_auth(KEY)
-        .json(&json!({"name": "Crash Shop", "currency": "USD"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let merchant = onboard(&http, &api, KEY, "Crash Shop").await;
     let account = merchant["data"]["account"]["id"]
         .as_str()
         .unwrap()

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{printed_key, server, wait_listening};
+use common::{onboard, printed_key, server, wait_listening};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -22,16 +22,7 @@ async fn starts_in_memory_serves_the_flow_and_stops_cleanly_on_sigterm() {
     let api = format!("http://{address}/api/v1");
     let http = reqwest::Client::new();
 
-    let merchant: Value = http
-        .post(format!("{api}/merchants"))
-        .bearer_auth(&key)
-        .json(&json!({"name": "Shop", "currency": "USD"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let merchant = onboard(&http, &api, &key, "Shop").await;
     let account = merchant["data"]["account"]["id"]
         .as_str()
         .unwrap()

@@ -8,10 +8,10 @@
 mod common;
 
 use atomic_postgres::testkit::TestDatabase;
-use common::{KEY, KEY_HASH, server, wait_listening};
+use common::{KEY, KEY_HASH, onboard, server, wait_listening};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::process::Child;
 
 async fn start(db: &TestDatabase, cache_ttl: &str) -> (Child, String) {
@@ -44,30 +44,25 @@ async fn call(
     (status, reply.json().await.unwrap_or(Value::Null))
 }
 
+/// A new merchant's raw API key and its id, onboarded through `api`.
+async fn merchant_key(http: &reqwest::Client, api: &str) -> (String, String) {
+    let onboarded = onboard(http, api, KEY, "Revoked Shop").await;
+    let field = |name: &str| {
+        onboarded["data"]["apiKey"][name]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    (field("key"), field("id"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_revoked_on_one_process_cannot_manage_keys_on_another() {
     let db = TestDatabase::create().await;
     let (_a, one) = start(&db, "60s").await;
     let (_b, other) = start(&db, "60s").await;
     let http = reqwest::Client::new();
-    let onboarded: Value = http
-        .post(format!("{one}/merchants"))
-        .bearer_auth(KEY)
-        .json(&json!({"name": "Revoked Shop", "currency": "USD"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key = onboarded["data"]["apiKey"]["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let key_id = onboarded["data"]["apiKey"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (key, key_id) = merchant_key(&http, &one).await;
     // A second key of the merchant, which the revoked one will try to revoke.
     let (status, second) = call(
         &http,
@@ -143,24 +138,7 @@ async fn a_revoked_key_is_401_everywhere_within_the_cache_ttl() {
     let (_a, one) = start(&db, "1s").await;
     let (_b, other) = start(&db, "1s").await;
     let http = reqwest::Client::new();
-    let onboarded: Value = http
-        .post(format!("{one}/merchants"))
-        .bearer_auth(KEY)
-        .json(&json!({"name": "Revoked Shop", "currency": "USD"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key = onboarded["data"]["apiKey"]["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let key_id = onboarded["data"]["apiKey"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (key, key_id) = merchant_key(&http, &one).await;
     // Both processes now hold the key in their caches.
     for api in [&one, &other] {
         let (status, _) = list_payments(&http, api, &key).await;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use atomic_postgres::testkit::TestDatabase;
 use atomic_redis::testkit::{DeleteOnDrop, require_redis, unique_config};
-use common::{KEY, KEY_HASH, server, wait_listening};
+use common::{KEY, KEY_HASH, onboard, server, wait_listening};
 use serde_json::{Value, json};
 
 async fn count(db: &TestDatabase, status: &str) -> i64 {
@@ -44,16 +44,7 @@ async fn an_api_process_stores_and_a_worker_process_settles() {
     let (address, _) = wait_listening(&mut api).await;
     let base = format!("http://{address}/api/v1");
     let http = reqwest::Client::new();
-    let merchant: Value = http
-        .post(format!("{base}/merchants"))
-        .bearer_auth(KEY)
-        .json(&json!({"name": "Split Shop", "currency": "USD"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let merchant = onboard(&http, &base, KEY, "Split Shop").await;
     let account = merchant["data"]["account"]["id"].as_str().unwrap();
     for _ in 0..20 {
         let reply = http
@@ -126,16 +117,7 @@ async fn a_server_connected_as_its_own_role_migrates_as_the_owner_and_settles() 
     let (address, _) = wait_listening(&mut both).await;
     let base = format!("http://{address}/api/v1");
     let http = reqwest::Client::new();
-    let merchant: Value = http
-        .post(format!("{base}/merchants"))
-        .bearer_auth(KEY)
-        .json(&json!({"name": "Own Role Shop", "currency": "USD"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let merchant = onboard(&http, &base, KEY, "Own Role Shop").await;
     let account = merchant["data"]["account"]["id"].as_str().unwrap();
     for _ in 0..10 {
         let reply = http

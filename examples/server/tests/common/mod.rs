@@ -17,19 +17,23 @@ use tokio::process::{Child, Command};
 pub const KEY: &str = "my-platform-key";
 pub const KEY_HASH: &str = "fbc8fbbecee728e8b80603d82be02344366d08c232e0d306c7b4808b584973f6";
 
-/// Onboards a merchant in USD through the API at `api`; returns its account id.
-pub async fn merchant_account(http: &reqwest::Client, api: &str, name: &str) -> String {
-    let merchant: Value = http
-        .post(format!("{api}/merchants"))
-        .bearer_auth(KEY)
+/// Onboards a merchant in USD through the API at `api` with `key`; returns the whole answer
+/// (`data.merchant`, `data.account`, `data.apiKey`).
+pub async fn onboard(http: &reqwest::Client, api: &str, key: &str, name: &str) -> Value {
+    http.post(format!("{api}/merchants"))
+        .bearer_auth(key)
         .json(&serde_json::json!({"name": name, "currency": "USD"}))
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
-    merchant["data"]["account"]["id"]
+        .unwrap()
+}
+
+/// Onboards a merchant in USD through the API at `api`; returns its account id.
+pub async fn merchant_account(http: &reqwest::Client, api: &str, name: &str) -> String {
+    onboard(http, api, KEY, name).await["data"]["account"]["id"]
         .as_str()
         .unwrap()
         .to_owned()
