@@ -144,17 +144,24 @@ impl Services {
         Sweeper::new(&self.ports, config)
     }
 
-    /// Asks each dependency whether it answers.
-    pub async fn readiness(&self) -> Readiness {
+    /// Asks every dependency at once whether it answers; one that has not answered `within`
+    /// counts as down, so a hung dependency never holds the answer longer.
+    pub async fn readiness(&self, within: std::time::Duration) -> Readiness {
+        async fn answers(
+            within: std::time::Duration,
+            ping: impl Future<Output = Result<()>>,
+        ) -> bool {
+            matches!(tokio::time::timeout(within, ping).await, Ok(Ok(())))
+        }
         let (store, queue, limiter) = tokio::join!(
-            self.ports.ledger.ping(),
-            self.ports.queue.ping(),
-            self.ports.limiter.ping()
+            answers(within, self.ports.ledger.ping()),
+            answers(within, self.ports.queue.ping()),
+            answers(within, self.ports.limiter.ping()),
         );
         Readiness {
-            store: store.is_ok(),
-            queue: queue.is_ok(),
-            limiter: limiter.is_ok(),
+            store,
+            queue,
+            limiter,
         }
     }
 }

@@ -2,10 +2,8 @@
 //! answers). Neither needs a key nor is rate limited. Readiness answers within a second
 //! whatever a dependency does: one that has not answered by then is `down`.
 
-use std::future::Future;
 use std::time::Duration;
 
-use atomic_core::service::Readiness;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -23,28 +21,8 @@ pub(crate) async fn live(State(app): State<AppState>, meta: RequestMeta) -> Resp
     meta.ok(&app, &json!({ "status": "healthy" }))
 }
 
-/// Whether `ping` succeeds within [`READY_WITHIN`].
-async fn answers<E>(ping: impl Future<Output = Result<(), E>>) -> bool {
-    matches!(tokio::time::timeout(READY_WITHIN, ping).await, Ok(Ok(())))
-}
-
-/// Asks every dependency at once, each bounded by [`READY_WITHIN`].
-async fn readiness(app: &AppState) -> Readiness {
-    let ports = app.services().ports();
-    let (store, queue, limiter) = tokio::join!(
-        answers(ports.ledger.ping()),
-        answers(ports.queue.ping()),
-        answers(ports.limiter.ping()),
-    );
-    Readiness {
-        store,
-        queue,
-        limiter,
-    }
-}
-
 pub(crate) async fn ready(State(app): State<AppState>, meta: RequestMeta) -> Response {
-    let readiness = readiness(&app).await;
+    let readiness = app.services().readiness(READY_WITHIN).await;
     let state = |up: bool| if up { "up" } else { "down" };
     let data = json!({
         "status": if readiness.all_up() { "ready" } else { "unavailable" },
