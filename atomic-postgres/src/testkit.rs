@@ -101,30 +101,44 @@ impl ServerLogin {
 
 impl Drop for ServerLogin {
     fn drop(&mut self) {
-        let (server, name) = (self.server.clone(), self.name.clone());
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async move {
-                let mut admin = sqlx::PgConnection::connect(&server).await.ok()?;
-                sqlx::query(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
-                )
-                .bind(&name)
+        let name = self.name.clone();
+        as_admin(self.server.clone(), move |mut admin| async move {
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+            )
+            .bind(&name)
+            .execute(&mut admin)
+            .await
+            .ok()?;
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP ROLE IF EXISTS {name}")))
                 .execute(&mut admin)
                 .await
                 .ok()?;
-                sqlx::query(sqlx::AssertSqlSafe(format!("DROP ROLE IF EXISTS {name}")))
-                    .execute(&mut admin)
-                    .await
-                    .ok()?;
-                admin.close().await.ok()
-            })
+            admin.close().await.ok()
         });
-        let _ = dropped.join();
     }
+}
+
+/// Runs `work` on an admin connection to `server` and waits for it. Drop may run inside a
+/// runtime, so the async work runs on a thread (and runtime) of its own; waiting for it means
+/// nothing a test made outlives its process. Failures are ignored: a clean-up is best effort,
+/// and `.ci/run` clears what an interrupted run leaves.
+fn as_admin<F, Fut>(server: String, work: F)
+where
+    F: FnOnce(sqlx::PgConnection) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Option<()>>,
+{
+    let done = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        runtime.block_on(async move {
+            let admin = sqlx::PgConnection::connect(&server).await.ok()?;
+            work(admin).await
+        })
+    });
+    let _ = done.join();
 }
 
 /// A database created for one test, migrated, and dropped (with its connections) on drop.
@@ -264,26 +278,16 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let (server, name) = (self.server.clone(), self.name.clone());
-        // Drop may run inside a runtime: do the async work on a thread of its own, and wait
-        // for it so no database outlives its test process.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async move {
-                let mut admin = sqlx::PgConnection::connect(&server).await.ok()?;
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .execute(&mut admin)
-                .await
-                .ok()?;
-                admin.close().await.ok()
-            })
+        let name = self.name.clone();
+        as_admin(self.server.clone(), move |mut admin| async move {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut admin)
+            .await
+            .ok()?;
+            admin.close().await.ok()
         });
-        let _ = dropped.join();
     }
 }
 
