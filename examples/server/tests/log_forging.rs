@@ -22,15 +22,12 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{KEY, KEY_HASH, server};
+use common::{Captured, KEY, KEY_HASH, server};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::Mutex;
-use tokio::task::JoinHandle;
 
 /// The forged record the hostile values try to slip in.
 const FORGED: &str = "{\"level\":\"ERROR\",\"fields\":{\"message\":\"forged\"}}";
@@ -38,19 +35,6 @@ const FORGED: &str = "{\"level\":\"ERROR\",\"fields\":{\"message\":\"forged\"}}"
 const METHOD: &str = "FORGE11!#$%&'*+-.^_`|~";
 /// A request id of the allowed characters, which the server logs as given.
 const REQUEST_ID: &str = "FORGE10._:-ok";
-
-/// Collects every line a stream yields, to its end.
-fn collect(
-    stream: impl AsyncRead + Unpin + Send + 'static,
-    into: Arc<Mutex<Vec<String>>>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stream).lines();
-        while let Some(line) = lines.next_line().await.unwrap() {
-            into.lock().await.push(line);
-        }
-    })
-}
 
 /// Sends `head` (a whole request) on a new connection; returns the status line and whether
 /// the answer carries `x-request-id` (the router answered it).
@@ -89,26 +73,8 @@ async fn hostile_request_text_never_forges_a_log_line() {
         .env("RUST_LOG", "trace")
         .spawn()
         .unwrap();
-    let output: Arc<Mutex<Vec<String>>> = Arc::default();
-    let readers = [
-        collect(child.stderr.take().unwrap(), output.clone()),
-        collect(child.stdout.take().unwrap(), output.clone()),
-    ];
-    let address = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            let found = output.lock().await.iter().find_map(|line| {
-                let log: Value = serde_json::from_str(line).ok()?;
-                (log["fields"]["message"] == "atomic-server listening")
-                    .then(|| log["fields"]["address"].as_str().unwrap().to_owned())
-            });
-            if let Some(address) = found {
-                return address;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the server starts");
+    let output = Captured::start(&mut child);
+    let address = output.address().await;
     let api = format!("http://{address}/api/v1");
     let http = reqwest::Client::new();
     // Requests the router answered (their answers carry x-request-id).
@@ -243,17 +209,7 @@ async fn hostile_request_text_never_forges_a_log_line() {
         .args(["-TERM", &pid])
         .status()
         .unwrap();
-    tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    for reader in readers {
-        tokio::time::timeout(Duration::from_secs(10), reader)
-            .await
-            .expect("the streams end once the server has exited")
-            .unwrap();
-    }
-    let lines = output.lock().await.clone();
+    let lines = output.finish(&mut child).await;
     let text = lines.join("\n");
 
     // One record per line, each of the server's shape; and as many records in the whole

@@ -6,30 +6,10 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use atomic_core::api_key::RawApiKey;
 use atomic_postgres::testkit::TestDatabase;
-use common::{KEY, KEY_HASH, server};
+use common::{Captured, KEY, KEY_HASH, server};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::sync::Mutex;
-use tokio::task::JoinHandle;
-
-/// Collects every line a stream yields into `into`, until the end of the stream; join the
-/// task to know everything written is in.
-fn collect(
-    stream: impl AsyncRead + Unpin + Send + 'static,
-    into: Arc<Mutex<Vec<String>>>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stream).lines();
-        while let Some(line) = lines.next_line().await.unwrap() {
-            into.lock().await.push(line);
-        }
-    })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_key_and_no_key_hash_appears_in_the_logs_or_the_answers() {
@@ -40,26 +20,8 @@ async fn no_key_and_no_key_hash_appears_in_the_logs_or_the_answers() {
         .env("LOG_LEVEL", "debug")
         .spawn()
         .unwrap();
-    let output: Arc<Mutex<Vec<String>>> = Arc::default();
-    let readers = [
-        collect(child.stderr.take().unwrap(), output.clone()),
-        collect(child.stdout.take().unwrap(), output.clone()),
-    ];
-    let address = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            let found = output.lock().await.iter().find_map(|line| {
-                let log: Value = serde_json::from_str(line).ok()?;
-                (log["fields"]["message"] == "atomic-server listening")
-                    .then(|| log["fields"]["address"].as_str().unwrap().to_owned())
-            });
-            if let Some(address) = found {
-                return address;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the server starts");
+    let output = Captured::start(&mut child);
+    let address = output.address().await;
     let api = format!("http://{address}/api/v1");
     let http = reqwest::Client::new();
     let mut answers: Vec<String> = Vec::new();
@@ -195,18 +157,8 @@ async fn no_key_and_no_key_hash_appears_in_the_logs_or_the_answers() {
         .args(["-TERM", &pid])
         .status()
         .unwrap();
-    tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    for reader in readers {
-        tokio::time::timeout(Duration::from_secs(10), reader)
-            .await
-            .expect("the streams end once the server has exited")
-            .unwrap();
-    }
 
-    let output = output.lock().await.join("\n");
+    let output = output.finish(&mut child).await.join("\n");
     // The last record the server writes, just before it exits: read only if the readers
     // reached the end of the streams.
     assert!(

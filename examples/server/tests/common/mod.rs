@@ -17,6 +17,67 @@ use tokio::process::{Child, Command};
 pub const KEY: &str = "my-platform-key";
 pub const KEY_HASH: &str = "fbc8fbbecee728e8b80603d82be02344366d08c232e0d306c7b4808b584973f6";
 
+/// Every line a server process writes on stdout and stderr, read to the end of both streams.
+pub struct Captured {
+    lines: Arc<tokio::sync::Mutex<Vec<String>>>,
+    readers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Captured {
+    /// Starts reading `child`'s stdout and stderr (both piped, as [`server`] sets them).
+    pub fn start(child: &mut Child) -> Self {
+        let lines: Arc<tokio::sync::Mutex<Vec<String>>> = Arc::default();
+        let read = |stream: Box<dyn tokio::io::AsyncRead + Unpin + Send>| {
+            let into = lines.clone();
+            tokio::spawn(async move {
+                let mut stream = BufReader::new(stream).lines();
+                while let Some(line) = stream.next_line().await.unwrap() {
+                    into.lock().await.push(line);
+                }
+            })
+        };
+        let readers = vec![
+            read(Box::new(child.stderr.take().unwrap())),
+            read(Box::new(child.stdout.take().unwrap())),
+        ];
+        Self { lines, readers }
+    }
+
+    /// The address from the server's "listening" record, once it is written (30 s at most).
+    pub async fn address(&self) -> String {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let found = self.lines.lock().await.iter().find_map(|line| {
+                    let log: Value = serde_json::from_str(line).ok()?;
+                    (log["fields"]["message"] == "atomic-server listening")
+                        .then(|| log["fields"]["address"].as_str().unwrap().to_owned())
+                });
+                if let Some(address) = found {
+                    return address;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the server starts")
+    }
+
+    /// Waits for `child` to exit and for both streams to end; every line it wrote.
+    pub async fn finish(self, child: &mut Child) -> Vec<String> {
+        tokio::time::timeout(Duration::from_secs(30), child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        for reader in self.readers {
+            tokio::time::timeout(Duration::from_secs(10), reader)
+                .await
+                .expect("the streams end once the server has exited")
+                .unwrap();
+        }
+        self.lines.lock().await.clone()
+    }
+}
+
 /// Onboards a merchant in USD through the API at `api` with `key`; returns the whole answer
 /// (`data.merchant`, `data.account`, `data.apiKey`).
 pub async fn onboard(http: &reqwest::Client, api: &str, key: &str, name: &str) -> Value {
