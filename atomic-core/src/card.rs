@@ -22,6 +22,19 @@ pub struct Charge {
     pub source: CardSource,
 }
 
+/// A refund at the processor: named by the refund, so asking twice refunds once.
+#[derive(Clone, Debug)]
+pub struct CardRefund {
+    /// The refund.
+    pub refund_id: crate::id::RefundId,
+    /// The payment refunded.
+    pub payment_id: PaymentId,
+    /// Amount.
+    pub amount: Amount,
+    /// Currency.
+    pub currency: Currency,
+}
+
 /// The processor's final answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CardOutcome {

@@ -133,6 +133,27 @@ pub enum Error {
         /// Requested status.
         to: PaymentStatus,
     },
+    /// A state-machine transition of a refund that does not exist was attempted.
+    #[error("illegal refund transition {from} -> {to}")]
+    IllegalRefundTransition {
+        /// Current status.
+        from: crate::refund::RefundStatus,
+        /// Requested status.
+        to: crate::refund::RefundStatus,
+    },
+    /// The payment is not in a state that allows this operation (capture and cancel need
+    /// `AUTHORIZED`, a refund needs `SUCCESS`).
+    #[error("payment is {status}")]
+    InvalidState {
+        /// The payment's status.
+        status: PaymentStatus,
+    },
+    /// A capture of more than was authorized.
+    #[error("amount exceeds what is capturable")]
+    AmountExceedsCapturable,
+    /// A refund of more than is still refundable.
+    #[error("amount exceeds what is refundable")]
+    AmountExceedsRefundable,
     /// A store refused a write that would break an invariant of the books.
     #[error("invariant refused: {0}")]
     Invariant(Invariant),

@@ -76,6 +76,10 @@ id_type!(
     AccountId
 );
 id_type!(
+    /// Identifies a refund.
+    RefundId
+);
+id_type!(
     /// Identifies a merchant: the tenant that owns accounts and API keys.
     MerchantId
 );

@@ -5,9 +5,10 @@
 use std::fmt;
 
 use crate::error::Invalid;
-use crate::id::{AccountId, EntryId, PaymentId, TransactionId};
+use crate::id::{AccountId, EntryId, PaymentId, RefundId, TransactionId};
 use crate::money::{Amount, Currency};
-use crate::payment::Payment;
+use crate::payment::{Payment, PaymentState};
+use crate::refund::Refund;
 use crate::time::Timestamp;
 
 /// The side of an entry.
@@ -51,8 +52,10 @@ pub struct Entry {
     pub id: EntryId,
     /// The transaction it belongs to.
     pub transaction_id: TransactionId,
-    /// The payment the transaction settles.
+    /// The payment the transaction settles or refunds.
     pub payment_id: PaymentId,
+    /// The refund the transaction posts; `None` for the payment's charge posting.
+    pub refund_id: Option<RefundId>,
     /// The account it moves.
     pub account_id: AccountId,
     /// Debit or credit.
@@ -80,25 +83,61 @@ pub struct Transfer {
     payment_id: PaymentId,
     debit: (EntryId, AccountId),
     credit: (EntryId, AccountId),
+    refund_id: Option<RefundId>,
     amount: Amount,
     currency: Currency,
     created_at: Timestamp,
 }
 
 impl Transfer {
-    /// The transfer that settles `payment`: DEBIT its funding (system) account, CREDIT its
-    /// merchant account, both for its amount.
+    /// The charge posting of `payment`: DEBIT its funding (system) account, CREDIT its
+    /// merchant account, for the amount a worker posts now (the whole amount of an automatic
+    /// charge, or the requested capture).
     pub fn for_payment(payment: &Payment, now: Timestamp) -> Result<Self, Invalid> {
-        if payment.funding_account == payment.merchant_account {
+        let amount = payment
+            .amount_to_post()
+            .ok_or(Invalid::new("the payment has nothing to post"))?;
+        Self::between(
+            (payment.id, None),
+            payment.funding_account,
+            payment.merchant_account,
+            amount,
+            payment.currency,
+            now,
+        )
+    }
+
+    /// The posting of `refund`: DEBIT the merchant account, CREDIT the system account.
+    pub fn for_refund(refund: &Refund, now: Timestamp) -> Result<Self, Invalid> {
+        Self::between(
+            (refund.payment_id, Some(refund.id)),
+            refund.merchant_account,
+            refund.funding_account,
+            refund.amount,
+            refund.currency,
+            now,
+        )
+    }
+
+    fn between(
+        (payment_id, refund_id): (PaymentId, Option<RefundId>),
+        debit: AccountId,
+        credit: AccountId,
+        amount: Amount,
+        currency: Currency,
+        now: Timestamp,
+    ) -> Result<Self, Invalid> {
+        if debit == credit {
             return Err(Invalid::new("a transfer needs two different accounts"));
         }
         Ok(Self {
             id: TransactionId::generate(),
-            payment_id: payment.id,
-            debit: (EntryId::generate(), payment.funding_account),
-            credit: (EntryId::generate(), payment.merchant_account),
-            amount: payment.amount,
-            currency: payment.currency,
+            payment_id,
+            refund_id,
+            debit: (EntryId::generate(), debit),
+            credit: (EntryId::generate(), credit),
+            amount,
+            currency,
             created_at: now,
         })
     }
@@ -111,6 +150,11 @@ impl Transfer {
     /// The payment it settles.
     pub fn payment_id(&self) -> PaymentId {
         self.payment_id
+    }
+
+    /// The refund it posts; `None` for a payment's charge posting.
+    pub fn refund_id(&self) -> Option<RefundId> {
+        self.refund_id
     }
 
     /// The account debited.
@@ -138,13 +182,29 @@ impl Transfer {
         self.created_at
     }
 
-    /// Whether this transfer is exactly the one `payment` calls for.
+    /// Whether this transfer is exactly the charge posting `payment` calls for (before or
+    /// after its settlement).
     pub fn matches(&self, payment: &Payment) -> bool {
+        let amount = match payment.state() {
+            PaymentState::Success(captured) => Some(captured),
+            _ => payment.amount_to_post(),
+        };
         self.payment_id == payment.id
+            && self.refund_id.is_none()
             && self.debit.1 == payment.funding_account
             && self.credit.1 == payment.merchant_account
-            && self.amount == payment.amount
+            && Some(self.amount) == amount
             && self.currency == payment.currency
+    }
+
+    /// Whether this transfer is exactly the posting `refund` calls for.
+    pub fn matches_refund(&self, refund: &Refund) -> bool {
+        self.payment_id == refund.payment_id
+            && self.refund_id == Some(refund.id)
+            && self.debit.1 == refund.merchant_account
+            && self.credit.1 == refund.funding_account
+            && self.amount == refund.amount
+            && self.currency == refund.currency
     }
 
     /// Its two entries: the DEBIT first, then the CREDIT.
@@ -153,6 +213,7 @@ impl Transfer {
             id,
             transaction_id: self.id,
             payment_id: self.payment_id,
+            refund_id: self.refund_id,
             account_id,
             direction,
             amount: self.amount,
@@ -182,11 +243,16 @@ mod tests {
                 currency: Currency::EUR,
                 source: CardSource::parse("tok_visa").unwrap(),
                 description: Description::default(),
+                capture_method: crate::payment::CaptureMethod::Automatic,
+                metadata: crate::metadata::Metadata::default(),
                 idempotency_key: None,
                 created_by: crate::principal::Principal::Platform,
             },
             Timestamp::now(),
         );
+        assert!(Transfer::for_payment(&payment, Timestamp::now()).is_err(), "PENDING posts nothing");
+        let mut payment = payment;
+        payment.start_processing(Timestamp::now()).unwrap();
         let transfer = Transfer::for_payment(&payment, Timestamp::now()).unwrap();
         let [debit, credit] = transfer.entries();
         assert_eq!(debit.signed_minor_units() + credit.signed_minor_units(), 0);

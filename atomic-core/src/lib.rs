@@ -48,12 +48,14 @@ pub mod idempotency;
 pub mod ledger;
 pub mod memory;
 pub mod merchant;
+pub mod metadata;
 pub mod money;
 pub mod page;
 pub mod payment;
 pub mod ports;
 pub mod principal;
 pub mod rate_limit;
+pub mod refund;
 pub mod service;
 pub mod text;
 pub mod time;
@@ -63,10 +65,14 @@ pub mod testkit;
 
 pub use account::{Account, AccountKind};
 pub use error::{Error, Invalid, Result};
-pub use id::{AccountId, ApiKeyId, EntryId, MerchantId, PaymentId, TransactionId};
+pub use id::{AccountId, ApiKeyId, EntryId, MerchantId, PaymentId, RefundId, TransactionId};
 pub use ledger::{Direction, Entry, Transfer};
 pub use money::{Amount, Balance, Currencies, Currency, MAX_PAYMENT_AMOUNT};
-pub use payment::{CardSource, FailureReason, Payment, PaymentStatus};
+pub use metadata::{Metadata, MetadataFilter};
+pub use payment::{
+    CancellationReason, CaptureMethod, CardSource, FailureReason, Payment, PaymentStatus,
+};
+pub use refund::{Refund, RefundRequest, RefundStatus};
 pub use ports::Ports;
 pub use principal::{Owner, Principal};
 pub use service::{PaymentRequest, Services, Sweeper, Worker};

@@ -2,6 +2,7 @@
 //! id of the last item already seen; a [`Page`] says whether more follow.
 
 use crate::error::Invalid;
+use crate::time::Timestamp;
 
 /// How many items a page holds: 1..=100, default 20.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +48,22 @@ impl<C> Default for PageRequest<C> {
             limit: PageLimit::default(),
             starting_after: None,
         }
+    }
+}
+
+/// `createdGte` / `createdLt`: the half-open range of creation times a list keeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CreatedRange {
+    /// Items created at or after this time.
+    pub gte: Option<Timestamp>,
+    /// Items created before this time.
+    pub lt: Option<Timestamp>,
+}
+
+impl CreatedRange {
+    /// Whether `at` lies in the range.
+    pub fn contains(&self, at: Timestamp) -> bool {
+        self.gte.is_none_or(|gte| at >= gte) && self.lt.is_none_or(|lt| at < lt)
     }
 }
 

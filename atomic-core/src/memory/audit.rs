@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::store::MemoryStore;
+use super::store::{MemoryStore, State};
 use crate::account::AccountKind;
 use crate::error::Result;
-use crate::id::{PaymentId, TransactionId};
+use crate::id::{PaymentId, RefundId, TransactionId};
 use crate::ledger::{Direction, Entry};
 use crate::money::{Amount, Currency};
 use crate::payment::PaymentStatus;
+use crate::refund::RefundStatus;
 use crate::ports::{AuditReport, LedgerAudit};
 use crate::time::Timestamp;
 
@@ -63,21 +64,36 @@ impl LedgerAudit for MemoryStore {
                 .count(),
         );
 
-        // L2: each transaction is one DEBIT of the funding account and one CREDIT of the
-        // merchant account, both of the payment's amount.
+        // L2: each transaction is one DEBIT and one CREDIT of one amount: a charge from the
+        // funding to the merchant account of the captured amount, a refund back of its amount.
         let mut transactions_of: HashMap<PaymentId, usize> = HashMap::new();
+        let mut refund_transactions_of: HashMap<RefundId, usize> = HashMap::new();
         for entries in per_transaction.values() {
-            let payment_id = entries[0].payment_id;
-            *transactions_of.entry(payment_id).or_default() += 1;
-            let payment = state.payments.get(&payment_id).map(|r| &r.payment);
+            let (payment_id, refund_id) = (entries[0].payment_id, entries[0].refund_id);
+            match refund_id {
+                None => *transactions_of.entry(payment_id).or_default() += 1,
+                Some(id) => *refund_transactions_of.entry(id).or_default() += 1,
+            }
+            let expected = match refund_id {
+                None => state.payments.get(&payment_id).map(|r| {
+                    let p = &r.payment;
+                    (p.funding_account, p.merchant_account, p.amount_captured())
+                }),
+                Some(id) => state.refunds.get(&id).map(|r| {
+                    let f = &r.refund;
+                    (f.merchant_account, f.funding_account, f.amount.minor_units())
+                }),
+            };
             let shaped = entries.len() == 2
-                && entries.iter().all(|e| e.payment_id == payment_id)
-                && payment.is_some_and(|p| {
+                && entries
+                    .iter()
+                    .all(|e| e.payment_id == payment_id && e.refund_id == refund_id)
+                && expected.is_some_and(|(debit, credit, amount)| {
                     entries.iter().all(|e| {
-                        e.amount == p.amount
+                        e.amount.minor_units() == amount
                             && match e.direction {
-                                Direction::Debit => e.account_id == p.funding_account,
-                                Direction::Credit => e.account_id == p.merchant_account,
+                                Direction::Debit => e.account_id == debit,
+                                Direction::Credit => e.account_id == credit,
                             }
                     }) && entries
                         .iter()
@@ -89,6 +105,7 @@ impl LedgerAudit for MemoryStore {
                 report.unbalanced_transactions += 1;
             }
         }
+        audit_refunds(&state, &refund_transactions_of, now, stuck_after, &mut report);
 
         // L3, L10, L12 over payments; L8 gathers each key's creation times.
         let mut per_key: HashMap<_, Vec<Timestamp>> = HashMap::new();
@@ -98,6 +115,27 @@ impl LedgerAudit for MemoryStore {
             let expected = usize::from(p.status() == PaymentStatus::Success);
             if posted != expected {
                 report.status_posting_mismatch += 1;
+            }
+            let refunds = state
+                .refunds
+                .values()
+                .filter(|r| r.refund.payment_id == p.id)
+                .map(|r| &r.refund);
+            let (mut reserved, mut refunded) = (0i64, 0i64);
+            for refund in refunds {
+                if refund.status() != RefundStatus::Failed {
+                    reserved += refund.amount.minor_units();
+                }
+                if refund.status() == RefundStatus::Success {
+                    refunded += refund.amount.minor_units();
+                }
+            }
+            let within = reserved <= p.amount_captured()
+                && p.amount_captured() <= p.amount.minor_units()
+                && p.amount_refunded() == refunded
+                && p.amount_reserved() == reserved;
+            if !within {
+                report.refund_over_capture += 1;
             }
             if let Some(key) = &p.idempotency_key {
                 per_key
@@ -117,7 +155,8 @@ impl LedgerAudit for MemoryStore {
             if Amount::for_payment(p.amount.minor_units()).is_err() {
                 report.amount_out_of_domain += 1;
             }
-            if !p.status().is_terminal() && now.duration_since(p.created_at) > stuck_after {
+            let waiting = !p.status().is_terminal() && p.status() != PaymentStatus::Authorized;
+            if waiting && now.duration_since(p.created_at) > stuck_after {
                 report.stuck_payments += 1;
             }
         }
@@ -153,8 +192,42 @@ impl LedgerAudit for MemoryStore {
                 .transitions
                 .iter()
                 .filter(|(from, to)| !from.can_become(*to))
-                .count(),
+                .count()
+                + state
+                    .refund_transitions
+                    .iter()
+                    .filter(|(from, to)| !from.can_become(*to))
+                    .count(),
         );
         Ok(report)
     }
+}
+
+/// L12 and L13 over refunds: a `SUCCESS` refund has exactly one posting, any other none; an
+/// unfinished refund older than `stuck_after` is stuck.
+fn audit_refunds(
+    state: &State,
+    postings: &HashMap<RefundId, usize>,
+    now: Timestamp,
+    stuck_after: Duration,
+    report: &mut AuditReport,
+) {
+    for row in state.refunds.values() {
+        let refund = &row.refund;
+        let posted = postings.get(&refund.id).copied().unwrap_or(0);
+        if posted != usize::from(refund.status() == RefundStatus::Success) {
+            report.refund_posting_mismatch += 1;
+        }
+        let open = matches!(refund.status(), RefundStatus::Pending | RefundStatus::Processing);
+        if open && now.duration_since(refund.created_at) > stuck_after {
+            report.stuck_payments += 1;
+        }
+    }
+    // Postings of refunds that do not exist.
+    report.refund_posting_mismatch += count(
+        postings
+            .keys()
+            .filter(|id| !state.refunds.contains_key(id))
+            .count(),
+    );
 }

@@ -3,13 +3,15 @@
 //! operation runs inside one critical section, which is what a transaction is here.
 //! Nothing survives a restart.
 
+mod accounts;
 mod api_keys;
 mod audit;
 mod idempotency;
-mod ledger;
 mod merchants;
+mod payments;
 mod queue;
 mod rate_limit;
+mod settlement;
 mod store;
 
 use std::sync::Arc;
@@ -18,7 +20,7 @@ pub use queue::MemoryQueue;
 pub use rate_limit::MemoryRateLimiter;
 pub use store::MemoryStore;
 
-use crate::ports::{Ports, TestModeCards};
+use crate::ports::{Backend, Ports, TestModeCards};
 use crate::time::{Clock, SystemClock};
 
 impl Ports {
@@ -29,12 +31,8 @@ impl Ports {
 
     /// Every port on in-memory adapters, reading time from `clock`.
     pub fn in_memory_with_clock(clock: Arc<dyn Clock>) -> Self {
-        let store = MemoryStore::new(clock.clone());
         Ports {
-            ledger: Arc::new(store.clone()),
-            merchants: Arc::new(store.clone()),
-            api_keys: Arc::new(store.clone()),
-            idempotency: Arc::new(store),
+            store: Backend::new(Arc::new(MemoryStore::new(clock.clone()))),
             queue: Arc::new(MemoryQueue::new(clock.clone())),
             limiter: Arc::new(MemoryRateLimiter::new(clock.clone())),
             cards: Arc::new(TestModeCards),

@@ -10,13 +10,12 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 
 use crate::error::Result;
-use crate::id::PaymentId;
-use crate::ports::{Delivery, JobQueue};
+use crate::ports::{Delivery, Job as Work, JobQueue};
 use crate::time::{Clock, Timestamp};
 
 #[derive(Clone, Copy, Debug)]
 struct Job {
-    payment_id: PaymentId,
+    work: Work,
     attempt: u32,
 }
 
@@ -28,7 +27,7 @@ struct QueueState {
     delayed: BTreeMap<(Timestamp, u64), Job>,
     /// Reserved jobs by receipt, with the instant their visibility runs out.
     in_flight: HashMap<u64, (Job, Timestamp)>,
-    dead: Vec<(PaymentId, String)>,
+    dead: Vec<(Work, String)>,
 }
 
 /// An in-memory [`JobQueue`].
@@ -72,8 +71,8 @@ impl MemoryQueue {
         self.lock().in_flight.len()
     }
 
-    /// The dead-lettered jobs: payment and reason.
-    pub fn dead_letters(&self) -> Vec<(PaymentId, String)> {
+    /// The dead-lettered jobs, with their reasons.
+    pub fn dead_letters(&self) -> Vec<(Work, String)> {
         self.lock().dead.clone()
     }
 
@@ -124,7 +123,7 @@ impl MemoryQueue {
                 .insert(receipt, (job, now.saturating_add(visibility)));
             out.push(Delivery {
                 receipt: receipt.to_string(),
-                payment_id: job.payment_id,
+                job: job.work,
                 attempt: job.attempt,
             });
         }
@@ -151,13 +150,10 @@ impl JobQueue for MemoryQueue {
         Ok(())
     }
 
-    async fn enqueue(&self, payments: &[PaymentId]) -> Result<()> {
+    async fn enqueue(&self, jobs: &[Work]) -> Result<()> {
         {
             let mut state = self.lock();
-            state.ready.extend(payments.iter().map(|&payment_id| Job {
-                payment_id,
-                attempt: 1,
-            }));
+            state.ready.extend(jobs.iter().map(|&work| Job { work, attempt: 1 }));
         }
         self.wake.notify_waiters();
         Ok(())
@@ -193,8 +189,10 @@ impl JobQueue for MemoryQueue {
         }
     }
 
-    async fn ack(&self, delivery: &Delivery) -> Result<()> {
-        self.settle_receipt(delivery);
+    async fn ack(&self, deliveries: &[Delivery]) -> Result<()> {
+        for delivery in deliveries {
+            self.settle_receipt(delivery);
+        }
         Ok(())
     }
 
@@ -218,7 +216,7 @@ impl JobQueue for MemoryQueue {
 
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()> {
         if let Some(job) = self.settle_receipt(delivery) {
-            self.lock().dead.push((job.payment_id, reason.to_owned()));
+            self.lock().dead.push((job.work, reason.to_owned()));
         }
         Ok(())
     }

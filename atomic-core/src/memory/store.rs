@@ -8,18 +8,18 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::account::Account;
 use crate::api_key::{ApiKey, KeyHash};
 use crate::error::{Error, Invariant, Result};
-use crate::id::{AccountId, ApiKeyId, EntryId, MerchantId, PaymentId, TransactionId};
+use crate::id::{AccountId, ApiKeyId, EntryId, MerchantId, PaymentId, RefundId, TransactionId};
 use crate::idempotency::{ClaimToken, Completion, Fingerprint, IdempotencyKey, StoredResponse};
-use crate::ledger::Entry;
+use crate::ledger::{Entry, Transfer};
 use crate::merchant::Merchant;
 use crate::money::Currency;
 use crate::payment::{Payment, PaymentStatus};
+use crate::refund::{Refund, RefundStatus};
 use crate::ports::LeaseId;
 use crate::principal::{Owner, Principal};
 use crate::time::{Clock, Timestamp};
 
-/// The in-memory store: implements `LedgerStore`, `MerchantStore`, `ApiKeyStore`,
-/// `IdempotencyStore` and `LedgerAudit` over one shared state. Clones share the state.
+/// The in-memory store: implements every store port and `LedgerAudit` over one shared state. Clones share the state.
 #[derive(Clone)]
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
@@ -67,6 +67,16 @@ pub(super) struct PaymentRow {
     pub(super) voiding: Option<LeaseId>,
 }
 
+/// A refund with the store's bookkeeping around it.
+#[derive(Clone, Debug)]
+pub(super) struct RefundRow {
+    pub(super) refund: Refund,
+    /// The current hold: lease id and when it runs out.
+    pub(super) lease: Option<(LeaseId, Timestamp)>,
+    /// When it was last enqueued or claimed.
+    pub(super) touched_at: Timestamp,
+}
+
 /// One idempotency record.
 #[derive(Clone, Debug)]
 pub(super) struct IdemRecord {
@@ -86,14 +96,24 @@ pub(super) struct State {
     pub(super) system_accounts: HashMap<Currency, AccountId>,
     pub(super) entries: BTreeMap<EntryId, Entry>,
     pub(super) account_entries: HashMap<AccountId, BTreeSet<EntryId>>,
-    /// The one transaction of each posted payment.
+    /// The one charge transaction of each posted payment.
     pub(super) transactions: HashMap<PaymentId, TransactionId>,
     pub(super) payments: BTreeMap<PaymentId, PaymentRow>,
     pub(super) owner_payments: HashMap<Owner, BTreeSet<PaymentId>>,
-    /// Payments not yet terminal (what the sweep looks at).
+    /// Payments `PENDING` or `PROCESSING` (what the sweep looks at).
     pub(super) open_payments: BTreeSet<PaymentId>,
-    /// Every status change made, as (from, to).
+    /// Payments `AUTHORIZED` (what expiry looks at).
+    pub(super) authorized: BTreeSet<PaymentId>,
+    /// Every payment status change made, as (from, to).
     pub(super) transitions: Vec<(PaymentStatus, PaymentStatus)>,
+    pub(super) refunds: BTreeMap<RefundId, RefundRow>,
+    pub(super) owner_refunds: HashMap<Owner, BTreeSet<RefundId>>,
+    /// Refunds `PENDING` or `PROCESSING`.
+    pub(super) open_refunds: BTreeSet<RefundId>,
+    /// The one transaction of each posted refund.
+    pub(super) refund_transactions: HashMap<RefundId, TransactionId>,
+    /// Every refund status change made, as (from, to).
+    pub(super) refund_transitions: Vec<(RefundStatus, RefundStatus)>,
     pub(super) merchants: HashMap<MerchantId, Merchant>,
     pub(super) keys: BTreeMap<ApiKeyId, ApiKey>,
     pub(super) keys_by_hash: HashMap<KeyHash, ApiKeyId>,
@@ -124,6 +144,38 @@ impl State {
         if let Some(record) = self.idempotency.get_mut(&(claim.scope, claim.key)) {
             record.response = Some(response);
         }
+    }
+
+    /// Posts `transfer`: both entries and both balances, all computed before any is changed;
+    /// refuses a balance that would go below zero where it may not, or overflow.
+    pub(super) fn post(&mut self, transfer: &Transfer) -> Result<()> {
+        let mut balances = HashMap::new();
+        for entry in transfer.entries() {
+            if self.entries.contains_key(&entry.id) {
+                return Err(Invariant::DuplicateId.into());
+            }
+            let account = self
+                .accounts
+                .get(&entry.account_id)
+                .ok_or(Invariant::MissingReference)?;
+            if account.currency != transfer.currency() {
+                return Err(Invariant::PostingMismatch.into());
+            }
+            balances.insert(account.id, account.apply(entry.direction, entry.amount)?);
+        }
+        for entry in transfer.entries() {
+            self.account_entries
+                .entry(entry.account_id)
+                .or_default()
+                .insert(entry.id);
+            self.entries.insert(entry.id, entry);
+        }
+        for (id, balance) in balances {
+            if let Some(account) = self.accounts.get_mut(&id) {
+                account.balance = balance;
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn ensure_new_account_id(&self, id: AccountId) -> Result<()> {

@@ -1,5 +1,5 @@
 //! [`LedgerAudit`]: the books audit, an optional capability of a ledger store. It counts the
-//! violations of the ledger invariants (TEST-MATRIX.md L1–L12) in one consistent snapshot.
+//! violations of the ledger invariants (TEST-MATRIX.md L1–L14) in one consistent snapshot.
 
 use std::fmt;
 use std::time::Duration;
@@ -16,13 +16,14 @@ pub struct AuditReport {
     /// L2: transactions that are not one DEBIT and one CREDIT of the payment's amount on its
     /// funding and merchant accounts.
     pub unbalanced_transactions: u64,
-    /// L3: `SUCCESS` payments without exactly one transaction, or others with any.
+    /// L3: `SUCCESS` payments without exactly one charge transaction, or others with any.
     pub status_posting_mismatch: u64,
     /// L4: accounts whose cached balance differs from credits minus debits.
     pub cached_balance_mismatch: u64,
     /// L5: non-system accounts below zero.
     pub negative_balances: u64,
-    /// L6: recorded status changes that are not transitions of the state machine.
+    /// L6: recorded status changes that are not transitions of the payment or refund state
+    /// machines (API.md v1.1).
     pub illegal_transitions: u64,
     /// L7: guards missing that keep the journal append-only (an adapter whose journal has no
     /// update or delete path at all reports 0).
@@ -34,13 +35,22 @@ pub struct AuditReport {
     pub amount_out_of_domain: u64,
     /// L10: payments whose accounts differ from them in currency or owner.
     pub tenant_currency_mismatch: u64,
-    /// L12: payments not terminal although older than the audit's `stuck_after`.
+    /// L12: payments and refunds not terminal although older than the audit's `stuck_after`
+    /// (an `AUTHORIZED` payment waits for its merchant, not for us, and is not stuck).
     pub stuck_payments: u64,
+    /// L13: refunds whose postings disagree with their status (a `SUCCESS` refund without
+    /// exactly one balanced posting of its amount from the merchant to the system account, or
+    /// another with any), and charge postings of a `SUCCESS` payment that are not exactly one
+    /// of `amountCaptured`.
+    pub refund_posting_mismatch: u64,
+    /// L14: payments whose refunds break `Σ not FAILED <= amountCaptured <= amount` or whose
+    /// `amountRefunded` differs from the sum of their `SUCCESS` refunds.
+    pub refund_over_capture: u64,
 }
 
 impl AuditReport {
     /// Every invariant with its violation count, in order.
-    pub fn rows(&self) -> [(&'static str, &'static str, u64); 11] {
+    pub fn rows(&self) -> [(&'static str, &'static str, u64); 13] {
         [
             ("L1", "zero-sum per currency", self.zero_sum),
             ("L2", "balanced transactions", self.unbalanced_transactions),
@@ -69,6 +79,16 @@ impl AuditReport {
                 self.tenant_currency_mismatch,
             ),
             ("L12", "no stuck payments", self.stuck_payments),
+            (
+                "L13",
+                "refund postings match status",
+                self.refund_posting_mismatch,
+            ),
+            (
+                "L14",
+                "refunds within captured",
+                self.refund_over_capture,
+            ),
         ]
     }
 

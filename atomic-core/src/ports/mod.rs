@@ -2,30 +2,41 @@
 //! service that calls it. Adapters (in-memory here, PostgreSQL and Redis in their crates)
 //! implement them; [`Ports`] is one set of them, used as `Arc<dyn Port>`.
 //!
-//! The store ports ([`LedgerStore`], [`MerchantStore`], [`ApiKeyStore`],
-//! [`IdempotencyStore`]) must share one backend: every creating write completes its
-//! idempotency claim in the same transaction, so the claim records must live beside the data.
+//! The store ports ([`AccountStore`], [`PaymentStore`], [`SettlementStore`],
+//! [`MerchantStore`], [`ApiKeyStore`], [`IdempotencyStore`]) are handed over together as one
+//! [`Backend`], built from one value that implements them all: every creating write completes
+//! its idempotency claim in the same transaction, so the claim records must live beside the
+//! data, and the type says they do.
 
+mod accounts;
 mod api_keys;
 mod audit;
 mod card;
 mod idempotency;
-mod ledger;
 mod merchants;
+mod payments;
 mod queue;
 mod rate_limit;
+mod settlement;
 
 use std::sync::Arc;
 
+pub use accounts::AccountStore;
 pub use api_keys::ApiKeyStore;
 pub use audit::{AuditReport, LedgerAudit};
 pub use card::{CardProcessor, TestModeCards};
 pub use idempotency::IdempotencyStore;
-pub use ledger::{BeginOutcome, LeaseId, LedgerStore, SettleOutcome, Settlement, SettlementResult};
 pub use merchants::MerchantStore;
-pub use queue::{Delivery, JobQueue};
+pub use payments::{PaymentFilter, PaymentStore, RefundFilter};
+pub use queue::{Delivery, Job, JobQueue};
 pub use rate_limit::RateLimiter;
+pub use settlement::{
+    BeginOutcome, LeaseId, RefundBegin, RefundResult, SettleOutcome, Settlement, SettlementResult,
+    SettlementStore,
+};
 
+#[cfg(any(test, feature = "mocks"))]
+pub use accounts::MockAccountStore;
 #[cfg(any(test, feature = "mocks"))]
 pub use api_keys::MockApiKeyStore;
 #[cfg(any(test, feature = "mocks"))]
@@ -33,28 +44,135 @@ pub use card::MockCardProcessor;
 #[cfg(any(test, feature = "mocks"))]
 pub use idempotency::MockIdempotencyStore;
 #[cfg(any(test, feature = "mocks"))]
-pub use ledger::MockLedgerStore;
-#[cfg(any(test, feature = "mocks"))]
 pub use merchants::MockMerchantStore;
+#[cfg(any(test, feature = "mocks"))]
+pub use payments::MockPaymentStore;
 #[cfg(any(test, feature = "mocks"))]
 pub use queue::MockJobQueue;
 #[cfg(any(test, feature = "mocks"))]
 pub use rate_limit::MockRateLimiter;
+#[cfg(any(test, feature = "mocks"))]
+pub use settlement::MockSettlementStore;
 
 use crate::time::Clock;
+
+/// The store ports of one backend. Built from one value that implements every store port
+/// ([`Backend::new`]), so the records a transaction must join (an idempotency completion and
+/// the payment it answers for) are always in the same store.
+#[derive(Clone)]
+pub struct Backend {
+    accounts: Arc<dyn AccountStore>,
+    payments: Arc<dyn PaymentStore>,
+    settlement: Arc<dyn SettlementStore>,
+    merchants: Arc<dyn MerchantStore>,
+    api_keys: Arc<dyn ApiKeyStore>,
+    idempotency: Arc<dyn IdempotencyStore>,
+}
+
+impl Backend {
+    /// Every store port, served by `store`.
+    pub fn new<S>(store: Arc<S>) -> Self
+    where
+        S: AccountStore
+            + PaymentStore
+            + SettlementStore
+            + MerchantStore
+            + ApiKeyStore
+            + IdempotencyStore,
+    {
+        Self {
+            accounts: store.clone(),
+            payments: store.clone(),
+            settlement: store.clone(),
+            merchants: store.clone(),
+            api_keys: store.clone(),
+            idempotency: store,
+        }
+    }
+
+    /// Accounts and entries.
+    pub fn accounts(&self) -> &Arc<dyn AccountStore> {
+        &self.accounts
+    }
+
+    /// Payments and refunds, as requests see them.
+    pub fn payments(&self) -> &Arc<dyn PaymentStore> {
+        &self.payments
+    }
+
+    /// Settlement, as workers and the sweep see it.
+    pub fn settlement(&self) -> &Arc<dyn SettlementStore> {
+        &self.settlement
+    }
+
+    /// Merchants.
+    pub fn merchants(&self) -> &Arc<dyn MerchantStore> {
+        &self.merchants
+    }
+
+    /// API keys.
+    pub fn api_keys(&self) -> &Arc<dyn ApiKeyStore> {
+        &self.api_keys
+    }
+
+    /// Idempotency claims and stored responses.
+    pub fn idempotency(&self) -> &Arc<dyn IdempotencyStore> {
+        &self.idempotency
+    }
+}
+
+/// Replacing one port of a backend with a mock, for tests that inject failures.
+#[cfg(any(test, feature = "mocks"))]
+impl Backend {
+    /// This backend with `accounts` in place of its account store.
+    pub fn with_accounts(mut self, accounts: Arc<dyn AccountStore>) -> Self {
+        self.accounts = accounts;
+        self
+    }
+
+    /// This backend with `payments` in place of its payment store.
+    pub fn with_payments(mut self, payments: Arc<dyn PaymentStore>) -> Self {
+        self.payments = payments;
+        self
+    }
+
+    /// This backend with `settlement` in place of its settlement store.
+    pub fn with_settlement(mut self, settlement: Arc<dyn SettlementStore>) -> Self {
+        self.settlement = settlement;
+        self
+    }
+
+    /// This backend with `merchants` in place of its merchant store.
+    pub fn with_merchants(mut self, merchants: Arc<dyn MerchantStore>) -> Self {
+        self.merchants = merchants;
+        self
+    }
+
+    /// This backend with `api_keys` in place of its key store.
+    pub fn with_api_keys(mut self, api_keys: Arc<dyn ApiKeyStore>) -> Self {
+        self.api_keys = api_keys;
+        self
+    }
+
+    /// This backend with `idempotency` in place of its idempotency store.
+    pub fn with_idempotency(mut self, idempotency: Arc<dyn IdempotencyStore>) -> Self {
+        self.idempotency = idempotency;
+        self
+    }
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend").finish_non_exhaustive()
+    }
+}
 
 /// One complete set of adapters: what the services and the HTTP layer run on.
 #[derive(Clone)]
 pub struct Ports {
-    /// Accounts, payments, entries and settlement.
-    pub ledger: Arc<dyn LedgerStore>,
-    /// Merchants.
-    pub merchants: Arc<dyn MerchantStore>,
-    /// API keys.
-    pub api_keys: Arc<dyn ApiKeyStore>,
-    /// Idempotency claims and stored responses.
-    pub idempotency: Arc<dyn IdempotencyStore>,
-    /// Payment jobs (wake-up hints; the ledger store is the source of truth).
+    /// The store ports, one backend behind them all.
+    pub store: Backend,
+    /// Settlement jobs (wake-up hints; the store is the source of truth).
     pub queue: Arc<dyn JobQueue>,
     /// Rate-limit counters.
     pub limiter: Arc<dyn RateLimiter>,

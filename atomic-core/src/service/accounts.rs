@@ -9,22 +9,22 @@ use crate::id::{AccountId, EntryId};
 use crate::idempotency::Completion;
 use crate::ledger::Entry;
 use crate::money::Currency;
-use crate::page::{Page, PageRequest};
-use crate::ports::{LedgerStore, Ports};
+use crate::page::{CreatedRange, Page, PageRequest};
+use crate::ports::{AccountStore, Ports};
 use crate::principal::Principal;
 use crate::time::Clock;
 
 /// Accounts.
 #[derive(Clone)]
 pub struct AccountService {
-    ledger: Arc<dyn LedgerStore>,
+    accounts: Arc<dyn AccountStore>,
     clock: Arc<dyn Clock>,
 }
 
 impl AccountService {
     pub(super) fn new(ports: &Ports) -> Self {
         Self {
-            ledger: ports.ledger.clone(),
+            accounts: ports.store.accounts().clone(),
             clock: ports.clock.clone(),
         }
     }
@@ -36,26 +36,28 @@ impl AccountService {
 
     /// Stores a prepared account (and its idempotency completion) in one transaction.
     pub async fn submit(&self, account: &Account, completion: Option<Completion>) -> Result<()> {
-        self.ledger.create_account(account, completion).await
+        self.accounts.create_account(account, completion).await
     }
 
     /// The account, if the caller may see it.
     pub async fn get(&self, caller: Principal, id: AccountId) -> Result<Account> {
-        self.ledger
+        self.accounts
             .account(id, caller)
             .await?
             .ok_or(Error::NotFound)
     }
 
-    /// The account's entries, newest first, if the caller may see the account.
+    /// The account's entries created in `created`, newest first, if the caller may see the
+    /// account.
     pub async fn entries(
         &self,
         caller: Principal,
         id: AccountId,
+        created: CreatedRange,
         page: PageRequest<EntryId>,
     ) -> Result<Page<Entry>> {
-        self.ledger
-            .entries(id, caller, page)
+        self.accounts
+            .entries(id, caller, created, page)
             .await?
             .ok_or(Error::NotFound)
     }

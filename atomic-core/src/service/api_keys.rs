@@ -35,7 +35,7 @@ pub struct ApiKeyService {
 impl ApiKeyService {
     pub(super) fn new(ports: &Ports, platform_key: Option<KeyHash>, cache_ttl: Duration) -> Self {
         Self {
-            keys: ports.api_keys.clone(),
+            keys: ports.store.api_keys().clone(),
             clock: ports.clock.clone(),
             platform_key,
             cache_ttl,

@@ -24,7 +24,7 @@ pub struct MerchantService {
 impl MerchantService {
     pub(super) fn new(ports: &Ports) -> Self {
         Self {
-            merchants: ports.merchants.clone(),
+            merchants: ports.store.merchants().clone(),
             clock: ports.clock.clone(),
         }
     }

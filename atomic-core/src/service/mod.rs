@@ -8,6 +8,7 @@ mod accounts;
 mod api_keys;
 mod merchants;
 mod payments;
+mod refunds;
 mod shutdown;
 mod sweeper;
 mod worker;
@@ -19,6 +20,7 @@ pub use accounts::AccountService;
 pub use api_keys::ApiKeyService;
 pub use merchants::MerchantService;
 pub use payments::{ENQUEUE_TIMEOUT, ENQUEUE_WAIT, PaymentRequest, PaymentService};
+pub use refunds::RefundService;
 pub use shutdown::{Shutdown, ShutdownTrigger, shutdown_channel};
 pub use sweeper::{SweepConfig, SweepReport, Sweeper};
 pub use worker::{Backoff, Processed, Worker, WorkerConfig};
@@ -33,7 +35,7 @@ use crate::ports::Ports;
 use crate::principal::Principal;
 
 /// What the core is configured with (parsed once, at start-up, by the application).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct CoreConfig {
     /// Accepted currencies; each gets a system account at start-up.
     pub currencies: Currencies,
@@ -45,6 +47,25 @@ pub struct CoreConfig {
     /// every request looks its key up). A key revoked through this process stops working at
     /// once; one revoked through another process, within this bound.
     pub api_key_cache_ttl: std::time::Duration,
+    /// How long an authorization may wait for its capture (`AUTHORIZATION_TTL`); past it a
+    /// capture is refused and the sweep cancels the payment.
+    pub authorization_ttl: std::time::Duration,
+}
+
+/// The default `AUTHORIZATION_TTL`: 7 days.
+pub const DEFAULT_AUTHORIZATION_TTL: std::time::Duration =
+    std::time::Duration::from_secs(7 * 24 * 3600);
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        Self {
+            currencies: Currencies::default(),
+            platform_key: None,
+            idempotency: IdempotencyPolicy::default(),
+            api_key_cache_ttl: std::time::Duration::ZERO,
+            authorization_ttl: DEFAULT_AUTHORIZATION_TTL,
+        }
+    }
 }
 
 /// Whether each dependency answers.
@@ -70,6 +91,8 @@ impl Readiness {
 pub struct Services {
     /// Payments.
     pub payments: PaymentService,
+    /// Refunds.
+    pub refunds: RefundService,
     /// Accounts and their entries.
     pub accounts: AccountService,
     /// Merchant onboarding.
@@ -92,12 +115,17 @@ impl Services {
         let mut system = HashMap::new();
         for currency in config.currencies.iter() {
             let candidate = Account::system(currency, ports.clock.now());
-            let account = ports.ledger.ensure_system_account(&candidate).await?;
+            let account = ports
+                .store
+                .accounts()
+                .ensure_system_account(&candidate)
+                .await?;
             system.insert(currency, account.id);
         }
         let system: Arc<HashMap<Currency, AccountId>> = Arc::new(system);
         Ok(Self {
-            payments: PaymentService::new(&ports, system),
+            payments: PaymentService::new(&ports, system, config.authorization_ttl),
+            refunds: RefundService::new(&ports),
             accounts: AccountService::new(&ports),
             merchants: MerchantService::new(&ports),
             api_keys: ApiKeyService::new(&ports, config.platform_key, config.api_key_cache_ttl),
@@ -124,14 +152,15 @@ impl Services {
         fingerprint: Fingerprint,
     ) -> Result<ClaimOutcome> {
         self.ports
-            .idempotency
+            .store
+            .idempotency()
             .claim(scope, key, fingerprint, self.config.idempotency)
             .await
     }
 
     /// Releases a held idempotency claim (the operation failed and created nothing).
     pub async fn release_idempotency_key(&self, claim: &Claim) -> Result<()> {
-        self.ports.idempotency.release(claim).await
+        self.ports.store.idempotency().release(claim).await
     }
 
     /// A worker over these ports.
@@ -141,7 +170,7 @@ impl Services {
 
     /// A recovery sweeper over these ports.
     pub fn sweeper(&self, config: SweepConfig) -> Sweeper {
-        Sweeper::new(&self.ports, config)
+        Sweeper::new(&self.ports, config, self.config.authorization_ttl)
     }
 
     /// Asks every dependency at once whether it answers; one that has not answered `within`
@@ -154,7 +183,7 @@ impl Services {
             matches!(tokio::time::timeout(within, ping).await, Ok(Ok(())))
         }
         let (store, queue, limiter) = tokio::join!(
-            answers(within, self.ports.ledger.ping()),
+            answers(within, self.ports.store.accounts().ping()),
             answers(within, self.ports.queue.ping()),
             answers(within, self.ports.limiter.ping()),
         );

@@ -1,7 +1,9 @@
-//! Creating and reading payments. Creation checks the credited account (exists, is not a
-//! system account, belongs to the caller, has the payment's currency), stores the payment
-//! `PENDING`, then enqueues a job. The store write is the commitment: if the enqueue fails the
-//! payment is still accepted, and the sweep enqueues it later.
+//! Payments: create, capture, cancel, read. Creation checks the credited account (exists, is
+//! not a system account, belongs to the caller, has the payment's currency), stores the payment
+//! `PENDING`, then enqueues a job. A capture records the intent (`AUTHORIZED -> PROCESSING`)
+//! and enqueues a job; a worker posts it. A cancel moves no money, so it is one
+//! compare-and-set. The store write is the commitment: if the enqueue fails the request is
+//! still accepted, and the sweep enqueues its job later.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,9 +14,15 @@ use crate::failpoint;
 use crate::id::{AccountId, PaymentId};
 use crate::idempotency::{Claim, Completion};
 use crate::money::{Amount, Currency};
+use crate::metadata::Metadata;
 use crate::page::{Page, PageRequest};
-use crate::payment::{CardSource, Description, NewPayment, Payment, PaymentStatus};
-use crate::ports::{JobQueue, LedgerStore, MerchantStore, Ports};
+use crate::payment::{
+    CancellationReason, CaptureMethod, CardSource, Description, NewPayment, Payment,
+    PaymentStatus,
+};
+use crate::ports::{
+    AccountStore, Job, JobQueue, MerchantStore, PaymentFilter, PaymentStore, Ports,
+};
 use crate::principal::{Owner, Principal};
 use crate::time::Clock;
 
@@ -53,28 +61,40 @@ pub struct PaymentRequest {
     pub source: CardSource,
     /// Description; `None` means the default.
     pub description: Option<Description>,
+    /// Automatic (the default) or manual capture.
+    pub capture_method: CaptureMethod,
+    /// The merchant's own key-value pairs.
+    pub metadata: Metadata,
 }
 
-/// Payments: create, read, list.
+/// Payments: create, capture, cancel, read, list.
 #[derive(Clone)]
 pub struct PaymentService {
-    ledger: Arc<dyn LedgerStore>,
+    accounts: Arc<dyn AccountStore>,
+    payments: Arc<dyn PaymentStore>,
     merchants: Arc<dyn MerchantStore>,
     queue: Arc<dyn JobQueue>,
     clock: Arc<dyn Clock>,
     system_accounts: Arc<HashMap<Currency, AccountId>>,
     merchant_accounts: Arc<Mutex<HashMap<AccountId, Credited>>>,
+    authorization_ttl: std::time::Duration,
 }
 
 impl PaymentService {
-    pub(super) fn new(ports: &Ports, system_accounts: Arc<HashMap<Currency, AccountId>>) -> Self {
+    pub(super) fn new(
+        ports: &Ports,
+        system_accounts: Arc<HashMap<Currency, AccountId>>,
+        authorization_ttl: std::time::Duration,
+    ) -> Self {
         Self {
-            ledger: ports.ledger.clone(),
-            merchants: ports.merchants.clone(),
+            accounts: ports.store.accounts().clone(),
+            payments: ports.store.payments().clone(),
+            merchants: ports.store.merchants().clone(),
             queue: ports.queue.clone(),
             clock: ports.clock.clone(),
             system_accounts,
             merchant_accounts: Arc::default(),
+            authorization_ttl,
         }
     }
 
@@ -89,7 +109,7 @@ impl PaymentService {
             return Ok(Some(*known));
         }
         let Some(account) = self
-            .ledger
+            .accounts
             .account(id, Principal::Platform)
             .await?
             .filter(|a| a.kind == AccountKind::Merchant)
@@ -168,6 +188,8 @@ impl PaymentService {
                 currency: request.currency,
                 source: request.source,
                 description: request.description.unwrap_or_default(),
+                capture_method: request.capture_method,
+                metadata: request.metadata,
                 idempotency_key: claim.map(|c| c.key.clone()),
                 created_by: caller,
             },
@@ -199,27 +221,14 @@ impl PaymentService {
         payment: &Payment,
         completion: Option<Completion>,
     ) -> Result<()> {
-        self.ledger.create_payment(payment, completion).await?;
+        self.payments.create_payment(payment, completion).await?;
         failpoint::hit(failpoint::PAYMENT_AFTER_INSERT).await;
-        let (id, queue) = (payment.id, self.queue.clone());
-        let enqueue = tokio::spawn(async move {
-            match tokio::time::timeout(ENQUEUE_TIMEOUT, queue.enqueue(&[id])).await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => {
-                    tracing::warn!(payment_id = %id, ?error, "enqueue failed; the sweep will retry");
-                }
-                Err(_) => {
-                    tracing::warn!(payment_id = %id, "enqueue timed out; the sweep will retry");
-                }
-            }
-        });
-        // A healthy queue answers well within the wait; a stalled one costs the answer no more
-        // than it, and the enqueue ends on its own.
-        let _ = tokio::time::timeout(ENQUEUE_WAIT, enqueue).await;
+        enqueue_hint(&self.queue, Job::Payment(payment.id)).await;
         tracing::info!(
             payment_id = %payment.id,
             amount = payment.amount.minor_units(),
             currency = %payment.currency,
+            capture_method = payment.capture_method.as_str(),
             source = %payment.source.masked(),
             "payment accepted"
         );
@@ -233,21 +242,127 @@ impl PaymentService {
         Ok(payment)
     }
 
+    /// Checks a capture of `amount` (all that was authorized when `None`) and returns the
+    /// payment as it will stand once the capture is accepted; writes nothing. The order of
+    /// checks is API.md's: the payment (404), its state (409; an authorization past
+    /// `AUTHORIZATION_TTL` counts as gone even before the sweep cancels it), the amount (422).
+    pub async fn prepare_capture(
+        &self,
+        caller: Principal,
+        id: PaymentId,
+        amount: Option<Amount>,
+    ) -> Result<Payment> {
+        let mut payment = self.get(caller, id).await?;
+        let now = self.clock.now();
+        if payment.status() != PaymentStatus::Authorized || self.expired(&payment, now) {
+            return Err(Error::InvalidState {
+                status: payment.status(),
+            });
+        }
+        let amount = amount.unwrap_or(payment.amount);
+        payment.request_capture(amount, now)?;
+        Ok(payment)
+    }
+
+    /// Records a prepared capture (with its idempotency completion) in one store step, then
+    /// enqueues the job a worker posts it from. Answers the payment as it now stands.
+    pub async fn submit_capture(
+        &self,
+        prepared: &Payment,
+        completion: Option<Completion>,
+    ) -> Result<Payment> {
+        let amount = prepared
+            .state()
+            .capture_requested()
+            .ok_or(Error::InvalidState {
+                status: prepared.status(),
+            })?;
+        let (payments, queue, id, ttl) = (
+            self.payments.clone(),
+            self.queue.clone(),
+            prepared.id,
+            self.authorization_ttl,
+        );
+        tokio::spawn(async move {
+            let payment = payments
+                .request_capture(id, amount, ttl, completion)
+                .await?;
+            enqueue_hint(&queue, Job::Payment(id)).await;
+            tracing::info!(payment_id = %id, amount = amount.minor_units(), "capture accepted");
+            Ok(payment)
+        })
+        .await
+        .map_err(Error::backend)?
+    }
+
+    /// Checks a cancel and returns the payment as it will stand once canceled; writes nothing.
+    pub async fn prepare_cancel(&self, caller: Principal, id: PaymentId) -> Result<Payment> {
+        let mut payment = self.get(caller, id).await?;
+        if payment.status() != PaymentStatus::Authorized {
+            return Err(Error::InvalidState {
+                status: payment.status(),
+            });
+        }
+        payment.cancel(CancellationReason::Requested, self.clock.now())?;
+        Ok(payment)
+    }
+
+    /// Cancels a prepared authorization (with its idempotency completion) in one
+    /// compare-and-set; nothing was ever posted, so no worker is involved.
+    pub async fn submit_cancel(
+        &self,
+        prepared: &Payment,
+        completion: Option<Completion>,
+    ) -> Result<Payment> {
+        let payment = self
+            .payments
+            .cancel(prepared.id, CancellationReason::Requested, completion)
+            .await?;
+        tracing::info!(payment_id = %payment.id, "authorization canceled");
+        Ok(payment)
+    }
+
+    /// Whether an `AUTHORIZED` payment's authorization is past `AUTHORIZATION_TTL`.
+    fn expired(&self, payment: &Payment, now: crate::time::Timestamp) -> bool {
+        payment.updated_at().saturating_add(self.authorization_ttl) <= now
+    }
+
     /// The payment, if the caller may see it.
     pub async fn get(&self, caller: Principal, id: PaymentId) -> Result<Payment> {
-        self.ledger
+        self.payments
             .payment(id, caller)
             .await?
             .ok_or(Error::NotFound)
     }
 
-    /// The caller's payments, newest first.
+    /// The caller's payments that pass `filter`, newest first.
     pub async fn list(
         &self,
         caller: Principal,
-        status: Option<PaymentStatus>,
+        filter: &PaymentFilter,
         page: PageRequest<PaymentId>,
     ) -> Result<Page<Payment>> {
-        self.ledger.payments(caller, status, page).await
+        self.payments.payments(caller, filter, page).await
     }
+}
+
+/// Enqueues the wake-up hint of a write the store has committed. The enqueue runs as a task of
+/// its own for up to [`ENQUEUE_TIMEOUT`]; the caller waits for it at most [`ENQUEUE_WAIT`]. A
+/// lost hint delays the job until the sweep finds it, never loses it.
+pub(super) async fn enqueue_hint(queue: &Arc<dyn JobQueue>, job: Job) {
+    let queue = queue.clone();
+    let enqueue = tokio::spawn(async move {
+        match tokio::time::timeout(ENQUEUE_TIMEOUT, queue.enqueue(&[job])).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(?job, ?error, "enqueue failed; the sweep will retry");
+            }
+            Err(_) => {
+                tracing::warn!(?job, "enqueue timed out; the sweep will retry");
+            }
+        }
+    });
+    // A healthy queue answers well within the wait; a stalled one costs the answer no more
+    // than it, and the enqueue ends on its own.
+    let _ = tokio::time::timeout(ENQUEUE_WAIT, enqueue).await;
 }

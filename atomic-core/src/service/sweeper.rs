@@ -1,14 +1,15 @@
 //! The recovery sweep: the store is the source of truth, the queue only hints. Every
-//! `interval` the sweep asks the store for payments nobody is working on (`PENDING` untouched
-//! for `stale_after`, or `PROCESSING` with a lease that ran out) and enqueues them again; it
-//! also purges expired idempotency keys. A lost enqueue, a flushed queue or a dead worker
+//! `interval` the sweep asks the store for payments and refunds nobody is working on (`PENDING`
+//! untouched for `stale_after`, or `PROCESSING` with no live lease: stuck charges, captures and
+//! refunds alike) and enqueues them again; it cancels authorizations past
+//! `AUTHORIZATION_TTL`, each exactly once; and it purges expired idempotency keys. A lost enqueue, a flushed queue or a dead worker
 //! therefore delays a payment, never strands it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::Result;
-use crate::ports::{IdempotencyStore, JobQueue, LedgerStore, Ports};
+use crate::ports::{IdempotencyStore, JobQueue, Ports, SettlementStore};
 use crate::service::Shutdown;
 
 /// How the sweep runs.
@@ -35,8 +36,10 @@ impl Default for SweepConfig {
 /// What one sweep did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SweepReport {
-    /// Payments enqueued again.
+    /// Payments and refunds enqueued again.
     pub requeued: usize,
+    /// Authorizations canceled because they expired.
+    pub expired: usize,
     /// Expired idempotency keys deleted.
     pub purged_keys: u64,
 }
@@ -44,10 +47,11 @@ pub struct SweepReport {
 /// The recovery sweep.
 #[derive(Clone)]
 pub struct Sweeper {
-    ledger: Arc<dyn LedgerStore>,
+    settlement: Arc<dyn SettlementStore>,
     idempotency: Arc<dyn IdempotencyStore>,
     queue: Arc<dyn JobQueue>,
     config: SweepConfig,
+    authorization_ttl: Duration,
 }
 
 impl std::fmt::Debug for Sweeper {
@@ -62,13 +66,14 @@ impl std::fmt::Debug for Sweeper {
 const MAX_ROUNDS: usize = 20;
 
 impl Sweeper {
-    /// A sweeper over `ports`.
-    pub fn new(ports: &Ports, config: SweepConfig) -> Self {
+    /// A sweeper over `ports`, canceling authorizations older than `authorization_ttl`.
+    pub fn new(ports: &Ports, config: SweepConfig, authorization_ttl: Duration) -> Self {
         Self {
-            ledger: ports.ledger.clone(),
-            idempotency: ports.idempotency.clone(),
+            settlement: ports.store.settlement().clone(),
+            idempotency: ports.store.idempotency().clone(),
             queue: ports.queue.clone(),
             config,
+            authorization_ttl,
         }
     }
 
@@ -77,7 +82,7 @@ impl Sweeper {
         let mut report = SweepReport::default();
         for _ in 0..MAX_ROUNDS {
             let due = self
-                .ledger
+                .settlement
                 .sweep(self.config.stale_after, self.config.batch)
                 .await?;
             if !due.is_empty() {
@@ -89,6 +94,7 @@ impl Sweeper {
                 break;
             }
         }
+        report.expired = self.expire().await?;
         report.purged_keys = self
             .idempotency
             .purge_expired(self.config.batch.saturating_mul(MAX_ROUNDS))
@@ -100,6 +106,25 @@ impl Sweeper {
             );
         }
         Ok(report)
+    }
+
+    /// Cancels the authorizations past their time, a batch at a time.
+    async fn expire(&self) -> Result<usize> {
+        let mut expired = 0;
+        for _ in 0..MAX_ROUNDS {
+            let canceled = self
+                .settlement
+                .expire_authorizations(self.authorization_ttl, self.config.batch)
+                .await?;
+            for payment in &canceled {
+                tracing::info!(payment_id = %payment.id, "authorization expired; payment canceled");
+            }
+            expired += canceled.len();
+            if canceled.len() < self.config.batch {
+                break;
+            }
+        }
+        Ok(expired)
     }
 
     /// Sweeps every `interval` until shutdown.

@@ -1,9 +1,14 @@
-//! The worker: takes payment jobs and settles them. Each step is a compare-and-set in the
-//! store, so any number of workers can run, any job can be delivered twice, and a worker can
-//! die at any line: a payment is claimed under a lease (`PENDING -> PROCESSING`), the card is
-//! charged, and [`LedgerStore::settle`] posts the money and sets the final status in one
-//! transaction, only for the lease holder. A lost worker's lease runs out and the job comes
-//! back.
+//! The worker: takes settlement jobs (charges, authorizations, captures and refunds) and
+//! settles them. Each step is a compare-and-set in the store, so any number of workers can
+//! run, any job can be delivered twice, and a worker can die at any line: a job is claimed
+//! under a lease, the processor is asked, and [`SettlementStore::settle`] posts the money and
+//! sets the status in one transaction, only for the lease holder, for the whole batch at once.
+//! A lost worker's lease runs out and the job comes back.
+//!
+//! What a claimed payment asks of the processor depends on its state: an automatic payment is
+//! charged (and posted), a manual one authorized (nothing posted), a capture captured (and
+//! posted). A refund is refunded at the processor, then posted from the merchant account; one
+//! the merchant's balance cannot cover fails with `insufficient_balance`.
 //!
 //! A payment ends only on a definitive answer: the card network approved (and the books took
 //! the posting) or declined. An outage never fails a payment: a failed step is retried with
@@ -24,15 +29,16 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use crate::card::{CardOutcome, Charge};
-use crate::error::{Error, Result};
+use crate::card::{CardOutcome, CardRefund, Charge};
+use crate::error::{Error, Invariant, Result};
 use crate::failpoint;
 use crate::ledger::Transfer;
-use crate::payment::{FailureReason, Payment, PaymentStatus};
+use crate::payment::{CaptureMethod, FailureReason, Payment, PaymentState, PaymentStatus};
 use crate::ports::{
-    BeginOutcome, CardProcessor, Delivery, JobQueue, LeaseId, LedgerStore, Ports, SettleOutcome,
-    Settlement, SettlementResult,
+    BeginOutcome, CardProcessor, Delivery, Job, JobQueue, LeaseId, Ports, RefundBegin,
+    RefundResult, SettleOutcome, Settlement, SettlementResult, SettlementStore,
 };
+use crate::refund::{Refund, RefundFailureReason, RefundStatus};
 use crate::service::Shutdown;
 use crate::time::Clock;
 
@@ -95,8 +101,11 @@ impl Default for WorkerConfig {
 /// What processing one delivery did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Processed {
-    /// This worker settled the payment with this final status.
+    /// This worker settled the payment: it is now in this status (`AUTHORIZED` for a manual
+    /// capture's authorization, else final).
     Settled(PaymentStatus),
+    /// This worker settled the refund with this final status.
+    RefundSettled(RefundStatus),
     /// It was already terminal, or another worker settled it first.
     AlreadyFinished,
     /// Another worker holds it under a live lease.
@@ -113,10 +122,10 @@ pub enum Processed {
     GaveUp,
 }
 
-/// Settles payment jobs. Clones share the ports.
+/// Settles jobs. Clones share the ports.
 #[derive(Clone)]
 pub struct Worker {
-    ledger: Arc<dyn LedgerStore>,
+    settlement: Arc<dyn SettlementStore>,
     queue: Arc<dyn JobQueue>,
     cards: Arc<dyn CardProcessor>,
     clock: Arc<dyn Clock>,
@@ -131,11 +140,53 @@ impl std::fmt::Debug for Worker {
     }
 }
 
+/// What claiming one delivery's job gave.
+enum Claimed {
+    /// A payment to charge, authorize or capture.
+    Payment(Payment),
+    /// A refund to refund.
+    Refund(Refund),
+    /// A payment whose earlier attempt is being voided.
+    Voiding { payment: Payment, attempt: LeaseId },
+    /// Nothing to do; the job is acked.
+    Nothing(Processed),
+}
+
+/// What the processor is asked for a claimed payment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Call {
+    Charge,
+    Authorize,
+    Capture,
+}
+
+/// The processor's answer for one claimed job.
+enum Asked {
+    Payment {
+        payment: Payment,
+        call: Call,
+        charge: Charge,
+        answer: Result<CardOutcome>,
+    },
+    Refund {
+        refund: Refund,
+        answer: Result<CardOutcome>,
+    },
+}
+
+/// A settlement decided for one job, with what undoing it at the processor needs.
+struct Decided {
+    settlement: Settlement,
+    /// The charge or authorization to void if it is never posted (`None` for captures and
+    /// refunds, which the next holder repeats idempotently instead).
+    voidable: Option<Charge>,
+}
+
 impl Worker {
     /// A worker over `ports`.
     pub fn new(ports: &Ports, config: WorkerConfig) -> Self {
         Self {
-            ledger: ports.ledger.clone(),
+            settlement: ports.store.settlement().clone(),
             queue: ports.queue.clone(),
             cards: ports.cards.clone(),
             clock: ports.clock.clone(),
@@ -235,18 +286,14 @@ impl Worker {
         }
     }
 
-    /// Processes reserved deliveries to their end, together: the payments are claimed under
-    /// one lease in one store call, charged concurrently, and settled in one store call
-    /// ([`LedgerStore::settle_many`]); each delivery then ends as [`Self::process`] would
-    /// have ended it alone. One outcome per delivery, in order.
+    /// Processes reserved deliveries to their end, together: their jobs are claimed under one
+    /// lease, the processor is asked for each concurrently, and everything decided is settled
+    /// in one store call ([`SettlementStore::settle`]); each delivery then ends as
+    /// [`Self::process`] would have ended it alone. One outcome per delivery, in order.
     pub async fn process_batch(&self, deliveries: &[Delivery]) -> Vec<Processed> {
         let lease = LeaseId::generate();
-        let mut outcomes: Vec<Option<Processed>> = vec![None; deliveries.len()];
-        let begun = match self.begin_all(deliveries, lease).await {
-            Ok(begun) => {
-                failpoint::hit(failpoint::WORKER_AFTER_CLAIM).await;
-                begun
-            }
+        let claimed = match self.claim_all(deliveries, lease).await {
+            Ok(claimed) => claimed,
             Err(error) => {
                 let mut retried = Vec::with_capacity(deliveries.len());
                 for delivery in deliveries {
@@ -255,167 +302,271 @@ impl Worker {
                 return retried;
             }
         };
-        // Claimed payments, charged concurrently (a card network answers slowly).
-        // Deliveries that end in an ack, acked together at the end.
-        let mut done: Vec<usize> = Vec::new();
-        let mut charging = JoinSet::new();
-        for (index, (delivery, begun)) in deliveries.iter().zip(begun).enumerate() {
-            let payment = match begun {
-                BeginOutcome::Claimed(payment) => payment,
-                BeginOutcome::Voiding { payment, attempt } => {
+        failpoint::hit(failpoint::WORKER_AFTER_CLAIM).await;
+        let mut outcomes: Vec<Option<Processed>> = vec![None; deliveries.len()];
+        let mut done: Vec<Delivery> = Vec::new();
+        let mut asking = JoinSet::new();
+        for (index, claimed) in claimed.into_iter().enumerate() {
+            let delivery = &deliveries[index];
+            match claimed {
+                Claimed::Nothing(processed) => {
+                    outcomes[index] = Some(processed);
+                    done.push(delivery.clone());
+                }
+                Claimed::Voiding { payment, attempt } => {
                     // An earlier attempt's void began: it is voided (again) and the payment
                     // fails; a payment being voided is never charged again.
                     let charge = charge_of(&payment, attempt);
                     outcomes[index] = Some(self.void_and_fail(delivery, lease, &charge).await);
-                    continue;
                 }
-                BeginOutcome::Finished(_) => {
-                    outcomes[index] = Some(Processed::AlreadyFinished);
-                    done.push(index);
-                    continue;
+                Claimed::Payment(payment) => {
+                    let cards = self.cards.clone();
+                    asking.spawn(async move { (index, ask_payment(&*cards, payment, lease).await) });
                 }
-                BeginOutcome::Busy => {
-                    outcomes[index] = Some(Processed::Busy);
-                    done.push(index);
-                    continue;
+                Claimed::Refund(refund) => {
+                    let cards = self.cards.clone();
+                    asking.spawn(async move { (index, ask_refund(&*cards, refund).await) });
                 }
-                BeginOutcome::Missing => {
-                    tracing::warn!(payment_id = %delivery.payment_id, "job for an unknown payment");
-                    outcomes[index] = Some(Processed::Missing);
-                    done.push(index);
-                    continue;
-                }
-            };
-            let cards = self.cards.clone();
-            charging.spawn(async move {
-                let charge = charge_of(&payment, lease);
-                let answer = cards.charge(&charge).await;
-                (index, payment, charge, answer)
-            });
+            }
         }
         let mut decided = Vec::new();
-        while let Some(joined) = charging.join_next().await {
-            let Ok((index, payment, charge, answer)) = joined else {
-                // A panicking card adapter: its payment's lease runs out and the job comes back.
-                continue;
-            };
-            let delivery = &deliveries[index];
-            let last_attempt = delivery.attempt >= self.config.max_attempts;
-            let result = match answer {
-                Ok(CardOutcome::Approved) => {
-                    match Transfer::for_payment(&payment, self.clock.now()) {
-                        Ok(transfer) => SettlementResult::Posted(transfer),
-                        Err(_) => {
-                            outcomes[index] =
-                                Some(self.void_and_fail(delivery, lease, &charge).await);
-                            continue;
-                        }
-                    }
-                }
-                Ok(CardOutcome::Declined(reason)) => SettlementResult::Failed(reason),
-                Err(error) if last_attempt => {
-                    tracing::error!(payment_id = %payment.id, ?error, "no answer from the card network by the last attempt");
-                    outcomes[index] = Some(self.void_and_fail(delivery, lease, &charge).await);
-                    continue;
-                }
-                Err(error) => {
-                    // The next attempt charges anew, so this one, perhaps approved unanswered,
-                    // is voided first.
-                    if let Err(void_error) = self.cards.void(&charge).await {
-                        tracing::error!(payment_id = %payment.id, ?void_error, "an unanswered charge could not be voided before the retry");
-                    }
-                    outcomes[index] = Some(self.retry(delivery, Some(lease), &error).await);
-                    continue;
-                }
-            };
-            decided.push((index, charge, result));
+        while let Some(joined) = asking.join_next().await {
+            // A panicking card adapter: its job's lease runs out and the job comes back.
+            let Ok((index, asked)) = joined else { continue };
+            match self.decide(&deliveries[index], lease, asked).await {
+                Ok(decision) => decided.push((index, decision)),
+                Err(processed) => outcomes[index] = Some(processed),
+            }
         }
-        // Settle what was decided, in one store call.
-        let settlements: Vec<Settlement> = decided
-            .iter()
-            .map(|(index, _, result)| Settlement {
-                payment_id: deliveries[*index].payment_id,
-                lease,
-                result: result.clone(),
-            })
-            .collect();
-        let settled = match settlements.as_slice() {
-            [] => Vec::new(),
-            [one] => vec![self.ledger.settle(one).await],
-            many => self.ledger.settle_many(many).await,
-        };
-        if settled.iter().any(Result::is_ok) {
-            failpoint::hit(failpoint::WORKER_AFTER_SETTLE_COMMIT).await;
-        }
-        for ((index, charge, result), settled) in decided.into_iter().zip(settled) {
-            let delivery = &deliveries[index];
-            let posted = matches!(result, SettlementResult::Posted(_));
-            outcomes[index] = Some(
-                match settled.map(|outcome| log_settled(delivery, outcome)) {
-                    // Approved, but the lease is lost: only the lease that charged may post
-                    // this attempt, so it is never posted; whoever holds the payment now
-                    // charges an attempt of its own.
-                    Ok(Processed::AlreadyFinished) if posted => {
-                        self.void_unposted(delivery, &charge).await
-                    }
-                    Ok(outcome) => self.ack(delivery, outcome).await,
-                    Err(Error::Invariant(invariant)) if posted => {
-                        // The books refused the posting (e.g. a balance would overflow): retrying
-                        // cannot help, so the charge is voided and the payment fails.
-                        tracing::error!(payment_id = %delivery.payment_id, %invariant, "posting refused by the books");
-                        self.void_and_fail(delivery, lease, &charge).await
-                    }
-                    Err(error) => self.retry(delivery, Some(lease), &error).await,
-                },
-            );
-        }
-        let acks: Vec<Delivery> = done.iter().map(|i| deliveries[*i].clone()).collect();
-        let acked = match acks.as_slice() {
-            [] => Ok(()),
-            [one] => self.queue.ack(one).await,
-            many => self.queue.ack_many(many).await,
-        };
-        if let Err(error) = acked {
-            // The jobs will come back and find their payments finished: harmless.
-            tracing::warn!(?error, jobs = acks.len(), "ack failed");
-        }
+        self.settle_decided(deliveries, lease, decided, &mut outcomes)
+            .await;
+        self.ack_all(&done).await;
         deliveries
             .iter()
             .zip(outcomes)
             .map(|(delivery, outcome)| {
                 outcome.unwrap_or_else(|| {
-                    tracing::error!(payment_id = %delivery.payment_id, "charging the card panicked; the lease will run out");
+                    tracing::error!(job = ?delivery.job, "asking the processor panicked; the lease will run out");
                     Processed::GaveUp
                 })
             })
             .collect()
     }
 
-    /// Claims every delivery's payment under `lease`: one outcome per delivery.
-    async fn begin_all(
+    /// Settles every decided job in one store call and ends each delivery by its result.
+    async fn settle_decided(
         &self,
         deliveries: &[Delivery],
         lease: LeaseId,
-    ) -> Result<Vec<BeginOutcome>> {
-        let ids: Vec<_> = deliveries.iter().map(|d| d.payment_id).collect();
-        let outcomes = match ids.as_slice() {
-            [one] => vec![
-                self.ledger
-                    .begin_processing(*one, lease, self.config.lease)
-                    .await?,
-            ],
-            many => {
-                self.ledger
-                    .begin_processing_many(many, lease, self.config.lease)
-                    .await?
+        decided: Vec<(usize, Decided)>,
+        outcomes: &mut [Option<Processed>],
+    ) {
+        if decided.is_empty() {
+            return;
+        }
+        let settlements: Vec<Settlement> =
+            decided.iter().map(|(_, d)| d.settlement.clone()).collect();
+        let results = self.settlement.settle(&settlements).await;
+        if results.iter().any(Result::is_ok) {
+            failpoint::hit(failpoint::WORKER_AFTER_SETTLE_COMMIT).await;
+        }
+        if results.len() != decided.len() {
+            let error = Error::backend("the store answered a settlement of the wrong length");
+            for (index, _) in decided {
+                outcomes[index] = Some(self.retry(&deliveries[index], Some(lease), &error).await);
+            }
+            return;
+        }
+        for ((index, decision), result) in decided.into_iter().zip(results) {
+            let delivery = &deliveries[index];
+            outcomes[index] = Some(self.finish(delivery, lease, decision, result).await);
+        }
+    }
+
+    /// Claims every delivery's job under `lease`, payments and refunds each in one store call:
+    /// one result per delivery, in order.
+    async fn claim_all(&self, deliveries: &[Delivery], lease: LeaseId) -> Result<Vec<Claimed>> {
+        let payment_ids: Vec<_> = deliveries
+            .iter()
+            .filter_map(|d| match d.job {
+                Job::Payment(id) => Some(id),
+                Job::Refund(_) => None,
+            })
+            .collect();
+        let refund_ids: Vec<_> = deliveries
+            .iter()
+            .filter_map(|d| match d.job {
+                Job::Refund(id) => Some(id),
+                Job::Payment(_) => None,
+            })
+            .collect();
+        let duration = self.config.lease;
+        let mut payments = if payment_ids.is_empty() {
+            Vec::new()
+        } else {
+            self.settlement.begin_payments(&payment_ids, lease, duration).await?
+        };
+        let mut refunds = if refund_ids.is_empty() {
+            Vec::new()
+        } else {
+            self.settlement.begin_refunds(&refund_ids, lease, duration).await?
+        };
+        if payments.len() != payment_ids.len() || refunds.len() != refund_ids.len() {
+            return Err(Error::backend("the store answered a claim of the wrong length"));
+        }
+        // Outcomes come back in the order asked; hand them out in delivery order.
+        payments.reverse();
+        refunds.reverse();
+        let mut claimed = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            claimed.push(match delivery.job {
+                Job::Payment(_) => payments.pop().map(claimed_payment),
+                Job::Refund(_) => refunds.pop().map(claimed_refund),
+            }
+            .ok_or_else(|| Error::backend("the store answered a claim of the wrong length"))?);
+        }
+        Ok(claimed)
+    }
+
+    /// Turns the processor's answer into a settlement, or ends the delivery at once (a retry,
+    /// a void) when there is nothing to settle.
+    async fn decide(
+        &self,
+        delivery: &Delivery,
+        lease: LeaseId,
+        asked: Asked,
+    ) -> std::result::Result<Decided, Processed> {
+        match asked {
+            Asked::Payment {
+                payment,
+                call,
+                charge,
+                answer,
+            } => self.decide_payment(delivery, lease, payment, call, charge, answer).await,
+            Asked::Refund { refund, answer } => {
+                let result = match answer {
+                    Ok(CardOutcome::Approved) => {
+                        match Transfer::for_refund(&refund, self.clock.now()) {
+                            Ok(transfer) => RefundResult::Posted(transfer),
+                            Err(_) => RefundResult::Failed(RefundFailureReason::ProcessingError),
+                        }
+                    }
+                    Ok(CardOutcome::Declined(_)) => {
+                        RefundResult::Failed(RefundFailureReason::ProcessingError)
+                    }
+                    // A refund is never failed for an outage: it is retried, and past its
+                    // attempts the sweep brings it back.
+                    Err(error) => return Err(self.retry(delivery, Some(lease), &error).await),
+                };
+                Ok(Decided {
+                    settlement: Settlement::Refund {
+                        refund_id: refund.id,
+                        lease,
+                        result,
+                    },
+                    voidable: None,
+                })
+            }
+        }
+    }
+
+    async fn decide_payment(
+        &self,
+        delivery: &Delivery,
+        lease: LeaseId,
+        payment: Payment,
+        call: Call,
+        charge: Charge,
+        answer: Result<CardOutcome>,
+    ) -> std::result::Result<Decided, Processed> {
+        let last_attempt = delivery.attempt >= self.config.max_attempts;
+        let voidable = (call != Call::Capture).then(|| charge.clone());
+        let result = match answer {
+            Ok(CardOutcome::Approved) if call == Call::Authorize => SettlementResult::Authorized,
+            Ok(CardOutcome::Approved) => match Transfer::for_payment(&payment, self.clock.now()) {
+                Ok(transfer) => SettlementResult::Posted(transfer),
+                Err(_) => return Err(self.void_and_fail(delivery, lease, &charge).await),
+            },
+            Ok(CardOutcome::Declined(reason)) => SettlementResult::Failed(reason),
+            // A capture is once-only at the processor: it is retried, never voided, and past
+            // its attempts the sweep brings it back.
+            Err(error) if call == Call::Capture => {
+                return Err(self.retry(delivery, Some(lease), &error).await);
+            }
+            Err(error) if last_attempt => {
+                tracing::error!(payment_id = %payment.id, ?error, "no answer from the card network by the last attempt");
+                return Err(self.void_and_fail(delivery, lease, &charge).await);
+            }
+            Err(error) => {
+                // The next attempt charges anew, so this one, perhaps approved unanswered,
+                // is voided first.
+                if let Err(void_error) = self.cards.void(&charge).await {
+                    tracing::error!(payment_id = %payment.id, ?void_error, "an unanswered charge could not be voided before the retry");
+                }
+                return Err(self.retry(delivery, Some(lease), &error).await);
             }
         };
-        if outcomes.len() != ids.len() {
-            return Err(Error::backend(
-                "the store answered a claim of the wrong length",
-            ));
+        Ok(Decided {
+            settlement: Settlement::Payment {
+                payment_id: payment.id,
+                lease,
+                result,
+            },
+            voidable,
+        })
+    }
+
+    /// Ends a delivery by the store's answer to its settlement.
+    async fn finish(
+        &self,
+        delivery: &Delivery,
+        lease: LeaseId,
+        decided: Decided,
+        result: Result<SettleOutcome>,
+    ) -> Processed {
+        let money_moved = match &decided.settlement {
+            Settlement::Payment { result, .. } => !matches!(result, SettlementResult::Failed(_)),
+            Settlement::Refund { result, .. } => matches!(result, RefundResult::Posted(_)),
+        };
+        match (result.map(|outcome| log_settled(delivery, outcome)), decided.voidable) {
+            // Approved, but the lease is lost: only the lease that charged may post this
+            // attempt, so it is never posted; whoever holds the payment now charges an attempt
+            // of its own.
+            (Ok(Processed::AlreadyFinished), Some(charge)) if money_moved => {
+                self.void_unposted(delivery, &charge).await
+            }
+            (Ok(outcome), _) => self.ack(delivery, outcome).await,
+            (Err(Error::Invariant(Invariant::InsufficientFunds)), _)
+                if money_moved && matches!(decided.settlement, Settlement::Refund { .. }) =>
+            {
+                self.fail_uncovered_refund(delivery, lease).await
+            }
+            (Err(Error::Invariant(invariant)), Some(charge)) if money_moved => {
+                // The books refused the posting (e.g. a balance would overflow): retrying
+                // cannot help, so the charge is voided and the payment fails.
+                tracing::error!(job = ?delivery.job, %invariant, "posting refused by the books");
+                self.void_and_fail(delivery, lease, &charge).await
+            }
+            (Err(error), _) => self.retry(delivery, Some(lease), &error).await,
         }
-        Ok(outcomes)
+    }
+
+    /// A refund the merchant's balance cannot cover ends `FAILED` with `insufficient_balance`,
+    /// posting nothing; its amount is refundable again.
+    async fn fail_uncovered_refund(&self, delivery: &Delivery, lease: LeaseId) -> Processed {
+        let Job::Refund(refund_id) = delivery.job else {
+            return self.ack(delivery, Processed::Missing).await;
+        };
+        tracing::warn!(%refund_id, "the merchant balance cannot cover the refund; it fails");
+        let failed = Settlement::Refund {
+            refund_id,
+            lease,
+            result: RefundResult::Failed(RefundFailureReason::InsufficientBalance),
+        };
+        match self.settle_one(delivery, failed).await {
+            Ok(outcome) => self.ack(delivery, outcome).await,
+            Err(error) => self.retry(delivery, Some(lease), &error).await,
+        }
     }
 
     /// Voids the charge, then fails the payment with `processing_error`. If either step cannot
@@ -430,8 +581,8 @@ impl Worker {
         // Mark the payment first, under our lease, so that no later attempt charges or posts it
         // while (or after) this attempt is voided.
         match self
-            .ledger
-            .begin_void(delivery.payment_id, lease, self.config.lease)
+            .settlement
+            .begin_void(charge.payment_id, lease, self.config.lease)
             .await
         {
             Ok(true) => {}
@@ -443,8 +594,12 @@ impl Worker {
         if let Err(error) = self.cards.void(charge).await {
             return self.retry(delivery, Some(lease), &error).await;
         }
-        let failed = SettlementResult::Failed(FailureReason::ProcessingError);
-        match self.settle(delivery, lease, failed).await {
+        let failed = Settlement::Payment {
+            payment_id: charge.payment_id,
+            lease,
+            result: SettlementResult::Failed(FailureReason::ProcessingError),
+        };
+        match self.settle_one(delivery, failed).await {
             Ok(outcome) => self.ack(delivery, outcome).await,
             Err(error) => self.retry(delivery, Some(lease), &error).await,
         }
@@ -453,71 +608,126 @@ impl Worker {
     /// Voids a charge that can never be posted (its lease is lost) and acks the job: the
     /// payment is another worker's to decide.
     async fn void_unposted(&self, delivery: &Delivery, charge: &Charge) -> Processed {
-        tracing::warn!(payment_id = %delivery.payment_id, "lease lost after charging; voiding this attempt");
+        tracing::warn!(payment_id = %charge.payment_id, "lease lost after charging; voiding this attempt");
         if let Err(error) = self.cards.void(charge).await {
-            tracing::error!(payment_id = %delivery.payment_id, ?error, "a charge that will not be posted could not be voided");
+            tracing::error!(payment_id = %charge.payment_id, ?error, "a charge that will not be posted could not be voided");
         }
         self.ack(delivery, Processed::AlreadyFinished).await
     }
 
-    async fn settle(
-        &self,
-        delivery: &Delivery,
-        lease: LeaseId,
-        result: SettlementResult,
-    ) -> Result<Processed> {
-        let settlement = Settlement {
-            payment_id: delivery.payment_id,
-            lease,
-            result,
-        };
-        self.ledger
-            .settle(&settlement)
+    async fn settle_one(&self, delivery: &Delivery, settlement: Settlement) -> Result<Processed> {
+        self.settlement
+            .settle(std::slice::from_ref(&settlement))
             .await
+            .pop()
+            .unwrap_or_else(|| Err(Error::backend("the store answered no settlement")))
             .map(|outcome| log_settled(delivery, outcome))
     }
 
     async fn ack(&self, delivery: &Delivery, outcome: Processed) -> Processed {
-        if let Err(error) = self.queue.ack(delivery).await {
-            // The job will come back and find the payment finished: harmless.
-            tracing::warn!(payment_id = %delivery.payment_id, ?error, "ack failed");
-        }
+        self.ack_all(std::slice::from_ref(delivery)).await;
         outcome
     }
 
+    async fn ack_all(&self, deliveries: &[Delivery]) {
+        if deliveries.is_empty() {
+            return;
+        }
+        if let Err(error) = self.queue.ack(deliveries).await {
+            // The jobs will come back and find their work finished: harmless.
+            tracing::warn!(?error, jobs = deliveries.len(), "ack failed");
+        }
+    }
+
     /// Releases the lease and brings the job back after a backoff. After the last attempt
-    /// the job is dead-lettered instead; the payment, still unfinished, comes back through the
-    /// recovery sweep with fresh attempts. A step that failed never fails the payment.
+    /// the job is dead-lettered instead; its payment or refund, still unfinished, comes back
+    /// through the recovery sweep with fresh attempts. A step that failed never fails a job.
     async fn retry(&self, delivery: &Delivery, lease: Option<LeaseId>, error: &Error) -> Processed {
-        let id = delivery.payment_id;
+        let job = delivery.job;
         if let Some(lease) = lease
-            && let Err(release_error) = self.ledger.release(id, lease).await
+            && let Err(release_error) = self.settlement.release(job, lease).await
         {
-            tracing::warn!(payment_id = %id, ?release_error, "release failed; the lease will run out");
+            tracing::warn!(?job, ?release_error, "release failed; the lease will run out");
         }
         if delivery.attempt >= self.config.max_attempts {
-            tracing::error!(payment_id = %id, attempt = delivery.attempt, ?error, "attempts exhausted; the job is dead-lettered and the sweep will bring the payment back");
+            tracing::error!(?job, attempt = delivery.attempt, ?error, "attempts exhausted; the job is dead-lettered and the sweep will bring it back");
             if let Err(queue_error) = self.queue.dead_letter(delivery, "attempts exhausted").await {
-                tracing::warn!(payment_id = %id, ?queue_error, "dead-lettering failed");
+                tracing::warn!(?job, ?queue_error, "dead-lettering failed");
             }
             return Processed::GaveUp;
         }
-        let delay = self
-            .config
-            .backoff
-            .delay(delivery.attempt, id.as_uuid().as_u64_pair().1);
-        tracing::warn!(payment_id = %id, attempt = delivery.attempt, ?delay, ?error, "will retry");
+        let delay = self.config.backoff.delay(delivery.attempt, job_seed(job));
+        tracing::warn!(?job, attempt = delivery.attempt, ?delay, ?error, "will retry");
         if let Err(queue_error) = self.queue.retry(delivery, delay).await {
-            tracing::warn!(payment_id = %id, ?queue_error, "retry not scheduled; the job comes back when its visibility runs out");
+            tracing::warn!(?job, ?queue_error, "retry not scheduled; the job comes back when its visibility runs out");
         }
         Processed::Retrying { delay }
     }
 }
 
+/// Spreads the retries of different jobs apart.
+fn job_seed(job: Job) -> u64 {
+    match job {
+        Job::Payment(id) => id.as_uuid().as_u64_pair().1,
+        Job::Refund(id) => id.as_uuid().as_u64_pair().1,
+    }
+}
+
+fn claimed_payment(begun: BeginOutcome) -> Claimed {
+    match begun {
+        BeginOutcome::Claimed(payment) => Claimed::Payment(payment),
+        BeginOutcome::Voiding { payment, attempt } => Claimed::Voiding { payment, attempt },
+        BeginOutcome::Finished(_) => Claimed::Nothing(Processed::AlreadyFinished),
+        BeginOutcome::Busy => Claimed::Nothing(Processed::Busy),
+        BeginOutcome::Missing => {
+            tracing::warn!("job for an unknown payment");
+            Claimed::Nothing(Processed::Missing)
+        }
+    }
+}
+
+fn claimed_refund(begun: RefundBegin) -> Claimed {
+    match begun {
+        RefundBegin::Claimed(refund) => Claimed::Refund(refund),
+        RefundBegin::Finished(_) => Claimed::Nothing(Processed::AlreadyFinished),
+        RefundBegin::Busy => Claimed::Nothing(Processed::Busy),
+        RefundBegin::Missing => {
+            tracing::warn!("job for an unknown refund");
+            Claimed::Nothing(Processed::Missing)
+        }
+    }
+}
+
+/// Asks the processor what a claimed payment's state calls for.
+async fn ask_payment(cards: &dyn CardProcessor, payment: Payment, lease: LeaseId) -> Asked {
+    let call = match (payment.state(), payment.capture_method) {
+        (PaymentState::Capturing(_), _) => Call::Capture,
+        (_, CaptureMethod::Manual) => Call::Authorize,
+        (_, CaptureMethod::Automatic) => Call::Charge,
+    };
+    let charge = charge_of(&payment, lease);
+    let answer = match call {
+        Call::Charge => cards.charge(&charge).await,
+        Call::Authorize => cards.authorize(&charge).await,
+        Call::Capture => cards.capture(&charge).await,
+    };
+    Asked::Payment {
+        payment,
+        call,
+        charge,
+        answer,
+    }
+}
+
+async fn ask_refund(cards: &dyn CardProcessor, refund: Refund) -> Asked {
+    let answer = cards.refund(&refund_of(&refund)).await;
+    Asked::Refund { refund, answer }
+}
+
 /// What a settlement did, logged.
 fn log_settled(delivery: &Delivery, outcome: SettleOutcome) -> Processed {
     match outcome {
-        SettleOutcome::Settled(payment) => {
+        SettleOutcome::Payment(payment) => {
             tracing::info!(
                 payment_id = %payment.id,
                 status = %payment.status(),
@@ -526,21 +736,41 @@ fn log_settled(delivery: &Delivery, outcome: SettleOutcome) -> Processed {
             );
             Processed::Settled(payment.status())
         }
-        SettleOutcome::NotHeld { status } => {
-            tracing::info!(payment_id = %delivery.payment_id, %status, "lease lost before settling; nothing written");
+        SettleOutcome::Refund(refund) => {
+            tracing::info!(
+                refund_id = %refund.id,
+                payment_id = %refund.payment_id,
+                status = %refund.status(),
+                failure_reason = refund.failure_reason().map(|r| r.as_str()),
+                "refund settled"
+            );
+            Processed::RefundSettled(refund.status())
+        }
+        SettleOutcome::NotHeld => {
+            tracing::info!(job = ?delivery.job, "lease lost before settling; nothing written");
             Processed::AlreadyFinished
         }
     }
 }
 
-/// The charge of `payment` made by the claim `attempt`.
+/// The processor call of `payment` made by the claim `attempt`: the requested capture while
+/// capturing, else the whole amount.
 fn charge_of(payment: &Payment, attempt: LeaseId) -> Charge {
     Charge {
         payment_id: payment.id,
         attempt,
-        amount: payment.amount,
+        amount: payment.state().capture_requested().unwrap_or(payment.amount),
         currency: payment.currency,
         source: payment.source.clone(),
+    }
+}
+
+fn refund_of(refund: &Refund) -> CardRefund {
+    CardRefund {
+        refund_id: refund.id,
+        payment_id: refund.payment_id,
+        amount: refund.amount,
+        currency: refund.currency,
     }
 }
 
