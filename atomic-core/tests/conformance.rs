@@ -8,15 +8,7 @@ use atomic_core::time::ManualClock;
 
 fn store_kit() -> StoreKit {
     let clock = Arc::new(ManualClock::default());
-    let store = MemoryStore::new(clock.clone());
-    StoreKit {
-        ledger: Arc::new(store.clone()),
-        merchants: Arc::new(store.clone()),
-        api_keys: Arc::new(store.clone()),
-        idempotency: Arc::new(store.clone()),
-        audit: Some(Arc::new(store)),
-        time: clock,
-    }
+    StoreKit::new(Arc::new(MemoryStore::new(clock.clone())), clock)
 }
 
 mod ledger {
