@@ -8,11 +8,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 pub mod api_keys;
+pub mod capture;
+pub mod flows;
 pub mod idempotency;
 pub mod ledger;
+pub mod lists;
 pub mod merchants;
 pub mod queue;
 pub mod rate_limit;
+pub mod refunds;
 
 use std::sync::Arc;
 use std::time::Duration;
