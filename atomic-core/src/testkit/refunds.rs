@@ -726,6 +726,91 @@ pub async fn a_mixed_batch_writes_all_but_the_refused(kit: &StoreKit) {
     assert_books_clean(kit).await;
 }
 
+/// A partially captured payment refunds at most what was captured, not what was authorized.
+pub async fn refunds_are_bounded_by_the_captured_amount(kit: &StoreKit) {
+    let a = onboard(kit, Currency::USD).await;
+    let p = authorized(kit, &a, 1000).await;
+    kit.store
+        .payments()
+        .request_capture(p.id, amount(600), Duration::from_secs(3600), None)
+        .await
+        .unwrap();
+    let captured = super::flows::claim_and_post(kit, p.id).await;
+    assert_eq!(
+        (captured.amount_captured(), captured.refundable()),
+        (600, 600)
+    );
+    let over = kit
+        .store
+        .payments()
+        .create_refund(&refund_of(&captured, 601), None)
+        .await;
+    assert!(
+        matches!(over, Err(Error::AmountExceedsRefundable)),
+        "{over:?}"
+    );
+    let all = stored_refund(kit, &captured, 600).await;
+    assert!(matches!(
+        claim_and_post_refund(kit, all.id).await,
+        Ok(SettleOutcome::Refund(r)) if r.status() == RefundStatus::Success
+    ));
+    let now = reload(kit, p.id).await;
+    assert_eq!((now.amount_refunded(), now.refundable()), (600, 0));
+    assert_eq!(balance(kit, a.account.id).await, 0);
+    assert_books_clean(kit).await;
+}
+
+/// A batch naming one payment or refund twice settles it once: the second is `NotHeld`.
+pub async fn a_batch_naming_one_item_twice_settles_it_once(kit: &StoreKit) {
+    let a = onboard(kit, Currency::USD).await;
+    let p = succeeded(kit, &a, 1000).await;
+    let refund = stored_refund(kit, &p, 300).await;
+    let charge =
+        stored_payment_with(kit, &a, 200, CaptureMethod::Automatic, Metadata::default()).await;
+    let lease = LeaseId::generate();
+    let begun = kit
+        .store
+        .settlement()
+        .begin_payments(&[charge.id], lease, LEASE)
+        .await
+        .unwrap();
+    let [crate::ports::BeginOutcome::Claimed(held)] = &begun[..] else {
+        panic!("{begun:?}")
+    };
+    let claimed = kit
+        .store
+        .settlement()
+        .begin_refunds(&[refund.id], lease, LEASE)
+        .await
+        .unwrap();
+    let [RefundBegin::Claimed(held_refund)] = &claimed[..] else {
+        panic!("{claimed:?}")
+    };
+    let batch = [
+        posting(held, lease),
+        refund_posting(held_refund, lease),
+        posting(held, lease),
+        refund_posting(held_refund, lease),
+    ];
+    let results = kit.store.settlement().settle(&batch).await;
+    assert!(
+        matches!(&results[0], Ok(SettleOutcome::Payment(p)) if p.status() == PaymentStatus::Success),
+        "{results:?}"
+    );
+    assert_eq!(refund_result(&results[1]), Some(RefundStatus::Success));
+    assert!(
+        matches!(results[2], Ok(SettleOutcome::NotHeld)),
+        "{results:?}"
+    );
+    assert!(
+        matches!(results[3], Ok(SettleOutcome::NotHeld)),
+        "{results:?}"
+    );
+    assert_eq!(balance(kit, a.account.id).await, 1000 + 200 - 300);
+    assert_eq!(reload(kit, p.id).await.amount_refunded(), 300);
+    assert_books_clean(kit).await;
+}
+
 /// Generates the refund conformance tests for a `StoreKit` expression (row 35, which needs a
 /// drain, has its own macro: [`crate::refund_drain_conformance`]).
 #[macro_export]
@@ -743,6 +828,8 @@ macro_rules! refund_conformance {
                 a_refund_posting_that_does_not_match_is_refused,
                 concurrent_refunds_never_exceed_the_captured_amount,
                 a_mixed_batch_writes_all_but_the_refused,
+                refunds_are_bounded_by_the_captured_amount,
+                a_batch_naming_one_item_twice_settles_it_once,
             ]
         );
     };
