@@ -811,6 +811,87 @@ pub async fn a_batch_naming_one_item_twice_settles_it_once(kit: &StoreKit) {
     assert_books_clean(kit).await;
 }
 
+/// A refund that disagrees with its payment (accounts, owner, currency) or names no payment
+/// is refused, and reserves nothing.
+pub async fn create_refund_refuses_inconsistent_references(kit: &StoreKit) {
+    let a = onboard(kit, Currency::USD).await;
+    let b = onboard(kit, Currency::USD).await;
+    let p = succeeded(kit, &a, 1000).await;
+    let theirs = succeeded(kit, &b, 1000).await;
+    let mut other_account = refund_of(&p, 10);
+    other_account.merchant_account = b.account.id;
+    let mut other_owner = refund_of(&p, 10);
+    other_owner.owner = theirs.owner;
+    let mut other_currency = refund_of(&p, 10);
+    other_currency.currency = Currency::EUR;
+    let mut other_funding = refund_of(&p, 10);
+    other_funding.funding_account = a.account.id;
+    let mut no_payment = refund_of(&p, 10);
+    no_payment.payment_id = PaymentId::generate();
+    for bad in [
+        other_account,
+        other_owner,
+        other_currency,
+        other_funding,
+        no_payment,
+    ] {
+        assert!(
+            kit.store
+                .payments()
+                .create_refund(&bad, None)
+                .await
+                .is_err(),
+            "accepted {bad:?}"
+        );
+        assert_eq!(
+            kit.store
+                .payments()
+                .refund(bad.id, Principal::Platform)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    assert_eq!(reload(kit, p.id).await.amount_reserved(), 0);
+    assert_eq!(reload(kit, theirs.id).await.amount_reserved(), 0);
+    assert_books_clean(kit).await;
+}
+
+/// Sixteen workers racing to claim and post one refund: it is posted once.
+pub async fn concurrent_settlement_of_one_refund_happens_once(kit: &StoreKit) {
+    let a = onboard(kit, Currency::USD).await;
+    let p = succeeded(kit, &a, 1000).await;
+    let refund = stored_refund(kit, &p, 700).await;
+    let barrier = Arc::new(tokio::sync::Barrier::new(16));
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (kit, barrier, id) = (kit.clone(), barrier.clone(), refund.id);
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let lease = LeaseId::generate();
+            let begun = kit
+                .store
+                .settlement()
+                .begin_refunds(&[id], lease, LEASE)
+                .await
+                .unwrap();
+            let [RefundBegin::Claimed(held)] = &begun[..] else {
+                return false;
+            };
+            let settled = settle_one(&kit, refund_posting(held, lease)).await;
+            refund_result(&settled) == Some(RefundStatus::Success)
+        }));
+    }
+    let mut settled = 0;
+    for task in tasks {
+        settled += usize::from(task.await.unwrap());
+    }
+    assert_eq!(settled, 1);
+    assert_eq!(balance(kit, a.account.id).await, 300);
+    assert_eq!(reload(kit, p.id).await.amount_refunded(), 700);
+    assert_books_clean(kit).await;
+}
+
 /// Generates the refund conformance tests for a `StoreKit` expression (row 35, which needs a
 /// drain, has its own macro: [`crate::refund_drain_conformance`]).
 #[macro_export]
@@ -830,6 +911,8 @@ macro_rules! refund_conformance {
                 a_mixed_batch_writes_all_but_the_refused,
                 refunds_are_bounded_by_the_captured_amount,
                 a_batch_naming_one_item_twice_settles_it_once,
+                create_refund_refuses_inconsistent_references,
+                concurrent_settlement_of_one_refund_happens_once,
             ]
         );
     };
