@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::flows::{
-    LEASE, amount, authorized, claim_and_post_refund, claim_refund, posting, refund_of,
-    refund_posting, reload, reload_refund, settle_one, stored_payment_with, stored_refund,
-    succeeded,
+    LEASE, amount, authorized, claim_and_post_refund, claim_payment, claim_refund, posting,
+    refund_of, refund_posting, reload, reload_refund, settle_one, stored_payment_with,
+    stored_refund, succeeded,
 };
 use super::{StoreKit, acquire, assert_books_clean, completion, onboard, system_account};
 use crate::error::{Error, Invariant};
@@ -154,6 +154,25 @@ pub async fn refunds_beyond_the_refundable_or_of_unfinished_payments_are_refused
         )
         .await
         .unwrap();
+    let capturing = authorized(kit, &a, 500).await;
+    kit.store
+        .payments()
+        .request_capture(capturing.id, amount(500), Duration::from_secs(3600), None)
+        .await
+        .unwrap();
+    let failed =
+        stored_payment_with(kit, &a, 500, CaptureMethod::Automatic, Metadata::default()).await;
+    let (lease, _) = claim_payment(kit, failed.id).await;
+    settle_one(
+        kit,
+        Settlement::Payment {
+            payment_id: failed.id,
+            lease,
+            result: SettlementResult::Failed(FailureReason::CardDeclined),
+        },
+    )
+    .await
+    .unwrap();
 
     let over = refund_of(&p, 301);
     let mut attempts = vec![(over, None)];
@@ -161,6 +180,8 @@ pub async fn refunds_beyond_the_refundable_or_of_unfinished_payments_are_refused
         (&pending, PaymentStatus::Pending),
         (&auth, PaymentStatus::Authorized),
         (&canceled, PaymentStatus::Canceled),
+        (&capturing, PaymentStatus::Processing),
+        (&failed, PaymentStatus::Failed),
     ] {
         let before = reload(kit, payment.id).await;
         attempts.push((refund_of(&before, 1), Some(status)));
