@@ -1282,6 +1282,13 @@ impl Model {
         caller.can_access(owner).then_some(p)
     }
 
+    /// Whether payment `id` is an authorization whose TTL ends exactly now.
+    fn expires_now(&self, id: PaymentId, ttl: Duration) -> bool {
+        self.index.get(&id).is_some_and(|&i| {
+            matches!(self.payments[i].status, MStatus::Authorized { at } if at + ttl == self.now)
+        })
+    }
+
     /// What `prepare_capture` must answer: the amount to capture, or the refusal.
     fn expect_capture(
         &self,
@@ -2092,6 +2099,26 @@ impl Runner {
                     Refusal::InvalidState(_) => "capture: invalid state",
                     _ => "capture: exceeds",
                 });
+                return Ok(());
+            }
+            (Err(Refusal::InvalidState(PaymentStatus::Authorized)), Ok(prepared))
+                if self.model.expires_now(id, self.sut.authorization_ttl) =>
+            {
+                // A store that decides with its own clock stamps the authorization a little
+                // later than the services' clock reads it: exactly at the TTL the services may
+                // still take the capture, and the store, for which it has expired, refuses it.
+                let submitted = payments.submit_capture(&prepared, None).await;
+                prop_assert!(
+                    matches!(
+                        submitted,
+                        Err(Error::InvalidState {
+                            status: PaymentStatus::Authorized
+                        })
+                    ),
+                    "a capture at the TTL: {:?}",
+                    submitted
+                );
+                self.model.saw("capture: too late for the store");
                 return Ok(());
             }
             (expected, got) => {
