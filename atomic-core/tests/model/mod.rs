@@ -1856,6 +1856,14 @@ impl Runner {
                 if settled > 1 {
                     self.model.saw("batch: several settled together");
                 }
+                let refunds = got
+                    .iter()
+                    .filter(|p| matches!(p, Processed::RefundSettled(_)))
+                    .count();
+                if settled > 0 && refunds > 0 {
+                    self.model
+                        .saw("batch: payments and refunds settled together");
+                }
                 for (delivery, got) in deliveries.iter().zip(&got) {
                     if matches!(mode, WorkMode::CrashAfterCommit) {
                         self.model.saw("crash after commit");
@@ -2604,16 +2612,20 @@ async fn run_case<B: Backend>(case: Case) -> Result<(), TestCaseError> {
         runner.check_step(op).await?;
     }
     runner.finish().await?;
-    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
-    let seen = seen.get_or_insert_with(HashMap::new);
-    for (what, n) in &runner.model.seen {
-        *seen.entry(what).or_default() += n;
-    }
+    SEEN.with_borrow_mut(|seen| {
+        for (what, n) in &runner.model.seen {
+            *seen.entry(what).or_default() += n;
+        }
+    });
     Ok(())
 }
 
-/// Paths taken over all cases of a run.
-static SEEN: std::sync::Mutex<Option<HashMap<&'static str, usize>>> = std::sync::Mutex::new(None);
+thread_local! {
+    /// Paths taken over all cases of a run (a run drives its cases on its own thread, so runs
+    /// on other threads count apart).
+    static SEEN: std::cell::RefCell<HashMap<&'static str, usize>> =
+        std::cell::RefCell::new(HashMap::new());
+}
 
 fn processed_name(processed: Processed) -> &'static str {
     match processed {
@@ -2648,11 +2660,7 @@ pub(crate) fn run<B: Backend>(name: &str, must_reach: &[&str]) {
     if let Err(error) = result {
         panic!("{error}");
     }
-    let seen = SEEN
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take()
-        .unwrap_or_default();
+    let seen = SEEN.take();
     let mut paths: Vec<_> = seen.iter().collect();
     paths.sort();
     eprintln!(
