@@ -2910,3 +2910,39 @@ async fn a_mixed_batch_of_charges_captures_and_refunds_settles_in_one_store_call
     );
     shop.assert_books_clean().await;
 }
+
+#[tokio::test]
+async fn a_queue_outage_does_not_hold_back_the_expiry_of_authorizations() {
+    let shop = Shop::open().await;
+    let ttl = CoreConfig::default().authorization_ttl;
+    let held = shop.authorized(100).await.id;
+    // A payment whose job is lost, stale by the time the authorization expires: the sweep has
+    // a job to enqueue, and the queue is down.
+    shop.accepted(CaptureMethod::Automatic, 100, "tok_visa")
+        .await;
+    shop.queue.flush();
+    shop.clock.advance(ttl);
+    let mut queue = MockJobQueue::new();
+    queue
+        .expect_enqueue()
+        .times(1)
+        .returning(|_| Err(unavailable()));
+    let sweeper = Sweeper::new(
+        &Ports {
+            queue: Arc::new(queue),
+            ..shop.ports.clone()
+        },
+        sweep_config(),
+        ttl,
+    );
+
+    let swept = sweeper.tick().await;
+
+    assert!(matches!(swept, Err(Error::Unavailable(_))), "{swept:?}");
+    assert_eq!(
+        shop.payment(held).await.state(),
+        PaymentState::Canceled(CancellationReason::Expired),
+        "expiry needs only the store"
+    );
+    shop.assert_books_clean().await;
+}
