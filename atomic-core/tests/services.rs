@@ -2946,3 +2946,167 @@ async fn a_queue_outage_does_not_hold_back_the_expiry_of_authorizations() {
     );
     shop.assert_books_clean().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Races on one payment (TEST-MATRIX rows 33 and 34, in memory)
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_refunds_of_thirty_percent_reserve_no_more_than_was_captured() {
+    let shop = Shop::open().await;
+    let pid = shop.succeeded(10_000).await.id;
+    let barrier = Arc::new(tokio::sync::Barrier::new(50));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let (services, barrier) = (shop.services.clone(), barrier.clone());
+        tasks.spawn(async move {
+            barrier.wait().await;
+            let request = RefundRequest {
+                amount: Some(amount(3_000)),
+                ..RefundRequest::default()
+            };
+            services
+                .refunds
+                .create(Principal::Platform, pid, request)
+                .await
+        });
+    }
+    let mut accepted = 0;
+    while let Some(joined) = tasks.join_next().await {
+        match joined.expect("a refund task") {
+            Ok(_) => accepted += 1,
+            Err(Error::AmountExceedsRefundable) => {}
+            Err(other) => panic!("a refund answered {other:?}"),
+        }
+    }
+
+    assert_eq!(accepted, 3, "three refunds of 30% fit, a fourth never");
+    assert_eq!(shop.payment(pid).await.amount_reserved(), 9_000);
+    let processed = shop.worker(TestModeCards).run_once().await.expect("worker");
+    assert_eq!(
+        processed,
+        vec![Processed::RefundSettled(RefundStatus::Success); 3]
+    );
+    let stored = shop.payment(pid).await;
+    assert_eq!(
+        (stored.amount_refunded(), stored.refundable()),
+        (9_000, 1_000)
+    );
+    assert_eq!(shop.balance().await, 1_000);
+    shop.assert_books_clean().await;
+}
+
+/// Asks for a capture and a cancel of `id` at once; the results, capture first.
+async fn capture_and_cancel_at_once(
+    shop: &Shop,
+    id: PaymentId,
+) -> (atomic_core::Result<Payment>, atomic_core::Result<Payment>) {
+    let barrier = Arc::new(tokio::sync::Barrier::new(2));
+    let (services, at) = (shop.services.clone(), barrier.clone());
+    let capture = tokio::spawn(async move {
+        at.wait().await;
+        let prepared = services
+            .payments
+            .prepare_capture(Principal::Platform, id, None)
+            .await?;
+        services.payments.submit_capture(&prepared, None).await
+    });
+    let (services, at) = (shop.services.clone(), barrier);
+    let cancel = tokio::spawn(async move {
+        at.wait().await;
+        let prepared = services
+            .payments
+            .prepare_cancel(Principal::Platform, id)
+            .await?;
+        services.payments.submit_cancel(&prepared, None).await
+    });
+    (
+        capture.await.expect("the capture task"),
+        cancel.await.expect("the cancel task"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_racing_a_cancel_has_exactly_one_winner() {
+    let shop = Shop::open().await;
+    let (mut captures, mut cancels) = (0, 0);
+    for round in 0..20 {
+        let id = shop.authorized(100).await.id;
+
+        let (capture, cancel) = capture_and_cancel_at_once(&shop, id).await;
+
+        let processed = shop.worker(TestModeCards).run_once().await.expect("worker");
+        let stored = shop.payment(id).await;
+        match (capture, cancel) {
+            (Ok(_), Err(Error::InvalidState { status })) => {
+                assert_eq!(status, PaymentStatus::Processing, "round {round}");
+                assert_eq!(processed, vec![Processed::Settled(PaymentStatus::Success)]);
+                assert_eq!(stored.amount_captured(), 100, "round {round}");
+                captures += 1;
+            }
+            (Err(Error::InvalidState { status }), Ok(_)) => {
+                assert_eq!(status, PaymentStatus::Canceled, "round {round}");
+                assert!(processed.is_empty(), "round {round}: {processed:?}");
+                assert_eq!(
+                    stored.state(),
+                    PaymentState::Canceled(CancellationReason::Requested)
+                );
+                cancels += 1;
+            }
+            other => panic!("round {round}: not exactly one winner: {other:?}"),
+        }
+    }
+    assert_eq!(shop.balance().await, 100 * captures);
+    assert_eq!(captures + cancels, 20);
+    shop.assert_books_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_captures_at_once_post_once_and_a_refund_waits_for_success() {
+    let shop = Shop::open().await;
+    let id = shop.authorized(100).await.id;
+    let barrier = Arc::new(tokio::sync::Barrier::new(2));
+    let mut tasks = tokio::task::JoinSet::new();
+    for part in [40, 60] {
+        let (services, barrier) = (shop.services.clone(), barrier.clone());
+        tasks.spawn(async move {
+            barrier.wait().await;
+            let prepared = services
+                .payments
+                .prepare_capture(Principal::Platform, id, Some(amount(part)))
+                .await?;
+            services.payments.submit_capture(&prepared, None).await
+        });
+    }
+    let mut won = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined.expect("a capture task") {
+            Ok(payment) => won.push(payment.state()),
+            Err(Error::InvalidState {
+                status: PaymentStatus::Processing,
+            }) => {}
+            Err(other) => panic!("a capture answered {other:?}"),
+        }
+    }
+    assert_eq!(won.len(), 1, "one capture wins: {won:?}");
+    let PaymentState::Capturing(captured) = won[0] else {
+        panic!("the winner is capturing: {won:?}");
+    };
+    let early = shop.refund(id, Some(1)).await;
+    assert!(
+        matches!(
+            early,
+            Err(Error::InvalidState {
+                status: PaymentStatus::Processing
+            })
+        ),
+        "no refund before SUCCESS: {early:?}"
+    );
+
+    let processed = shop.worker(TestModeCards).run_once().await.expect("worker");
+
+    assert_eq!(processed, vec![Processed::Settled(PaymentStatus::Success)]);
+    assert_eq!(shop.balance().await, captured.minor_units(), "posted once");
+    assert_eq!(shop.entries().await.len(), 1);
+    shop.assert_books_clean().await;
+}
