@@ -3110,3 +3110,144 @@ async fn two_captures_at_once_post_once_and_a_refund_waits_for_success() {
     assert_eq!(shop.entries().await.len(), 1);
     shop.assert_books_clean().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Idempotency of captures, cancels and refunds
+// ---------------------------------------------------------------------------------------------
+
+impl Shop {
+    /// A claim of a fresh key by the platform.
+    async fn claim(&self, key: &str) -> atomic_core::idempotency::Claim {
+        match self
+            .services
+            .claim_idempotency_key(
+                Principal::Platform,
+                &IdempotencyKey::parse(key).expect("a valid key"),
+                Fingerprint::of("POST", "/test", key.as_bytes()),
+            )
+            .await
+            .expect("claim")
+        {
+            ClaimOutcome::Acquired(claim) => claim,
+            other => panic!("a fresh key is acquired, got {other:?}"),
+        }
+    }
+
+    /// Lets `claim` run past its lock timeout and takes its key over, so `claim` is lost.
+    async fn lose(&self, claim: &atomic_core::idempotency::Claim) {
+        self.clock
+            .advance(CoreConfig::default().idempotency.lock_timeout);
+        let taken = self
+            .services
+            .claim_idempotency_key(
+                Principal::Platform,
+                &claim.key,
+                Fingerprint::of("POST", "/test", b"another body"),
+            )
+            .await
+            .expect("claim");
+        assert!(matches!(taken, ClaimOutcome::Acquired(_)), "{taken:?}");
+    }
+}
+
+fn completion_of(claim: atomic_core::idempotency::Claim) -> Completion {
+    Completion {
+        claim,
+        response: StoredResponse {
+            status: 202,
+            body: bytes::Bytes::from_static(b"{}"),
+        },
+    }
+}
+
+#[tokio::test]
+async fn a_refund_carries_its_key_and_one_whose_claim_was_lost_reserves_nothing() {
+    let shop = Shop::open().await;
+    let pid = shop.succeeded(100).await.id;
+    let claim = shop.claim("refund-1").await;
+    let refund = shop
+        .services
+        .refunds
+        .prepare(
+            Principal::Platform,
+            pid,
+            RefundRequest::default(),
+            Some(&claim),
+        )
+        .await
+        .expect("prepared");
+    assert_eq!(refund.idempotency_key.as_ref(), Some(&claim.key));
+    let stranger = Principal::Merchant(MerchantId::generate());
+    let foreign = shop
+        .services
+        .refunds
+        .prepare(stranger, pid, RefundRequest::default(), Some(&claim))
+        .await;
+    assert!(
+        matches!(foreign, Err(Error::IdempotencyClaimLost)),
+        "a claim is used only by its scope: {foreign:?}"
+    );
+    shop.lose(&claim).await;
+
+    let submitted = shop
+        .services
+        .refunds
+        .submit(&refund, Some(completion_of(claim)))
+        .await;
+
+    assert!(
+        matches!(submitted, Err(Error::IdempotencyClaimLost)),
+        "{submitted:?}"
+    );
+    let stored = shop.payment(pid).await;
+    assert_eq!(
+        (stored.amount_reserved(), stored.refundable()),
+        (0, 100),
+        "nothing reserved"
+    );
+    assert!(
+        shop.services
+            .refunds
+            .get(Principal::Platform, refund.id)
+            .await
+            .is_err(),
+        "nothing stored"
+    );
+    assert_eq!(shop.queue.waiting(), 0, "nothing enqueued");
+}
+
+#[tokio::test]
+async fn a_capture_or_cancel_whose_claim_was_lost_changes_nothing() {
+    let shop = Shop::open().await;
+    let id = shop.authorized(100).await.id;
+    let payments = &shop.services.payments;
+    let capture = payments
+        .prepare_capture(Principal::Platform, id, None)
+        .await
+        .expect("prepared");
+    let cancel = payments
+        .prepare_cancel(Principal::Platform, id)
+        .await
+        .expect("prepared");
+    let (first, second) = (shop.claim("capture-1").await, shop.claim("cancel-1").await);
+    shop.lose(&first).await;
+    shop.lose(&second).await;
+
+    let captured = payments
+        .submit_capture(&capture, Some(completion_of(first)))
+        .await;
+    let canceled = payments
+        .submit_cancel(&cancel, Some(completion_of(second)))
+        .await;
+
+    assert!(
+        matches!(captured, Err(Error::IdempotencyClaimLost)),
+        "{captured:?}"
+    );
+    assert!(
+        matches!(canceled, Err(Error::IdempotencyClaimLost)),
+        "{canceled:?}"
+    );
+    assert_eq!(shop.payment(id).await.state(), PaymentState::Authorized);
+    assert_eq!(shop.queue.waiting(), 0, "nothing enqueued");
+}
