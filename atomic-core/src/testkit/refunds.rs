@@ -913,6 +913,49 @@ pub async fn concurrent_settlement_of_one_refund_happens_once(kit: &StoreKit) {
     assert_books_clean(kit).await;
 }
 
+/// A refund asked while its payment's capture is being posted: it is refused
+/// (`InvalidState`, the payment still `PROCESSING`) or accepted against the captured amount,
+/// never anything in between.
+pub async fn a_refund_racing_the_capture_posting_sees_one_state(kit: &StoreKit) {
+    let a = onboard(kit, Currency::USD).await;
+    for _ in 0..10 {
+        let p = authorized(kit, &a, 1000).await;
+        kit.store
+            .payments()
+            .request_capture(p.id, amount(800), Duration::from_secs(3600), None)
+            .await
+            .unwrap();
+        let (lease, held) = claim_payment(kit, p.id).await;
+        let refund = refund_of(&held, 800);
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let (k1, b1) = (kit.clone(), barrier.clone());
+        let post = tokio::spawn(async move {
+            b1.wait().await;
+            settle_one(&k1, posting(&held, lease)).await
+        });
+        let (k2, b2, r) = (kit.clone(), barrier.clone(), refund.clone());
+        let ask = tokio::spawn(async move {
+            b2.wait().await;
+            k2.store.payments().create_refund(&r, None).await
+        });
+        let posted = post.await.unwrap();
+        assert!(
+            matches!(&posted, Ok(SettleOutcome::Payment(done)) if done.amount_captured() == 800),
+            "{posted:?}"
+        );
+        let asked = ask.await.unwrap();
+        let now = reload(kit, p.id).await;
+        match asked {
+            Ok(()) => assert_eq!((now.amount_reserved(), now.refundable()), (800, 0)),
+            Err(Error::InvalidState {
+                status: PaymentStatus::Processing,
+            }) => assert_eq!((now.amount_reserved(), now.refundable()), (0, 800)),
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert_books_clean(kit).await;
+}
+
 /// Generates the refund conformance tests for a `StoreKit` expression (row 35, which needs a
 /// drain, has its own macro: [`crate::refund_drain_conformance`]).
 #[macro_export]
@@ -934,6 +977,7 @@ macro_rules! refund_conformance {
                 a_batch_naming_one_item_twice_settles_it_once,
                 create_refund_refuses_inconsistent_references,
                 concurrent_settlement_of_one_refund_happens_once,
+                a_refund_racing_the_capture_posting_sees_one_state,
             ]
         );
     };
