@@ -228,7 +228,7 @@ async fn shop_with_a_payment(ports: &Ports) -> (Services, atomic_core::Account, 
     let account = open_usd_account(&services).await;
     let payment = services
         .payments
-        .create(Principal::Platform, pay(&account, "tok_visa"))
+        .create(Principal::Platform, pay(&account, "tok_visa"), None)
         .await
         .expect("accepted");
     (services, account, payment)
@@ -1350,13 +1350,13 @@ async fn a_panicking_adapter_costs_one_job_not_the_workers() {
     for _ in 0..3 {
         services
             .payments
-            .create(Principal::Platform, pay(&account, "tok_poison"))
+            .create(Principal::Platform, pay(&account, "tok_poison"), None)
             .await
             .expect("accepted");
     }
     let good = services
         .payments
-        .create(Principal::Platform, pay(&account, "tok_visa"))
+        .create(Principal::Platform, pay(&account, "tok_visa"), None)
         .await
         .expect("accepted");
 
@@ -1868,6 +1868,7 @@ impl Shop {
                     capture_method,
                     ..pay(&self.account, token)
                 },
+                None,
             )
             .await
             .expect("accepted")
@@ -1913,7 +1914,7 @@ impl Shop {
         };
         self.services
             .refunds
-            .create(Principal::Platform, id, request)
+            .create(Principal::Platform, id, request, None)
             .await
     }
 
@@ -2967,7 +2968,7 @@ async fn fifty_concurrent_refunds_of_thirty_percent_reserve_no_more_than_was_cap
             };
             services
                 .refunds
-                .create(Principal::Platform, pid, request)
+                .create(Principal::Platform, pid, request, None)
                 .await
         });
     }
