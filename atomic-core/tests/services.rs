@@ -3252,3 +3252,164 @@ async fn a_capture_or_cancel_whose_claim_was_lost_changes_nothing() {
     assert_eq!(shop.payment(id).await.state(), PaymentState::Authorized);
     assert_eq!(shop.queue.waiting(), 0, "nothing enqueued");
 }
+
+fn key(text: &str) -> Option<IdempotencyKey> {
+    Some(IdempotencyKey::parse(text).expect("a valid key"))
+}
+
+#[tokio::test]
+async fn capturing_twice_under_one_key_captures_once() {
+    let shop = Shop::open().await;
+    let id = shop.authorized(100).await.id;
+    let payments = &shop.services.payments;
+
+    let first = payments
+        .capture(Principal::Platform, id, Some(amount(60)), key("cap-1"))
+        .await
+        .expect("captured");
+    let again = payments
+        .capture(Principal::Platform, id, Some(amount(60)), key("cap-1"))
+        .await
+        .expect("replayed, not refused");
+    let other = payments
+        .capture(Principal::Platform, id, Some(amount(70)), key("cap-1"))
+        .await;
+    let unkeyed = payments
+        .capture(Principal::Platform, id, Some(amount(60)), None)
+        .await;
+
+    assert_eq!(first.state(), PaymentState::Capturing(amount(60)));
+    assert_eq!(again, shop.payment(id).await, "the payment as it stands");
+    assert!(
+        matches!(other, Err(Error::IdempotencyKeyReused)),
+        "{other:?}"
+    );
+    assert!(
+        matches!(
+            unkeyed,
+            Err(Error::InvalidState {
+                status: PaymentStatus::Processing
+            })
+        ),
+        "{unkeyed:?}"
+    );
+    let processed = shop.worker(TestModeCards).run_once().await.expect("worker");
+    assert_eq!(processed, vec![Processed::Settled(PaymentStatus::Success)]);
+    assert_eq!(shop.balance().await, 60, "posted once");
+    let replayed = payments
+        .capture(Principal::Platform, id, Some(amount(60)), key("cap-1"))
+        .await
+        .expect("still replayed");
+    assert_eq!(replayed.state(), PaymentState::Success(amount(60)));
+    shop.assert_books_clean().await;
+}
+
+#[tokio::test]
+async fn a_refused_capture_frees_its_key_for_a_retry() {
+    let shop = Shop::open().await;
+    let payment = shop.accepted(CaptureMethod::Manual, 100, "tok_visa").await;
+    let payments = &shop.services.payments;
+
+    let early = payments
+        .capture(Principal::Platform, payment.id, None, key("cap-2"))
+        .await;
+    assert!(
+        matches!(
+            early,
+            Err(Error::InvalidState {
+                status: PaymentStatus::Pending
+            })
+        ),
+        "{early:?}"
+    );
+    let processed = shop.worker(TestModeCards).run_once().await.expect("worker");
+    assert_eq!(
+        processed,
+        vec![Processed::Settled(PaymentStatus::Authorized)]
+    );
+    let retried = payments
+        .capture(Principal::Platform, payment.id, None, key("cap-2"))
+        .await
+        .expect("the key runs anew");
+
+    assert_eq!(retried.state(), PaymentState::Capturing(amount(100)));
+}
+
+#[tokio::test]
+async fn canceling_twice_under_one_key_answers_the_cancel() {
+    let shop = Shop::open().await;
+    let id = shop.authorized(100).await.id;
+    let payments = &shop.services.payments;
+
+    let first = payments
+        .cancel(Principal::Platform, id, key("cancel-1"))
+        .await
+        .expect("canceled");
+    let again = payments
+        .cancel(Principal::Platform, id, key("cancel-1"))
+        .await
+        .expect("replayed, not refused");
+    let unkeyed = payments.cancel(Principal::Platform, id, None).await;
+
+    assert_eq!(
+        first.state(),
+        PaymentState::Canceled(CancellationReason::Requested)
+    );
+    assert_eq!(again, first);
+    assert!(
+        matches!(
+            unkeyed,
+            Err(Error::InvalidState {
+                status: PaymentStatus::Canceled
+            })
+        ),
+        "{unkeyed:?}"
+    );
+}
+
+#[tokio::test]
+async fn refunding_twice_under_one_key_creates_one_refund() {
+    let shop = Shop::open().await;
+    let pid = shop.succeeded(100).await.id;
+    let refunds = &shop.services.refunds;
+    let thirty = || RefundRequest {
+        amount: Some(amount(30)),
+        ..RefundRequest::default()
+    };
+
+    let first = refunds
+        .create(Principal::Platform, pid, thirty(), key("refund-1"))
+        .await
+        .expect("refund accepted");
+    let again = refunds
+        .create(Principal::Platform, pid, thirty(), key("refund-1"))
+        .await
+        .expect("replayed");
+    let other = refunds
+        .create(
+            Principal::Platform,
+            pid,
+            RefundRequest::default(),
+            key("refund-1"),
+        )
+        .await;
+
+    assert_eq!(again.id, first.id, "one refund");
+    assert_eq!(first.idempotency_key.as_ref(), key("refund-1").as_ref());
+    assert!(
+        matches!(other, Err(Error::IdempotencyKeyReused)),
+        "{other:?}"
+    );
+    assert_eq!(
+        shop.payment(pid).await.amount_reserved(),
+        30,
+        "reserved once"
+    );
+    let processed = shop.worker(TestModeCards).run_once().await.expect("worker");
+    assert_eq!(
+        processed,
+        vec![Processed::RefundSettled(RefundStatus::Success)]
+    );
+    assert_eq!(shop.balance().await, 70);
+    shop.assert_books_clean().await;
+}
