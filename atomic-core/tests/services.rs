@@ -2289,69 +2289,68 @@ async fn a_refund_is_refunded_at_the_processor_and_posted() {
     shop.assert_books_clean().await;
 }
 
+/// An account store whose every account has `balance`: the worker's cover check passes.
+fn accounts_covering(balance: i64) -> MockAccountStore {
+    let mut accounts = MockAccountStore::new();
+    accounts.expect_account().returning(move |id, _| {
+        let mut account = atomic_core::Account::open(
+            atomic_core::account::AccountName::parse("covered").expect("name"),
+            Currency::USD,
+            atomic_core::Owner::Platform,
+            Timestamp::now(),
+        );
+        account.id = id;
+        account.balance = atomic_core::Balance::from_minor_units(balance);
+        Ok(Some(account))
+    });
+    accounts
+}
+
 #[tokio::test]
-async fn worker_fails_a_refund_the_books_refuse_for_insufficient_funds() {
+async fn worker_retries_and_never_fails_a_refund_the_processor_paid_when_the_books_refuse_it() {
     let mut payment = succeeded();
     let refund = processing_refund(&mut payment, 4_50);
     let rid = refund.id;
-    let leases = Arc::new(Mutex::new(Vec::new()));
     let mut ledger = MockSettlementStore::new();
-    let (claimed, handed) = (refund.clone(), leases.clone());
+    let claimed = refund.clone();
     ledger
         .expect_begin_refunds()
-        .withf(move |ids, _, duration| ids == [rid] && *duration == LEASE)
         .times(1)
-        .returning(move |_, lease, _| {
-            handed.lock().expect("lock").push(lease);
-            Ok(vec![RefundBegin::Claimed(claimed.clone())])
-        });
+        .returning(move |_, _, _| Ok(vec![RefundBegin::Claimed(claimed.clone())]));
     ledger.expect_begin_payments().times(0);
-    let mut seq = mockall::Sequence::new();
-    let posted_lease = leases.clone();
     ledger
         .expect_settle()
         .withf(move |s| {
-            one_refund(s).is_some_and(|(id, lease, result)| {
-                id == rid
-                    && matches!(result, RefundResult::Posted(_))
-                    && posted_lease.lock().expect("lock").first() == Some(&lease)
+            one_refund(s).is_some_and(|(id, _, result)| {
+                id == rid && matches!(result, RefundResult::Posted(_))
             })
         })
         .times(1)
-        .in_sequence(&mut seq)
         .returning(|_| vec![Err(Error::Invariant(Invariant::InsufficientFunds))]);
-    let mut failed = refund.clone();
-    failed
-        .fail(RefundFailureReason::InsufficientBalance, Timestamp::now())
-        .expect("PROCESSING -> FAILED");
-    let failed_lease = leases.clone();
     ledger
-        .expect_settle()
-        .withf(move |s| {
-            one_refund(s).is_some_and(|(id, lease, result)| {
-                id == rid
-                    && *result == RefundResult::Failed(RefundFailureReason::InsufficientBalance)
-                    && failed_lease.lock().expect("lock").first() == Some(&lease)
-            })
-        })
+        .expect_release()
+        .withf(move |job, _| *job == Job::Refund(rid))
         .times(1)
-        .in_sequence(&mut seq)
-        .returning(move |_| vec![Ok(SettleOutcome::Refund(failed.clone()))]);
-    ledger.expect_release().times(0);
+        .returning(|_, _| Ok(()));
     let mut cards = MockCardProcessor::new();
     cards
         .expect_refund()
         .times(1)
         .returning(|_| Ok(CardOutcome::Approved));
     let mut queue = MockJobQueue::new();
-    queue
-        .expect_ack()
-        .withf(move |d| d.len() == 1 && d[0].job == Job::Refund(rid))
-        .times(1)
-        .returning(|_| Ok(()));
-    queue.expect_retry().times(0);
+    queue.expect_ack().times(0);
+    queue.expect_retry().times(1).returning(|_, _| Ok(()));
     queue.expect_dead_letter().times(0);
-    let worker = worker_with(ledger, queue, cards);
+    let ports = Ports {
+        queue: Arc::new(queue),
+        cards: Arc::new(cards),
+        ..with_store(memory_ports(), |store| {
+            store
+                .with_settlement(Arc::new(ledger))
+                .with_accounts(Arc::new(accounts_covering(10_000)))
+        })
+    };
+    let worker = Worker::new(&ports, worker_config());
 
     let outcome = worker
         .process(&Delivery {
@@ -2361,22 +2360,28 @@ async fn worker_fails_a_refund_the_books_refuse_for_insufficient_funds() {
         })
         .await;
 
-    assert_eq!(outcome, Processed::RefundSettled(RefundStatus::Failed));
+    assert!(
+        matches!(outcome, Processed::Retrying { .. }),
+        "a refund the processor paid is owed, never failed: {outcome:?}"
+    );
 }
 
 #[tokio::test]
-async fn a_refund_the_balance_cannot_cover_fails_and_its_amount_is_refundable_again() {
+async fn a_refund_the_balance_cannot_cover_fails_without_asking_the_processor() {
     let shop = Shop::open().await;
     let pid = shop.succeeded(100).await.id;
     let refund = shop.refund(pid, None).await.expect("refund accepted");
     assert_eq!(refund.amount.minor_units(), 100, "all that was captured");
-    assert!(matches!(
-        shop.refund(pid, Some(1)).await,
-        Err(Error::AmountExceedsRefundable)
-    ));
-    shop.watched.refuse_refund_postings(true);
+    shop.store
+        .testkit_drain(
+            shop.account.id,
+            atomic_core::Amount::new(1).expect("amount"),
+        )
+        .expect("drained");
+    let mut cards = MockCardProcessor::new();
+    cards.expect_refund().times(0);
 
-    let processed = shop.worker(TestModeCards).run_once().await.expect("worker");
+    let processed = shop.worker(cards).run_once().await.expect("worker");
 
     assert_eq!(
         processed,
@@ -2396,17 +2401,33 @@ async fn a_refund_the_balance_cannot_cover_fails_and_its_amount_is_refundable_ag
         (0, 0, 100),
         "its amount is refundable again"
     );
-    assert_eq!(shop.balance().await, 100, "nothing posted");
     assert!(shop.entries().await.iter().all(|e| e.refund_id.is_none()));
-    shop.assert_books_clean().await;
+}
 
+#[tokio::test]
+async fn a_refund_the_processor_paid_is_posted_once_the_books_take_it() {
+    let shop = Shop::open().await;
+    let pid = shop.succeeded(100).await.id;
+    let refund = shop.refund(pid, None).await.expect("refund accepted");
+    shop.watched.refuse_refund_postings(true);
+
+    let processed = shop.worker(TestModeCards).run_once().await.expect("worker");
+
+    assert!(
+        matches!(processed.as_slice(), [Processed::Retrying { .. }]),
+        "{processed:?}"
+    );
+    assert_eq!(shop.balance().await, 100, "nothing posted yet");
     shop.watched.refuse_refund_postings(false);
-    let again = shop.refund(pid, None).await.expect("refundable again");
-    assert_eq!(again.amount.minor_units(), 100);
+    shop.clock.advance(Duration::from_secs(60));
     let processed = shop.worker(TestModeCards).run_once().await.expect("worker");
     assert_eq!(
         processed,
         vec![Processed::RefundSettled(RefundStatus::Success)]
+    );
+    assert_eq!(
+        shop.stored_refund(refund.id).await.status(),
+        RefundStatus::Success
     );
     assert_eq!(shop.balance().await, 0);
     shop.assert_books_clean().await;

@@ -140,9 +140,8 @@ pub trait SettlementStore: Send + Sync + 'static {
     /// charge as being voided, for good: from then on a `Posted` or `Authorized` settlement
     /// of it is refused ([`crate::error::Invariant::Voided`]), it can only fail, and every
     /// later claim of it is [`BeginOutcome::Voiding`]. The mark names the attempt being voided:
-    /// `lease`, or the
-    /// attempt an earlier mark named. `false`, and nothing changed, when `lease` no longer
-    /// holds it.
+    /// `lease`, or the attempt an earlier mark named. `false`, and nothing changed, when
+    /// `lease` no longer holds it.
     async fn begin_void(&self, id: PaymentId, lease: LeaseId, duration: Duration) -> Result<bool>;
 
     /// Ends `lease` on the job's payment or refund now without settling, so the next attempt
