@@ -14,7 +14,7 @@ use atomic_core::principal::Owner;
 use crate::api_keys::insert_key;
 use crate::error::from_sqlx;
 use crate::idempotency::complete_in;
-use crate::ledger::insert_merchant_account;
+use crate::accounts::insert_merchant_account;
 use crate::rows;
 use crate::store::PgStore;
 

@@ -293,7 +293,7 @@ impl Drop for TestDatabase {
 
 /// Time travel for a PostgreSQL store, whose clock is the database's `now()`: every stored
 /// time that a decision compares with `now()` (payment leases and sweep marks, idempotency
-/// locks and expiry) is moved back by the interval. Triggers are bypassed for this session
+/// locks and expiry, refund leases and sweep marks) is moved back by the interval. Triggers are bypassed for this session
 /// only (`session_replication_role`), since the rows are otherwise immutable.
 pub struct PgTimeTravel {
     db: TestDatabase,
@@ -312,6 +312,17 @@ impl TimeTravel for PgTimeTravel {
         let by = micros(by);
         sqlx::query(
             "UPDATE payments SET \
+             created_at = created_at - $1 * interval '1 microsecond', \
+             updated_at = updated_at - $1 * interval '1 microsecond', \
+             touched_at = touched_at - $1 * interval '1 microsecond', \
+             lease_until = lease_until - $1 * interval '1 microsecond'",
+        )
+        .bind(by)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        sqlx::query(
+            "UPDATE refunds SET \
              created_at = created_at - $1 * interval '1 microsecond', \
              updated_at = updated_at - $1 * interval '1 microsecond', \
              touched_at = touched_at - $1 * interval '1 microsecond', \
