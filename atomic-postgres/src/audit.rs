@@ -3,7 +3,8 @@
 //! created less than one window (the key's TTL) apart, whichever claim made them. A ledger
 //! transaction is a payment's charge (`refund_id` NULL) or a refund's posting; L6 counts rows
 //! in a state no legal sequence of transitions reaches (the transitions themselves are guarded
-//! by triggers, so a row is where a broken one would show).
+//! by triggers, so a row is where a broken one would show). L12 leaves `AUTHORIZED` payments
+//! out (they wait for their merchant) and measures a capture from its request.
 
 use std::time::Duration;
 
@@ -94,7 +95,8 @@ SELECT
         OR m.owner_merchant IS DISTINCT FROM p.owner_merchant) AS tenant_currency_mismatch,
     (SELECT count(*) FROM payments
      WHERE status IN ('PENDING', 'PROCESSING')
-       AND created_at < now() - $1 * interval '1 microsecond')
+       AND CASE WHEN capture_requested IS NULL THEN created_at ELSE updated_at END
+           < now() - $1 * interval '1 microsecond')
     + (SELECT count(*) FROM refunds
        WHERE status IN ('PENDING', 'PROCESSING')
          AND created_at < now() - $1 * interval '1 microsecond') AS stuck_payments,

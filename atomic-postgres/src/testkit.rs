@@ -11,7 +11,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::future::Future;
+
 use async_trait::async_trait;
+use atomic_core::id::AccountId;
+use atomic_core::money::Amount;
 use atomic_core::testkit::{StoreKit, TimeTravel};
 use sqlx::Connection;
 
@@ -265,15 +269,45 @@ impl TestDatabase {
     }
 
     fn kit_on(db: Self, store: PgStore, login: Option<ServerLogin>) -> StoreKit {
-        StoreKit {
-            ledger: Arc::new(store.clone()),
-            merchants: Arc::new(store.clone()),
-            api_keys: Arc::new(store.clone()),
-            idempotency: Arc::new(store.clone()),
-            audit: Some(Arc::new(store)),
-            time: Arc::new(PgTimeTravel { db, _login: login }),
-        }
+        StoreKit::new(Arc::new(store), Arc::new(PgTimeTravel { db, _login: login }))
     }
+
+    /// The conformance kit, and the drain its uncoverable-refund case needs ([`drain`] on
+    /// this database as its owner).
+    pub fn kit_with_drain(
+        self,
+    ) -> (
+        StoreKit,
+        impl Fn(AccountId, Amount) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+    ) {
+        let owner = self.store.pool().clone();
+        let drainer = move |account, amount| {
+            let pool = owner.clone();
+            Box::pin(async move { drain(&pool, account, amount).await })
+                as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+        };
+        (self.kit(), drainer)
+    }
+}
+
+/// Takes `amount` off a merchant account's balance without a journal entry, as a debit this
+/// version has no port for (a payout) would: the conformance kit's drain (TEST-MATRIX row 35).
+/// Done as the owner with triggers off for the transaction, since the database otherwise
+/// refuses a balance the journal does not explain (L4); the non-negative CHECK still holds.
+pub async fn drain(owner: &sqlx::PgPool, account: AccountId, amount: Amount) {
+    let mut tx = owner.begin().await.unwrap();
+    sqlx::query("SET LOCAL session_replication_role = replica")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let drained = sqlx::query("UPDATE accounts SET balance = balance - $2 WHERE id = $1")
+        .bind(account.as_uuid())
+        .bind(amount.minor_units())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(drained.rows_affected(), 1, "no account {account}");
+    tx.commit().await.unwrap();
 }
 
 impl Drop for TestDatabase {
