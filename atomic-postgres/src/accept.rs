@@ -132,13 +132,16 @@ struct Columns {
 impl Columns {
     fn push(&mut self, payment: &Payment, completion: Option<&Completion>) -> Result<()> {
         self.ids.push(payment.id.as_uuid());
-        self.merchant_accounts.push(payment.merchant_account.as_uuid());
-        self.funding_accounts.push(payment.funding_account.as_uuid());
+        self.merchant_accounts
+            .push(payment.merchant_account.as_uuid());
+        self.funding_accounts
+            .push(payment.funding_account.as_uuid());
         self.owners.push(owner_uuid(payment.owner));
         self.amounts.push(payment.amount.minor_units());
         self.currencies.push(payment.currency.as_str().to_owned());
         self.sources.push(payment.source.expose().to_owned());
-        self.descriptions.push(payment.description.as_str().to_owned());
+        self.descriptions
+            .push(payment.description.as_str().to_owned());
         self.created_by.push(viewer_merchant(payment.created_by));
         self.created_at.push(payment.created_at.as_datetime());
         self.capture_methods.push(payment.capture_method.as_str());
@@ -146,7 +149,8 @@ impl Columns {
         match completion {
             Some(completion) => {
                 // The key guarded by the claim (a payment carries its claim's key).
-                self.keys.push(Some(completion.claim.key.as_str().to_owned()));
+                self.keys
+                    .push(Some(completion.claim.key.as_str().to_owned()));
                 self.tokens.push(Some(completion.claim.token.as_uuid()));
                 self.statuses.push(Some(
                     i16::try_from(completion.response.status).map_err(Error::backend)?,

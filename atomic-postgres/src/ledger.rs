@@ -183,8 +183,7 @@ impl Batch {
         now: Timestamp,
     ) -> Result<SettleOutcome> {
         let held = self.payments.get(&id).ok_or(Error::NotFound)?;
-        if held.row.status() != atomic_core::PaymentStatus::Processing
-            || held.lease != Some(lease)
+        if held.row.status() != atomic_core::PaymentStatus::Processing || held.lease != Some(lease)
         {
             return Ok(SettleOutcome::NotHeld);
         }
@@ -222,8 +221,7 @@ impl Batch {
         now: Timestamp,
     ) -> Result<SettleOutcome> {
         let held = self.refunds.get(&id).ok_or(Error::NotFound)?;
-        if held.row.status() != atomic_core::RefundStatus::Processing || held.lease != Some(lease)
-        {
+        if held.row.status() != atomic_core::RefundStatus::Processing || held.lease != Some(lease) {
             return Ok(SettleOutcome::NotHeld);
         }
         let mut refund = held.row.clone();
@@ -311,10 +309,17 @@ async fn lock(conn: &mut PgConnection, settlements: &[Settlement]) -> Result<Bat
     for row in &found {
         let payment = rows::payment(row)?;
         let lease: Option<Uuid> = row.try_get("lease_id").map_err(from_sqlx)?;
-        if let Some(attempt) = row.try_get::<Option<Uuid>, _>("voiding_attempt").map_err(from_sqlx)? {
+        if let Some(attempt) = row
+            .try_get::<Option<Uuid>, _>("voiding_attempt")
+            .map_err(from_sqlx)?
+        {
             batch.voiding.insert(payment.id, attempt);
         }
-        let held = Held { row: payment, lease, changed: false };
+        let held = Held {
+            row: payment,
+            lease,
+            changed: false,
+        };
         batch.payments.insert(held.row.id, held);
     }
     if !refund_ids.is_empty() {
@@ -325,7 +330,11 @@ async fn lock(conn: &mut PgConnection, settlements: &[Settlement]) -> Result<Bat
             .map_err(from_sqlx)?;
         for row in &found {
             let lease: Option<Uuid> = row.try_get("lease_id").map_err(from_sqlx)?;
-            let held = Held { row: rows::refund(row)?, lease, changed: false };
+            let held = Held {
+                row: rows::refund(row)?,
+                lease,
+                changed: false,
+            };
             batch.refunds.insert(held.row.id, held);
         }
     }
@@ -346,7 +355,14 @@ async fn lock(conn: &mut PgConnection, settlements: &[Settlement]) -> Result<Bat
 
 /// Writes what the batch decided: statuses and counters, then the postings and balances.
 async fn write(conn: &mut PgConnection, batch: Batch) -> Result<()> {
-    let mut p = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut p = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
     for held in batch.payments.values().filter(|h| h.changed) {
         let payment = &held.row;
         p.0.push(payment.id.as_uuid());

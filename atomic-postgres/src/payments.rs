@@ -331,9 +331,7 @@ impl PaymentStore for PgStore {
     ) -> Result<Payment> {
         self.call(async {
             let mut tx = self.begin().await?;
-            let query = sqlx::query(CANCEL)
-                .bind(id.as_uuid())
-                .bind(reason.as_str());
+            let query = sqlx::query(CANCEL).bind(id.as_uuid()).bind(reason.as_str());
             let payment = decide(&mut tx, query, id, |p| invalid_state(&p)).await?;
             if let Some(completion) = &completion {
                 complete_in(&mut tx, completion).await?;

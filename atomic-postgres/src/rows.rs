@@ -8,16 +8,16 @@ use atomic_core::api_key::{ApiKey, KeyHash};
 use atomic_core::idempotency::IdempotencyKey;
 use atomic_core::ledger::{Direction, Entry};
 use atomic_core::merchant::{Merchant, MerchantName};
-use atomic_core::money::{Amount, Balance, Currency};
 use atomic_core::metadata::{Metadata, MetadataFilter};
+use atomic_core::money::{Amount, Balance, Currency};
 use atomic_core::payment::{
     CancellationReason, CaptureMethod, CardSource, Description, FailureReason, Payment,
     PaymentParts, PaymentState, PaymentStatus, StateParts,
 };
+use atomic_core::principal::{Owner, Principal};
 use atomic_core::refund::{
     Refund, RefundFailureReason, RefundParts, RefundReason, RefundState, RefundStatus,
 };
-use atomic_core::principal::{Owner, Principal};
 use atomic_core::time::Timestamp;
 use atomic_core::{Error, Result};
 use sqlx::Row;

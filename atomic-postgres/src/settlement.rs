@@ -186,7 +186,9 @@ fn refund_outcomes(ids: &[RefundId], found: &[PgRow]) -> Result<Vec<RefundBegin>
         .iter()
         .map(|id| match (claimed.remove(id), others.get(id)) {
             (Some(refund), _) => RefundBegin::Claimed(refund),
-            (None, Some(r)) if matches!(r.status(), RefundStatus::Success | RefundStatus::Failed) => {
+            (None, Some(r))
+                if matches!(r.status(), RefundStatus::Success | RefundStatus::Failed) =>
+            {
                 RefundBegin::Finished(r.clone())
             }
             (None, _) if known.contains(id) => RefundBegin::Busy,

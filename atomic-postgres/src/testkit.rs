@@ -269,7 +269,10 @@ impl TestDatabase {
     }
 
     fn kit_on(db: Self, store: PgStore, login: Option<ServerLogin>) -> StoreKit {
-        StoreKit::new(Arc::new(store), Arc::new(PgTimeTravel { db, _login: login }))
+        StoreKit::new(
+            Arc::new(store),
+            Arc::new(PgTimeTravel { db, _login: login }),
+        )
     }
 
     /// The conformance kit, and the drain its uncoverable-refund case needs ([`drain`] on
