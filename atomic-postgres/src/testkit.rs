@@ -179,7 +179,16 @@ impl TestDatabase {
         let store = PgStore::connect(&config)
             .await
             .expect("connect to the test database");
-        store.migrate().await.expect("migrate the test database");
+        // Migrated on a connection of its own, without the store's statement timeout: on a
+        // loaded machine one DDL statement may take longer than a store call may.
+        let mut migrator = sqlx::PgConnection::connect(&url)
+            .await
+            .expect("connect to the test database");
+        crate::MIGRATOR
+            .run(&mut migrator)
+            .await
+            .expect("migrate the test database");
+        let _ = migrator.close().await;
         Self {
             name,
             server,
