@@ -171,6 +171,7 @@ pub async fn payments_filter_by_metadata_exactly(kit: &StoreKit) {
     )
     .await;
     assert_eq!(all.len(), 8, "no filter: every own payment");
+    assert_books_clean(kit).await;
 }
 
 /// Status and creation-time filters, alone and together with metadata, and cursors through
@@ -278,6 +279,7 @@ pub async fn payments_filter_by_status_and_created_range_with_cursors(kit: &Stor
     ));
     let (none, more) = payment_ids(kit, a.principal(), &together, page(1, Some(p[2].id))).await;
     assert_eq!((none, more), (vec![], false));
+    assert_books_clean(kit).await;
 }
 
 /// Refund lists: by payment (one the caller cannot see, or none, gives an empty list), by

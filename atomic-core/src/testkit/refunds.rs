@@ -403,6 +403,7 @@ pub async fn a_refund_posting_that_does_not_match_is_refused(kit: &StoreKit) {
     );
     assert_eq!(reload(kit, p.id).await.amount_refunded(), 0);
     assert_eq!(balance(kit, a.account.id).await, 1000);
+    assert_books_clean(kit).await;
 }
 
 /// TEST-MATRIX row 33 at the store: 50 concurrent refunds of 30% each of one `SUCCESS`
