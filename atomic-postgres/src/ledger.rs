@@ -190,10 +190,9 @@ impl Batch {
         let mut payment = held.row.clone();
         match result {
             SettlementResult::Failed(reason) => payment.fail(*reason, now)?,
+            // A payment whose void has begun can only fail.
+            _ if self.voiding.contains_key(&id) => return Err(Invariant::Voided.into()),
             SettlementResult::Authorized => payment.authorize(now)?,
-            SettlementResult::Posted(_) if self.voiding.contains_key(&id) => {
-                return Err(Invariant::Voided.into());
-            }
             SettlementResult::Posted(transfer) => {
                 payment.succeed(now)?;
                 if !transfer.matches(&payment) {
