@@ -11,7 +11,10 @@
 //!   suite every adapter runs.
 //!
 //! ```
-//! use atomic_core::{Amount, CardSource, Currency, PaymentRequest, Ports, Principal, Services};
+//! use atomic_core::{
+//!     Amount, CaptureMethod, CardSource, Currency, Metadata, PaymentRequest, Ports, Principal,
+//!     Services,
+//! };
 //! use atomic_core::service::{CoreConfig, WorkerConfig};
 //! use atomic_core::account::AccountName;
 //!
@@ -27,6 +30,8 @@
 //!     currency: Currency::USD,
 //!     source: CardSource::parse("tok_visa").unwrap(),
 //!     description: None,
+//!     capture_method: CaptureMethod::Automatic,
+//!     metadata: Metadata::default(),
 //! }).await?;
 //!
 //! services.worker(WorkerConfig::default()).run_once().await?;

@@ -137,9 +137,9 @@ pub trait SettlementStore: Send + Sync + 'static {
     ) -> Result<Vec<RefundBegin>>;
 
     /// Renews a held payment's lease to `duration` from now and, in the same step, marks its
-    /// charge as being voided, for good: from then on a `Posted` settlement of it is refused
-    /// ([`crate::Invariant::Voided`]), it can only fail, and every later claim of it is
-    /// [`BeginOutcome::Voiding`]. The mark names the attempt being voided: `lease`, or the
+    /// charge as being voided, for good: from then on a `Posted` or `Authorized` settlement
+    /// of it is refused ([`crate::Invariant::Voided`]), it can only fail, and every later
+    /// claim of it is [`BeginOutcome::Voiding`]. The mark names the attempt being voided: `lease`, or the
     /// attempt an earlier mark named. `false`, and nothing changed, when `lease` no longer
     /// holds it.
     async fn begin_void(&self, id: PaymentId, lease: LeaseId, duration: Duration) -> Result<bool>;
