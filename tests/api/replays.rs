@@ -202,3 +202,43 @@ async fn an_error_releases_the_key_for_the_corrected_request() {
     assert_success(&ok, 202);
     assert!(!replayed(&ok));
 }
+
+#[tokio::test]
+async fn the_idempotency_key_is_checked_after_the_body_on_every_new_route() {
+    let app = spawn_app().await;
+    let m = onboard(&app, "Coffee Shop", "USD").await;
+    let held = authorized(&app, &m.key, &m.account_id, 1_000).await;
+    let paid = succeeded(&app, &m.key, &m.account_id, 1_000).await;
+    let too_long = "k".repeat(256);
+    for (path, good, bad) in [
+        (
+            format!("/payments/{held}/capture"),
+            json!({"amount": 1}),
+            json!({"amount": 0}),
+        ),
+        (
+            format!("/payments/{held}/cancel"),
+            json!({}),
+            json!({"amount": 1}),
+        ),
+        (
+            format!("/payments/{paid}/refunds"),
+            json!({"amount": 1}),
+            json!({"amount": 0}),
+        ),
+    ] {
+        let reply = post_keyed(&app, &m.key, &path, &good, &too_long).await;
+        assert_error(&reply, 400, "validation_error");
+        assert_eq!(reply.detail_fields(), vec!["Idempotency-Key"], "{path}");
+        let reply = post_keyed(&app, &m.key, &path, &bad, &too_long).await;
+        assert_error(&reply, 400, "validation_error");
+        assert!(
+            !reply
+                .detail_fields()
+                .contains(&"Idempotency-Key".to_owned()),
+            "{path}"
+        );
+    }
+    assert_eq!(payment(&app, &m.key, &held).await["status"], "AUTHORIZED");
+    assert_eq!(app.get("/refunds", &m.key).await.items().len(), 0);
+}
