@@ -476,7 +476,7 @@ mod tests {
 
     #[test]
     fn jobs_round_trip_and_bare_ids_are_payments() {
-        let payment = atomic_core::Job::Payment(PaymentId::generate());
+        let payment = atomic_core::PaymentId::generate();
         let refund = atomic_core::RefundId::generate();
         for job in [Job::Payment(payment), Job::Refund(refund)] {
             assert_eq!(decode_job(&encode_job(job)), Some(job));
