@@ -8,20 +8,41 @@ use atomic_core::time::ManualClock;
 
 fn store_kit() -> StoreKit {
     let clock = Arc::new(ManualClock::default());
-    let store = MemoryStore::new(clock.clone());
-    StoreKit {
-        ledger: Arc::new(store.clone()),
-        merchants: Arc::new(store.clone()),
-        api_keys: Arc::new(store.clone()),
-        idempotency: Arc::new(store.clone()),
-        audit: Some(Arc::new(store)),
-        time: clock,
-    }
+    StoreKit::new(Arc::new(MemoryStore::new(clock.clone())), clock)
 }
 
 mod ledger {
     use super::*;
     atomic_core::ledger_store_conformance!(store_kit());
+}
+
+mod capture {
+    use super::*;
+    atomic_core::capture_conformance!(store_kit());
+}
+
+mod refunds {
+    use super::*;
+    atomic_core::refund_conformance!(store_kit());
+}
+
+mod refund_drain {
+    use super::*;
+    atomic_core::refund_drain_conformance!({
+        let clock = Arc::new(ManualClock::default());
+        let store = Arc::new(MemoryStore::new(clock.clone()));
+        let drained = store.clone();
+        let drain = move |account, amount| {
+            let store = drained.clone();
+            async move { store.testkit_drain(account, amount).unwrap() }
+        };
+        (StoreKit::new(store, clock), drain)
+    });
+}
+
+mod lists {
+    use super::*;
+    atomic_core::list_conformance!(store_kit());
 }
 
 mod idempotency {

@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::id::{PaymentId, RefundId, TransactionId};
 use crate::ledger::{Direction, Entry};
 use crate::money::{Amount, Currency};
-use crate::payment::PaymentStatus;
+use crate::payment::{PaymentState, PaymentStatus};
 use crate::ports::{AuditReport, LedgerAudit};
 use crate::refund::RefundStatus;
 use crate::time::Timestamp;
@@ -166,7 +166,12 @@ impl LedgerAudit for MemoryStore {
                 report.amount_out_of_domain += 1;
             }
             let waiting = !p.status().is_terminal() && p.status() != PaymentStatus::Authorized;
-            if waiting && now.duration_since(p.created_at) > stuck_after {
+            // A capture is our work only from its request on; before it the merchant held it.
+            let since = match p.state() {
+                PaymentState::Capturing(_) => p.updated_at(),
+                _ => p.created_at,
+            };
+            if waiting && now.duration_since(since) > stuck_after {
                 report.stuck_payments += 1;
             }
         }

@@ -251,10 +251,9 @@ impl State {
         let mut payment = row.payment.clone();
         match result {
             SettlementResult::Failed(reason) => payment.fail(*reason, now)?,
+            // A payment whose void has begun can only fail.
+            _ if row.voiding.is_some() => return Err(Invariant::Voided.into()),
             SettlementResult::Authorized => payment.authorize(now)?,
-            SettlementResult::Posted(_) if row.voiding.is_some() => {
-                return Err(Invariant::Voided.into());
-            }
             SettlementResult::Posted(transfer) => {
                 payment.succeed(now)?;
                 if !transfer.matches(&payment) {

@@ -36,7 +36,8 @@ pub struct AuditReport {
     /// L10: payments whose accounts differ from them in currency or owner.
     pub tenant_currency_mismatch: u64,
     /// L12: payments and refunds not terminal although older than the audit's `stuck_after`
-    /// (an `AUTHORIZED` payment waits for its merchant, not for us, and is not stuck).
+    /// (an `AUTHORIZED` payment waits for its merchant, not for us, and is not stuck; a
+    /// capture's age counts from its request).
     pub stuck_payments: u64,
     /// L13: refunds whose postings disagree with their status (a `SUCCESS` refund without
     /// exactly one balanced posting of its amount from the merchant to the system account, or

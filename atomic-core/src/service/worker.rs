@@ -7,8 +7,10 @@
 //!
 //! What a claimed payment asks of the processor depends on its state: an automatic payment is
 //! charged (and posted), a manual one authorized (nothing posted), a capture captured (and
-//! posted). A refund is refunded at the processor, then posted from the merchant account; one
-//! the merchant's balance cannot cover fails with `insufficient_balance`.
+//! posted). A refund the merchant's balance covers is refunded at the processor, then posted
+//! from the merchant account; one it does not cover fails with `insufficient_balance` without
+//! asking the processor, and one the processor paid is never failed (if the balance fell in
+//! between, it is posted once the balance covers it).
 //!
 //! A payment ends only on a definitive answer: the card network approved (and the books took
 //! the posting) or declined. An outage never fails a payment: a failed step is retried with
@@ -35,9 +37,10 @@ use crate::failpoint;
 use crate::ledger::Transfer;
 use crate::payment::{CaptureMethod, FailureReason, Payment, PaymentState, PaymentStatus};
 use crate::ports::{
-    BeginOutcome, CardProcessor, Delivery, Job, JobQueue, LeaseId, Ports, RefundBegin,
-    RefundResult, SettleOutcome, Settlement, SettlementResult, SettlementStore,
+    AccountStore, BeginOutcome, CardProcessor, Delivery, Job, JobQueue, LeaseId, Ports,
+    RefundBegin, RefundResult, SettleOutcome, Settlement, SettlementResult, SettlementStore,
 };
+use crate::principal::Principal;
 use crate::refund::{Refund, RefundFailureReason, RefundStatus};
 use crate::service::Shutdown;
 use crate::time::Clock;
@@ -126,6 +129,7 @@ pub enum Processed {
 #[derive(Clone)]
 pub struct Worker {
     settlement: Arc<dyn SettlementStore>,
+    accounts: Arc<dyn AccountStore>,
     queue: Arc<dyn JobQueue>,
     cards: Arc<dyn CardProcessor>,
     clock: Arc<dyn Clock>,
@@ -172,6 +176,8 @@ enum Asked {
         refund: Refund,
         answer: Result<CardOutcome>,
     },
+    /// The merchant's balance cannot cover the refund: the processor was not asked.
+    Uncovered { refund: Refund },
 }
 
 /// A settlement decided for one job, with what undoing it at the processor needs.
@@ -187,6 +193,7 @@ impl Worker {
     pub fn new(ports: &Ports, config: WorkerConfig) -> Self {
         Self {
             settlement: ports.store.settlement().clone(),
+            accounts: ports.store.accounts().clone(),
             queue: ports.queue.clone(),
             cards: ports.cards.clone(),
             clock: ports.clock.clone(),
@@ -325,8 +332,10 @@ impl Worker {
                         .spawn(async move { (index, ask_payment(&*cards, payment, lease).await) });
                 }
                 Claimed::Refund(refund) => {
-                    let cards = self.cards.clone();
-                    asking.spawn(async move { (index, ask_refund(&*cards, refund).await) });
+                    let (cards, accounts) = (self.cards.clone(), self.accounts.clone());
+                    asking.spawn(
+                        async move { (index, ask_refund(&*cards, &*accounts, refund).await) },
+                    );
                 }
             }
         }
@@ -455,6 +464,17 @@ impl Worker {
                 self.decide_payment(delivery, lease, payment, call, charge, answer)
                     .await
             }
+            Asked::Uncovered { refund } => {
+                tracing::warn!(refund_id = %refund.id, "the merchant balance cannot cover the refund; it fails");
+                Ok(Decided {
+                    settlement: Settlement::Refund {
+                        refund_id: refund.id,
+                        lease,
+                        result: RefundResult::Failed(RefundFailureReason::InsufficientBalance),
+                    },
+                    voidable: None,
+                })
+            }
             Asked::Refund { refund, answer } => {
                 let result = match answer {
                     Ok(CardOutcome::Approved) => {
@@ -554,7 +574,12 @@ impl Worker {
             (Err(Error::Invariant(Invariant::InsufficientFunds)), _)
                 if money_moved && matches!(decided.settlement, Settlement::Refund { .. }) =>
             {
-                self.fail_uncovered_refund(delivery, lease).await
+                // The processor has given the money back, so the refund is owed: it is posted
+                // once the balance covers it (the balance fell between the check and the
+                // posting), never failed, which would let it be refunded a second time.
+                tracing::error!(job = ?delivery.job, "a refund the processor paid cannot be posted yet; retrying");
+                let error = Error::Invariant(Invariant::InsufficientFunds);
+                self.retry(delivery, Some(lease), &error).await
             }
             (Err(Error::Invariant(invariant)), Some(charge)) if money_moved => {
                 // The books refused the posting (e.g. a balance would overflow): retrying
@@ -563,24 +588,6 @@ impl Worker {
                 self.void_and_fail(delivery, lease, &charge).await
             }
             (Err(error), _) => self.retry(delivery, Some(lease), &error).await,
-        }
-    }
-
-    /// A refund the merchant's balance cannot cover ends `FAILED` with `insufficient_balance`,
-    /// posting nothing; its amount is refundable again.
-    async fn fail_uncovered_refund(&self, delivery: &Delivery, lease: LeaseId) -> Processed {
-        let Job::Refund(refund_id) = delivery.job else {
-            return self.ack(delivery, Processed::Missing).await;
-        };
-        tracing::warn!(%refund_id, "the merchant balance cannot cover the refund; it fails");
-        let failed = Settlement::Refund {
-            refund_id,
-            lease,
-            result: RefundResult::Failed(RefundFailureReason::InsufficientBalance),
-        };
-        match self.settle_one(delivery, failed).await {
-            Ok(outcome) => self.ack(delivery, outcome).await,
-            Err(error) => self.retry(delivery, Some(lease), &error).await,
         }
     }
 
@@ -753,9 +760,30 @@ async fn ask_payment(cards: &dyn CardProcessor, payment: Payment, lease: LeaseId
     }
 }
 
-async fn ask_refund(cards: &dyn CardProcessor, refund: Refund) -> Asked {
-    let answer = cards.refund(&refund_of(&refund)).await;
-    Asked::Refund { refund, answer }
+/// Asks the processor to give a refund back, only once the merchant's balance covers it: a
+/// refund the books could not post must never have been paid out.
+async fn ask_refund(
+    cards: &dyn CardProcessor,
+    accounts: &dyn AccountStore,
+    refund: Refund,
+) -> Asked {
+    let covered = accounts
+        .account(refund.merchant_account, Principal::Platform)
+        .await
+        .map(|account| {
+            account.is_some_and(|a| a.balance.minor_units() >= refund.amount.minor_units())
+        });
+    match covered {
+        Ok(true) => {
+            let answer = cards.refund(&refund_of(&refund)).await;
+            Asked::Refund { refund, answer }
+        }
+        Ok(false) => Asked::Uncovered { refund },
+        Err(error) => Asked::Refund {
+            refund,
+            answer: Err(error),
+        },
+    }
 }
 
 /// What a settlement did, logged.

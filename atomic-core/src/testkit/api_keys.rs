@@ -19,7 +19,8 @@ fn page(limit: i64, after: Option<ApiKeyId>) -> PageRequest<ApiKeyId> {
 pub async fn keys_are_found_by_hash(kit: &StoreKit) {
     let a = onboard(kit, Currency::USD).await;
     assert_eq!(
-        kit.api_keys
+        kit.store
+            .api_keys()
             .key_by_hash(&a.key.hash)
             .await
             .unwrap()
@@ -27,9 +28,10 @@ pub async fn keys_are_found_by_hash(kit: &StoreKit) {
         Some(&a.key)
     );
     let (extra, raw) = ApiKey::mint(a.merchant.id, Timestamp::now()).unwrap();
-    kit.api_keys.create_key(&extra, None).await.unwrap();
+    kit.store.api_keys().create_key(&extra, None).await.unwrap();
     assert_eq!(
-        kit.api_keys
+        kit.store
+            .api_keys()
             .key_by_hash(&raw.hash())
             .await
             .unwrap()
@@ -38,7 +40,11 @@ pub async fn keys_are_found_by_hash(kit: &StoreKit) {
     );
     let (_, stranger) = ApiKey::mint(a.merchant.id, Timestamp::now()).unwrap();
     assert_eq!(
-        kit.api_keys.key_by_hash(&stranger.hash()).await.unwrap(),
+        kit.store
+            .api_keys()
+            .key_by_hash(&stranger.hash())
+            .await
+            .unwrap(),
         None
     );
 }
@@ -47,7 +53,7 @@ pub async fn key_hashes_are_unique(kit: &StoreKit) {
     let a = onboard(kit, Currency::USD).await;
     let mut copy = a.key.clone();
     copy.id = ApiKeyId::generate();
-    assert!(kit.api_keys.create_key(&copy, None).await.is_err());
+    assert!(kit.store.api_keys().create_key(&copy, None).await.is_err());
 }
 
 pub async fn keys_list_newest_first_and_scoped(kit: &StoreKit) {
@@ -56,12 +62,13 @@ pub async fn keys_list_newest_first_and_scoped(kit: &StoreKit) {
     let mut ids = vec![a.key.id];
     for _ in 0..3 {
         let (k, _) = ApiKey::mint(a.merchant.id, Timestamp::now()).unwrap();
-        kit.api_keys.create_key(&k, None).await.unwrap();
+        kit.store.api_keys().create_key(&k, None).await.unwrap();
         ids.push(k.id);
     }
     ids.reverse();
     let first = kit
-        .api_keys
+        .store
+        .api_keys()
         .keys(a.principal(), page(3, None))
         .await
         .unwrap();
@@ -71,7 +78,8 @@ pub async fn keys_list_newest_first_and_scoped(kit: &StoreKit) {
     );
     assert!(first.has_more);
     let rest = kit
-        .api_keys
+        .store
+        .api_keys()
         .keys(a.principal(), page(3, Some(ids[2])))
         .await
         .unwrap();
@@ -81,13 +89,15 @@ pub async fn keys_list_newest_first_and_scoped(kit: &StoreKit) {
     );
     assert!(!rest.has_more);
     assert!(matches!(
-        kit.api_keys
+        kit.store
+            .api_keys()
             .keys(a.principal(), page(3, Some(b.key.id)))
             .await,
         Err(Error::UnknownCursor)
     ));
     let platform = kit
-        .api_keys
+        .store
+        .api_keys()
         .keys(Principal::Platform, page(100, None))
         .await
         .unwrap();
@@ -101,14 +111,16 @@ pub async fn revocation_is_scoped_and_keeps_the_first_time(kit: &StoreKit) {
     let a = onboard(kit, Currency::USD).await;
     let b = onboard(kit, Currency::USD).await;
     assert_eq!(
-        kit.api_keys
+        kit.store
+            .api_keys()
             .revoke_key(a.key.id, b.principal(), Timestamp::now())
             .await
             .unwrap(),
         None
     );
     assert!(
-        kit.api_keys
+        kit.store
+            .api_keys()
             .key_by_hash(&a.key.hash)
             .await
             .unwrap()
@@ -116,21 +128,24 @@ pub async fn revocation_is_scoped_and_keeps_the_first_time(kit: &StoreKit) {
             .is_active()
     );
     let first = kit
-        .api_keys
+        .store
+        .api_keys()
         .revoke_key(a.key.id, a.principal(), Timestamp::now())
         .await
         .unwrap()
         .unwrap();
     let when = first.revoked_at.expect("revoked");
     let again = kit
-        .api_keys
+        .store
+        .api_keys()
         .revoke_key(a.key.id, Principal::Platform, Timestamp::now())
         .await
         .unwrap()
         .unwrap();
     assert_eq!(again.revoked_at, Some(when));
     assert!(
-        !kit.api_keys
+        !kit.store
+            .api_keys()
             .key_by_hash(&a.key.hash)
             .await
             .unwrap()
@@ -142,15 +157,19 @@ pub async fn revocation_is_scoped_and_keeps_the_first_time(kit: &StoreKit) {
 pub async fn create_key_completes_its_idempotency_claim_atomically(kit: &StoreKit) {
     let a = onboard(kit, Currency::USD).await;
     let lost = acquire(kit, a.principal()).await;
-    kit.idempotency.release(&lost).await.unwrap();
+    kit.store.idempotency().release(&lost).await.unwrap();
     let (k, _) = ApiKey::mint(a.merchant.id, Timestamp::now()).unwrap();
     assert!(matches!(
-        kit.api_keys
+        kit.store
+            .api_keys()
             .create_key(&k, Some(completion(&lost, "x")))
             .await,
         Err(Error::IdempotencyClaimLost)
     ));
-    assert_eq!(kit.api_keys.key_by_hash(&k.hash).await.unwrap(), None);
+    assert_eq!(
+        kit.store.api_keys().key_by_hash(&k.hash).await.unwrap(),
+        None
+    );
 }
 
 /// Generates the [`crate::ports::ApiKeyStore`] conformance tests for a `StoreKit` expression.

@@ -16,7 +16,8 @@ async fn acquired(
     fp: u8,
 ) -> crate::idempotency::Claim {
     match kit
-        .idempotency
+        .store
+        .idempotency()
         .claim(scope, key, fingerprint(fp), policy())
         .await
         .unwrap()
@@ -29,13 +30,15 @@ async fn acquired(
 pub async fn a_completed_key_replays_its_response(kit: &StoreKit) {
     let key = unique_key();
     let claim = acquired(kit, Principal::Platform, &key, 1).await;
-    kit.idempotency
+    kit.store
+        .idempotency()
         .complete(&completion(&claim, "{\"id\":1}"))
         .await
         .unwrap();
     for _ in 0..3 {
         match kit
-            .idempotency
+            .store
+            .idempotency()
             .claim(Principal::Platform, &key, fingerprint(1), policy())
             .await
             .unwrap()
@@ -52,19 +55,22 @@ pub async fn a_different_request_under_the_same_key_is_refused(kit: &StoreKit) {
     let key = unique_key();
     let claim = acquired(kit, Principal::Platform, &key, 1).await;
     assert_eq!(
-        kit.idempotency
+        kit.store
+            .idempotency()
             .claim(Principal::Platform, &key, fingerprint(2), policy())
             .await
             .unwrap(),
         ClaimOutcome::Mismatch,
         "checked first, even while in progress"
     );
-    kit.idempotency
+    kit.store
+        .idempotency()
         .complete(&completion(&claim, "done"))
         .await
         .unwrap();
     assert_eq!(
-        kit.idempotency
+        kit.store
+            .idempotency()
             .claim(Principal::Platform, &key, fingerprint(2), policy())
             .await
             .unwrap(),
@@ -76,7 +82,8 @@ pub async fn an_unfinished_key_is_in_progress(kit: &StoreKit) {
     let key = unique_key();
     acquired(kit, Principal::Platform, &key, 1).await;
     assert_eq!(
-        kit.idempotency
+        kit.store
+            .idempotency()
             .claim(Principal::Platform, &key, fingerprint(1), policy())
             .await
             .unwrap(),
@@ -87,13 +94,16 @@ pub async fn an_unfinished_key_is_in_progress(kit: &StoreKit) {
 pub async fn a_released_key_runs_anew(kit: &StoreKit) {
     let key = unique_key();
     let claim = acquired(kit, Principal::Platform, &key, 1).await;
-    kit.idempotency.release(&claim).await.unwrap();
+    kit.store.idempotency().release(&claim).await.unwrap();
     // After an error the retry may even be a corrected request.
     let again = acquired(kit, Principal::Platform, &key, 2).await;
     assert_ne!(again.token, claim.token);
     assert!(
         matches!(
-            kit.idempotency.complete(&completion(&claim, "late")).await,
+            kit.store
+                .idempotency()
+                .complete(&completion(&claim, "late"))
+                .await,
             Err(Error::IdempotencyClaimLost)
         ),
         "a released claim cannot complete"
@@ -105,18 +115,21 @@ pub async fn keys_are_scoped_to_their_caller(kit: &StoreKit) {
     let b = onboard(kit, Currency::USD).await;
     let key = unique_key();
     let claim_a = acquired(kit, a.principal(), &key, 1).await;
-    kit.idempotency
+    kit.store
+        .idempotency()
         .complete(&completion(&claim_a, "A's response"))
         .await
         .unwrap();
     let claim_b = acquired(kit, b.principal(), &key, 1).await;
-    kit.idempotency
+    kit.store
+        .idempotency()
         .complete(&completion(&claim_b, "B's response"))
         .await
         .unwrap();
     acquired(kit, Principal::Platform, &key, 1).await;
     match kit
-        .idempotency
+        .store
+        .idempotency()
         .claim(a.principal(), &key, fingerprint(1), policy())
         .await
         .unwrap()
@@ -133,21 +146,24 @@ pub async fn expired_keys_are_new_again_and_purged(kit: &StoreKit) {
     };
     let key = unique_key();
     let ClaimOutcome::Acquired(claim) = kit
-        .idempotency
+        .store
+        .idempotency()
         .claim(Principal::Platform, &key, fingerprint(1), ttl)
         .await
         .unwrap()
     else {
         panic!()
     };
-    kit.idempotency
+    kit.store
+        .idempotency()
         .complete(&completion(&claim, "old"))
         .await
         .unwrap();
     kit.time.advance(Duration::from_secs(590)).await;
     assert!(
         matches!(
-            kit.idempotency
+            kit.store
+                .idempotency()
                 .claim(Principal::Platform, &key, fingerprint(1), ttl)
                 .await
                 .unwrap(),
@@ -156,10 +172,18 @@ pub async fn expired_keys_are_new_again_and_purged(kit: &StoreKit) {
         "still inside the window"
     );
     kit.time.advance(Duration::from_secs(20)).await;
-    assert!(kit.idempotency.purge_expired(100_000).await.unwrap() >= 1);
+    assert!(
+        kit.store
+            .idempotency()
+            .purge_expired(100_000)
+            .await
+            .unwrap()
+            >= 1
+    );
     assert!(
         matches!(
-            kit.idempotency
+            kit.store
+                .idempotency()
                 .claim(Principal::Platform, &key, fingerprint(2), ttl)
                 .await
                 .unwrap(),
@@ -177,16 +201,20 @@ pub async fn a_dead_holder_is_taken_over_and_cannot_complete(kit: &StoreKit) {
         .await;
     let live = acquired(kit, Principal::Platform, &key, 1).await;
     assert!(matches!(
-        kit.idempotency.complete(&completion(&dead, "dead")).await,
+        kit.store
+            .idempotency()
+            .complete(&completion(&dead, "dead"))
+            .await,
         Err(Error::IdempotencyClaimLost)
     ));
-    kit.idempotency.release(&dead).await.unwrap();
-    kit.idempotency
+    kit.store.idempotency().release(&dead).await.unwrap();
+    kit.store
+        .idempotency()
         .complete(&completion(&live, "live"))
         .await
         .unwrap();
     assert!(
-        matches!(kit.idempotency.claim(Principal::Platform, &key, fingerprint(1), policy()).await.unwrap(), ClaimOutcome::Replay(r) if &r.body[..] == b"live")
+        matches!(kit.store.idempotency().claim(Principal::Platform, &key, fingerprint(1), policy()).await.unwrap(), ClaimOutcome::Replay(r) if &r.body[..] == b"live")
     );
 }
 
@@ -198,7 +226,8 @@ pub async fn a_dead_holder_does_not_block_a_corrected_request(kit: &StoreKit) {
     let dead = acquired(kit, Principal::Platform, &key, 1).await;
     assert!(
         matches!(
-            kit.idempotency
+            kit.store
+                .idempotency()
                 .claim(Principal::Platform, &key, fingerprint(2), policy())
                 .await
                 .unwrap(),
@@ -211,15 +240,19 @@ pub async fn a_dead_holder_does_not_block_a_corrected_request(kit: &StoreKit) {
         .await;
     let corrected = acquired(kit, Principal::Platform, &key, 2).await;
     assert!(matches!(
-        kit.idempotency.complete(&completion(&dead, "dead")).await,
+        kit.store
+            .idempotency()
+            .complete(&completion(&dead, "dead"))
+            .await,
         Err(Error::IdempotencyClaimLost)
     ));
-    kit.idempotency
+    kit.store
+        .idempotency()
         .complete(&completion(&corrected, "corrected"))
         .await
         .unwrap();
     assert!(
-        matches!(kit.idempotency.claim(Principal::Platform, &key, fingerprint(2), policy()).await.unwrap(), ClaimOutcome::Replay(r) if &r.body[..] == b"corrected")
+        matches!(kit.store.idempotency().claim(Principal::Platform, &key, fingerprint(2), policy()).await.unwrap(), ClaimOutcome::Replay(r) if &r.body[..] == b"corrected")
     );
 }
 
@@ -228,7 +261,11 @@ pub async fn concurrent_claims_acquire_exactly_once(kit: &StoreKit) {
     let barrier = Arc::new(tokio::sync::Barrier::new(32));
     let mut tasks = Vec::new();
     for _ in 0..32 {
-        let (store, key, barrier) = (kit.idempotency.clone(), key.clone(), barrier.clone());
+        let (store, key, barrier) = (
+            kit.store.idempotency().clone(),
+            key.clone(),
+            barrier.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
             store

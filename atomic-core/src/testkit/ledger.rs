@@ -1,4 +1,5 @@
-//! Conformance cases for [`crate::ports::LedgerStore`].
+//! Conformance cases for the ledger side of the store ports: [`crate::ports::AccountStore`],
+//! payments in [`crate::ports::PaymentStore`], and [`crate::ports::SettlementStore`].
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -9,13 +10,15 @@ use super::{
     system_account,
 };
 use crate::account::{Account, AccountName};
-use crate::error::{Error, Invariant};
+use crate::error::{Error, Invariant, Result};
 use crate::idempotency::{ClaimOutcome, IdempotencyPolicy};
 use crate::ledger::{Direction, Transfer};
 use crate::money::Currency;
-use crate::page::{PageLimit, PageRequest};
+use crate::page::{CreatedRange, PageLimit, PageRequest};
 use crate::payment::{FailureReason, PaymentStatus};
-use crate::ports::{BeginOutcome, LeaseId, SettleOutcome, Settlement, SettlementResult};
+use crate::ports::{
+    BeginOutcome, Job, LeaseId, PaymentFilter, SettleOutcome, Settlement, SettlementResult,
+};
 use crate::principal::{Owner, Principal};
 use crate::time::Timestamp;
 use crate::{Balance, PaymentId};
@@ -29,9 +32,53 @@ fn page<C>(limit: i64, after: Option<C>) -> PageRequest<C> {
     }
 }
 
+/// Claims one payment under `lease`.
+async fn begin(kit: &StoreKit, id: PaymentId, lease: LeaseId) -> BeginOutcome {
+    let mut outcomes = kit
+        .store
+        .settlement()
+        .begin_payments(&[id], lease, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(outcomes.len(), 1, "one outcome per id");
+    outcomes.remove(0)
+}
+
+/// Settles one settlement alone.
+async fn settle_one(kit: &StoreKit, settlement: &Settlement) -> Result<SettleOutcome> {
+    let mut results = kit
+        .store
+        .settlement()
+        .settle(std::slice::from_ref(settlement))
+        .await;
+    assert_eq!(results.len(), 1, "one result per settlement");
+    results.remove(0)
+}
+
+/// `p` as a worker holds it (`PROCESSING`), not stored: to build its transfer.
+fn processing(p: &crate::Payment) -> crate::Payment {
+    let mut held = p.clone();
+    held.start_processing(Timestamp::now()).unwrap();
+    held
+}
+
+fn payment_of(settlement: &Settlement) -> Option<PaymentId> {
+    match settlement {
+        Settlement::Payment { payment_id, .. } => Some(*payment_id),
+        Settlement::Refund { .. } => None,
+    }
+}
+
+fn status_is(status: PaymentStatus) -> PaymentFilter {
+    PaymentFilter {
+        status: Some(status),
+        ..PaymentFilter::default()
+    }
+}
+
 async fn claim(kit: &StoreKit, id: PaymentId) -> (LeaseId, crate::Payment) {
     let lease = LeaseId::generate();
-    match kit.ledger.begin_processing(id, lease, LEASE).await.unwrap() {
+    match begin(kit, id, lease).await {
         BeginOutcome::Claimed(p) => (lease, p),
         other => panic!("expected to claim {id}, got {other:?}"),
     }
@@ -40,18 +87,21 @@ async fn claim(kit: &StoreKit, id: PaymentId) -> (LeaseId, crate::Payment) {
 async fn post(kit: &StoreKit, id: PaymentId) -> SettleOutcome {
     let (lease, p) = claim(kit, id).await;
     let transfer = Transfer::for_payment(&p, Timestamp::now()).unwrap();
-    kit.ledger
-        .settle(&Settlement {
+    settle_one(
+        kit,
+        &Settlement::Payment {
             payment_id: id,
             lease,
             result: SettlementResult::Posted(transfer),
-        })
-        .await
-        .unwrap()
+        },
+    )
+    .await
+    .unwrap()
 }
 
 async fn balance(kit: &StoreKit, account: &Account) -> i64 {
-    kit.ledger
+    kit.store
+        .accounts()
         .account(account.id, Principal::Platform)
         .await
         .unwrap()
@@ -67,9 +117,10 @@ pub async fn system_account_is_unique_per_currency(kit: &StoreKit) {
     assert!(first.allow_negative());
     let mut tasks = Vec::new();
     for _ in 0..8 {
-        let ledger = kit.ledger.clone();
+        let store = kit.store.clone();
         tasks.push(tokio::spawn(async move {
-            ledger
+            store
+                .accounts()
                 .ensure_system_account(&Account::system(Currency::INR, Timestamp::now()))
                 .await
                 .unwrap()
@@ -96,16 +147,26 @@ pub async fn accounts_round_trip_and_are_scoped(kit: &StoreKit) {
         a.account.owner,
         Timestamp::now(),
     );
-    kit.ledger.create_account(&extra, None).await.unwrap();
+    kit.store
+        .accounts()
+        .create_account(&extra, None)
+        .await
+        .unwrap();
 
-    let read = kit.ledger.account(extra.id, a.principal()).await.unwrap();
+    let read = kit
+        .store
+        .accounts()
+        .account(extra.id, a.principal())
+        .await
+        .unwrap();
     assert_eq!(
         read.as_ref(),
         Some(&extra),
         "stored account must read back equal, byte for byte"
     );
     assert_eq!(
-        kit.ledger
+        kit.store
+            .accounts()
             .account(extra.id, Principal::Platform)
             .await
             .unwrap()
@@ -113,25 +174,38 @@ pub async fn accounts_round_trip_and_are_scoped(kit: &StoreKit) {
         Some(&extra)
     );
     assert_eq!(
-        kit.ledger.account(extra.id, b.principal()).await.unwrap(),
+        kit.store
+            .accounts()
+            .account(extra.id, b.principal())
+            .await
+            .unwrap(),
         None,
         "another merchant's account is invisible"
     );
     let world = system_account(kit, Currency::USD).await;
     assert_eq!(
-        kit.ledger.account(world.id, a.principal()).await.unwrap(),
+        kit.store
+            .accounts()
+            .account(world.id, a.principal())
+            .await
+            .unwrap(),
         None,
         "system accounts are the platform's"
     );
     assert_eq!(
-        kit.ledger
+        kit.store
+            .accounts()
             .account(crate::AccountId::generate(), Principal::Platform)
             .await
             .unwrap(),
         None
     );
     assert!(
-        kit.ledger.create_account(&extra, None).await.is_err(),
+        kit.store
+            .accounts()
+            .create_account(&extra, None)
+            .await
+            .is_err(),
         "an account id is unique"
     );
 }
@@ -141,7 +215,8 @@ pub async fn payments_round_trip_and_are_scoped(kit: &StoreKit) {
     let b = onboard(kit, Currency::USD).await;
     let p = stored_payment(kit, &a, 1234).await;
     assert_eq!(
-        kit.ledger
+        kit.store
+            .payments()
             .payment(p.id, a.principal())
             .await
             .unwrap()
@@ -149,16 +224,24 @@ pub async fn payments_round_trip_and_are_scoped(kit: &StoreKit) {
         Some(&p)
     );
     assert_eq!(
-        kit.ledger
+        kit.store
+            .payments()
             .payment(p.id, Principal::Platform)
             .await
             .unwrap()
             .as_ref(),
         Some(&p)
     );
-    assert_eq!(kit.ledger.payment(p.id, b.principal()).await.unwrap(), None);
+    assert_eq!(
+        kit.store
+            .payments()
+            .payment(p.id, b.principal())
+            .await
+            .unwrap(),
+        None
+    );
     assert!(
-        kit.ledger.create_payment(&p, None).await.is_err(),
+        kit.store.payments().create_payment(&p, None).await.is_err(),
         "a payment id is unique"
     );
 }
@@ -175,16 +258,22 @@ pub async fn payments_list_newest_first_with_cursor_and_filter(kit: &StoreKit) {
     post(kit, mine[3].id).await;
 
     let first = kit
-        .ledger
-        .payments(a.principal(), None, page(2, None))
+        .store
+        .payments()
+        .payments(a.principal(), &PaymentFilter::default(), page(2, None))
         .await
         .unwrap();
     let ids: Vec<_> = first.items.iter().map(|p| p.id).collect();
     assert_eq!(ids, vec![mine[4].id, mine[3].id]);
     assert!(first.has_more);
     let second = kit
-        .ledger
-        .payments(a.principal(), None, page(2, Some(mine[3].id)))
+        .store
+        .payments()
+        .payments(
+            a.principal(),
+            &PaymentFilter::default(),
+            page(2, Some(mine[3].id)),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -193,8 +282,13 @@ pub async fn payments_list_newest_first_with_cursor_and_filter(kit: &StoreKit) {
     );
     assert!(second.has_more);
     let last = kit
-        .ledger
-        .payments(a.principal(), None, page(2, Some(mine[1].id)))
+        .store
+        .payments()
+        .payments(
+            a.principal(),
+            &PaymentFilter::default(),
+            page(2, Some(mine[1].id)),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -204,8 +298,13 @@ pub async fn payments_list_newest_first_with_cursor_and_filter(kit: &StoreKit) {
     assert!(!last.has_more);
 
     let succeeded = kit
-        .ledger
-        .payments(a.principal(), Some(PaymentStatus::Success), page(10, None))
+        .store
+        .payments()
+        .payments(
+            a.principal(),
+            &status_is(PaymentStatus::Success),
+            page(10, None),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -220,34 +319,51 @@ pub async fn payments_list_newest_first_with_cursor_and_filter(kit: &StoreKit) {
     );
 
     let all = kit
-        .ledger
-        .payments(a.principal(), None, page(100, None))
+        .store
+        .payments()
+        .payments(a.principal(), &PaymentFilter::default(), page(100, None))
         .await
         .unwrap();
     assert_eq!(all.items.len(), 5, "a merchant lists only its own payments");
 
     let foreign = kit
-        .ledger
-        .payments(b.principal(), None, page(1, None))
+        .store
+        .payments()
+        .payments(b.principal(), &PaymentFilter::default(), page(1, None))
         .await
         .unwrap()
         .items[0]
         .id;
     assert!(matches!(
-        kit.ledger
-            .payments(a.principal(), None, page(2, Some(foreign)))
+        kit.store
+            .payments()
+            .payments(
+                a.principal(),
+                &PaymentFilter::default(),
+                page(2, Some(foreign))
+            )
             .await,
         Err(Error::UnknownCursor)
     ));
     assert!(matches!(
-        kit.ledger
-            .payments(a.principal(), None, page(2, Some(PaymentId::generate())))
+        kit.store
+            .payments()
+            .payments(
+                a.principal(),
+                &PaymentFilter::default(),
+                page(2, Some(PaymentId::generate()))
+            )
             .await,
         Err(Error::UnknownCursor)
     ));
     assert!(
-        kit.ledger
-            .payments(Principal::Platform, None, page(2, Some(foreign)))
+        kit.store
+            .payments()
+            .payments(
+                Principal::Platform,
+                &PaymentFilter::default(),
+                page(2, Some(foreign))
+            )
             .await
             .is_ok()
     );
@@ -276,11 +392,16 @@ pub async fn create_payment_refuses_inconsistent_accounts(kit: &StoreKit) {
         missing,
     ] {
         assert!(
-            kit.ledger.create_payment(&bad, None).await.is_err(),
+            kit.store
+                .payments()
+                .create_payment(&bad, None)
+                .await
+                .is_err(),
             "accepted {bad:?}"
         );
         assert_eq!(
-            kit.ledger
+            kit.store
+                .payments()
                 .payment(bad.id, Principal::Platform)
                 .await
                 .unwrap(),
@@ -311,7 +432,7 @@ pub async fn concurrent_creates_succeed_or_fail_each_on_its_own(kit: &StoreKit) 
                 None
             };
             barrier.wait().await;
-            let created = kit.ledger.create_payment(&p, completion).await;
+            let created = kit.store.payments().create_payment(&p, completion).await;
             (p.id, bad, created.is_ok())
         }));
     }
@@ -319,7 +440,12 @@ pub async fn concurrent_creates_succeed_or_fail_each_on_its_own(kit: &StoreKit) 
     for task in tasks {
         let (id, bad, ok) = task.await.unwrap();
         assert_eq!(ok, !bad, "payment {id}: bad={bad}");
-        let found = kit.ledger.payment(id, Principal::Platform).await.unwrap();
+        let found = kit
+            .store
+            .payments()
+            .payment(id, Principal::Platform)
+            .await
+            .unwrap();
         assert_eq!(found.is_some(), !bad);
         stored += usize::from(found.is_some());
     }
@@ -332,12 +458,14 @@ pub async fn create_payment_completes_its_idempotency_claim_atomically(kit: &Sto
 
     let claim = acquire(kit, a.principal()).await;
     let p = payment(&a.account, &world, 500, "tok_visa");
-    kit.ledger
+    kit.store
+        .payments()
         .create_payment(&p, Some(completion(&claim, "stored")))
         .await
         .unwrap();
     let replay = kit
-        .idempotency
+        .store
+        .idempotency()
         .claim(
             claim.scope,
             &claim.key,
@@ -350,16 +478,18 @@ pub async fn create_payment_completes_its_idempotency_claim_atomically(kit: &Sto
 
     // A claim that is no longer held: the payment must not be written either.
     let lost = acquire(kit, a.principal()).await;
-    kit.idempotency.release(&lost).await.unwrap();
+    kit.store.idempotency().release(&lost).await.unwrap();
     let orphan = payment(&a.account, &world, 500, "tok_visa");
     let err = kit
-        .ledger
+        .store
+        .payments()
         .create_payment(&orphan, Some(completion(&lost, "x")))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::IdempotencyClaimLost), "{err:?}");
     assert_eq!(
-        kit.ledger
+        kit.store
+            .payments()
             .payment(orphan.id, Principal::Platform)
             .await
             .unwrap(),
@@ -368,7 +498,7 @@ pub async fn create_payment_completes_its_idempotency_claim_atomically(kit: &Sto
 
     // The same for accounts.
     let held = acquire(kit, a.principal()).await;
-    kit.idempotency.release(&held).await.unwrap();
+    kit.store.idempotency().release(&held).await.unwrap();
     let acct = Account::open(
         AccountName::parse("x").unwrap(),
         Currency::USD,
@@ -376,13 +506,15 @@ pub async fn create_payment_completes_its_idempotency_claim_atomically(kit: &Sto
         Timestamp::now(),
     );
     assert!(
-        kit.ledger
+        kit.store
+            .accounts()
             .create_account(&acct, Some(completion(&held, "x")))
             .await
             .is_err()
     );
     assert_eq!(
-        kit.ledger
+        kit.store
+            .accounts()
             .account(acct.id, Principal::Platform)
             .await
             .unwrap(),
@@ -400,7 +532,8 @@ pub async fn a_key_creates_a_new_payment_once_its_window_has_passed(kit: &StoreK
         p.created_by = a.principal();
     };
     let ClaimOutcome::Acquired(first) = kit
-        .idempotency
+        .store
+        .idempotency()
         .claim(a.principal(), &key, super::fingerprint(1), policy)
         .await
         .unwrap()
@@ -409,14 +542,16 @@ pub async fn a_key_creates_a_new_payment_once_its_window_has_passed(kit: &StoreK
     };
     let mut p1 = payment(&a.account, &world, 100, "tok_visa");
     keyed(&mut p1);
-    kit.ledger
+    kit.store
+        .payments()
         .create_payment(&p1, Some(completion(&first, "one")))
         .await
         .unwrap();
 
     kit.time.advance(policy.ttl + Duration::from_secs(1)).await;
     let ClaimOutcome::Acquired(second) = kit
-        .idempotency
+        .store
+        .idempotency()
         .claim(a.principal(), &key, super::fingerprint(1), policy)
         .await
         .unwrap()
@@ -429,12 +564,14 @@ pub async fn a_key_creates_a_new_payment_once_its_window_has_passed(kit: &StoreK
     p2.created_at = p1
         .created_at
         .saturating_add(policy.ttl + Duration::from_secs(1));
-    kit.ledger
+    kit.store
+        .payments()
         .create_payment(&p2, Some(completion(&second, "two")))
         .await
         .unwrap();
     assert!(
-        kit.ledger
+        kit.store
+            .payments()
             .payment(p2.id, Principal::Platform)
             .await
             .unwrap()
@@ -449,79 +586,37 @@ pub async fn begin_processing_is_a_compare_and_set_with_a_lease(kit: &StoreKit) 
     let (first, claimed) = claim(kit, p.id).await;
     assert_eq!(claimed.status(), PaymentStatus::Processing);
     assert_eq!(
-        kit.ledger
-            .begin_processing(p.id, LeaseId::generate(), LEASE)
-            .await
-            .unwrap(),
+        begin(kit, p.id, LeaseId::generate()).await,
         BeginOutcome::Busy
     );
     assert_eq!(
-        kit.ledger
-            .begin_processing(PaymentId::generate(), LeaseId::generate(), LEASE)
-            .await
-            .unwrap(),
+        begin(kit, PaymentId::generate(), LeaseId::generate()).await,
         BeginOutcome::Missing
     );
 
     // The first holder dies; once its lease runs out another worker takes over.
     kit.time.advance(LEASE + Duration::from_secs(1)).await;
     let (second, _) = claim(kit, p.id).await;
-    let stale = Settlement {
+    let stale = Settlement::Payment {
         payment_id: p.id,
         lease: first,
         result: SettlementResult::Failed(FailureReason::CardDeclined),
     };
     assert_eq!(
-        kit.ledger.settle(&stale).await.unwrap(),
-        SettleOutcome::NotHeld {
-            status: PaymentStatus::Processing
-        }
+        settle_one(kit, &stale).await.unwrap(),
+        SettleOutcome::NotHeld
     );
-    let fresh = Settlement {
+    let fresh = Settlement::Payment {
         payment_id: p.id,
         lease: second,
         result: SettlementResult::Failed(FailureReason::CardDeclined),
     };
     assert!(matches!(
-        kit.ledger.settle(&fresh).await.unwrap(),
-        SettleOutcome::Settled(_)
+        settle_one(kit, &fresh).await.unwrap(),
+        SettleOutcome::Payment(_)
     ));
     assert!(
-        matches!(kit.ledger.begin_processing(p.id, LeaseId::generate(), LEASE).await.unwrap(), BeginOutcome::Finished(f) if f.status() == PaymentStatus::Failed)
-    );
-}
-
-pub async fn renew_extends_only_a_lease_still_held(kit: &StoreKit) {
-    let a = onboard(kit, Currency::USD).await;
-    let p = stored_payment(kit, &a, 700).await;
-    let (lease, _) = claim(kit, p.id).await;
-    assert!(
-        !kit.ledger
-            .renew(p.id, LeaseId::generate(), LEASE)
-            .await
-            .unwrap(),
-        "not the holder"
-    );
-    kit.time.advance(LEASE - Duration::from_secs(5)).await;
-    assert!(kit.ledger.renew(p.id, lease, LEASE).await.unwrap());
-    // Renewed for a whole lease from now: still held after the original one would have ended.
-    kit.time.advance(Duration::from_secs(10)).await;
-    assert_eq!(
-        kit.ledger
-            .begin_processing(p.id, LeaseId::generate(), LEASE)
-            .await
-            .unwrap(),
-        BeginOutcome::Busy
-    );
-    // Once it runs out and another takes over, the old holder cannot renew.
-    kit.time.advance(LEASE).await;
-    let (_, _) = claim(kit, p.id).await;
-    assert!(!kit.ledger.renew(p.id, lease, LEASE).await.unwrap());
-    assert!(
-        !kit.ledger
-            .renew(PaymentId::generate(), lease, LEASE)
-            .await
-            .unwrap()
+        matches!(begin(kit, p.id, LeaseId::generate()).await, BeginOutcome::Finished(f) if f.status() == PaymentStatus::Failed)
     );
 }
 
@@ -530,24 +625,35 @@ pub async fn a_payment_whose_void_began_can_only_fail(kit: &StoreKit) {
     let p = stored_payment(kit, &a, 700).await;
     let (lease, held) = claim(kit, p.id).await;
     assert!(
-        !kit.ledger
+        !kit.store
+            .settlement()
             .begin_void(p.id, LeaseId::generate(), LEASE)
             .await
             .unwrap(),
         "not the holder"
     );
-    assert!(kit.ledger.begin_void(p.id, lease, LEASE).await.unwrap());
     assert!(
-        kit.ledger.begin_void(p.id, lease, LEASE).await.unwrap(),
+        kit.store
+            .settlement()
+            .begin_void(p.id, lease, LEASE)
+            .await
+            .unwrap()
+    );
+    assert!(
+        kit.store
+            .settlement()
+            .begin_void(p.id, lease, LEASE)
+            .await
+            .unwrap(),
         "a second mark by the holder is harmless"
     );
-    let posted = |lease| Settlement {
+    let posted = |lease| Settlement::Payment {
         payment_id: p.id,
         lease,
         result: SettlementResult::Posted(Transfer::for_payment(&held, Timestamp::now()).unwrap()),
     };
     // Neither alone nor in a batch (whose other settlements still go through).
-    let refused = kit.ledger.settle(&posted(lease)).await;
+    let refused = settle_one(kit, &posted(lease)).await;
     assert!(
         matches!(refused, Err(Error::Invariant(Invariant::Voided))),
         "{refused:?}"
@@ -555,10 +661,11 @@ pub async fn a_payment_whose_void_began_can_only_fail(kit: &StoreKit) {
     let other = stored_payment(kit, &a, 300).await;
     let (other_lease, other_held) = claim(kit, other.id).await;
     let results = kit
-        .ledger
-        .settle_many(&[
+        .store
+        .settlement()
+        .settle(&[
             posted(lease),
-            Settlement {
+            Settlement::Payment {
                 payment_id: other.id,
                 lease: other_lease,
                 result: SettlementResult::Posted(
@@ -573,7 +680,7 @@ pub async fn a_payment_whose_void_began_can_only_fail(kit: &StoreKit) {
         results[0]
     );
     assert!(
-        matches!(&results[1], Ok(SettleOutcome::Settled(s)) if s.status() == PaymentStatus::Success)
+        matches!(&results[1], Ok(SettleOutcome::Payment(s)) if s.status() == PaymentStatus::Success)
     );
     assert_eq!(
         balance(kit, &a.account).await,
@@ -584,31 +691,32 @@ pub async fn a_payment_whose_void_began_can_only_fail(kit: &StoreKit) {
     // either.
     kit.time.advance(LEASE + Duration::from_secs(1)).await;
     let next = LeaseId::generate();
-    let taken = kit
-        .ledger
-        .begin_processing(p.id, next, LEASE)
-        .await
-        .unwrap();
+    let taken = begin(kit, p.id, next).await;
     assert!(
         matches!(&taken, BeginOutcome::Voiding { attempt, .. } if *attempt == lease),
         "{taken:?}"
     );
     assert!(matches!(
-        kit.ledger.settle(&posted(next)).await,
+        settle_one(kit, &posted(next)).await,
         Err(Error::Invariant(Invariant::Voided))
     ));
-    let failed = kit
-        .ledger
-        .settle(&Settlement {
+    let failed = settle_one(
+        kit,
+        &Settlement::Payment {
             payment_id: p.id,
             lease: next,
             result: SettlementResult::Failed(FailureReason::ProcessingError),
-        })
-        .await
-        .unwrap();
-    assert!(matches!(failed, SettleOutcome::Settled(f) if f.status() == PaymentStatus::Failed));
+        },
+    )
+    .await
+    .unwrap();
+    assert!(matches!(failed, SettleOutcome::Payment(f) if f.status() == PaymentStatus::Failed));
     assert!(
-        !kit.ledger.begin_void(p.id, next, LEASE).await.unwrap(),
+        !kit.store
+            .settlement()
+            .begin_void(p.id, next, LEASE)
+            .await
+            .unwrap(),
         "a finished payment is held by no lease"
     );
     assert_books_clean(kit).await;
@@ -618,16 +726,21 @@ pub async fn release_lets_the_next_attempt_claim_at_once(kit: &StoreKit) {
     let a = onboard(kit, Currency::USD).await;
     let p = stored_payment(kit, &a, 700).await;
     let (lease, _) = claim(kit, p.id).await;
-    kit.ledger.release(p.id, LeaseId::generate()).await.unwrap();
+    kit.store
+        .settlement()
+        .release(Job::Payment(p.id), LeaseId::generate())
+        .await
+        .unwrap();
     assert_eq!(
-        kit.ledger
-            .begin_processing(p.id, LeaseId::generate(), LEASE)
-            .await
-            .unwrap(),
+        begin(kit, p.id, LeaseId::generate()).await,
         BeginOutcome::Busy,
         "releasing someone else's lease is a no-op"
     );
-    kit.ledger.release(p.id, lease).await.unwrap();
+    kit.store
+        .settlement()
+        .release(Job::Payment(p.id), lease)
+        .await
+        .unwrap();
     let (_, again) = claim(kit, p.id).await;
     assert_eq!(again.status(), PaymentStatus::Processing);
 }
@@ -639,17 +752,18 @@ pub async fn settle_posts_one_balanced_transfer_and_sets_success(kit: &StoreKit)
     let p = stored_payment(kit, &a, 2500).await;
     let (lease, held) = claim(kit, p.id).await;
     let transfer = Transfer::for_payment(&held, Timestamp::now()).unwrap();
-    let settlement = Settlement {
+    let settlement = Settlement::Payment {
         payment_id: p.id,
         lease,
         result: SettlementResult::Posted(transfer.clone()),
     };
-    let SettleOutcome::Settled(done) = kit.ledger.settle(&settlement).await.unwrap() else {
+    let SettleOutcome::Payment(done) = settle_one(kit, &settlement).await.unwrap() else {
         panic!("not settled")
     };
     assert_eq!(done.status(), PaymentStatus::Success);
     assert_eq!(
-        kit.ledger
+        kit.store
+            .payments()
             .payment(p.id, Principal::Platform)
             .await
             .unwrap()
@@ -661,8 +775,14 @@ pub async fn settle_posts_one_balanced_transfer_and_sets_success(kit: &StoreKit)
     assert_eq!(balance(kit, &world).await, world_before - 2500);
 
     let entries = kit
-        .ledger
-        .entries(a.account.id, a.principal(), page(10, None))
+        .store
+        .accounts()
+        .entries(
+            a.account.id,
+            a.principal(),
+            CreatedRange::default(),
+            page(10, None),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -678,8 +798,14 @@ pub async fn settle_posts_one_balanced_transfer_and_sets_success(kit: &StoreKit)
         (Direction::Credit, 2500, p.id, transfer.id())
     );
     let world_entries = kit
-        .ledger
-        .entries(world.id, Principal::Platform, page(100, None))
+        .store
+        .accounts()
+        .entries(
+            world.id,
+            Principal::Platform,
+            CreatedRange::default(),
+            page(100, None),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -692,10 +818,8 @@ pub async fn settle_posts_one_balanced_transfer_and_sets_success(kit: &StoreKit)
 
     // Settling again, under the same lease or any other, writes nothing.
     assert_eq!(
-        kit.ledger.settle(&settlement).await.unwrap(),
-        SettleOutcome::NotHeld {
-            status: PaymentStatus::Success
-        }
+        settle_one(kit, &settlement).await.unwrap(),
+        SettleOutcome::NotHeld
     );
     assert_eq!(balance(kit, &a.account).await, 2500);
     assert_books_clean(kit).await;
@@ -705,12 +829,12 @@ pub async fn settle_failure_posts_nothing(kit: &StoreKit) {
     let a = onboard(kit, Currency::USD).await;
     let p = stored_payment(kit, &a, 900).await;
     let (lease, _) = claim(kit, p.id).await;
-    let s = Settlement {
+    let s = Settlement::Payment {
         payment_id: p.id,
         lease,
         result: SettlementResult::Failed(FailureReason::InsufficientFunds),
     };
-    let SettleOutcome::Settled(done) = kit.ledger.settle(&s).await.unwrap() else {
+    let SettleOutcome::Payment(done) = settle_one(kit, &s).await.unwrap() else {
         panic!("not settled")
     };
     assert_eq!(
@@ -719,8 +843,14 @@ pub async fn settle_failure_posts_nothing(kit: &StoreKit) {
     );
     assert_eq!(balance(kit, &a.account).await, 0);
     assert!(
-        kit.ledger
-            .entries(a.account.id, a.principal(), page(10, None))
+        kit.store
+            .accounts()
+            .entries(
+                a.account.id,
+                a.principal(),
+                CreatedRange::default(),
+                page(10, None)
+            )
             .await
             .unwrap()
             .unwrap()
@@ -735,15 +865,16 @@ pub async fn settle_refuses_a_transfer_that_does_not_match(kit: &StoreKit) {
     let p = stored_payment(kit, &a, 100).await;
     let other = stored_payment(kit, &a, 999).await;
     let (lease, _) = claim(kit, p.id).await;
-    let wrong = Transfer::for_payment(&other, Timestamp::now()).unwrap();
-    let s = Settlement {
+    let wrong = Transfer::for_payment(&processing(&other), Timestamp::now()).unwrap();
+    let s = Settlement::Payment {
         payment_id: p.id,
         lease,
         result: SettlementResult::Posted(wrong),
     };
-    assert!(kit.ledger.settle(&s).await.is_err());
+    assert!(settle_one(kit, &s).await.is_err());
     assert_eq!(
-        kit.ledger
+        kit.store
+            .payments()
             .payment(p.id, Principal::Platform)
             .await
             .unwrap()
@@ -760,22 +891,23 @@ pub async fn concurrent_settlement_of_one_payment_happens_once(kit: &StoreKit) {
     let barrier = Arc::new(tokio::sync::Barrier::new(16));
     let mut tasks = Vec::new();
     for _ in 0..16 {
-        let (ledger, barrier) = (kit.ledger.clone(), barrier.clone());
+        let (kit, barrier) = (kit.clone(), barrier.clone());
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
             let lease = LeaseId::generate();
-            let BeginOutcome::Claimed(held) =
-                ledger.begin_processing(p.id, lease, LEASE).await.unwrap()
-            else {
+            let BeginOutcome::Claimed(held) = begin(&kit, p.id, lease).await else {
                 return false;
             };
             let transfer = Transfer::for_payment(&held, Timestamp::now()).unwrap();
-            let s = Settlement {
+            let s = Settlement::Payment {
                 payment_id: p.id,
                 lease,
                 result: SettlementResult::Posted(transfer),
             };
-            matches!(ledger.settle(&s).await.unwrap(), SettleOutcome::Settled(_))
+            matches!(
+                settle_one(&kit, &s).await.unwrap(),
+                SettleOutcome::Payment(_)
+            )
         }));
     }
     let mut settled = 0;
@@ -800,7 +932,7 @@ pub async fn concurrent_settlements_into_one_account_add_up_exactly(kit: &StoreK
             for i in 0..8 {
                 let amount = 1 + t * 8 + i;
                 let p = stored_payment(&kit, &a, amount).await;
-                assert!(matches!(post(&kit, p.id).await, SettleOutcome::Settled(_)));
+                assert!(matches!(post(&kit, p.id).await, SettleOutcome::Payment(_)));
                 total += amount;
             }
             total
@@ -823,8 +955,14 @@ pub async fn entries_list_newest_first_with_cursor_and_are_scoped(kit: &StoreKit
         post(kit, p.id).await;
     }
     let first = kit
-        .ledger
-        .entries(a.account.id, a.principal(), page(2, None))
+        .store
+        .accounts()
+        .entries(
+            a.account.id,
+            a.principal(),
+            CreatedRange::default(),
+            page(2, None),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -838,10 +976,12 @@ pub async fn entries_list_newest_first_with_cursor_and_are_scoped(kit: &StoreKit
     );
     assert!(first.has_more);
     let rest = kit
-        .ledger
+        .store
+        .accounts()
         .entries(
             a.account.id,
             a.principal(),
+            CreatedRange::default(),
             page(2, Some(first.items[1].id)),
         )
         .await
@@ -856,17 +996,25 @@ pub async fn entries_list_newest_first_with_cursor_and_are_scoped(kit: &StoreKit
     );
     assert!(!rest.has_more);
     assert_eq!(
-        kit.ledger
-            .entries(a.account.id, b.principal(), page(2, None))
+        kit.store
+            .accounts()
+            .entries(
+                a.account.id,
+                b.principal(),
+                CreatedRange::default(),
+                page(2, None)
+            )
             .await
             .unwrap(),
         None
     );
     assert!(matches!(
-        kit.ledger
+        kit.store
+            .accounts()
             .entries(
                 a.account.id,
                 a.principal(),
+                CreatedRange::default(),
                 page(2, Some(crate::EntryId::generate()))
             )
             .await,
@@ -875,16 +1023,28 @@ pub async fn entries_list_newest_first_with_cursor_and_are_scoped(kit: &StoreKit
     let b_entry_owner = stored_payment(kit, &b, 5).await;
     post(kit, b_entry_owner.id).await;
     let foreign = kit
-        .ledger
-        .entries(b.account.id, b.principal(), page(1, None))
+        .store
+        .accounts()
+        .entries(
+            b.account.id,
+            b.principal(),
+            CreatedRange::default(),
+            page(1, None),
+        )
         .await
         .unwrap()
         .unwrap()
         .items[0]
         .id;
     assert!(matches!(
-        kit.ledger
-            .entries(a.account.id, a.principal(), page(2, Some(foreign)))
+        kit.store
+            .accounts()
+            .entries(
+                a.account.id,
+                a.principal(),
+                CreatedRange::default(),
+                page(2, Some(foreign))
+            )
             .await,
         Err(Error::UnknownCursor)
     ));
@@ -899,31 +1059,60 @@ pub async fn sweep_returns_stale_work_once_per_interval(kit: &StoreKit) {
     claim(kit, held.id).await;
     post(kit, done.id).await;
 
-    let swept = |ids: Vec<PaymentId>| {
-        ids.into_iter()
-            .filter(|id| [pending.id, held.id, done.id].contains(id))
+    let swept = |jobs: Vec<Job>| {
+        jobs.into_iter()
+            .filter_map(|job| match job {
+                Job::Payment(id) if [pending.id, held.id, done.id].contains(&id) => Some(id),
+                _ => None,
+            })
             .collect::<HashSet<_>>()
     };
     assert!(
-        swept(kit.ledger.sweep(stale_after, 10_000).await.unwrap()).is_empty(),
+        swept(
+            kit.store
+                .settlement()
+                .sweep(stale_after, 10_000)
+                .await
+                .unwrap()
+        )
+        .is_empty(),
         "fresh work is left alone"
     );
     kit.time.advance(stale_after + Duration::from_secs(1)).await;
-    let due = swept(kit.ledger.sweep(stale_after, 10_000).await.unwrap());
+    let due = swept(
+        kit.store
+            .settlement()
+            .sweep(stale_after, 10_000)
+            .await
+            .unwrap(),
+    );
     // The lease (30 s) ran out too, so the held payment is due as well; finished ones never are.
     assert_eq!(due, HashSet::from([pending.id, held.id]));
     assert!(
-        swept(kit.ledger.sweep(stale_after, 10_000).await.unwrap()).is_empty(),
+        swept(
+            kit.store
+                .settlement()
+                .sweep(stale_after, 10_000)
+                .await
+                .unwrap()
+        )
+        .is_empty(),
         "swept work waits another interval"
     );
     kit.time.advance(stale_after + Duration::from_secs(1)).await;
     assert_eq!(
-        swept(kit.ledger.sweep(stale_after, 10_000).await.unwrap()),
+        swept(
+            kit.store
+                .settlement()
+                .sweep(stale_after, 10_000)
+                .await
+                .unwrap()
+        ),
         HashSet::from([pending.id, held.id])
     );
 }
 
-pub async fn begin_processing_many_claims_the_free_and_reports_the_rest(kit: &StoreKit) {
+pub async fn begin_payments_claims_the_free_and_reports_the_rest(kit: &StoreKit) {
     let a = onboard(kit, Currency::USD).await;
     let free = stored_payment(kit, &a, 1).await;
     let held = stored_payment(kit, &a, 2).await;
@@ -934,8 +1123,9 @@ pub async fn begin_processing_many_claims_the_free_and_reports_the_rest(kit: &St
     let missing = PaymentId::generate();
     let lease = LeaseId::generate();
     let outcomes = kit
-        .ledger
-        .begin_processing_many(
+        .store
+        .settlement()
+        .begin_payments(
             &[free.id, held.id, done.id, missing, also_free.id],
             lease,
             LEASE,
@@ -952,14 +1142,14 @@ pub async fn begin_processing_many_claims_the_free_and_reports_the_rest(kit: &St
     assert!(matches!(&outcomes[4], BeginOutcome::Claimed(p) if p.id == also_free.id));
     // Both are held under the one lease.
     for id in [free.id, also_free.id] {
-        let s = Settlement {
+        let s = Settlement::Payment {
             payment_id: id,
             lease,
             result: SettlementResult::Failed(FailureReason::CardDeclined),
         };
         assert!(matches!(
-            kit.ledger.settle(&s).await.unwrap(),
-            SettleOutcome::Settled(_)
+            settle_one(kit, &s).await.unwrap(),
+            SettleOutcome::Payment(_)
         ));
     }
 }
@@ -985,7 +1175,7 @@ pub async fn settle_many_settles_each_once_and_sums_balances(kit: &StoreKit) {
             }
             SettlementResult::Posted(Transfer::for_payment(&held, Timestamp::now()).unwrap())
         };
-        settlements.push(Settlement {
+        settlements.push(Settlement::Payment {
             payment_id: p.id,
             lease,
             result,
@@ -994,12 +1184,12 @@ pub async fn settle_many_settles_each_once_and_sums_balances(kit: &StoreKit) {
     // One whose lease is not held, and one already settled: neither writes anything.
     let stray = stored_payment(kit, &a, 5000).await;
     claim(kit, stray.id).await;
-    settlements.push(Settlement {
+    settlements.push(Settlement::Payment {
         payment_id: stray.id,
         lease: LeaseId::generate(),
         result: SettlementResult::Failed(FailureReason::CardDeclined),
     });
-    let results = kit.ledger.settle_many(&settlements).await;
+    let results = kit.store.settlement().settle(&settlements).await;
     assert_eq!(results.len(), settlements.len());
     for (i, result) in results.iter().enumerate().take(8) {
         let expected_status = if i == 3 {
@@ -1008,16 +1198,11 @@ pub async fn settle_many_settles_each_once_and_sums_balances(kit: &StoreKit) {
             PaymentStatus::Success
         };
         assert!(
-            matches!(result, Ok(SettleOutcome::Settled(p)) if p.id == settlements[i].payment_id && p.status() == expected_status),
+            matches!(result, Ok(SettleOutcome::Payment(p)) if Some(p.id) == payment_of(&settlements[i]) && p.status() == expected_status),
             "settlement {i}: {result:?}"
         );
     }
-    assert_eq!(
-        results[8].as_ref().unwrap(),
-        &SettleOutcome::NotHeld {
-            status: PaymentStatus::Processing
-        }
-    );
+    assert_eq!(results[8].as_ref().unwrap(), &SettleOutcome::NotHeld);
     assert_eq!(balance(kit, &a.account).await, expected.0);
     assert_eq!(balance(kit, &b.account).await, expected.1);
     assert_eq!(
@@ -1025,8 +1210,14 @@ pub async fn settle_many_settles_each_once_and_sums_balances(kit: &StoreKit) {
         world_before - expected.0 - expected.1
     );
     // The same batch again (a replayed job): nothing more is written.
-    for result in kit.ledger.settle_many(&settlements[..8]).await {
-        assert!(matches!(result, Ok(SettleOutcome::NotHeld { status }) if status.is_terminal()));
+    for (settlement, result) in settlements[..8]
+        .iter()
+        .zip(kit.store.settlement().settle(&settlements[..8]).await)
+    {
+        assert!(matches!(result, Ok(SettleOutcome::NotHeld)), "{result:?}");
+        let id = payment_of(settlement).unwrap();
+        let now = kit.store.payments().payment(id, Principal::Platform).await;
+        assert!(now.unwrap().unwrap().status().is_terminal());
     }
     assert_eq!(balance(kit, &a.account).await, expected.0);
     assert_eq!(balance(kit, &b.account).await, expected.1);
@@ -1039,7 +1230,7 @@ pub async fn settle_many_isolates_a_refused_posting(kit: &StoreKit) {
     for amount in [10, 20, 30] {
         let p = stored_payment(kit, &a, amount).await;
         let (lease, held) = claim(kit, p.id).await;
-        settlements.push(Settlement {
+        settlements.push(Settlement::Payment {
             payment_id: p.id,
             lease,
             result: SettlementResult::Posted(
@@ -1052,15 +1243,15 @@ pub async fn settle_many_isolates_a_refused_posting(kit: &StoreKit) {
     let (lease, _) = claim(kit, poisoned.id).await;
     settlements.insert(
         1,
-        Settlement {
+        Settlement::Payment {
             payment_id: poisoned.id,
             lease,
             result: SettlementResult::Posted(
-                Transfer::for_payment(&other, Timestamp::now()).unwrap(),
+                Transfer::for_payment(&processing(&other), Timestamp::now()).unwrap(),
             ),
         },
     );
-    let results = kit.ledger.settle_many(&settlements).await;
+    let results = kit.store.settlement().settle(&settlements).await;
     assert!(
         results[1].is_err(),
         "the mismatched posting is refused: {:?}",
@@ -1068,14 +1259,15 @@ pub async fn settle_many_isolates_a_refused_posting(kit: &StoreKit) {
     );
     for i in [0, 2, 3] {
         assert!(
-            matches!(&results[i], Ok(SettleOutcome::Settled(p)) if p.status() == PaymentStatus::Success),
+            matches!(&results[i], Ok(SettleOutcome::Payment(p)) if p.status() == PaymentStatus::Success),
             "settlement {i}: {:?}",
             results[i]
         );
     }
     assert_eq!(balance(kit, &a.account).await, 60);
     assert_eq!(
-        kit.ledger
+        kit.store
+            .payments()
             .payment(poisoned.id, Principal::Platform)
             .await
             .unwrap()
@@ -1103,7 +1295,7 @@ pub async fn concurrent_batches_into_one_account_add_up_exactly(kit: &StoreKit) 
                     let amount = 1 + t * 100 + round * 10 + i;
                     let p = stored_payment(&kit, &a, amount).await;
                     let (lease, held) = claim(&kit, p.id).await;
-                    settlements.push(Settlement {
+                    settlements.push(Settlement::Payment {
                         payment_id: p.id,
                         lease,
                         result: SettlementResult::Posted(
@@ -1112,9 +1304,9 @@ pub async fn concurrent_batches_into_one_account_add_up_exactly(kit: &StoreKit) 
                     });
                     total += amount;
                 }
-                for result in kit.ledger.settle_many(&settlements).await {
+                for result in kit.store.settlement().settle(&settlements).await {
                     assert!(
-                        matches!(result, Ok(SettleOutcome::Settled(_))),
+                        matches!(result, Ok(SettleOutcome::Payment(_))),
                         "{result:?}"
                     );
                 }
@@ -1134,7 +1326,8 @@ pub async fn concurrent_batches_into_one_account_add_up_exactly(kit: &StoreKit) 
 pub async fn balances_start_at_zero(kit: &StoreKit) {
     let a = onboard(kit, Currency::INR).await;
     assert_eq!(
-        kit.ledger
+        kit.store
+            .accounts()
             .account(a.account.id, Principal::Platform)
             .await
             .unwrap()
@@ -1151,15 +1344,21 @@ pub async fn a_claim_after_a_void_began_names_the_attempt_being_voided(kit: &Sto
     let p = stored_payment(kit, &a, 700).await;
     let free = stored_payment(kit, &a, 300).await;
     let (first, _) = claim(kit, p.id).await;
-    assert!(kit.ledger.begin_void(p.id, first, LEASE).await.unwrap());
-    kit.ledger.release(p.id, first).await.unwrap();
-
-    let second = LeaseId::generate();
-    let again = kit
-        .ledger
-        .begin_processing(p.id, second, LEASE)
+    assert!(
+        kit.store
+            .settlement()
+            .begin_void(p.id, first, LEASE)
+            .await
+            .unwrap()
+    );
+    kit.store
+        .settlement()
+        .release(Job::Payment(p.id), first)
         .await
         .unwrap();
+
+    let second = LeaseId::generate();
+    let again = begin(kit, p.id, second).await;
     assert!(
         matches!(&again, BeginOutcome::Voiding { payment, attempt }
             if payment.id == p.id && payment.status() == PaymentStatus::Processing
@@ -1167,13 +1366,24 @@ pub async fn a_claim_after_a_void_began_names_the_attempt_being_voided(kit: &Sto
         "{again:?}"
     );
     // A second mark, by the new holder, keeps the first attempt.
-    assert!(kit.ledger.begin_void(p.id, second, LEASE).await.unwrap());
-    kit.ledger.release(p.id, second).await.unwrap();
+    assert!(
+        kit.store
+            .settlement()
+            .begin_void(p.id, second, LEASE)
+            .await
+            .unwrap()
+    );
+    kit.store
+        .settlement()
+        .release(Job::Payment(p.id), second)
+        .await
+        .unwrap();
 
     let third = LeaseId::generate();
     let batch = kit
-        .ledger
-        .begin_processing_many(&[free.id, p.id], third, LEASE)
+        .store
+        .settlement()
+        .begin_payments(&[free.id, p.id], third, LEASE)
         .await
         .unwrap();
     assert!(
@@ -1202,7 +1412,8 @@ pub async fn the_audit_finds_two_payments_of_one_key_window_across_a_takeover(ki
     };
     let claim_key = || async {
         match kit
-            .idempotency
+            .store
+            .idempotency()
             .claim(a.principal(), &key, super::fingerprint(1), takeover)
             .await
             .unwrap()
@@ -1222,14 +1433,19 @@ pub async fn the_audit_finds_two_payments_of_one_key_window_across_a_takeover(ki
     // The first claimant's payment, written without its completion (the duplicate a bug or a
     // lost claim would make), a second before the takeover.
     let early = keyed(Timestamp::now().saturating_sub(Duration::from_secs(1)));
-    kit.ledger.create_payment(&early, None).await.unwrap();
+    kit.store
+        .payments()
+        .create_payment(&early, None)
+        .await
+        .unwrap();
     let second = claim_key().await;
     assert_ne!(
         first.token, second.token,
         "the key must have been taken over"
     );
     let late = keyed(Timestamp::now());
-    kit.ledger
+    kit.store
+        .payments()
         .create_payment(&late, Some(completion(&second, "late")))
         .await
         .unwrap();
@@ -1237,7 +1453,8 @@ pub async fn the_audit_finds_two_payments_of_one_key_window_across_a_takeover(ki
     assert_eq!(report.duplicate_idempotency_keys, 1, "{report}");
 }
 
-/// Generates the [`crate::ports::LedgerStore`] conformance tests for a `StoreKit` expression.
+/// Generates the ledger conformance tests (accounts, payments, settlement) for a `StoreKit`
+/// expression.
 #[macro_export]
 macro_rules! ledger_store_conformance {
     ($kit:expr) => {
@@ -1254,7 +1471,6 @@ macro_rules! ledger_store_conformance {
                 create_payment_completes_its_idempotency_claim_atomically,
                 a_key_creates_a_new_payment_once_its_window_has_passed,
                 begin_processing_is_a_compare_and_set_with_a_lease,
-                renew_extends_only_a_lease_still_held,
                 a_payment_whose_void_began_can_only_fail,
                 a_claim_after_a_void_began_names_the_attempt_being_voided,
                 release_lets_the_next_attempt_claim_at_once,
@@ -1265,7 +1481,7 @@ macro_rules! ledger_store_conformance {
                 concurrent_settlements_into_one_account_add_up_exactly,
                 entries_list_newest_first_with_cursor_and_are_scoped,
                 sweep_returns_stale_work_once_per_interval,
-                begin_processing_many_claims_the_free_and_reports_the_rest,
+                begin_payments_claims_the_free_and_reports_the_rest,
                 settle_many_settles_each_once_and_sums_balances,
                 settle_many_isolates_a_refused_posting,
                 concurrent_batches_into_one_account_add_up_exactly,

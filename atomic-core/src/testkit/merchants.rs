@@ -12,7 +12,8 @@ use crate::time::Timestamp;
 pub async fn onboarding_round_trips(kit: &StoreKit) {
     let a = onboard(kit, Currency::EUR).await;
     assert_eq!(
-        kit.merchants
+        kit.store
+            .merchants()
             .merchant(a.merchant.id)
             .await
             .unwrap()
@@ -20,7 +21,8 @@ pub async fn onboarding_round_trips(kit: &StoreKit) {
         Some(&a.merchant)
     );
     assert_eq!(
-        kit.ledger
+        kit.store
+            .accounts()
             .account(a.account.id, a.principal())
             .await
             .unwrap()
@@ -28,7 +30,8 @@ pub async fn onboarding_round_trips(kit: &StoreKit) {
         Some(&a.account)
     );
     assert_eq!(
-        kit.merchants
+        kit.store
+            .merchants()
             .merchant(MerchantId::generate())
             .await
             .unwrap(),
@@ -59,10 +62,17 @@ pub async fn onboarding_is_all_or_nothing(kit: &StoreKit) {
         account: account.clone(),
         key,
     };
-    assert!(kit.merchants.onboard(&onboarding, None).await.is_err());
-    assert_eq!(kit.merchants.merchant(id).await.unwrap(), None);
+    assert!(
+        kit.store
+            .merchants()
+            .onboard(&onboarding, None)
+            .await
+            .is_err()
+    );
+    assert_eq!(kit.store.merchants().merchant(id).await.unwrap(), None);
     assert_eq!(
-        kit.ledger
+        kit.store
+            .accounts()
             .account(account.id, Principal::Platform)
             .await
             .unwrap(),

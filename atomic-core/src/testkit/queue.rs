@@ -5,19 +5,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::QueueKit;
-use crate::id::PaymentId;
+use crate::id::{PaymentId, RefundId};
+use crate::ports::Job;
 
 // Short enough that a backend on real time (Redis) waits it out in seconds, long enough that
 // no case runs past it by accident.
 const VISIBILITY: Duration = Duration::from_secs(5);
 const NOW: Duration = Duration::ZERO;
 
+fn payment_job() -> Job {
+    Job::Payment(PaymentId::generate())
+}
+
+fn refund_job() -> Job {
+    Job::Refund(RefundId::generate())
+}
+
 pub async fn enqueued_jobs_are_delivered_once_then_acked(kit: &QueueKit) {
-    let ids: Vec<_> = (0..3).map(|_| PaymentId::generate()).collect();
+    // Both kinds of job travel the same way.
+    let ids = vec![payment_job(), refund_job(), payment_job()];
     kit.queue.enqueue(&ids).await.unwrap();
     let got = kit.queue.reserve(10, VISIBILITY, NOW).await.unwrap();
     assert_eq!(
-        got.iter().map(|d| d.payment_id).collect::<HashSet<_>>(),
+        got.iter().map(|d| d.job).collect::<HashSet<_>>(),
         ids.iter().copied().collect()
     );
     assert!(got.iter().all(|d| d.attempt == 1));
@@ -30,7 +40,7 @@ pub async fn enqueued_jobs_are_delivered_once_then_acked(kit: &QueueKit) {
         "reserved jobs are not delivered twice"
     );
     for d in &got {
-        kit.queue.ack(d).await.unwrap();
+        kit.queue.ack(std::slice::from_ref(d)).await.unwrap();
     }
     kit.time.advance(VISIBILITY + Duration::from_secs(1)).await;
     assert!(
@@ -43,13 +53,13 @@ pub async fn enqueued_jobs_are_delivered_once_then_acked(kit: &QueueKit) {
     );
 }
 
-pub async fn ack_many_acks_a_batch_and_ignores_stale_receipts(kit: &QueueKit) {
-    let ids: Vec<_> = (0..5).map(|_| PaymentId::generate()).collect();
+pub async fn ack_acks_a_batch_and_ignores_stale_receipts(kit: &QueueKit) {
+    let ids: Vec<_> = (0..5).map(|_| payment_job()).collect();
     kit.queue.enqueue(&ids).await.unwrap();
     let got = kit.queue.reserve(10, VISIBILITY, NOW).await.unwrap();
     assert_eq!(got.len(), 5);
     // One job's first delivery runs out and is redelivered; the stale receipt is in the batch.
-    let late = PaymentId::generate();
+    let late = payment_job();
     kit.queue.enqueue(&[late]).await.unwrap();
     let first = kit
         .queue
@@ -59,26 +69,24 @@ pub async fn ack_many_acks_a_batch_and_ignores_stale_receipts(kit: &QueueKit) {
     kit.time.advance(Duration::from_secs(2)).await;
     let live = kit.queue.reserve(1, VISIBILITY, NOW).await.unwrap();
     assert_eq!(
-        live.iter()
-            .map(|d| (d.payment_id, d.attempt))
-            .collect::<Vec<_>>(),
+        live.iter().map(|d| (d.job, d.attempt)).collect::<Vec<_>>(),
         vec![(late, 2)]
     );
     let mut batch = got.clone();
     batch.push(first[0].clone());
-    kit.queue.ack_many(&batch).await.unwrap();
+    kit.queue.ack(&batch).await.unwrap();
     kit.time.advance(VISIBILITY + Duration::from_secs(1)).await;
     let back = kit.queue.reserve(10, VISIBILITY, NOW).await.unwrap();
     assert_eq!(
-        back.iter().map(|d| d.payment_id).collect::<Vec<_>>(),
+        back.iter().map(|d| d.job).collect::<Vec<_>>(),
         vec![late],
         "the batch is gone; the live delivery was not acked by its stale receipt"
     );
-    kit.queue.ack_many(&back).await.unwrap();
+    kit.queue.ack(&back).await.unwrap();
 }
 
 pub async fn reserve_takes_at_most_max(kit: &QueueKit) {
-    let ids: Vec<_> = (0..5).map(|_| PaymentId::generate()).collect();
+    let ids: Vec<_> = (0..5).map(|_| payment_job()).collect();
     kit.queue.enqueue(&ids).await.unwrap();
     assert_eq!(
         kit.queue.reserve(2, VISIBILITY, NOW).await.unwrap().len(),
@@ -91,7 +99,7 @@ pub async fn reserve_takes_at_most_max(kit: &QueueKit) {
 }
 
 pub async fn unacked_jobs_come_back_after_their_visibility(kit: &QueueKit) {
-    let id = PaymentId::generate();
+    let id = payment_job();
     kit.queue.enqueue(&[id]).await.unwrap();
     let first = kit
         .queue
@@ -103,19 +111,16 @@ pub async fn unacked_jobs_come_back_after_their_visibility(kit: &QueueKit) {
     kit.time.advance(Duration::from_secs(3)).await;
     let again = kit.queue.reserve(1, VISIBILITY, NOW).await.unwrap();
     assert_eq!(
-        again
-            .iter()
-            .map(|d| (d.payment_id, d.attempt))
-            .collect::<Vec<_>>(),
+        again.iter().map(|d| (d.job, d.attempt)).collect::<Vec<_>>(),
         vec![(id, 2)]
     );
     // The dead worker's late ack must not lose the live delivery... it may be a no-op.
-    kit.queue.ack(&first[0]).await.unwrap();
-    kit.queue.ack(&again[0]).await.unwrap();
+    kit.queue.ack(&first[..1]).await.unwrap();
+    kit.queue.ack(&again[..1]).await.unwrap();
 }
 
 pub async fn retried_jobs_come_back_after_the_delay_with_attempt_plus_one(kit: &QueueKit) {
-    let id = PaymentId::generate();
+    let id = payment_job();
     kit.queue.enqueue(&[id]).await.unwrap();
     let d = kit
         .queue
@@ -135,17 +140,14 @@ pub async fn retried_jobs_come_back_after_the_delay_with_attempt_plus_one(kit: &
     kit.time.advance(Duration::from_secs(3)).await;
     let again = kit.queue.reserve(1, VISIBILITY, NOW).await.unwrap();
     assert_eq!(
-        again
-            .iter()
-            .map(|d| (d.payment_id, d.attempt))
-            .collect::<Vec<_>>(),
+        again.iter().map(|d| (d.job, d.attempt)).collect::<Vec<_>>(),
         vec![(id, 2)]
     );
-    kit.queue.ack(&again[0]).await.unwrap();
+    kit.queue.ack(&again[..1]).await.unwrap();
 }
 
 pub async fn dead_lettered_jobs_are_not_delivered_again(kit: &QueueKit) {
-    let id = PaymentId::generate();
+    let id = payment_job();
     kit.queue.enqueue(&[id]).await.unwrap();
     let d = kit
         .queue
@@ -168,7 +170,15 @@ pub async fn dead_lettered_jobs_are_not_delivered_again(kit: &QueueKit) {
 }
 
 pub async fn concurrent_reservers_never_share_a_job(kit: &QueueKit) {
-    let ids: Vec<_> = (0..200).map(|_| PaymentId::generate()).collect();
+    let ids: Vec<_> = (0..200)
+        .map(|i| {
+            if i % 2 == 0 {
+                payment_job()
+            } else {
+                refund_job()
+            }
+        })
+        .collect();
     kit.queue.enqueue(&ids).await.unwrap();
     let barrier = Arc::new(tokio::sync::Barrier::new(8));
     let mut tasks = Vec::new();
@@ -183,8 +193,8 @@ pub async fn concurrent_reservers_never_share_a_job(kit: &QueueKit) {
                     return mine;
                 }
                 for d in got {
-                    queue.ack(&d).await.unwrap();
-                    mine.push(d.payment_id);
+                    queue.ack(std::slice::from_ref(&d)).await.unwrap();
+                    mine.push(d.job);
                 }
             }
         }));
@@ -210,16 +220,13 @@ pub async fn a_waiting_reserve_wakes_when_a_job_arrives(kit: &QueueKit) {
     });
     // Give the waiter time to block; whether or not it has, the job must reach it.
     tokio::task::yield_now().await;
-    let id = PaymentId::generate();
+    let id = payment_job();
     kit.queue.enqueue(&[id]).await.unwrap();
     let got = tokio::time::timeout(Duration::from_secs(20), waiter)
         .await
         .expect("a reserve waiting 60 s must return when a job arrives, not when it times out")
         .unwrap();
-    assert_eq!(
-        got.iter().map(|d| d.payment_id).collect::<Vec<_>>(),
-        vec![id]
-    );
+    assert_eq!(got.iter().map(|d| d.job).collect::<Vec<_>>(), vec![id]);
 }
 
 /// Generates the [`crate::ports::JobQueue`] conformance tests for a `QueueKit` expression.
@@ -231,7 +238,7 @@ macro_rules! job_queue_conformance {
             $kit,
             [
                 enqueued_jobs_are_delivered_once_then_acked,
-                ack_many_acks_a_batch_and_ignores_stale_receipts,
+                ack_acks_a_batch_and_ignores_stale_receipts,
                 reserve_takes_at_most_max,
                 unacked_jobs_come_back_after_their_visibility,
                 retried_jobs_come_back_after_the_delay_with_attempt_plus_one,
