@@ -122,6 +122,12 @@ pub enum Error {
     /// A pagination cursor names nothing the caller can see.
     #[error("unknown cursor")]
     UnknownCursor,
+    /// The idempotency key was first used with a different request.
+    #[error("idempotency key reused with a different request")]
+    IdempotencyKeyReused,
+    /// The first request under this idempotency key is still running.
+    #[error("a request with this idempotency key is still running")]
+    IdempotencyConflict,
     /// The idempotency claim this write completes is no longer held (expired and taken over).
     #[error("idempotency claim no longer held")]
     IdempotencyClaimLost,

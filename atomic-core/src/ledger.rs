@@ -250,7 +250,10 @@ mod tests {
             },
             Timestamp::now(),
         );
-        assert!(Transfer::for_payment(&payment, Timestamp::now()).is_err(), "PENDING posts nothing");
+        assert!(
+            Transfer::for_payment(&payment, Timestamp::now()).is_err(),
+            "PENDING posts nothing"
+        );
         let mut payment = payment;
         payment.start_processing(Timestamp::now()).unwrap();
         let transfer = Transfer::for_payment(&payment, Timestamp::now()).unwrap();

@@ -3,20 +3,20 @@
 //! - Domain values that cannot hold invalid states: [`Amount`], [`Currency`], [`Payment`]
 //!   (whose state machine refuses every undocumented transition), [`Transfer`] (balanced by
 //!   construction), [`Account`], API keys and idempotency keys.
-//! - [`ports`]: the narrow async traits the core needs (ledger store, job queue, rate limiter,
-//!   idempotency store, key and merchant stores, card processor), used as `Arc<dyn Port>`.
-//! - [`service`]: what applications call: payments, accounts, merchants, keys, the settlement
-//!   [`Worker`] and the recovery [`Sweeper`].
+//! - [`ports`]: the narrow async traits the core needs (account, payment and settlement stores,
+//!   handed over as one [`ports::Backend`]; job queue, rate limiter, idempotency store, key and
+//!   merchant stores, card processor), used as `Arc<dyn Port>`.
+//! - [`service`]: what applications call: payments (with manual capture and cancel), refunds,
+//!   accounts, merchants, keys, the settlement [`Worker`] and the recovery [`Sweeper`]. Every
+//!   create, capture, cancel and refund takes an optional idempotency key.
 //! - [`memory`]: in-memory adapters for every port, and (feature `testkit`) the conformance
 //!   suite every adapter runs.
 //!
 //! ```
-//! use atomic_core::{
-//!     Amount, CaptureMethod, CardSource, Currency, Metadata, PaymentRequest, Ports, Principal,
-//!     Services,
-//! };
+//! use atomic_core::{Amount, CardSource, Currency, PaymentRequest, Ports, Principal, Services};
 //! use atomic_core::service::{CoreConfig, WorkerConfig};
 //! use atomic_core::account::AccountName;
+//! use atomic_core::idempotency::IdempotencyKey;
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! let services = Services::start(Ports::in_memory(), CoreConfig::default()).await?;
@@ -24,15 +24,20 @@
 //!     Principal::Platform, AccountName::parse("Coffee shop").unwrap(), Currency::USD);
 //! services.accounts.submit(&account, None).await?;
 //!
-//! let payment = services.payments.create(Principal::Platform, PaymentRequest {
+//! let pay = || PaymentRequest {
 //!     merchant_account: Some(account.id),
 //!     amount: Amount::for_payment(4_50).unwrap(),
 //!     currency: Currency::USD,
 //!     source: CardSource::parse("tok_visa").unwrap(),
 //!     description: None,
-//!     capture_method: CaptureMethod::Automatic,
-//!     metadata: Metadata::default(),
-//! }).await?;
+//!     capture_method: Default::default(),
+//!     metadata: Default::default(),
+//! };
+//! // Paying twice under one idempotency key creates one payment.
+//! let key = IdempotencyKey::parse("order-1042").unwrap();
+//! let payment = services.payments.create(Principal::Platform, pay(), Some(key.clone())).await?;
+//! let again = services.payments.create(Principal::Platform, pay(), Some(key)).await?;
+//! assert_eq!(again.id, payment.id);
 //!
 //! services.worker(WorkerConfig::default()).run_once().await?;
 //! let settled = services.payments.get(Principal::Platform, payment.id).await?;
@@ -72,13 +77,13 @@ pub use account::{Account, AccountKind};
 pub use error::{Error, Invalid, Result};
 pub use id::{AccountId, ApiKeyId, EntryId, MerchantId, PaymentId, RefundId, TransactionId};
 pub use ledger::{Direction, Entry, Transfer};
-pub use money::{Amount, Balance, Currencies, Currency, MAX_PAYMENT_AMOUNT};
 pub use metadata::{Metadata, MetadataFilter};
+pub use money::{Amount, Balance, Currencies, Currency, MAX_PAYMENT_AMOUNT};
 pub use payment::{
     CancellationReason, CaptureMethod, CardSource, FailureReason, Payment, PaymentStatus,
 };
-pub use refund::{Refund, RefundRequest, RefundStatus};
 pub use ports::Ports;
 pub use principal::{Owner, Principal};
+pub use refund::{Refund, RefundRequest, RefundStatus};
 pub use service::{PaymentRequest, Services, Sweeper, Worker};
 pub use time::{Clock, Timestamp};

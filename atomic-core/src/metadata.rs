@@ -170,6 +170,8 @@ mod tests {
         assert!(!m.matches(&f(&[("orderId", "a-1")])));
         assert!(!m.matches(&f(&[("orderId", "A-1"), ("shop", "y")])));
         assert!(!m.matches(&f(&[("missing", "")])));
-        assert!(MetadataFilter::new(vec![("k".into(), "1".into()), ("k".into(), "2".into())]).is_err());
+        assert!(
+            MetadataFilter::new(vec![("k".into(), "1".into()), ("k".into(), "2".into())]).is_err()
+        );
     }
 }

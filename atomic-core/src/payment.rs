@@ -576,8 +576,7 @@ impl Payment {
 
     /// `PROCESSING -> AUTHORIZED`, for a manual capture whose card was authorized.
     pub fn authorize(&mut self, now: Timestamp) -> Result<(), Error> {
-        if self.capture_method != CaptureMethod::Manual || self.state != PaymentState::Processing
-        {
+        if self.capture_method != CaptureMethod::Manual || self.state != PaymentState::Processing {
             return Err(self.illegal(PaymentStatus::Authorized));
         }
         self.transition(PaymentState::Authorized, now)
@@ -761,7 +760,10 @@ mod tests {
         );
         p.start_processing(now).unwrap();
         assert!(p.start_processing(now).is_err());
-        assert!(p.authorize(now).is_err(), "automatic capture never authorizes");
+        assert!(
+            p.authorize(now).is_err(),
+            "automatic capture never authorizes"
+        );
         p.fail(FailureReason::CardDeclined, now).unwrap();
         assert_eq!(p.failure_reason(), Some(FailureReason::CardDeclined));
         assert!(p.succeed(now).is_err());

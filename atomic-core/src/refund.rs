@@ -365,10 +365,18 @@ mod tests {
     #[test]
     fn only_the_documented_transitions_exist() {
         use RefundStatus::*;
-        let legal = [(Pending, Processing), (Processing, Success), (Processing, Failed)];
+        let legal = [
+            (Pending, Processing),
+            (Processing, Success),
+            (Processing, Failed),
+        ];
         for from in RefundStatus::ALL {
             for to in RefundStatus::ALL {
-                assert_eq!(from.can_become(to), legal.contains(&(from, to)), "{from}->{to}");
+                assert_eq!(
+                    from.can_become(to),
+                    legal.contains(&(from, to)),
+                    "{from}->{to}"
+                );
             }
         }
     }

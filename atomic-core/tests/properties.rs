@@ -110,6 +110,43 @@ impl model::Backend for Memory {
     }
 }
 
+/// The in-memory store with the worker taking several jobs at once and bursts of concurrent
+/// submits, so mixed batches (charges, authorizations, captures and refunds settled in one
+/// call) are model-checked too.
+struct MemoryBatched;
+
+impl model::Backend for MemoryBatched {
+    const CASES: u32 = 256;
+    const MAX_SHRINK_ITERS: Option<u32> = None;
+    const SCALE: u32 = 1;
+    const BATCH: usize = 4;
+    const BURSTS: bool = true;
+
+    fn start() -> Timestamp {
+        Memory::start()
+    }
+
+    async fn store(clock: Arc<ManualClock>) -> StoreKit {
+        Memory::store(clock).await
+    }
+}
+
+/// The money path against its model, several jobs per worker step.
+#[test]
+fn money_path_in_batches_matches_the_model_and_keeps_the_books() {
+    model::run::<MemoryBatched>(
+        "the in-memory adapters, in batches",
+        &[
+            "batch: several settled together",
+            "batch: payments and refunds settled together",
+            "burst: submitted together",
+            "worker: capture settled",
+            "worker: refund settled SUCCESS",
+            "sweep: expired",
+        ],
+    );
+}
+
 /// The money path against its model (payments, captures, cancels, refunds and expiries): every
 /// step checked, then healed, drained and audited.
 #[test]

@@ -228,7 +228,7 @@ async fn shop_with_a_payment(ports: &Ports) -> (Services, atomic_core::Account, 
     let account = open_usd_account(&services).await;
     let payment = services
         .payments
-        .create(Principal::Platform, pay(&account, "tok_visa"))
+        .create(Principal::Platform, pay(&account, "tok_visa"), None)
         .await
         .expect("accepted");
     (services, account, payment)
@@ -1350,13 +1350,13 @@ async fn a_panicking_adapter_costs_one_job_not_the_workers() {
     for _ in 0..3 {
         services
             .payments
-            .create(Principal::Platform, pay(&account, "tok_poison"))
+            .create(Principal::Platform, pay(&account, "tok_poison"), None)
             .await
             .expect("accepted");
     }
     let good = services
         .payments
-        .create(Principal::Platform, pay(&account, "tok_visa"))
+        .create(Principal::Platform, pay(&account, "tok_visa"), None)
         .await
         .expect("accepted");
 
@@ -1868,6 +1868,7 @@ impl Shop {
                     capture_method,
                     ..pay(&self.account, token)
                 },
+                None,
             )
             .await
             .expect("accepted")
@@ -1913,7 +1914,7 @@ impl Shop {
         };
         self.services
             .refunds
-            .create(Principal::Platform, id, request)
+            .create(Principal::Platform, id, request, None)
             .await
     }
 
@@ -2908,5 +2909,507 @@ async fn a_mixed_batch_of_charges_captures_and_refunds_settles_in_one_store_call
         (shop.balance().await, shop.world().await),
         (100 + 70 + 40 - 30, -(100 + 70 + 40 - 30))
     );
+    shop.assert_books_clean().await;
+}
+
+#[tokio::test]
+async fn a_queue_outage_does_not_hold_back_the_expiry_of_authorizations() {
+    let shop = Shop::open().await;
+    let ttl = CoreConfig::default().authorization_ttl;
+    let held = shop.authorized(100).await.id;
+    // A payment whose job is lost, stale by the time the authorization expires: the sweep has
+    // a job to enqueue, and the queue is down.
+    shop.accepted(CaptureMethod::Automatic, 100, "tok_visa")
+        .await;
+    shop.queue.flush();
+    shop.clock.advance(ttl);
+    let mut queue = MockJobQueue::new();
+    queue
+        .expect_enqueue()
+        .times(1)
+        .returning(|_| Err(unavailable()));
+    let sweeper = Sweeper::new(
+        &Ports {
+            queue: Arc::new(queue),
+            ..shop.ports.clone()
+        },
+        sweep_config(),
+        ttl,
+    );
+
+    let swept = sweeper.tick().await;
+
+    assert!(matches!(swept, Err(Error::Unavailable(_))), "{swept:?}");
+    assert_eq!(
+        shop.payment(held).await.state(),
+        PaymentState::Canceled(CancellationReason::Expired),
+        "expiry needs only the store"
+    );
+    shop.assert_books_clean().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Races on one payment (TEST-MATRIX rows 33 and 34, in memory)
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_refunds_of_thirty_percent_reserve_no_more_than_was_captured() {
+    let shop = Shop::open().await;
+    let pid = shop.succeeded(10_000).await.id;
+    let barrier = Arc::new(tokio::sync::Barrier::new(50));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let (services, barrier) = (shop.services.clone(), barrier.clone());
+        tasks.spawn(async move {
+            barrier.wait().await;
+            let request = RefundRequest {
+                amount: Some(amount(3_000)),
+                ..RefundRequest::default()
+            };
+            services
+                .refunds
+                .create(Principal::Platform, pid, request, None)
+                .await
+        });
+    }
+    let mut accepted = 0;
+    while let Some(joined) = tasks.join_next().await {
+        match joined.expect("a refund task") {
+            Ok(_) => accepted += 1,
+            Err(Error::AmountExceedsRefundable) => {}
+            Err(other) => panic!("a refund answered {other:?}"),
+        }
+    }
+
+    assert_eq!(accepted, 3, "three refunds of 30% fit, a fourth never");
+    assert_eq!(shop.payment(pid).await.amount_reserved(), 9_000);
+    let processed = shop.worker(TestModeCards).run_once().await.expect("worker");
+    assert_eq!(
+        processed,
+        vec![Processed::RefundSettled(RefundStatus::Success); 3]
+    );
+    let stored = shop.payment(pid).await;
+    assert_eq!(
+        (stored.amount_refunded(), stored.refundable()),
+        (9_000, 1_000)
+    );
+    assert_eq!(shop.balance().await, 1_000);
+    shop.assert_books_clean().await;
+}
+
+/// Asks for a capture and a cancel of `id` at once; the results, capture first.
+async fn capture_and_cancel_at_once(
+    shop: &Shop,
+    id: PaymentId,
+) -> (atomic_core::Result<Payment>, atomic_core::Result<Payment>) {
+    let barrier = Arc::new(tokio::sync::Barrier::new(2));
+    let (services, at) = (shop.services.clone(), barrier.clone());
+    let capture = tokio::spawn(async move {
+        at.wait().await;
+        let prepared = services
+            .payments
+            .prepare_capture(Principal::Platform, id, None)
+            .await?;
+        services.payments.submit_capture(&prepared, None).await
+    });
+    let (services, at) = (shop.services.clone(), barrier);
+    let cancel = tokio::spawn(async move {
+        at.wait().await;
+        let prepared = services
+            .payments
+            .prepare_cancel(Principal::Platform, id)
+            .await?;
+        services.payments.submit_cancel(&prepared, None).await
+    });
+    (
+        capture.await.expect("the capture task"),
+        cancel.await.expect("the cancel task"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_racing_a_cancel_has_exactly_one_winner() {
+    let shop = Shop::open().await;
+    let (mut captures, mut cancels) = (0, 0);
+    for round in 0..20 {
+        let id = shop.authorized(100).await.id;
+
+        let (capture, cancel) = capture_and_cancel_at_once(&shop, id).await;
+
+        let processed = shop.worker(TestModeCards).run_once().await.expect("worker");
+        let stored = shop.payment(id).await;
+        match (capture, cancel) {
+            (Ok(_), Err(Error::InvalidState { status })) => {
+                assert_eq!(status, PaymentStatus::Processing, "round {round}");
+                assert_eq!(processed, vec![Processed::Settled(PaymentStatus::Success)]);
+                assert_eq!(stored.amount_captured(), 100, "round {round}");
+                captures += 1;
+            }
+            (Err(Error::InvalidState { status }), Ok(_)) => {
+                assert_eq!(status, PaymentStatus::Canceled, "round {round}");
+                assert!(processed.is_empty(), "round {round}: {processed:?}");
+                assert_eq!(
+                    stored.state(),
+                    PaymentState::Canceled(CancellationReason::Requested)
+                );
+                cancels += 1;
+            }
+            other => panic!("round {round}: not exactly one winner: {other:?}"),
+        }
+    }
+    assert_eq!(shop.balance().await, 100 * captures);
+    assert_eq!(captures + cancels, 20);
+    shop.assert_books_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_captures_at_once_post_once_and_a_refund_waits_for_success() {
+    let shop = Shop::open().await;
+    let id = shop.authorized(100).await.id;
+    let barrier = Arc::new(tokio::sync::Barrier::new(2));
+    let mut tasks = tokio::task::JoinSet::new();
+    for part in [40, 60] {
+        let (services, barrier) = (shop.services.clone(), barrier.clone());
+        tasks.spawn(async move {
+            barrier.wait().await;
+            let prepared = services
+                .payments
+                .prepare_capture(Principal::Platform, id, Some(amount(part)))
+                .await?;
+            services.payments.submit_capture(&prepared, None).await
+        });
+    }
+    let mut won = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined.expect("a capture task") {
+            Ok(payment) => won.push(payment.state()),
+            Err(Error::InvalidState {
+                status: PaymentStatus::Processing,
+            }) => {}
+            Err(other) => panic!("a capture answered {other:?}"),
+        }
+    }
+    assert_eq!(won.len(), 1, "one capture wins: {won:?}");
+    let PaymentState::Capturing(captured) = won[0] else {
+        panic!("the winner is capturing: {won:?}");
+    };
+    let early = shop.refund(id, Some(1)).await;
+    assert!(
+        matches!(
+            early,
+            Err(Error::InvalidState {
+                status: PaymentStatus::Processing
+            })
+        ),
+        "no refund before SUCCESS: {early:?}"
+    );
+
+    let processed = shop.worker(TestModeCards).run_once().await.expect("worker");
+
+    assert_eq!(processed, vec![Processed::Settled(PaymentStatus::Success)]);
+    assert_eq!(shop.balance().await, captured.minor_units(), "posted once");
+    assert_eq!(shop.entries().await.len(), 1);
+    shop.assert_books_clean().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idempotency of captures, cancels and refunds
+// ---------------------------------------------------------------------------------------------
+
+impl Shop {
+    /// A claim of a fresh key by the platform.
+    async fn claim(&self, key: &str) -> atomic_core::idempotency::Claim {
+        match self
+            .services
+            .claim_idempotency_key(
+                Principal::Platform,
+                &IdempotencyKey::parse(key).expect("a valid key"),
+                Fingerprint::of("POST", "/test", key.as_bytes()),
+            )
+            .await
+            .expect("claim")
+        {
+            ClaimOutcome::Acquired(claim) => claim,
+            other => panic!("a fresh key is acquired, got {other:?}"),
+        }
+    }
+
+    /// Lets `claim` run past its lock timeout and takes its key over, so `claim` is lost.
+    async fn lose(&self, claim: &atomic_core::idempotency::Claim) {
+        self.clock
+            .advance(CoreConfig::default().idempotency.lock_timeout);
+        let taken = self
+            .services
+            .claim_idempotency_key(
+                Principal::Platform,
+                &claim.key,
+                Fingerprint::of("POST", "/test", b"another body"),
+            )
+            .await
+            .expect("claim");
+        assert!(matches!(taken, ClaimOutcome::Acquired(_)), "{taken:?}");
+    }
+}
+
+fn completion_of(claim: atomic_core::idempotency::Claim) -> Completion {
+    Completion {
+        claim,
+        response: StoredResponse {
+            status: 202,
+            body: bytes::Bytes::from_static(b"{}"),
+        },
+    }
+}
+
+#[tokio::test]
+async fn a_refund_carries_its_key_and_one_whose_claim_was_lost_reserves_nothing() {
+    let shop = Shop::open().await;
+    let pid = shop.succeeded(100).await.id;
+    let claim = shop.claim("refund-1").await;
+    let refund = shop
+        .services
+        .refunds
+        .prepare(
+            Principal::Platform,
+            pid,
+            RefundRequest::default(),
+            Some(&claim),
+        )
+        .await
+        .expect("prepared");
+    assert_eq!(refund.idempotency_key.as_ref(), Some(&claim.key));
+    let stranger = Principal::Merchant(MerchantId::generate());
+    let foreign = shop
+        .services
+        .refunds
+        .prepare(stranger, pid, RefundRequest::default(), Some(&claim))
+        .await;
+    assert!(
+        matches!(foreign, Err(Error::IdempotencyClaimLost)),
+        "a claim is used only by its scope: {foreign:?}"
+    );
+    shop.lose(&claim).await;
+
+    let submitted = shop
+        .services
+        .refunds
+        .submit(&refund, Some(completion_of(claim)))
+        .await;
+
+    assert!(
+        matches!(submitted, Err(Error::IdempotencyClaimLost)),
+        "{submitted:?}"
+    );
+    let stored = shop.payment(pid).await;
+    assert_eq!(
+        (stored.amount_reserved(), stored.refundable()),
+        (0, 100),
+        "nothing reserved"
+    );
+    assert!(
+        shop.services
+            .refunds
+            .get(Principal::Platform, refund.id)
+            .await
+            .is_err(),
+        "nothing stored"
+    );
+    assert_eq!(shop.queue.waiting(), 0, "nothing enqueued");
+}
+
+#[tokio::test]
+async fn a_capture_or_cancel_whose_claim_was_lost_changes_nothing() {
+    let shop = Shop::open().await;
+    let id = shop.authorized(100).await.id;
+    let payments = &shop.services.payments;
+    let capture = payments
+        .prepare_capture(Principal::Platform, id, None)
+        .await
+        .expect("prepared");
+    let cancel = payments
+        .prepare_cancel(Principal::Platform, id)
+        .await
+        .expect("prepared");
+    let (first, second) = (shop.claim("capture-1").await, shop.claim("cancel-1").await);
+    shop.lose(&first).await;
+    shop.lose(&second).await;
+
+    let captured = payments
+        .submit_capture(&capture, Some(completion_of(first)))
+        .await;
+    let canceled = payments
+        .submit_cancel(&cancel, Some(completion_of(second)))
+        .await;
+
+    assert!(
+        matches!(captured, Err(Error::IdempotencyClaimLost)),
+        "{captured:?}"
+    );
+    assert!(
+        matches!(canceled, Err(Error::IdempotencyClaimLost)),
+        "{canceled:?}"
+    );
+    assert_eq!(shop.payment(id).await.state(), PaymentState::Authorized);
+    assert_eq!(shop.queue.waiting(), 0, "nothing enqueued");
+}
+
+fn key(text: &str) -> Option<IdempotencyKey> {
+    Some(IdempotencyKey::parse(text).expect("a valid key"))
+}
+
+#[tokio::test]
+async fn capturing_twice_under_one_key_captures_once() {
+    let shop = Shop::open().await;
+    let id = shop.authorized(100).await.id;
+    let payments = &shop.services.payments;
+
+    let first = payments
+        .capture(Principal::Platform, id, Some(amount(60)), key("cap-1"))
+        .await
+        .expect("captured");
+    let again = payments
+        .capture(Principal::Platform, id, Some(amount(60)), key("cap-1"))
+        .await
+        .expect("replayed, not refused");
+    let other = payments
+        .capture(Principal::Platform, id, Some(amount(70)), key("cap-1"))
+        .await;
+    let unkeyed = payments
+        .capture(Principal::Platform, id, Some(amount(60)), None)
+        .await;
+
+    assert_eq!(first.state(), PaymentState::Capturing(amount(60)));
+    assert_eq!(again, shop.payment(id).await, "the payment as it stands");
+    assert!(
+        matches!(other, Err(Error::IdempotencyKeyReused)),
+        "{other:?}"
+    );
+    assert!(
+        matches!(
+            unkeyed,
+            Err(Error::InvalidState {
+                status: PaymentStatus::Processing
+            })
+        ),
+        "{unkeyed:?}"
+    );
+    let processed = shop.worker(TestModeCards).run_once().await.expect("worker");
+    assert_eq!(processed, vec![Processed::Settled(PaymentStatus::Success)]);
+    assert_eq!(shop.balance().await, 60, "posted once");
+    let replayed = payments
+        .capture(Principal::Platform, id, Some(amount(60)), key("cap-1"))
+        .await
+        .expect("still replayed");
+    assert_eq!(replayed.state(), PaymentState::Success(amount(60)));
+    shop.assert_books_clean().await;
+}
+
+#[tokio::test]
+async fn a_refused_capture_frees_its_key_for_a_retry() {
+    let shop = Shop::open().await;
+    let payment = shop.accepted(CaptureMethod::Manual, 100, "tok_visa").await;
+    let payments = &shop.services.payments;
+
+    let early = payments
+        .capture(Principal::Platform, payment.id, None, key("cap-2"))
+        .await;
+    assert!(
+        matches!(
+            early,
+            Err(Error::InvalidState {
+                status: PaymentStatus::Pending
+            })
+        ),
+        "{early:?}"
+    );
+    let processed = shop.worker(TestModeCards).run_once().await.expect("worker");
+    assert_eq!(
+        processed,
+        vec![Processed::Settled(PaymentStatus::Authorized)]
+    );
+    let retried = payments
+        .capture(Principal::Platform, payment.id, None, key("cap-2"))
+        .await
+        .expect("the key runs anew");
+
+    assert_eq!(retried.state(), PaymentState::Capturing(amount(100)));
+}
+
+#[tokio::test]
+async fn canceling_twice_under_one_key_answers_the_cancel() {
+    let shop = Shop::open().await;
+    let id = shop.authorized(100).await.id;
+    let payments = &shop.services.payments;
+
+    let first = payments
+        .cancel(Principal::Platform, id, key("cancel-1"))
+        .await
+        .expect("canceled");
+    let again = payments
+        .cancel(Principal::Platform, id, key("cancel-1"))
+        .await
+        .expect("replayed, not refused");
+    let unkeyed = payments.cancel(Principal::Platform, id, None).await;
+
+    assert_eq!(
+        first.state(),
+        PaymentState::Canceled(CancellationReason::Requested)
+    );
+    assert_eq!(again, first);
+    assert!(
+        matches!(
+            unkeyed,
+            Err(Error::InvalidState {
+                status: PaymentStatus::Canceled
+            })
+        ),
+        "{unkeyed:?}"
+    );
+}
+
+#[tokio::test]
+async fn refunding_twice_under_one_key_creates_one_refund() {
+    let shop = Shop::open().await;
+    let pid = shop.succeeded(100).await.id;
+    let refunds = &shop.services.refunds;
+    let thirty = || RefundRequest {
+        amount: Some(amount(30)),
+        ..RefundRequest::default()
+    };
+
+    let first = refunds
+        .create(Principal::Platform, pid, thirty(), key("refund-1"))
+        .await
+        .expect("refund accepted");
+    let again = refunds
+        .create(Principal::Platform, pid, thirty(), key("refund-1"))
+        .await
+        .expect("replayed");
+    let other = refunds
+        .create(
+            Principal::Platform,
+            pid,
+            RefundRequest::default(),
+            key("refund-1"),
+        )
+        .await;
+
+    assert_eq!(again.id, first.id, "one refund");
+    assert_eq!(first.idempotency_key.as_ref(), key("refund-1").as_ref());
+    assert!(
+        matches!(other, Err(Error::IdempotencyKeyReused)),
+        "{other:?}"
+    );
+    assert_eq!(
+        shop.payment(pid).await.amount_reserved(),
+        30,
+        "reserved once"
+    );
+    let processed = shop.worker(TestModeCards).run_once().await.expect("worker");
+    assert_eq!(
+        processed,
+        vec![Processed::RefundSettled(RefundStatus::Success)]
+    );
+    assert_eq!(shop.balance().await, 70);
     shop.assert_books_clean().await;
 }

@@ -151,7 +151,8 @@ impl From<Error> for ApiError {
                 "startingAfter",
                 Invalid::new("must be the id of an item you can see"),
             ),
-            Error::IdempotencyClaimLost => Self::IdempotencyConflict,
+            Error::IdempotencyClaimLost | Error::IdempotencyConflict => Self::IdempotencyConflict,
+            Error::IdempotencyKeyReused => Self::IdempotencyKeyReused,
             Error::Unavailable(source) => {
                 tracing::warn!(error = ?Error::Unavailable(source), "dependency unavailable");
                 Self::Unavailable

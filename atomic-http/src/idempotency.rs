@@ -1,18 +1,14 @@
-//! Idempotent creation. With an `Idempotency-Key`, a create runs as: claim the key (a
-//! different request under it is 422, the same one still running is 409, a finished one is
-//! replayed byte for byte with `Idempotent-Replayed: true`), prepare the record, render the
-//! exact response, and write the record and the response in ONE store transaction. Any error
-//! releases the key (retried in the background when the store does not answer), so a retry runs
-//! anew; so does a request dropped before its write began (client gone, timeout), through a
-//! guard that releases on drop. Once the write began it runs to its end in a task of its own,
-//! whatever becomes of the request.
+//! Idempotent creation over HTTP: the `Idempotency-Key` header, and the rendering of the
+//! answers the core's idempotency protocol keeps and replays. The protocol itself (claim,
+//! prepare, write the record and its answer in ONE store transaction, release on error or
+//! abandonment) is the core's ([`atomic_core::service::IdempotentWrites`]); here a replay
+//! becomes the stored status and body, byte for byte, with `Idempotent-Replayed: true`.
 
 use std::future::Future;
-use std::time::Duration;
+use std::sync::Mutex;
 
-use atomic_core::idempotency::{
-    Claim, ClaimOutcome, Completion, Fingerprint, IdempotencyKey, StoredResponse,
-};
+use atomic_core::idempotency::{Claim, Completion, Fingerprint, IdempotencyKey, StoredResponse};
+use atomic_core::service::{Idempotency, Written};
 use atomic_core::{Invalid, Principal, Services};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -63,50 +59,6 @@ impl IdempotencyHeader {
     }
 }
 
-/// Releases a held claim when a request is abandoned before its write began (client gone,
-/// timeout): the future is dropped, so the release runs as a task of its own.
-struct ClaimGuard {
-    services: Services,
-    claim: Option<Claim>,
-}
-
-impl Drop for ClaimGuard {
-    fn drop(&mut self) {
-        let Some(claim) = self.claim.take() else {
-            return;
-        };
-        let services = self.services.clone();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { release(&services, claim).await });
-        }
-    }
-}
-
-/// Attempts at releasing a claim, and the wait before the first retry (doubled each time).
-const RELEASE_ATTEMPTS: u32 = 5;
-const RELEASE_BACKOFF: Duration = Duration::from_millis(200);
-
-/// Releases a claim whose request created nothing, so a retry (corrected or not) runs anew.
-/// The first attempt is awaited; if it fails, the retries run in the background, and a claim
-/// that no attempt could release frees its key at the store's lock timeout.
-async fn release(services: &Services, claim: Claim) {
-    if services.release_idempotency_key(&claim).await.is_ok() {
-        return;
-    }
-    let services = services.clone();
-    tokio::spawn(async move {
-        let mut wait = RELEASE_BACKOFF;
-        for _ in 1..RELEASE_ATTEMPTS {
-            tokio::time::sleep(wait).await;
-            match services.release_idempotency_key(&claim).await {
-                Ok(()) => return,
-                Err(error) => tracing::warn!(?error, "could not release an idempotency key"),
-            }
-            wait *= 2;
-        }
-    });
-}
-
 /// Who a rendering is for: the caller now, or the store (for replays), which never keeps a
 /// secret. A raw API key appears only in the response that minted it (API.md), so a replay
 /// of a key-minting request returns the same body without the `key` field.
@@ -133,7 +85,8 @@ pub(crate) struct Create<'a> {
 impl Create<'_> {
     /// Runs `prepare` (given the held claim, if any), renders `render` of its result as the
     /// response, and runs `submit` with the completion that stores that response (rendered
-    /// without secrets), all under the idempotency key if there is one.
+    /// without secrets), all under the idempotency key if there is one. The protocol itself
+    /// is the core's ([`atomic_core::service::IdempotentWrites`]); this only renders.
     pub(crate) async fn run<P, D, Prep, PrepFut, Sub, SubFut>(
         self,
         prepare: Prep,
@@ -142,72 +95,51 @@ impl Create<'_> {
     ) -> Result<Response, ApiError>
     where
         Prep: FnOnce(Option<Claim>) -> PrepFut,
-        PrepFut: Future<Output = Result<P, ApiError>>,
+        PrepFut: Future<Output = Result<P, atomic_core::Error>>,
         D: Serialize,
         Sub: FnOnce(P, Option<Completion>) -> SubFut,
         SubFut: Future<Output = Result<(), atomic_core::Error>> + Send + 'static,
     {
-        let mut guard = ClaimGuard {
-            services: self.services.clone(),
-            claim: None,
-        };
-        if let Some(key) = &self.key {
-            match self
-                .services
-                .claim_idempotency_key(self.caller, key, self.fingerprint)
-                .await?
-            {
-                ClaimOutcome::Acquired(claim) => guard.claim = Some(claim),
-                ClaimOutcome::Replay(stored) => return Ok(replay(stored)),
-                ClaimOutcome::Mismatch => return Err(ApiError::IdempotencyKeyReused),
-                ClaimOutcome::InProgress => return Err(ApiError::IdempotencyConflict),
-            }
-        }
-        let prepared = async {
-            let prepared = prepare(guard.claim.clone()).await?;
-            let body = success_body(&render(&prepared, Reveal::Secrets), &self.meta);
-            let completion = guard.claim.clone().map(|claim| Completion {
-                claim,
-                response: StoredResponse {
-                    status: self.status.as_u16(),
-                    body: success_body(&render(&prepared, Reveal::NoSecrets), &self.meta),
+        let idempotency = self.key.map(|key| Idempotency {
+            key,
+            fingerprint: self.fingerprint,
+        });
+        // The live answer is rendered from the prepared record, like the stored one, so a
+        // replay and the first answer say the same.
+        let live = Mutex::new(None);
+        let (meta, status, commit) = (&self.meta, self.status, self.commit);
+        let written = self
+            .services
+            .idempotent_writes()
+            .run(
+                self.caller,
+                idempotency.as_ref(),
+                |claim| async {
+                    let prepared = prepare(claim).await?;
+                    let body = success_body(&render(&prepared, Reveal::Secrets), meta);
+                    *live.lock().unwrap_or_else(|p| p.into_inner()) = Some(body);
+                    Ok(prepared)
                 },
-            });
-            Ok::<_, ApiError>((body, submit(prepared, completion)))
-        }
-        .await;
-        let claim = guard.claim.take();
-        let (body, write) = match prepared {
-            Ok(prepared) => prepared,
-            Err(error) => {
-                // Released before the error is answered, so an immediate retry runs anew.
-                if let Some(claim) = claim {
-                    release(self.services, claim).await;
-                }
-                return Err(error);
-            }
-        };
-        // The write runs to its end whatever becomes of this request (a client that hangs
-        // up, the request deadline): a write the store commits is always followed through,
-        // and its answer is never a 503.
-        if let Some(commit) = &self.commit {
-            commit.begin();
-        }
-        let services = self.services.clone();
-        let written = tokio::spawn(async move {
-            let result = write.await;
-            if result.is_err()
-                && let Some(claim) = claim
-            {
-                release(&services, claim).await;
-            }
-            result
-        })
-        .await;
+                |prepared| StoredResponse {
+                    status: status.as_u16(),
+                    body: success_body(&render(prepared, Reveal::NoSecrets), meta),
+                },
+                // The write runs to its end whatever becomes of this request (a client that
+                // hangs up, the request deadline): its answer is never a 503.
+                || {
+                    if let Some(commit) = &commit {
+                        commit.begin();
+                    }
+                },
+                submit,
+            )
+            .await?;
         match written {
-            Ok(Ok(())) => Ok(json_response(self.status, body)),
-            Ok(Err(error)) => Err(error.into()),
-            Err(panicked) => Err(ApiError::Internal(atomic_core::Error::backend(panicked))),
+            Written::New(()) => {
+                let body = live.into_inner().unwrap_or_else(|p| p.into_inner());
+                Ok(json_response(status, body.unwrap_or_default()))
+            }
+            Written::Replayed(stored) => Ok(replay(stored)),
         }
     }
 }

@@ -17,8 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use atomic_core::error::Result;
-use atomic_core::id::PaymentId;
-use atomic_core::ports::{Delivery, JobQueue};
+use atomic_core::ports::{Delivery, Job, JobQueue};
 use redis::aio::ConnectionLike;
 use redis::{RedisResult, Value};
 use tokio::time::Instant;
@@ -69,8 +68,8 @@ impl QueueKeys {
 /// A dead-lettered job as an operator sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeadLetter {
-    /// The payment the job was for.
-    pub payment_id: PaymentId,
+    /// The job.
+    pub job: Job,
     /// The attempt that was dead-lettered.
     pub attempt: u32,
     /// Why.
@@ -146,9 +145,8 @@ impl RedisJobQueue {
                         .unwrap_or_default()
                 };
                 Ok(DeadLetter {
-                    payment_id: get("p")
-                        .parse()
-                        .map_err(|_| Error::Reply(format!("dead letter {id} has no payment")))?,
+                    job: decode_job(get("p"))
+                        .ok_or_else(|| Error::Reply(format!("dead letter {id} has no job")))?,
                     attempt: get("a").parse().unwrap_or(0),
                     reason: get("reason").to_owned(),
                 })
@@ -249,17 +247,16 @@ impl RedisJobQueue {
         }
         let mut deliveries = Vec::with_capacity(rest.len() / 4);
         for chunk in rest.chunks_exact(4) {
-            let [id, count, payment, attempt] = chunk else {
+            let [id, count, job, attempt] = chunk else {
                 return Err(bad());
             };
             let count: u32 = count.parse().map_err(|_| bad())?;
             let base: u32 = attempt.parse().map_err(|_| bad())?;
-            let payment_id: PaymentId = payment
-                .parse()
-                .map_err(|_| Error::Reply(format!("job {id} has a malformed payment id")))?;
+            let job = decode_job(job)
+                .ok_or_else(|| Error::Reply(format!("job {id} names no payment or refund")))?;
             deliveries.push(Delivery {
                 receipt: format!("{id}/{count}"),
-                payment_id,
+                job,
                 attempt: base.saturating_add(count.saturating_sub(1)).max(1),
             });
         }
@@ -338,7 +335,7 @@ impl RedisJobQueue {
             .await?;
         if settled == 0 {
             tracing::debug!(
-                payment_id = %delivery.payment_id,
+                job = ?delivery.job,
                 receipt = %delivery.receipt,
                 action,
                 "stale delivery (redelivered or already settled); nothing changed"
@@ -354,6 +351,22 @@ impl RedisJobQueue {
 /// backlog, re-enqueued by every sweep, from growing the stream without end.
 const STREAM_CAP: u64 = 1_000_000;
 
+/// A job as the stream's `p` field holds it: a payment as its bare id (the form every job had
+/// before refunds, so a queue written by an older process still reads), a refund as `r:<id>`.
+fn encode_job(job: Job) -> String {
+    match job {
+        Job::Payment(id) => id.to_string(),
+        Job::Refund(id) => format!("r:{id}"),
+    }
+}
+
+fn decode_job(field: &str) -> Option<Job> {
+    match field.strip_prefix("r:") {
+        Some(refund) => refund.parse().ok().map(Job::Refund),
+        None => field.parse().ok().map(Job::Payment),
+    }
+}
+
 fn is_no_group(error: &redis::RedisError) -> bool {
     error.code() == Some("NOGROUP")
 }
@@ -364,12 +377,12 @@ impl JobQueue for RedisJobQueue {
         Ok(self.redis.ping().await?)
     }
 
-    async fn enqueue(&self, payments: &[PaymentId]) -> Result<()> {
-        if payments.is_empty() {
+    async fn enqueue(&self, jobs: &[Job]) -> Result<()> {
+        if jobs.is_empty() {
             return Ok(());
         }
         let mut pipe = redis::pipe();
-        for payment in payments {
+        for job in jobs {
             pipe.cmd("XADD")
                 .arg(&self.keys.stream)
                 .arg("MAXLEN")
@@ -377,7 +390,7 @@ impl JobQueue for RedisJobQueue {
                 .arg(STREAM_CAP)
                 .arg("*")
                 .arg("p")
-                .arg(payment.to_string())
+                .arg(encode_job(*job))
                 .arg("a")
                 .arg(1)
                 .ignore();
@@ -422,11 +435,7 @@ impl JobQueue for RedisJobQueue {
         }
     }
 
-    async fn ack(&self, delivery: &Delivery) -> Result<()> {
-        Ok(self.settle(delivery, "ack", String::new()).await?)
-    }
-
-    async fn ack_many(&self, deliveries: &[Delivery]) -> Result<()> {
+    async fn ack(&self, deliveries: &[Delivery]) -> Result<()> {
         let mut invocation = ACK_MANY.prepare_invoke();
         invocation
             .key(&self.keys.stream)
@@ -464,6 +473,21 @@ impl JobQueue for RedisJobQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jobs_round_trip_and_bare_ids_are_payments() {
+        let payment = atomic_core::Job::Payment(PaymentId::generate());
+        let refund = atomic_core::RefundId::generate();
+        for job in [Job::Payment(payment), Job::Refund(refund)] {
+            assert_eq!(decode_job(&encode_job(job)), Some(job));
+        }
+        assert_eq!(
+            decode_job(&payment.to_string()),
+            Some(Job::Payment(payment))
+        );
+        assert_eq!(decode_job("r:nope"), None);
+        assert_eq!(decode_job(""), None);
+    }
 
     #[test]
     fn all_queue_keys_share_one_hash_tag() {

@@ -13,8 +13,8 @@ use crate::id::{PaymentId, RefundId, TransactionId};
 use crate::ledger::{Direction, Entry};
 use crate::money::{Amount, Currency};
 use crate::payment::{PaymentState, PaymentStatus};
-use crate::refund::RefundStatus;
 use crate::ports::{AuditReport, LedgerAudit};
+use crate::refund::RefundStatus;
 use crate::time::Timestamp;
 
 fn count(n: usize) -> u64 {
@@ -81,7 +81,11 @@ impl LedgerAudit for MemoryStore {
                 }),
                 Some(id) => state.refunds.get(&id).map(|r| {
                     let f = &r.refund;
-                    (f.merchant_account, f.funding_account, f.amount.minor_units())
+                    (
+                        f.merchant_account,
+                        f.funding_account,
+                        f.amount.minor_units(),
+                    )
                 }),
             };
             let shaped = entries.len() == 2
@@ -105,7 +109,13 @@ impl LedgerAudit for MemoryStore {
                 report.unbalanced_transactions += 1;
             }
         }
-        audit_refunds(&state, &refund_transactions_of, now, stuck_after, &mut report);
+        audit_refunds(
+            &state,
+            &refund_transactions_of,
+            now,
+            stuck_after,
+            &mut report,
+        );
 
         // L3, L10, L12 over payments; L8 gathers each key's creation times.
         let mut per_key: HashMap<_, Vec<Timestamp>> = HashMap::new();
@@ -223,7 +233,10 @@ fn audit_refunds(
         if posted != usize::from(refund.status() == RefundStatus::Success) {
             report.refund_posting_mismatch += 1;
         }
-        let open = matches!(refund.status(), RefundStatus::Pending | RefundStatus::Processing);
+        let open = matches!(
+            refund.status(),
+            RefundStatus::Pending | RefundStatus::Processing
+        );
         if open && now.duration_since(refund.created_at) > stuck_after {
             report.stuck_payments += 1;
         }

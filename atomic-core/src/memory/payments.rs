@@ -90,7 +90,13 @@ impl PaymentStore for MemoryStore {
                     && p.metadata.matches(&filter.metadata)
             })
         };
-        let ids = visible_page(&state.payments, state.owner_payments.get(&viewer.as_owner()), viewer, page, keep);
+        let ids = visible_page(
+            &state.payments,
+            state.owner_payments.get(&viewer.as_owner()),
+            viewer,
+            page,
+            keep,
+        );
         let items = ids
             .iter()
             .filter_map(|id| state.payments.get(id).map(|r| r.payment.clone()))
@@ -235,7 +241,13 @@ impl PaymentStore for MemoryStore {
                     && r.metadata.matches(&filter.metadata)
             })
         };
-        let ids = visible_page(&state.refunds, state.owner_refunds.get(&viewer.as_owner()), viewer, page, keep);
+        let ids = visible_page(
+            &state.refunds,
+            state.owner_refunds.get(&viewer.as_owner()),
+            viewer,
+            page,
+            keep,
+        );
         let items = ids
             .iter()
             .filter_map(|id| state.refunds.get(id).map(|r| r.refund.clone()))

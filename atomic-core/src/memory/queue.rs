@@ -153,7 +153,9 @@ impl JobQueue for MemoryQueue {
     async fn enqueue(&self, jobs: &[Work]) -> Result<()> {
         {
             let mut state = self.lock();
-            state.ready.extend(jobs.iter().map(|&work| Job { work, attempt: 1 }));
+            state
+                .ready
+                .extend(jobs.iter().map(|&work| Job { work, attempt: 1 }));
         }
         self.wake.notify_waiters();
         Ok(())

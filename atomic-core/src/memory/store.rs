@@ -14,9 +14,9 @@ use crate::ledger::{Entry, Transfer};
 use crate::merchant::Merchant;
 use crate::money::Currency;
 use crate::payment::{Payment, PaymentStatus};
-use crate::refund::{Refund, RefundStatus};
 use crate::ports::LeaseId;
 use crate::principal::{Owner, Principal};
+use crate::refund::{Refund, RefundStatus};
 use crate::time::{Clock, Timestamp};
 
 /// The in-memory store: implements every store port and `LedgerAudit` over one shared state. Clones share the state.

@@ -85,11 +85,7 @@ impl AuditReport {
                 "refund postings match status",
                 self.refund_posting_mismatch,
             ),
-            (
-                "L14",
-                "refunds within captured",
-                self.refund_over_capture,
-            ),
+            ("L14", "refunds within captured", self.refund_over_capture),
         ]
     }
 

@@ -70,7 +70,7 @@ pub enum SettlementResult {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RefundResult {
     /// Post this transfer, mark the refund `SUCCESS` and count it in the payment's
-    /// `amountRefunded`. Refused with [`crate::Invariant::InsufficientFunds`] when the merchant
+    /// `amountRefunded`. Refused with [`crate::error::Invariant::InsufficientFunds`] when the merchant
     /// account cannot cover it.
     Posted(Transfer),
     /// Post nothing, mark the refund `FAILED` and release its reservation on the payment.
@@ -138,8 +138,9 @@ pub trait SettlementStore: Send + Sync + 'static {
 
     /// Renews a held payment's lease to `duration` from now and, in the same step, marks its
     /// charge as being voided, for good: from then on a `Posted` or `Authorized` settlement
-    /// of it is refused ([`crate::Invariant::Voided`]), it can only fail, and every later
-    /// claim of it is [`BeginOutcome::Voiding`]. The mark names the attempt being voided: `lease`, or the
+    /// of it is refused ([`crate::error::Invariant::Voided`]), it can only fail, and every
+    /// later claim of it is [`BeginOutcome::Voiding`]. The mark names the attempt being voided:
+    /// `lease`, or the
     /// attempt an earlier mark named. `false`, and nothing changed, when `lease` no longer
     /// holds it.
     async fn begin_void(&self, id: PaymentId, lease: LeaseId, duration: Duration) -> Result<bool>;

@@ -6,6 +6,7 @@
 
 mod accounts;
 mod api_keys;
+mod idempotent;
 mod merchants;
 mod payments;
 mod refunds;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 pub use accounts::AccountService;
 pub use api_keys::ApiKeyService;
+pub use idempotent::{Idempotency, IdempotentWrites, Written};
 pub use merchants::MerchantService;
 pub use payments::{ENQUEUE_TIMEOUT, ENQUEUE_WAIT, PaymentRequest, PaymentService};
 pub use refunds::RefundService;
@@ -99,6 +101,7 @@ pub struct Services {
     pub merchants: MerchantService,
     /// API keys and authentication.
     pub api_keys: ApiKeyService,
+    writes: IdempotentWrites,
     ports: Ports,
     config: Arc<CoreConfig>,
 }
@@ -123,9 +126,11 @@ impl Services {
             system.insert(currency, account.id);
         }
         let system: Arc<HashMap<Currency, AccountId>> = Arc::new(system);
+        let writes = IdempotentWrites::new(ports.store.idempotency().clone(), config.idempotency);
         Ok(Self {
-            payments: PaymentService::new(&ports, system, config.authorization_ttl),
-            refunds: RefundService::new(&ports),
+            payments: PaymentService::new(&ports, system, config.authorization_ttl, writes.clone()),
+            refunds: RefundService::new(&ports, writes.clone()),
+            writes,
             accounts: AccountService::new(&ports),
             merchants: MerchantService::new(&ports),
             api_keys: ApiKeyService::new(&ports, config.platform_key, config.api_key_cache_ttl),
@@ -142,6 +147,12 @@ impl Services {
     /// The configuration.
     pub fn config(&self) -> &CoreConfig {
         &self.config
+    }
+
+    /// The idempotent-write protocol, for callers that render their own stored answers (the
+    /// HTTP layer keeps the exact response body for replays).
+    pub fn idempotent_writes(&self) -> &IdempotentWrites {
+        &self.writes
     }
 
     /// Claims an idempotency key for `scope` under the configured policy.

@@ -12,19 +12,22 @@ use crate::account::AccountKind;
 use crate::error::{Error, Invalid, Result};
 use crate::failpoint;
 use crate::id::{AccountId, PaymentId};
-use crate::idempotency::{Claim, Completion};
-use crate::money::{Amount, Currency};
+use crate::idempotency::{Claim, Completion, Fingerprint, IdempotencyKey};
 use crate::metadata::Metadata;
+use crate::money::{Amount, Currency};
 use crate::page::{Page, PageRequest};
 use crate::payment::{
-    CancellationReason, CaptureMethod, CardSource, Description, NewPayment, Payment,
-    PaymentStatus,
+    CancellationReason, CaptureMethod, CardSource, Description, NewPayment, Payment, PaymentStatus,
 };
 use crate::ports::{
     AccountStore, Job, JobQueue, MerchantStore, PaymentFilter, PaymentStore, Ports,
 };
 use crate::principal::{Owner, Principal};
 use crate::time::Clock;
+
+use super::idempotent::{
+    Idempotency, IdempotentWrites, Written, fingerprint, id_response, replayed_id,
+};
 
 /// Most merchant accounts remembered at once; past it the memory starts over.
 const ACCOUNT_CACHE_CAPACITY: usize = 100_000;
@@ -67,6 +70,37 @@ pub struct PaymentRequest {
     pub metadata: Metadata,
 }
 
+impl PaymentRequest {
+    /// What the request is, for its idempotency key: every field, so a request that differs
+    /// in any of them is a different request.
+    pub fn fingerprint(&self) -> Fingerprint {
+        let merchant = self
+            .merchant_account
+            .map(|id| id.as_uuid().hyphenated().to_string())
+            .unwrap_or_default();
+        let amount = self.amount.minor_units().to_be_bytes();
+        let description = self
+            .description
+            .as_ref()
+            .map(|d| d.as_str())
+            .unwrap_or("\0");
+        let mut metadata = String::new();
+        for (key, value) in self.metadata.iter() {
+            metadata.push_str(&format!("{}:{key}{}:{value}", key.len(), value.len()));
+        }
+        let fields: [&[u8]; 7] = [
+            merchant.as_bytes(),
+            &amount,
+            self.currency.as_str().as_bytes(),
+            self.source.expose().as_bytes(),
+            description.as_bytes(),
+            self.capture_method.as_str().as_bytes(),
+            metadata.as_bytes(),
+        ];
+        fingerprint("create_payment", &fields)
+    }
+}
+
 /// Payments: create, capture, cancel, read, list.
 #[derive(Clone)]
 pub struct PaymentService {
@@ -78,6 +112,7 @@ pub struct PaymentService {
     system_accounts: Arc<HashMap<Currency, AccountId>>,
     merchant_accounts: Arc<Mutex<HashMap<AccountId, Credited>>>,
     authorization_ttl: std::time::Duration,
+    writes: IdempotentWrites,
 }
 
 impl PaymentService {
@@ -85,6 +120,7 @@ impl PaymentService {
         ports: &Ports,
         system_accounts: Arc<HashMap<Currency, AccountId>>,
         authorization_ttl: std::time::Duration,
+        writes: IdempotentWrites,
     ) -> Self {
         Self {
             accounts: ports.store.accounts().clone(),
@@ -95,6 +131,7 @@ impl PaymentService {
             system_accounts,
             merchant_accounts: Arc::default(),
             authorization_ttl,
+            writes,
         }
     }
 
@@ -235,11 +272,114 @@ impl PaymentService {
         Ok(())
     }
 
-    /// Prepares and submits in one call, without an idempotency key.
-    pub async fn create(&self, caller: Principal, request: PaymentRequest) -> Result<Payment> {
-        let payment = self.prepare(caller, request, None).await?;
-        self.submit(&payment, None).await?;
-        Ok(payment)
+    /// Creates a payment: prepares and submits it in one call. Under an idempotency `key`, a
+    /// second call with the same request answers the payment the first one created (as it
+    /// stands now) and creates nothing; the same key with a different request is
+    /// [`Error::IdempotencyKeyReused`].
+    pub async fn create(
+        &self,
+        caller: Principal,
+        request: PaymentRequest,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Payment> {
+        let idempotency = key.map(|key| Idempotency {
+            key,
+            fingerprint: request.fingerprint(),
+        });
+        let written = self
+            .writes
+            .run(
+                caller,
+                idempotency.as_ref(),
+                |claim| async move { self.prepare(caller, request, claim.as_ref()).await },
+                |payment| id_response(payment.id.as_uuid()),
+                || {},
+                |payment, completion| {
+                    let service = self.clone();
+                    async move {
+                        service.submit(&payment, completion).await?;
+                        Ok(payment)
+                    }
+                },
+            )
+            .await?;
+        self.answer(caller, written).await
+    }
+
+    /// Captures `amount` (all that was authorized when `None`) of an authorized payment:
+    /// [`Self::prepare_capture`] then [`Self::submit_capture`], idempotent under `key` as
+    /// [`Self::create`] is.
+    pub async fn capture(
+        &self,
+        caller: Principal,
+        id: PaymentId,
+        amount: Option<Amount>,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Payment> {
+        let amount_field = amount.map_or(0, Amount::minor_units).to_be_bytes();
+        let uuid = id.as_uuid();
+        let fields: [&[u8]; 2] = [uuid.as_bytes(), &amount_field];
+        let idempotency = key.map(|key| Idempotency {
+            key,
+            fingerprint: fingerprint("capture", &fields),
+        });
+        let written = self
+            .writes
+            .run(
+                caller,
+                idempotency.as_ref(),
+                |_| self.prepare_capture(caller, id, amount),
+                |payment| id_response(payment.id.as_uuid()),
+                || {},
+                |payment, completion| {
+                    let service = self.clone();
+                    async move { service.submit_capture(&payment, completion).await }
+                },
+            )
+            .await?;
+        self.answer(caller, written).await
+    }
+
+    /// Cancels an authorized payment: [`Self::prepare_cancel`] then [`Self::submit_cancel`],
+    /// idempotent under `key` as [`Self::create`] is.
+    pub async fn cancel(
+        &self,
+        caller: Principal,
+        id: PaymentId,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Payment> {
+        let uuid = id.as_uuid();
+        let fields: [&[u8]; 1] = [uuid.as_bytes()];
+        let idempotency = key.map(|key| Idempotency {
+            key,
+            fingerprint: fingerprint("cancel", &fields),
+        });
+        let written = self
+            .writes
+            .run(
+                caller,
+                idempotency.as_ref(),
+                |_| self.prepare_cancel(caller, id),
+                |payment| id_response(payment.id.as_uuid()),
+                || {},
+                |payment, completion| {
+                    let service = self.clone();
+                    async move { service.submit_cancel(&payment, completion).await }
+                },
+            )
+            .await?;
+        self.answer(caller, written).await
+    }
+
+    /// The payment a write made, or the one a replay names, as it stands now.
+    async fn answer(&self, caller: Principal, written: Written<Payment>) -> Result<Payment> {
+        match written {
+            Written::New(payment) => Ok(payment),
+            Written::Replayed(stored) => {
+                self.get(caller, PaymentId::from_uuid(replayed_id(&stored)?))
+                    .await
+            }
+        }
     }
 
     /// Checks a capture of `amount` (all that was authorized when `None`) and returns the

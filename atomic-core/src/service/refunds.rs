@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::id::{PaymentId, RefundId};
-use crate::idempotency::{Claim, Completion};
+use crate::idempotency::{Claim, Completion, Fingerprint, IdempotencyKey};
 use crate::money::Amount;
 use crate::page::{Page, PageRequest};
 use crate::payment::PaymentStatus;
@@ -15,7 +15,28 @@ use crate::principal::Principal;
 use crate::refund::{Refund, RefundRequest};
 use crate::time::Clock;
 
+use super::idempotent::{
+    Idempotency, IdempotentWrites, Written, fingerprint, id_response, replayed_id,
+};
 use super::payments::enqueue_hint;
+
+/// What a refund request is, for its idempotency key.
+fn refund_fingerprint(payment_id: PaymentId, request: &RefundRequest) -> Fingerprint {
+    let amount = request.amount.map_or(0, Amount::minor_units).to_be_bytes();
+    let reason = request.reason.map_or("", |r| r.as_str());
+    let mut metadata = String::new();
+    for (key, value) in request.metadata.iter() {
+        metadata.push_str(&format!("{}:{key}{}:{value}", key.len(), value.len()));
+    }
+    let uuid = payment_id.as_uuid();
+    let fields: [&[u8]; 4] = [
+        uuid.as_bytes(),
+        &amount,
+        reason.as_bytes(),
+        metadata.as_bytes(),
+    ];
+    fingerprint("create_refund", &fields)
+}
 
 /// Refunds: create, read, list.
 #[derive(Clone)]
@@ -23,6 +44,7 @@ pub struct RefundService {
     payments: Arc<dyn PaymentStore>,
     queue: Arc<dyn JobQueue>,
     clock: Arc<dyn Clock>,
+    writes: IdempotentWrites,
 }
 
 impl std::fmt::Debug for RefundService {
@@ -32,11 +54,12 @@ impl std::fmt::Debug for RefundService {
 }
 
 impl RefundService {
-    pub(super) fn new(ports: &Ports) -> Self {
+    pub(super) fn new(ports: &Ports, writes: IdempotentWrites) -> Self {
         Self {
             payments: ports.store.payments().clone(),
             queue: ports.queue.clone(),
             clock: ports.clock.clone(),
+            writes,
         }
     }
 
@@ -66,7 +89,9 @@ impl RefundService {
         }
         let amount = match request.amount {
             Some(amount) => amount,
-            None => Amount::new(payment.refundable()).map_err(|_| Error::AmountExceedsRefundable)?,
+            None => {
+                Amount::new(payment.refundable()).map_err(|_| Error::AmountExceedsRefundable)?
+            }
         };
         if amount.minor_units() > payment.refundable() {
             return Err(Error::AmountExceedsRefundable);
@@ -101,16 +126,47 @@ impl RefundService {
         .map_err(Error::backend)?
     }
 
-    /// Prepares and submits in one call, without an idempotency key.
+    /// Creates a refund: prepares and submits it in one call. Under an idempotency `key`, a
+    /// second call with the same request answers the refund the first one created (as it
+    /// stands now) and creates nothing.
     pub async fn create(
         &self,
         caller: Principal,
         payment_id: PaymentId,
         request: RefundRequest,
+        key: Option<IdempotencyKey>,
     ) -> Result<Refund> {
-        let refund = self.prepare(caller, payment_id, request, None).await?;
-        self.submit(&refund, None).await?;
-        Ok(refund)
+        let idempotency = key.map(|key| Idempotency {
+            key,
+            fingerprint: refund_fingerprint(payment_id, &request),
+        });
+        let written = self
+            .writes
+            .run(
+                caller,
+                idempotency.as_ref(),
+                |claim| async move {
+                    self.prepare(caller, payment_id, request, claim.as_ref())
+                        .await
+                },
+                |refund| id_response(refund.id.as_uuid()),
+                || {},
+                |refund, completion| {
+                    let service = self.clone();
+                    async move {
+                        service.submit(&refund, completion).await?;
+                        Ok(refund)
+                    }
+                },
+            )
+            .await?;
+        match written {
+            Written::New(refund) => Ok(refund),
+            Written::Replayed(stored) => {
+                self.get(caller, RefundId::from_uuid(replayed_id(&stored)?))
+                    .await
+            }
+        }
     }
 
     /// The refund, if the caller may see it.

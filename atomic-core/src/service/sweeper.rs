@@ -77,9 +77,28 @@ impl Sweeper {
         }
     }
 
-    /// One sweep.
+    /// One sweep. The steps that need only the store (expiry, the key purge) come first, so
+    /// a queue outage never holds them back.
     pub async fn tick(&self) -> Result<SweepReport> {
-        let mut report = SweepReport::default();
+        let expired = self.expire().await?;
+        let purged_keys = self
+            .idempotency
+            .purge_expired(self.config.batch.saturating_mul(MAX_ROUNDS))
+            .await?;
+        let requeued = self.requeue().await?;
+        if requeued > 0 {
+            tracing::info!(requeued, "sweep re-enqueued stale payments");
+        }
+        Ok(SweepReport {
+            requeued,
+            expired,
+            purged_keys,
+        })
+    }
+
+    /// Enqueues again the payments and refunds nobody is working on, a batch at a time.
+    async fn requeue(&self) -> Result<usize> {
+        let mut requeued = 0;
         for _ in 0..MAX_ROUNDS {
             let due = self
                 .settlement
@@ -88,24 +107,13 @@ impl Sweeper {
             if !due.is_empty() {
                 // If this fails, the payments were marked touched and come back next time.
                 self.queue.enqueue(&due).await?;
-                report.requeued += due.len();
+                requeued += due.len();
             }
             if due.len() < self.config.batch {
                 break;
             }
         }
-        report.expired = self.expire().await?;
-        report.purged_keys = self
-            .idempotency
-            .purge_expired(self.config.batch.saturating_mul(MAX_ROUNDS))
-            .await?;
-        if report.requeued > 0 {
-            tracing::info!(
-                requeued = report.requeued,
-                "sweep re-enqueued stale payments"
-            );
-        }
-        Ok(report)
+        Ok(requeued)
     }
 
     /// Cancels the authorizations past their time, a batch at a time.

@@ -321,7 +321,8 @@ impl Worker {
                 }
                 Claimed::Payment(payment) => {
                     let cards = self.cards.clone();
-                    asking.spawn(async move { (index, ask_payment(&*cards, payment, lease).await) });
+                    asking
+                        .spawn(async move { (index, ask_payment(&*cards, payment, lease).await) });
                 }
                 Claimed::Refund(refund) => {
                     let cards = self.cards.clone();
@@ -404,26 +405,34 @@ impl Worker {
         let mut payments = if payment_ids.is_empty() {
             Vec::new()
         } else {
-            self.settlement.begin_payments(&payment_ids, lease, duration).await?
+            self.settlement
+                .begin_payments(&payment_ids, lease, duration)
+                .await?
         };
         let mut refunds = if refund_ids.is_empty() {
             Vec::new()
         } else {
-            self.settlement.begin_refunds(&refund_ids, lease, duration).await?
+            self.settlement
+                .begin_refunds(&refund_ids, lease, duration)
+                .await?
         };
         if payments.len() != payment_ids.len() || refunds.len() != refund_ids.len() {
-            return Err(Error::backend("the store answered a claim of the wrong length"));
+            return Err(Error::backend(
+                "the store answered a claim of the wrong length",
+            ));
         }
         // Outcomes come back in the order asked; hand them out in delivery order.
         payments.reverse();
         refunds.reverse();
         let mut claimed = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
-            claimed.push(match delivery.job {
-                Job::Payment(_) => payments.pop().map(claimed_payment),
-                Job::Refund(_) => refunds.pop().map(claimed_refund),
-            }
-            .ok_or_else(|| Error::backend("the store answered a claim of the wrong length"))?);
+            claimed.push(
+                match delivery.job {
+                    Job::Payment(_) => payments.pop().map(claimed_payment),
+                    Job::Refund(_) => refunds.pop().map(claimed_refund),
+                }
+                .ok_or_else(|| Error::backend("the store answered a claim of the wrong length"))?,
+            );
         }
         Ok(claimed)
     }
@@ -442,7 +451,10 @@ impl Worker {
                 call,
                 charge,
                 answer,
-            } => self.decide_payment(delivery, lease, payment, call, charge, answer).await,
+            } => {
+                self.decide_payment(delivery, lease, payment, call, charge, answer)
+                    .await
+            }
             Asked::Refund { refund, answer } => {
                 let result = match answer {
                     Ok(CardOutcome::Approved) => {
@@ -528,7 +540,10 @@ impl Worker {
             Settlement::Payment { result, .. } => !matches!(result, SettlementResult::Failed(_)),
             Settlement::Refund { result, .. } => matches!(result, RefundResult::Posted(_)),
         };
-        match (result.map(|outcome| log_settled(delivery, outcome)), decided.voidable) {
+        match (
+            result.map(|outcome| log_settled(delivery, outcome)),
+            decided.voidable,
+        ) {
             // Approved, but the lease is lost: only the lease that charged may post this
             // attempt, so it is never posted; whoever holds the payment now charges an attempt
             // of its own.
@@ -647,19 +662,38 @@ impl Worker {
         if let Some(lease) = lease
             && let Err(release_error) = self.settlement.release(job, lease).await
         {
-            tracing::warn!(?job, ?release_error, "release failed; the lease will run out");
+            tracing::warn!(
+                ?job,
+                ?release_error,
+                "release failed; the lease will run out"
+            );
         }
         if delivery.attempt >= self.config.max_attempts {
-            tracing::error!(?job, attempt = delivery.attempt, ?error, "attempts exhausted; the job is dead-lettered and the sweep will bring it back");
+            tracing::error!(
+                ?job,
+                attempt = delivery.attempt,
+                ?error,
+                "attempts exhausted; the job is dead-lettered and the sweep will bring it back"
+            );
             if let Err(queue_error) = self.queue.dead_letter(delivery, "attempts exhausted").await {
                 tracing::warn!(?job, ?queue_error, "dead-lettering failed");
             }
             return Processed::GaveUp;
         }
         let delay = self.config.backoff.delay(delivery.attempt, job_seed(job));
-        tracing::warn!(?job, attempt = delivery.attempt, ?delay, ?error, "will retry");
+        tracing::warn!(
+            ?job,
+            attempt = delivery.attempt,
+            ?delay,
+            ?error,
+            "will retry"
+        );
         if let Err(queue_error) = self.queue.retry(delivery, delay).await {
-            tracing::warn!(?job, ?queue_error, "retry not scheduled; the job comes back when its visibility runs out");
+            tracing::warn!(
+                ?job,
+                ?queue_error,
+                "retry not scheduled; the job comes back when its visibility runs out"
+            );
         }
         Processed::Retrying { delay }
     }
@@ -759,7 +793,10 @@ fn charge_of(payment: &Payment, attempt: LeaseId) -> Charge {
     Charge {
         payment_id: payment.id,
         attempt,
-        amount: payment.state().capture_requested().unwrap_or(payment.amount),
+        amount: payment
+            .state()
+            .capture_requested()
+            .unwrap_or(payment.amount),
         currency: payment.currency,
         source: payment.source.clone(),
     }

@@ -1,4 +1,5 @@
-//! Conformance cases for [`crate::ports::LedgerStore`].
+//! Conformance cases for the ledger side of the store ports: [`crate::ports::AccountStore`],
+//! payments in [`crate::ports::PaymentStore`], and [`crate::ports::SettlementStore`].
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -1452,7 +1453,8 @@ pub async fn the_audit_finds_two_payments_of_one_key_window_across_a_takeover(ki
     assert_eq!(report.duplicate_idempotency_keys, 1, "{report}");
 }
 
-/// Generates the [`crate::ports::LedgerStore`] conformance tests for a `StoreKit` expression.
+/// Generates the ledger conformance tests (accounts, payments, settlement) for a `StoreKit`
+/// expression.
 #[macro_export]
 macro_rules! ledger_store_conformance {
     ($kit:expr) => {

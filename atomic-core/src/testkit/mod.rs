@@ -5,6 +5,15 @@
 //!
 //! Time is the adapter's business: a kit carries a [`TimeTravel`] that makes time pass for
 //! the adapter (a manual clock here; aged rows or real waiting elsewhere).
+//!
+//! Store suites, each over a [`StoreKit`] (build one with [`StoreKit::new`]):
+//! `ledger_store_conformance!` (accounts, payments, claims, settlement, the sweep),
+//! `capture_conformance!` (authorize, capture, cancel, expiry), `refund_conformance!`,
+//! `list_conformance!` (filters, cursors, the sweep over refunds and captures),
+//! `merchant_store_conformance!`, `api_key_store_conformance!`,
+//! `idempotency_store_conformance!`; and `refund_drain_conformance!` for TEST-MATRIX row 35,
+//! whose setup also gives a drain (a debit outside the ports; see
+//! [`refunds::a_refund_the_balance_cannot_cover_fails_and_restores_the_refundable`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 pub mod api_keys;

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::flows::{
-    LEASE, amount, authorized, claim_and_post_refund, claim_refund, posting, refund_of,
-    refund_posting, reload, reload_refund, settle_one, stored_payment_with, stored_refund,
-    succeeded,
+    LEASE, amount, authorized, claim_and_post_refund, claim_payment, claim_refund, posting,
+    refund_of, refund_posting, reload, reload_refund, settle_one, stored_payment_with,
+    stored_refund, succeeded,
 };
 use super::{StoreKit, acquire, assert_books_clean, completion, onboard, system_account};
 use crate::error::{Error, Invariant};
@@ -154,6 +154,25 @@ pub async fn refunds_beyond_the_refundable_or_of_unfinished_payments_are_refused
         )
         .await
         .unwrap();
+    let capturing = authorized(kit, &a, 500).await;
+    kit.store
+        .payments()
+        .request_capture(capturing.id, amount(500), Duration::from_secs(3600), None)
+        .await
+        .unwrap();
+    let failed =
+        stored_payment_with(kit, &a, 500, CaptureMethod::Automatic, Metadata::default()).await;
+    let (lease, _) = claim_payment(kit, failed.id).await;
+    settle_one(
+        kit,
+        Settlement::Payment {
+            payment_id: failed.id,
+            lease,
+            result: SettlementResult::Failed(FailureReason::CardDeclined),
+        },
+    )
+    .await
+    .unwrap();
 
     let over = refund_of(&p, 301);
     let mut attempts = vec![(over, None)];
@@ -161,6 +180,8 @@ pub async fn refunds_beyond_the_refundable_or_of_unfinished_payments_are_refused
         (&pending, PaymentStatus::Pending),
         (&auth, PaymentStatus::Authorized),
         (&canceled, PaymentStatus::Canceled),
+        (&capturing, PaymentStatus::Processing),
+        (&failed, PaymentStatus::Failed),
     ] {
         let before = reload(kit, payment.id).await;
         attempts.push((refund_of(&before, 1), Some(status)));
@@ -726,6 +747,215 @@ pub async fn a_mixed_batch_writes_all_but_the_refused(kit: &StoreKit) {
     assert_books_clean(kit).await;
 }
 
+/// A partially captured payment refunds at most what was captured, not what was authorized.
+pub async fn refunds_are_bounded_by_the_captured_amount(kit: &StoreKit) {
+    let a = onboard(kit, Currency::USD).await;
+    let p = authorized(kit, &a, 1000).await;
+    kit.store
+        .payments()
+        .request_capture(p.id, amount(600), Duration::from_secs(3600), None)
+        .await
+        .unwrap();
+    let captured = super::flows::claim_and_post(kit, p.id).await;
+    assert_eq!(
+        (captured.amount_captured(), captured.refundable()),
+        (600, 600)
+    );
+    let over = kit
+        .store
+        .payments()
+        .create_refund(&refund_of(&captured, 601), None)
+        .await;
+    assert!(
+        matches!(over, Err(Error::AmountExceedsRefundable)),
+        "{over:?}"
+    );
+    let all = stored_refund(kit, &captured, 600).await;
+    assert!(matches!(
+        claim_and_post_refund(kit, all.id).await,
+        Ok(SettleOutcome::Refund(r)) if r.status() == RefundStatus::Success
+    ));
+    let now = reload(kit, p.id).await;
+    assert_eq!((now.amount_refunded(), now.refundable()), (600, 0));
+    assert_eq!(balance(kit, a.account.id).await, 0);
+    assert_books_clean(kit).await;
+}
+
+/// A batch naming one payment or refund twice settles it once: the second is `NotHeld`.
+pub async fn a_batch_naming_one_item_twice_settles_it_once(kit: &StoreKit) {
+    let a = onboard(kit, Currency::USD).await;
+    let p = succeeded(kit, &a, 1000).await;
+    let refund = stored_refund(kit, &p, 300).await;
+    let charge =
+        stored_payment_with(kit, &a, 200, CaptureMethod::Automatic, Metadata::default()).await;
+    let lease = LeaseId::generate();
+    let begun = kit
+        .store
+        .settlement()
+        .begin_payments(&[charge.id], lease, LEASE)
+        .await
+        .unwrap();
+    let [crate::ports::BeginOutcome::Claimed(held)] = &begun[..] else {
+        panic!("{begun:?}")
+    };
+    let claimed = kit
+        .store
+        .settlement()
+        .begin_refunds(&[refund.id], lease, LEASE)
+        .await
+        .unwrap();
+    let [RefundBegin::Claimed(held_refund)] = &claimed[..] else {
+        panic!("{claimed:?}")
+    };
+    let batch = [
+        posting(held, lease),
+        refund_posting(held_refund, lease),
+        posting(held, lease),
+        refund_posting(held_refund, lease),
+    ];
+    let results = kit.store.settlement().settle(&batch).await;
+    assert!(
+        matches!(&results[0], Ok(SettleOutcome::Payment(p)) if p.status() == PaymentStatus::Success),
+        "{results:?}"
+    );
+    assert_eq!(refund_result(&results[1]), Some(RefundStatus::Success));
+    assert!(
+        matches!(results[2], Ok(SettleOutcome::NotHeld)),
+        "{results:?}"
+    );
+    assert!(
+        matches!(results[3], Ok(SettleOutcome::NotHeld)),
+        "{results:?}"
+    );
+    assert_eq!(balance(kit, a.account.id).await, 1000 + 200 - 300);
+    assert_eq!(reload(kit, p.id).await.amount_refunded(), 300);
+    assert_books_clean(kit).await;
+}
+
+/// A refund that disagrees with its payment (accounts, owner, currency) or names no payment
+/// is refused, and reserves nothing.
+pub async fn create_refund_refuses_inconsistent_references(kit: &StoreKit) {
+    let a = onboard(kit, Currency::USD).await;
+    let b = onboard(kit, Currency::USD).await;
+    let p = succeeded(kit, &a, 1000).await;
+    let theirs = succeeded(kit, &b, 1000).await;
+    let mut other_account = refund_of(&p, 10);
+    other_account.merchant_account = b.account.id;
+    let mut other_owner = refund_of(&p, 10);
+    other_owner.owner = theirs.owner;
+    let mut other_currency = refund_of(&p, 10);
+    other_currency.currency = Currency::EUR;
+    let mut other_funding = refund_of(&p, 10);
+    other_funding.funding_account = a.account.id;
+    let mut no_payment = refund_of(&p, 10);
+    no_payment.payment_id = PaymentId::generate();
+    for bad in [
+        other_account,
+        other_owner,
+        other_currency,
+        other_funding,
+        no_payment,
+    ] {
+        assert!(
+            kit.store
+                .payments()
+                .create_refund(&bad, None)
+                .await
+                .is_err(),
+            "accepted {bad:?}"
+        );
+        assert_eq!(
+            kit.store
+                .payments()
+                .refund(bad.id, Principal::Platform)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    assert_eq!(reload(kit, p.id).await.amount_reserved(), 0);
+    assert_eq!(reload(kit, theirs.id).await.amount_reserved(), 0);
+    assert_books_clean(kit).await;
+}
+
+/// Sixteen workers racing to claim and post one refund: it is posted once.
+pub async fn concurrent_settlement_of_one_refund_happens_once(kit: &StoreKit) {
+    let a = onboard(kit, Currency::USD).await;
+    let p = succeeded(kit, &a, 1000).await;
+    let refund = stored_refund(kit, &p, 700).await;
+    let barrier = Arc::new(tokio::sync::Barrier::new(16));
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (kit, barrier, id) = (kit.clone(), barrier.clone(), refund.id);
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let lease = LeaseId::generate();
+            let begun = kit
+                .store
+                .settlement()
+                .begin_refunds(&[id], lease, LEASE)
+                .await
+                .unwrap();
+            let [RefundBegin::Claimed(held)] = &begun[..] else {
+                return false;
+            };
+            let settled = settle_one(&kit, refund_posting(held, lease)).await;
+            refund_result(&settled) == Some(RefundStatus::Success)
+        }));
+    }
+    let mut settled = 0;
+    for task in tasks {
+        settled += usize::from(task.await.unwrap());
+    }
+    assert_eq!(settled, 1);
+    assert_eq!(balance(kit, a.account.id).await, 300);
+    assert_eq!(reload(kit, p.id).await.amount_refunded(), 700);
+    assert_books_clean(kit).await;
+}
+
+/// A refund asked while its payment's capture is being posted: it is refused
+/// (`InvalidState`, the payment still `PROCESSING`) or accepted against the captured amount,
+/// never anything in between.
+pub async fn a_refund_racing_the_capture_posting_sees_one_state(kit: &StoreKit) {
+    let a = onboard(kit, Currency::USD).await;
+    for _ in 0..10 {
+        let p = authorized(kit, &a, 1000).await;
+        kit.store
+            .payments()
+            .request_capture(p.id, amount(800), Duration::from_secs(3600), None)
+            .await
+            .unwrap();
+        let (lease, held) = claim_payment(kit, p.id).await;
+        let refund = refund_of(&held, 800);
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let (k1, b1) = (kit.clone(), barrier.clone());
+        let post = tokio::spawn(async move {
+            b1.wait().await;
+            settle_one(&k1, posting(&held, lease)).await
+        });
+        let (k2, b2, r) = (kit.clone(), barrier.clone(), refund.clone());
+        let ask = tokio::spawn(async move {
+            b2.wait().await;
+            k2.store.payments().create_refund(&r, None).await
+        });
+        let posted = post.await.unwrap();
+        assert!(
+            matches!(&posted, Ok(SettleOutcome::Payment(done)) if done.amount_captured() == 800),
+            "{posted:?}"
+        );
+        let asked = ask.await.unwrap();
+        let now = reload(kit, p.id).await;
+        match asked {
+            Ok(()) => assert_eq!((now.amount_reserved(), now.refundable()), (800, 0)),
+            Err(Error::InvalidState {
+                status: PaymentStatus::Processing,
+            }) => assert_eq!((now.amount_reserved(), now.refundable()), (0, 800)),
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert_books_clean(kit).await;
+}
+
 /// Generates the refund conformance tests for a `StoreKit` expression (row 35, which needs a
 /// drain, has its own macro: [`crate::refund_drain_conformance`]).
 #[macro_export]
@@ -743,6 +973,11 @@ macro_rules! refund_conformance {
                 a_refund_posting_that_does_not_match_is_refused,
                 concurrent_refunds_never_exceed_the_captured_amount,
                 a_mixed_batch_writes_all_but_the_refused,
+                refunds_are_bounded_by_the_captured_amount,
+                a_batch_naming_one_item_twice_settles_it_once,
+                create_refund_refuses_inconsistent_references,
+                concurrent_settlement_of_one_refund_happens_once,
+                a_refund_racing_the_capture_posting_sees_one_state,
             ]
         );
     };

@@ -1282,6 +1282,13 @@ impl Model {
         caller.can_access(owner).then_some(p)
     }
 
+    /// Whether payment `id` is an authorization whose TTL ends exactly now.
+    fn expires_now(&self, id: PaymentId, ttl: Duration) -> bool {
+        self.index.get(&id).is_some_and(|&i| {
+            matches!(self.payments[i].status, MStatus::Authorized { at } if at + ttl == self.now)
+        })
+    }
+
     /// What `prepare_capture` must answer: the amount to capture, or the refusal.
     fn expect_capture(
         &self,
@@ -1849,6 +1856,14 @@ impl Runner {
                 if settled > 1 {
                     self.model.saw("batch: several settled together");
                 }
+                let refunds = got
+                    .iter()
+                    .filter(|p| matches!(p, Processed::RefundSettled(_)))
+                    .count();
+                if settled > 0 && refunds > 0 {
+                    self.model
+                        .saw("batch: payments and refunds settled together");
+                }
                 for (delivery, got) in deliveries.iter().zip(&got) {
                     if matches!(mode, WorkMode::CrashAfterCommit) {
                         self.model.saw("crash after commit");
@@ -2092,6 +2107,26 @@ impl Runner {
                     Refusal::InvalidState(_) => "capture: invalid state",
                     _ => "capture: exceeds",
                 });
+                return Ok(());
+            }
+            (Err(Refusal::InvalidState(PaymentStatus::Authorized)), Ok(prepared))
+                if self.model.expires_now(id, self.sut.authorization_ttl) =>
+            {
+                // A store that decides with its own clock stamps the authorization a little
+                // later than the services' clock reads it: exactly at the TTL the services may
+                // still take the capture, and the store, for which it has expired, refuses it.
+                let submitted = payments.submit_capture(&prepared, None).await;
+                prop_assert!(
+                    matches!(
+                        submitted,
+                        Err(Error::InvalidState {
+                            status: PaymentStatus::Authorized
+                        })
+                    ),
+                    "a capture at the TTL: {:?}",
+                    submitted
+                );
+                self.model.saw("capture: too late for the store");
                 return Ok(());
             }
             (expected, got) => {
@@ -2577,16 +2612,20 @@ async fn run_case<B: Backend>(case: Case) -> Result<(), TestCaseError> {
         runner.check_step(op).await?;
     }
     runner.finish().await?;
-    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
-    let seen = seen.get_or_insert_with(HashMap::new);
-    for (what, n) in &runner.model.seen {
-        *seen.entry(what).or_default() += n;
-    }
+    SEEN.with_borrow_mut(|seen| {
+        for (what, n) in &runner.model.seen {
+            *seen.entry(what).or_default() += n;
+        }
+    });
     Ok(())
 }
 
-/// Paths taken over all cases of a run.
-static SEEN: std::sync::Mutex<Option<HashMap<&'static str, usize>>> = std::sync::Mutex::new(None);
+thread_local! {
+    /// Paths taken over all cases of a run (a run drives its cases on its own thread, so runs
+    /// on other threads count apart).
+    static SEEN: std::cell::RefCell<HashMap<&'static str, usize>> =
+        std::cell::RefCell::new(HashMap::new());
+}
 
 fn processed_name(processed: Processed) -> &'static str {
     match processed {
@@ -2621,11 +2660,7 @@ pub(crate) fn run<B: Backend>(name: &str, must_reach: &[&str]) {
     if let Err(error) = result {
         panic!("{error}");
     }
-    let seen = SEEN
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take()
-        .unwrap_or_default();
+    let seen = SEEN.take();
     let mut paths: Vec<_> = seen.iter().collect();
     paths.sort();
     eprintln!(

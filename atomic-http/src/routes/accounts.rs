@@ -61,7 +61,7 @@ pub(crate) async fn entries(
     let page = app
         .services()
         .accounts
-        .entries(caller, id, q.page::<EntryId>())
+        .entries(caller, id, Default::default(), q.page::<EntryId>())
         .await?;
     let data = ListView::of(&page, EntryView::new);
     Ok(meta.ok(&app, &data))

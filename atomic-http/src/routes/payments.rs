@@ -53,6 +53,8 @@ pub(crate) async fn create(
         currency,
         source,
         description,
+        capture_method: Default::default(),
+        metadata: Default::default(),
     };
     meta.create(&app, caller, &idempotency, &body, StatusCode::ACCEPTED)?
         .run(
@@ -98,7 +100,14 @@ pub(crate) async fn list(
     let page = app
         .services()
         .payments
-        .list(caller, q.status, q.page())
+        .list(
+            caller,
+            &atomic_core::ports::PaymentFilter {
+                status: q.status,
+                ..Default::default()
+            },
+            q.page(),
+        )
         .await?;
     let data = ListView::of(&page, PaymentView::new);
     Ok(meta.ok(&app, &data))

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use atomic_core::error::Error as CoreError;
 use atomic_core::id::PaymentId;
-use atomic_core::ports::{JobQueue, RateLimiter};
+use atomic_core::ports::{Job, JobQueue, RateLimiter};
 use atomic_core::rate_limit::RateLimitPolicy;
 use atomic_redis::Redis;
 use atomic_redis::testkit::RedisServer;
@@ -34,17 +34,14 @@ async fn a_restarted_or_flushed_redis_gets_its_group_back_by_itself() {
     let queue = Redis::new(server.config()).unwrap().job_queue();
     let stream = queue.keys().stream.clone();
     let round_trip = |queue: atomic_redis::RedisJobQueue| async move {
-        let id = PaymentId::generate();
+        let id = Job::Payment(PaymentId::generate());
         queue.enqueue(&[id]).await.unwrap();
         let got = queue
             .reserve(10, LONG, Duration::from_secs(5))
             .await
             .unwrap();
-        assert_eq!(
-            got.iter().map(|d| d.payment_id).collect::<Vec<_>>(),
-            vec![id]
-        );
-        queue.ack(&got[0]).await.unwrap();
+        assert_eq!(got.iter().map(|d| d.job).collect::<Vec<_>>(), vec![id]);
+        queue.ack(&got[..1]).await.unwrap();
     };
     round_trip(queue.clone()).await;
 
@@ -78,13 +75,11 @@ async fn a_restarted_or_flushed_redis_gets_its_group_back_by_itself() {
 
     // Flushed, then a job enqueued before any reserve: it is still delivered.
     let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
-    let id = PaymentId::generate();
+    let id = Job::Payment(PaymentId::generate());
     queue.enqueue(&[id]).await.unwrap();
     let got = queue.reserve(1, LONG, Duration::ZERO).await.unwrap();
     assert_eq!(
-        got.iter()
-            .map(|d| (d.payment_id, d.attempt))
-            .collect::<Vec<_>>(),
+        got.iter().map(|d| (d.job, d.attempt)).collect::<Vec<_>>(),
         vec![(id, 1)]
     );
 }
@@ -93,7 +88,9 @@ async fn a_restarted_or_flushed_redis_gets_its_group_back_by_itself() {
 async fn a_lost_consumers_jobs_are_reclaimed_once_by_another() {
     let server = RedisServer::start().await;
     let config = server.config();
-    let ids: Vec<_> = (0..10).map(|_| PaymentId::generate()).collect();
+    let ids: Vec<_> = (0..10)
+        .map(|_| Job::Payment(PaymentId::generate()))
+        .collect();
     let lost = Redis::new(config.clone().with_consumer("worker-a"))
         .unwrap()
         .job_queue();
@@ -139,10 +136,7 @@ async fn a_lost_consumers_jobs_are_reclaimed_once_by_another() {
     );
     assert_eq!(reclaimed.len(), 10, "each job reclaimed once");
     assert_eq!(
-        reclaimed
-            .iter()
-            .map(|d| d.payment_id)
-            .collect::<HashSet<_>>(),
+        reclaimed.iter().map(|d| d.job).collect::<HashSet<_>>(),
         ids.iter().copied().collect()
     );
     assert!(reclaimed.iter().all(|d| d.attempt == 2), "{reclaimed:?}");
@@ -177,7 +171,7 @@ async fn a_lost_consumers_jobs_are_reclaimed_once_by_another() {
         .unwrap()
         .job_queue();
     for d in &taken {
-        late.ack(d).await.unwrap();
+        late.ack(std::slice::from_ref(d)).await.unwrap();
     }
     let still: Vec<redis::Value> = redis::cmd("XPENDING")
         .arg(&reclaimer.keys().stream)
@@ -190,7 +184,7 @@ async fn a_lost_consumers_jobs_are_reclaimed_once_by_another() {
         .unwrap();
     assert_eq!(still.len(), 10);
     for d in &reclaimed {
-        reclaimer.ack(d).await.unwrap();
+        reclaimer.ack(std::slice::from_ref(d)).await.unwrap();
     }
     let left: i64 = redis::cmd("XLEN")
         .arg(&reclaimer.keys().stream)
@@ -238,7 +232,10 @@ async fn calls_fail_as_unavailable_in_bounded_time_when_redis_is_down() {
         .unwrap()
         .unwrap()
         .hit("ip:1");
-    queue.enqueue(&[PaymentId::generate()]).await.unwrap();
+    queue
+        .enqueue(&[Job::Payment(PaymentId::generate())])
+        .await
+        .unwrap();
     let held = queue
         .reserve(1, LONG, Duration::ZERO)
         .await
@@ -282,13 +279,16 @@ async fn calls_fail_as_unavailable_in_bounded_time_when_redis_is_down() {
             assert_unavailable($what, result, started.elapsed());
         }};
     }
-    down!("enqueue", queue.enqueue(&[PaymentId::generate()]));
+    down!(
+        "enqueue",
+        queue.enqueue(&[Job::Payment(PaymentId::generate())])
+    );
     down!("reserve", queue.reserve(1, LONG, Duration::ZERO));
     down!(
         "reserve with wait",
         queue.reserve(1, LONG, Duration::from_secs(5))
     );
-    down!("ack", queue.ack(&held));
+    down!("ack", queue.ack(std::slice::from_ref(&held)));
     down!("retry", queue.retry(&held, Duration::ZERO));
     down!("dead_letter", queue.dead_letter(&held, "x"));
     down!("queue ping", JobQueue::ping(&queue));
@@ -299,7 +299,9 @@ async fn calls_fail_as_unavailable_in_bounded_time_when_redis_is_down() {
     let never = Redis::new(server.config()).unwrap();
     down!(
         "first call of a queue built while down",
-        never.job_queue().enqueue(&[PaymentId::generate()])
+        never
+            .job_queue()
+            .enqueue(&[Job::Payment(PaymentId::generate())])
     );
     down!(
         "first call of a limiter built while down",
@@ -309,7 +311,10 @@ async fn calls_fail_as_unavailable_in_bounded_time_when_redis_is_down() {
     // And when Redis is back, the same handles work again.
     server.restart().await;
     eventually(Duration::from_secs(10), "queue works again", || async {
-        queue.enqueue(&[PaymentId::generate()]).await.ok()
+        queue
+            .enqueue(&[Job::Payment(PaymentId::generate())])
+            .await
+            .ok()
     })
     .await;
     assert!(limiter.hit(&[hit]).await.unwrap()[0].allowed);

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use atomic_core::id::PaymentId;
-use atomic_core::ports::JobQueue;
+use atomic_core::ports::{Job, JobQueue};
 
 use crate::support::{TidyQueue, eventually, shared_config};
 
@@ -15,7 +15,9 @@ const LONG: Duration = Duration::from_secs(30);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn due_retries_come_back_exactly_once_under_concurrent_reservers() {
     let tidy = Arc::new(TidyQueue::new(shared_config().await));
-    let ids: Vec<_> = (0..50).map(|_| PaymentId::generate()).collect();
+    let ids: Vec<_> = (0..50)
+        .map(|_| Job::Payment(PaymentId::generate()))
+        .collect();
     tidy.enqueue(&ids).await.unwrap();
     let first = tidy.reserve(100, LONG, Duration::ZERO).await.unwrap();
     assert_eq!(first.len(), 50);
@@ -36,8 +38,8 @@ async fn due_retries_come_back_exactly_once_under_concurrent_reservers() {
                     .unwrap();
                 seen.fetch_add(got.len(), Ordering::SeqCst);
                 for d in got {
-                    tidy.ack(&d).await.unwrap();
-                    mine.push((d.payment_id, d.attempt));
+                    tidy.ack(std::slice::from_ref(&d)).await.unwrap();
+                    mine.push((d.job, d.attempt));
                 }
             }
             mine
@@ -68,7 +70,7 @@ async fn due_retries_come_back_exactly_once_under_concurrent_reservers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receipts_of_an_earlier_delivery_change_nothing() {
     let tidy = TidyQueue::new(shared_config().await);
-    let id = PaymentId::generate();
+    let id = Job::Payment(PaymentId::generate());
     tidy.enqueue(&[id]).await.unwrap();
     let stale = tidy
         .reserve(1, Duration::from_millis(200), Duration::ZERO)
@@ -79,12 +81,12 @@ async fn receipts_of_an_earlier_delivery_change_nothing() {
         tidy.reserve(1, LONG, Duration::ZERO).await.unwrap().pop()
     })
     .await;
-    assert_eq!((live.payment_id, live.attempt), (id, 2));
+    assert_eq!((live.job, live.attempt), (id, 2));
     assert_ne!(stale.receipt, live.receipt);
 
     tidy.retry(&stale, Duration::ZERO).await.unwrap();
     tidy.dead_letter(&stale, "late").await.unwrap();
-    tidy.ack(&stale).await.unwrap();
+    tidy.ack(std::slice::from_ref(&stale)).await.unwrap();
     assert!(tidy.queue.dead_letters(10).await.unwrap().is_empty());
     assert!(
         tidy.reserve(10, LONG, Duration::ZERO)
@@ -97,7 +99,7 @@ async fn receipts_of_an_earlier_delivery_change_nothing() {
     tidy.dead_letter(&live, "boom").await.unwrap();
     let dead = tidy.queue.dead_letters(10).await.unwrap();
     assert_eq!(dead.len(), 1);
-    assert_eq!((dead[0].payment_id, dead[0].attempt), (id, 2));
+    assert_eq!((dead[0].job, dead[0].attempt), (id, 2));
     assert_eq!(dead[0].reason, "boom");
     assert!(
         tidy.reserve(10, LONG, Duration::ZERO)
@@ -110,7 +112,7 @@ async fn receipts_of_an_earlier_delivery_change_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_reserve_wakes_when_a_retry_is_due() {
     let tidy = TidyQueue::new(shared_config().await);
-    let id = PaymentId::generate();
+    let id = Job::Payment(PaymentId::generate());
     tidy.enqueue(&[id]).await.unwrap();
     let d = tidy
         .reserve(1, LONG, Duration::ZERO)
@@ -125,23 +127,20 @@ async fn a_waiting_reserve_wakes_when_a_retry_is_due() {
         .unwrap();
     let took = started.elapsed();
     assert_eq!(
-        again
-            .iter()
-            .map(|d| (d.payment_id, d.attempt))
-            .collect::<Vec<_>>(),
+        again.iter().map(|d| (d.job, d.attempt)).collect::<Vec<_>>(),
         vec![(id, 2)]
     );
     assert!(
         took < Duration::from_secs(5),
         "woke after {took:?}, not when the retry was due"
     );
-    tidy.ack(&again[0]).await.unwrap();
+    tidy.ack(&again[..1]).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attempts_count_retries_and_redeliveries_together() {
     let tidy = TidyQueue::new(shared_config().await);
-    let id = PaymentId::generate();
+    let id = Job::Payment(PaymentId::generate());
     tidy.enqueue(&[id]).await.unwrap();
     let first = tidy
         .reserve(1, LONG, Duration::ZERO)
@@ -163,6 +162,23 @@ async fn attempts_count_retries_and_redeliveries_together() {
         || async { tidy.reserve(1, LONG, Duration::ZERO).await.unwrap().pop() },
     )
     .await;
-    assert_eq!((third.payment_id, third.attempt), (id, 3));
-    tidy.ack(&third).await.unwrap();
+    assert_eq!((third.job, third.attempt), (id, 3));
+    tidy.ack(std::slice::from_ref(&third)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refund_and_payment_jobs_come_back_as_the_kinds_they_were() {
+    let tidy = TidyQueue::new(shared_config().await);
+    let jobs = [
+        Job::Payment(PaymentId::generate()),
+        Job::Refund(atomic_core::RefundId::generate()),
+    ];
+    tidy.enqueue(&jobs).await.unwrap();
+    let got = tidy
+        .reserve(10, LONG, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let kinds: HashSet<Job> = got.iter().map(|d| d.job).collect();
+    assert_eq!(kinds, jobs.into_iter().collect::<HashSet<_>>());
+    tidy.ack(&got).await.unwrap();
 }

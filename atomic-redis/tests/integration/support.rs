@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use atomic_core::error::Result;
-use atomic_core::id::PaymentId;
-use atomic_core::ports::{Delivery, JobQueue};
+use atomic_core::ports::{Delivery, Job, JobQueue};
 use atomic_core::testkit::{LimiterKit, QueueKit, RealTime};
 use atomic_redis::testkit::{DeleteOnDrop, require_redis, unique_config};
 use atomic_redis::{Redis, RedisConfig, RedisJobQueue, RedisRateLimiter};
@@ -45,8 +44,8 @@ impl JobQueue for TidyQueue {
     async fn ping(&self) -> Result<()> {
         self.queue.ping().await
     }
-    async fn enqueue(&self, payments: &[PaymentId]) -> Result<()> {
-        self.queue.enqueue(payments).await
+    async fn enqueue(&self, jobs: &[Job]) -> Result<()> {
+        self.queue.enqueue(jobs).await
     }
     async fn reserve(
         &self,
@@ -56,8 +55,8 @@ impl JobQueue for TidyQueue {
     ) -> Result<Vec<Delivery>> {
         self.queue.reserve(max, visibility, wait).await
     }
-    async fn ack(&self, delivery: &Delivery) -> Result<()> {
-        self.queue.ack(delivery).await
+    async fn ack(&self, deliveries: &[Delivery]) -> Result<()> {
+        self.queue.ack(deliveries).await
     }
     async fn retry(&self, delivery: &Delivery, delay: Duration) -> Result<()> {
         self.queue.retry(delivery, delay).await

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use atomic_core::api_key::RawApiKey;
 use atomic_core::idempotency::IdempotencyPolicy;
+use atomic_core::ports::Backend;
 use atomic_core::service::{CoreConfig, SweepConfig, WorkerConfig, shutdown_channel};
 use atomic_core::{Ports, Services};
 use atomic_http::{AppState, HttpConfig, ServeConfig};
@@ -95,6 +96,7 @@ impl Application {
                 // Longer than any request may run, so a live request is never overtaken.
                 lock_timeout: settings.request_timeout.saturating_mul(2),
             },
+            authorization_ttl: settings.authorization_ttl,
         };
         let services = Services::start(ports, core).await?;
         let http = HttpConfig {
@@ -253,10 +255,7 @@ async fn wire(settings: &Settings) -> Result<(Ports, String), StartError> {
                     return Err(StartError::Unmigrated(missing.join(", ")));
                 }
             }
-            ports.ledger = Arc::new(pg.clone());
-            ports.merchants = Arc::new(pg.clone());
-            ports.api_keys = Arc::new(pg.clone());
-            ports.idempotency = Arc::new(pg);
+            ports.store = Backend::new(Arc::new(pg));
             "PostgreSQL store of record (DATABASE_URL)"
         }
     };

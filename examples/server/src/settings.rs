@@ -134,6 +134,9 @@ pub struct Settings {
     pub api_key_cache_ttl: Duration,
     /// How long idempotency keys are kept (`IDEMPOTENCY_TTL`, default 24h, at most 30d).
     pub idempotency_ttl: Duration,
+    /// How long an authorization waits for its capture before the sweep cancels it
+    /// (`AUTHORIZATION_TTL`, default 7d, at most 365d).
+    pub authorization_ttl: Duration,
     /// `RATE_LIMIT_GLOBAL` (default `100/15m`, `off` disables).
     pub rate_limit_global: Option<RateLimitPolicy>,
     /// `RATE_LIMIT_PAYMENTS` (default `10/1m`, `off` disables).
@@ -348,6 +351,7 @@ impl Settings {
                 _ => duration("API_KEY_CACHE_TTL", SECOND, (MILLISECOND, MINUTE))?,
             },
             idempotency_ttl: duration("IDEMPOTENCY_TTL", DAY, (SECOND, 30 * DAY))?,
+            authorization_ttl: duration("AUTHORIZATION_TTL", 7 * DAY, (SECOND, 365 * DAY))?,
             rate_limit_global: limit("RATE_LIMIT_GLOBAL", "global", "100/15m")?,
             rate_limit_payments: limit("RATE_LIMIT_PAYMENTS", "payments", "10/1m")?,
             rate_limit_fail_closed: boolean("RATE_LIMIT_FAIL_CLOSED", false)?,
@@ -421,6 +425,7 @@ mod tests {
             (10, Duration::from_secs(60))
         );
         assert_eq!(s.idempotency_ttl, Duration::from_secs(86_400));
+        assert_eq!(s.authorization_ttl, Duration::from_secs(7 * 86_400));
         assert!(!s.rate_limit_fail_closed);
         assert_eq!(s.trusted_proxy_hops, 0);
         assert_eq!(s.currencies.to_string(), "USD,EUR,INR");

@@ -3,11 +3,12 @@
 //! construction, so counting duplicates proves nothing):
 //! - every payment id a client saw in a 202 is looked up by id, and is stored under the key
 //!   and with the amount the client sent (L11);
-//! - every posting is the DEBIT of its payment's funding (World) account and the CREDIT of its
-//!   merchant account, both of the payment's amount, for a SUCCESS payment; every SUCCESS
-//!   payment has its posting and no other payment has one (L2, L3);
-//! - each account's balance is the sum of the SUCCESS amounts it was credited (merchant) or
-//!   debited (World) (L4 against the payments, not against the journal).
+//! - every charge posting is the DEBIT of its payment's funding (World) account and the CREDIT
+//!   of its merchant account, both of `amountCaptured`, for a SUCCESS payment; every refund
+//!   posting is the reverse, of the refund's amount, for a SUCCESS refund; every SUCCESS
+//!   payment and refund has its posting and nothing else has one (L2, L3, L13);
+//! - each account's balance is what its SUCCESS payments and refunds moved (L4 against the
+//!   statuses, not against the journal).
 //!
 //! Everything is read in one REPEATABLE READ snapshot and compared in Rust.
 
@@ -79,152 +80,147 @@ pub async fn assert_acked_stored(pool: &PgPool, acked: &[Acked]) -> usize {
     acked.len()
 }
 
-/// A payment row: id, merchant account, funding account, amount, status.
-type PaymentRow = (String, String, String, i64, String);
 /// A posting or an entry row: ids, accounts or direction, and the amount.
 type LedgerRow = (String, String, String, String, i64);
+/// A posting that should exist: debit account, credit account, amount.
+type Expected = (String, String, i64);
 
 /// What [`assert_postings_match_payments`] counted.
 #[derive(Debug)]
 pub struct Posted {
     pub payments: usize,
     pub succeeded: usize,
+    pub refunds: usize,
     pub postings: usize,
 }
 
-/// Each posting against its payment, each SUCCESS payment against its posting, each account's
-/// balance against its SUCCESS payments. Panics listing (up to 10 of) the violations.
-pub async fn assert_postings_match_payments(pool: &PgPool) -> Posted {
+/// One REPEATABLE READ snapshot of what the books check reads.
+struct Snapshot {
+    /// id, merchant, funding, amount_captured, status.
+    payments: Vec<(String, String, String, i64, String)>,
+    /// id, payment, merchant, funding, amount, status.
+    refunds: Vec<(String, String, String, String, i64, String)>,
+    /// id, payment, refund ("" for a charge), debit, credit, amount.
+    postings: Vec<(String, String, String, String, String, i64)>,
+    entries: Vec<LedgerRow>,
+    accounts: Vec<(String, String, i64)>,
+}
+
+async fn snapshot(pool: &PgPool) -> Snapshot {
     let mut tx = pool.begin().await.unwrap();
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .execute(&mut *tx)
         .await
         .unwrap();
-    let payments: Vec<PaymentRow> = sqlx::query_as(
-        "SELECT id::text, merchant_account::text, funding_account::text, amount, status \
+    let payments = sqlx::query_as(
+        "SELECT id::text, merchant_account::text, funding_account::text, amount_captured, status \
          FROM payments",
     )
     .fetch_all(&mut *tx)
     .await
     .unwrap();
-    let postings: Vec<LedgerRow> = sqlx::query_as(
-        "SELECT id::text, payment_id::text, debit_account::text, credit_account::text, amount \
-         FROM ledger_transactions",
+    let refunds = sqlx::query_as(
+        "SELECT id::text, payment_id::text, merchant_account::text, funding_account::text, \
+         amount, status FROM refunds",
     )
     .fetch_all(&mut *tx)
     .await
     .unwrap();
-    let entries: Vec<LedgerRow> = sqlx::query_as(
+    let postings = sqlx::query_as(
+        "SELECT id::text, payment_id::text, coalesce(refund_id::text, ''), debit_account::text, \
+         credit_account::text, amount FROM ledger_transactions",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    let entries = sqlx::query_as(
         "SELECT transaction_id::text, payment_id::text, account_id::text, direction, amount \
          FROM ledger_entries",
     )
     .fetch_all(&mut *tx)
     .await
     .unwrap();
-    let accounts: Vec<(String, String, i64)> =
-        sqlx::query_as("SELECT id::text, kind, balance FROM accounts")
-            .fetch_all(&mut *tx)
-            .await
-            .unwrap();
+    let accounts = sqlx::query_as("SELECT id::text, kind, balance FROM accounts")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
+    Snapshot {
+        payments,
+        refunds,
+        postings,
+        entries,
+        accounts,
+    }
+}
 
-    let kind: HashMap<&str, &str> = accounts
-        .iter()
-        .map(|(id, kind, _)| (id.as_str(), kind.as_str()))
-        .collect();
-    let by_id: HashMap<&str, &PaymentRow> = payments.iter().map(|p| (p.0.as_str(), p)).collect();
+/// The postings the statuses call for, by (payment, refund or ""): a charge of
+/// `amountCaptured` for each SUCCESS payment, a refund back for each SUCCESS refund.
+fn expected_postings(books: &Snapshot) -> HashMap<(String, String), Expected> {
+    let mut expected = HashMap::new();
+    for (id, merchant, funding, captured, status) in &books.payments {
+        if status == "SUCCESS" {
+            let posting = (funding.clone(), merchant.clone(), *captured);
+            expected.insert((id.clone(), String::new()), posting);
+        }
+    }
+    for (id, payment, merchant, funding, amount, status) in &books.refunds {
+        if status == "SUCCESS" {
+            let posting = (merchant.clone(), funding.clone(), *amount);
+            expected.insert((payment.clone(), id.clone()), posting);
+        }
+    }
+    expected
+}
+
+/// Each posting against the payment or refund it posts, each SUCCESS payment and refund
+/// against its posting, each account's balance against its SUCCESS payments and refunds.
+/// Panics listing (up to 10 of) the violations.
+pub async fn assert_postings_match_payments(pool: &PgPool) -> Posted {
+    let books = snapshot(pool).await;
+    let mut expected = expected_postings(&books);
+    let mut balances: HashMap<&str, i64> = HashMap::new();
+    for (debit, credit, amount) in expected.values() {
+        *balances.entry(debit.as_str()).or_default() -= amount;
+        *balances.entry(credit.as_str()).or_default() += amount;
+    }
+    let balances: HashMap<String, i64> =
+        balances.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
     let mut entries_of: HashMap<&str, Vec<&LedgerRow>> = HashMap::new();
-    for e in &entries {
+    for e in &books.entries {
         entries_of.entry(e.0.as_str()).or_default().push(e);
     }
-    let mut postings_of: HashMap<&str, usize> = HashMap::new();
     let mut bad = Vec::new();
-
-    for (tx_id, payment_id, debit, credit, amount) in &postings {
-        *postings_of.entry(payment_id.as_str()).or_default() += 1;
-        let Some((_, merchant, funding, paid, status)) = by_id.get(payment_id.as_str()) else {
-            bad.push(format!(
-                "posting {tx_id} of an unknown payment {payment_id}"
-            ));
-            continue;
-        };
-        if status != "SUCCESS" {
-            bad.push(format!(
-                "posting {tx_id} of payment {payment_id}, which is {status}"
-            ));
+    for (tx_id, payment, refund, debit, credit, amount) in &books.postings {
+        let what = format!("posting {tx_id} (payment {payment}, refund {refund:?})");
+        match expected.remove(&(payment.clone(), refund.clone())) {
+            None => bad.push(format!("{what}: no SUCCESS payment or refund calls for it")),
+            Some(want) if want != (debit.clone(), credit.clone(), *amount) => bad.push(format!(
+                "{what}: DEBIT {debit} CREDIT {credit} {amount}, expected {want:?}"
+            )),
+            Some(_) => {}
         }
-        if debit != funding || kind.get(debit.as_str()) != Some(&"system") {
-            bad.push(format!(
-                "posting {tx_id}: DEBIT {debit}, payment {payment_id} is funded by World account {funding}"
-            ));
-        }
-        if credit != merchant {
-            bad.push(format!(
-                "posting {tx_id}: CREDIT {credit}, payment {payment_id} is to {merchant}"
-            ));
-        }
-        if amount != paid {
-            bad.push(format!(
-                "posting {tx_id}: amount {amount}, payment {payment_id} is of {paid}"
-            ));
-        }
-        // Its entries: one DEBIT on the funding account, one CREDIT on the merchant account,
-        // each of the payment's amount.
-        let sides = entries_of.remove(tx_id.as_str()).unwrap_or_default();
-        let mut expected = vec![
-            ("DEBIT", funding.as_str(), *paid),
-            ("CREDIT", merchant.as_str(), *paid),
-        ];
-        for (_, entry_payment, account, direction, entry_amount) in &sides {
+        // Its entries: one DEBIT and one CREDIT of its amount on its accounts.
+        let mut sides = vec![("DEBIT", debit.as_str(), *amount), ("CREDIT", credit.as_str(), *amount)];
+        for (_, entry_payment, account, direction, entry_amount) in
+            entries_of.remove(tx_id.as_str()).unwrap_or_default()
+        {
             let side = (direction.as_str(), account.as_str(), *entry_amount);
-            match expected.iter().position(|e| *e == side) {
-                Some(at) if entry_payment == payment_id => {
-                    expected.remove(at);
+            match sides.iter().position(|s| *s == side) {
+                Some(at) if entry_payment == payment => {
+                    sides.remove(at);
                 }
-                _ => bad.push(format!(
-                    "posting {tx_id} of payment {payment_id}: entry {direction} {entry_amount} \
-                     on {account} (payment {entry_payment})"
-                )),
+                _ => bad.push(format!("{what}: entry {direction} {entry_amount} on {account}")),
             }
         }
-        for (direction, account, amount) in expected {
-            bad.push(format!(
-                "posting {tx_id} of payment {payment_id}: no {direction} {amount} on {account}"
-            ));
-        }
+        bad.extend(sides.iter().map(|s| format!("{what}: no entry {s:?}")));
     }
-    for (tx_id, sides) in &entries_of {
-        bad.push(format!(
-            "{} entries of transaction {tx_id}, which does not exist",
-            sides.len()
-        ));
-    }
-
-    let mut credited: HashMap<&str, i64> = HashMap::new();
-    let mut debited: HashMap<&str, i64> = HashMap::new();
-    let mut succeeded = 0;
-    for (id, merchant, funding, amount, status) in &payments {
-        let n = postings_of.get(id.as_str()).copied().unwrap_or(0);
-        if status == "SUCCESS" {
-            succeeded += 1;
-            *credited.entry(merchant.as_str()).or_default() += amount;
-            *debited.entry(funding.as_str()).or_default() += amount;
-            if n != 1 {
-                bad.push(format!("SUCCESS payment {id} has {n} postings"));
-            }
-        } else if n != 0 {
-            bad.push(format!("{status} payment {id} has {n} postings"));
-        }
-    }
-    for (id, kind, balance) in &accounts {
-        let expected = match kind.as_str() {
-            "system" => -debited.get(id.as_str()).copied().unwrap_or(0),
-            _ => credited.get(id.as_str()).copied().unwrap_or(0),
-        };
-        if *balance != expected {
-            bad.push(format!(
-                "{kind} account {id}: balance {balance}, its SUCCESS payments say {expected}"
-            ));
+    bad.extend(expected.keys().map(|(p, r)| format!("no posting of payment {p} refund {r:?}")));
+    bad.extend(entries_of.keys().map(|tx| format!("entries of a missing transaction {tx}")));
+    for (id, kind, balance) in &books.accounts {
+        let want = balances.get(id).copied().unwrap_or(0);
+        if *balance != want {
+            bad.push(format!("{kind} account {id}: balance {balance}, its postings say {want}"));
         }
     }
     assert!(
@@ -234,8 +230,9 @@ pub async fn assert_postings_match_payments(pool: &PgPool) -> Posted {
         bad.iter().take(10).cloned().collect::<Vec<_>>().join("\n")
     );
     Posted {
-        payments: payments.len(),
-        succeeded,
-        postings: postings.len(),
+        payments: books.payments.len(),
+        succeeded: books.payments.iter().filter(|p| p.4 == "SUCCESS").count(),
+        refunds: books.refunds.len(),
+        postings: books.postings.len(),
     }
 }

@@ -1,0 +1,209 @@
+//! Idempotent writes: the claim → prepare → store-the-answer protocol, owned by the core so
+//! that every caller gets it, whether it speaks HTTP or calls the services directly.
+//!
+//! With a key, a write runs as: claim the key (a different request under it is
+//! [`Error::IdempotencyKeyReused`], the same one still running is
+//! [`Error::IdempotencyConflict`], a finished one is replayed), prepare the record, render the
+//! answer to keep, and write the record with that answer in ONE store transaction. Any error
+//! releases the key (retried in the background when the store does not answer), so a retry runs
+//! anew; so does a write abandoned before it began (the caller dropped the future), through a
+//! guard that releases on drop. Once the write began it runs to its end in a task of its own,
+//! whatever becomes of the caller.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::idempotency::{
+    Claim, ClaimOutcome, Completion, Fingerprint, IdempotencyKey, IdempotencyPolicy, StoredResponse,
+};
+use crate::ports::IdempotencyStore;
+use crate::principal::Principal;
+
+/// A write's idempotency: its key and the fingerprint of the request it was first used for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Idempotency {
+    /// The caller's key.
+    pub key: IdempotencyKey,
+    /// What the request was; a different request under the same key is refused.
+    pub fingerprint: Fingerprint,
+}
+
+/// How an idempotent write ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Written<T> {
+    /// It ran now; this is what the write answered.
+    New(T),
+    /// The same request had finished before: the answer kept then.
+    Replayed(StoredResponse),
+}
+
+/// Attempts at releasing a claim, and the wait before the first retry (doubled each time).
+const RELEASE_ATTEMPTS: u32 = 5;
+const RELEASE_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Runs idempotent writes against one idempotency store under one policy.
+#[derive(Clone)]
+pub struct IdempotentWrites {
+    store: Arc<dyn IdempotencyStore>,
+    policy: IdempotencyPolicy,
+}
+
+impl std::fmt::Debug for IdempotentWrites {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdempotentWrites")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IdempotentWrites {
+    pub(super) fn new(store: Arc<dyn IdempotencyStore>, policy: IdempotencyPolicy) -> Self {
+        Self { store, policy }
+    }
+
+    /// Runs one write for `caller`, under `idempotency` if given: `prepare` builds the record
+    /// (given the held claim, whose key the record must carry), `render` gives the answer
+    /// kept for replays, `began` is told when the write begins (from then on it runs to its
+    /// end), and `submit` writes the record with the completion in one store transaction and
+    /// answers the record as written.
+    pub async fn run<T, U, Prep, PrepFut, Sub, SubFut>(
+        &self,
+        caller: Principal,
+        idempotency: Option<&Idempotency>,
+        prepare: Prep,
+        render: impl FnOnce(&T) -> StoredResponse,
+        began: impl FnOnce(),
+        submit: Sub,
+    ) -> Result<Written<U>>
+    where
+        Prep: FnOnce(Option<Claim>) -> PrepFut,
+        PrepFut: Future<Output = Result<T>>,
+        Sub: FnOnce(T, Option<Completion>) -> SubFut,
+        SubFut: Future<Output = Result<U>> + Send + 'static,
+        U: Send + 'static,
+    {
+        let mut guard = ClaimGuard {
+            writes: self.clone(),
+            claim: None,
+        };
+        if let Some(idempotency) = idempotency {
+            match self.claim(caller, idempotency).await? {
+                ClaimOutcome::Acquired(claim) => guard.claim = Some(claim),
+                ClaimOutcome::Replay(stored) => return Ok(Written::Replayed(stored)),
+                ClaimOutcome::Mismatch => return Err(Error::IdempotencyKeyReused),
+                ClaimOutcome::InProgress => return Err(Error::IdempotencyConflict),
+            }
+        }
+        let prepared = match prepare(guard.claim.clone()).await {
+            Ok(prepared) => prepared,
+            Err(error) => {
+                // Released before the error is answered, so an immediate retry runs anew.
+                if let Some(claim) = guard.claim.take() {
+                    self.release(claim).await;
+                }
+                return Err(error);
+            }
+        };
+        let claim = guard.claim.take();
+        let completion = claim.clone().map(|claim| Completion {
+            claim,
+            response: render(&prepared),
+        });
+        began();
+        let writes = self.clone();
+        let write = submit(prepared, completion);
+        tokio::spawn(async move {
+            let result = write.await;
+            if result.is_err()
+                && let Some(claim) = claim
+            {
+                writes.release(claim).await;
+            }
+            result
+        })
+        .await
+        .map_err(Error::backend)?
+        .map(Written::New)
+    }
+
+    async fn claim(&self, caller: Principal, idempotency: &Idempotency) -> Result<ClaimOutcome> {
+        self.store
+            .claim(
+                caller,
+                &idempotency.key,
+                idempotency.fingerprint,
+                self.policy,
+            )
+            .await
+    }
+
+    /// Releases a claim whose write created nothing, so a retry (corrected or not) runs anew.
+    /// The first attempt is awaited; if it fails, the retries run in the background, and a
+    /// claim that no attempt could release frees its key at the store's lock timeout.
+    async fn release(&self, claim: Claim) {
+        if self.store.release(&claim).await.is_ok() {
+            return;
+        }
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let mut wait = RELEASE_BACKOFF;
+            for _ in 1..RELEASE_ATTEMPTS {
+                tokio::time::sleep(wait).await;
+                match store.release(&claim).await {
+                    Ok(()) => return,
+                    Err(error) => tracing::warn!(?error, "could not release an idempotency key"),
+                }
+                wait *= 2;
+            }
+        });
+    }
+}
+
+/// Releases a held claim when a write is abandoned before it began (the caller's future was
+/// dropped): the release runs as a task of its own.
+struct ClaimGuard {
+    writes: IdempotentWrites,
+    claim: Option<Claim>,
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        let Some(claim) = self.claim.take() else {
+            return;
+        };
+        let writes = self.writes.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { writes.release(claim).await });
+        }
+    }
+}
+
+/// The answer an idempotent write made through the Rust API keeps: the id of what it wrote,
+/// as text, so a replay finds the very record again.
+pub(super) fn id_response(id: uuid::Uuid) -> StoredResponse {
+    StoredResponse {
+        status: 200,
+        body: bytes::Bytes::from(id.hyphenated().to_string()),
+    }
+}
+
+/// The id a replayed [`id_response`] names.
+pub(super) fn replayed_id(stored: &StoredResponse) -> Result<uuid::Uuid> {
+    std::str::from_utf8(&stored.body)
+        .ok()
+        .and_then(|text| uuid::Uuid::parse_str(text).ok())
+        .ok_or(Error::IdempotencyKeyReused)
+}
+
+/// The fingerprint of a Rust API request: its operation and its fields, each length-prefixed
+/// so no two different requests encode alike.
+pub(super) fn fingerprint(operation: &str, fields: &[&[u8]]) -> Fingerprint {
+    let mut canonical = Vec::new();
+    for field in fields {
+        canonical.extend_from_slice(&(field.len() as u64).to_be_bytes());
+        canonical.extend_from_slice(field);
+    }
+    Fingerprint::of("RUST", operation, &canonical)
+}
