@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::error::from_sqlx;
 use crate::group::Queued;
-use crate::rows::{owner_uuid, scope_uuid, viewer_merchant};
+use crate::rows::{metadata_json, owner_uuid, scope_uuid, viewer_merchant};
 
 /// Most inserts written by one statement.
 pub(crate) const MAX_GROUP: usize = 256;
@@ -32,10 +32,11 @@ const INSERT_GROUP: &str = "\
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::bigint[],
         $6::text[], $7::text[], $8::text[], $9::text[], $10::uuid[], $11::uuid[],
-        $12::timestamptz[], $13::smallint[], $14::bytea[], $15::uuid[])
+        $12::timestamptz[], $13::smallint[], $14::bytea[], $15::uuid[], $16::text[],
+        $17::text[])
     AS i(id, merchant_account, funding_account, owner_merchant, amount, currency, source,
         description, idempotency_key, idempotency_token, created_by, created_at,
-        response_status, response_body, scope)
+        response_status, response_body, scope, capture_method, metadata)
 ), done AS (
     UPDATE idempotency_keys k SET response_status = i.response_status,
         response_body = i.response_body
@@ -46,11 +47,11 @@ WITH input AS (
     RETURNING i.id
 )
 INSERT INTO payments (id, merchant_account, funding_account, owner_merchant, amount, currency,
-    source, description, idempotency_key, idempotency_token, created_by, status, touched_at,
-    created_at, updated_at)
+    source, description, capture_method, metadata, idempotency_key, idempotency_token,
+    created_by, status, touched_at, created_at, updated_at)
 SELECT i.id, i.merchant_account, i.funding_account, i.owner_merchant, i.amount, i.currency,
-    i.source, i.description, i.idempotency_key, i.idempotency_token, i.created_by, 'PENDING',
-    now(), i.created_at, i.created_at
+    i.source, i.description, i.capture_method, i.metadata::jsonb, i.idempotency_key,
+    i.idempotency_token, i.created_by, 'PENDING', now(), i.created_at, i.created_at
 FROM input i
 WHERE i.idempotency_token IS NULL OR i.id IN (SELECT id FROM done)
 RETURNING id";
@@ -106,64 +107,79 @@ pub(crate) async fn write_one(pool: &PgPool, insert: &Insert) -> Result<()> {
     }
 }
 
-/// One statement for the whole group; the ids it inserted.
-async fn insert_group(pool: &PgPool, group: &[Insert]) -> Result<Vec<Uuid>> {
-    let n = group.len();
-    let mut ids = Vec::with_capacity(n);
-    let mut merchant_accounts = Vec::with_capacity(n);
-    let mut funding_accounts = Vec::with_capacity(n);
-    let mut owners = Vec::with_capacity(n);
-    let mut amounts = Vec::with_capacity(n);
-    let mut currencies = Vec::with_capacity(n);
-    let mut sources = Vec::with_capacity(n);
-    let mut descriptions = Vec::with_capacity(n);
-    let mut keys = Vec::with_capacity(n);
-    let mut tokens = Vec::with_capacity(n);
-    let mut created_by = Vec::with_capacity(n);
-    let mut created_at = Vec::with_capacity(n);
-    let mut statuses: Vec<Option<i16>> = Vec::with_capacity(n);
-    let mut bodies: Vec<Option<Vec<u8>>> = Vec::with_capacity(n);
-    let mut scopes = Vec::with_capacity(n);
-    for Insert {
-        payment,
-        completion,
-        ..
-    } in group
-    {
-        ids.push(payment.id.as_uuid());
-        merchant_accounts.push(payment.merchant_account.as_uuid());
-        funding_accounts.push(payment.funding_account.as_uuid());
-        owners.push(owner_uuid(payment.owner));
-        amounts.push(payment.amount.minor_units());
-        currencies.push(payment.currency.as_str().to_owned());
-        sources.push(payment.source.expose().to_owned());
-        descriptions.push(payment.description.as_str().to_owned());
-        created_by.push(viewer_merchant(payment.created_by));
-        created_at.push(payment.created_at.as_datetime());
+/// The columns of a group, one array per column (bound with `unnest`).
+#[derive(Default)]
+struct Columns {
+    ids: Vec<Uuid>,
+    merchant_accounts: Vec<Uuid>,
+    funding_accounts: Vec<Uuid>,
+    owners: Vec<Option<Uuid>>,
+    amounts: Vec<i64>,
+    currencies: Vec<String>,
+    sources: Vec<String>,
+    descriptions: Vec<String>,
+    keys: Vec<Option<String>>,
+    tokens: Vec<Option<Uuid>>,
+    created_by: Vec<Option<Uuid>>,
+    created_at: Vec<time::OffsetDateTime>,
+    statuses: Vec<Option<i16>>,
+    bodies: Vec<Option<Vec<u8>>>,
+    scopes: Vec<Option<Uuid>>,
+    capture_methods: Vec<&'static str>,
+    metadata: Vec<String>,
+}
+
+impl Columns {
+    fn push(&mut self, payment: &Payment, completion: Option<&Completion>) -> Result<()> {
+        self.ids.push(payment.id.as_uuid());
+        self.merchant_accounts
+            .push(payment.merchant_account.as_uuid());
+        self.funding_accounts
+            .push(payment.funding_account.as_uuid());
+        self.owners.push(owner_uuid(payment.owner));
+        self.amounts.push(payment.amount.minor_units());
+        self.currencies.push(payment.currency.as_str().to_owned());
+        self.sources.push(payment.source.expose().to_owned());
+        self.descriptions
+            .push(payment.description.as_str().to_owned());
+        self.created_by.push(viewer_merchant(payment.created_by));
+        self.created_at.push(payment.created_at.as_datetime());
+        self.capture_methods.push(payment.capture_method.as_str());
+        self.metadata.push(metadata_json(&payment.metadata));
         match completion {
             Some(completion) => {
                 // The key guarded by the claim (a payment carries its claim's key).
-                keys.push(Some(completion.claim.key.as_str().to_owned()));
-                tokens.push(Some(completion.claim.token.as_uuid()));
-                statuses.push(Some(
+                self.keys
+                    .push(Some(completion.claim.key.as_str().to_owned()));
+                self.tokens.push(Some(completion.claim.token.as_uuid()));
+                self.statuses.push(Some(
                     i16::try_from(completion.response.status).map_err(Error::backend)?,
                 ));
-                bodies.push(Some(completion.response.body.to_vec()));
-                scopes.push(Some(scope_uuid(completion.claim.scope)));
+                self.bodies.push(Some(completion.response.body.to_vec()));
+                self.scopes.push(Some(scope_uuid(completion.claim.scope)));
             }
             None => {
-                keys.push(
+                self.keys.push(
                     payment
                         .idempotency_key
                         .as_ref()
                         .map(|k| k.as_str().to_owned()),
                 );
-                tokens.push(None);
-                statuses.push(None);
-                bodies.push(None);
-                scopes.push(None);
+                self.tokens.push(None);
+                self.statuses.push(None);
+                self.bodies.push(None);
+                self.scopes.push(None);
             }
         }
+        Ok(())
+    }
+}
+
+/// One statement for the whole group; the ids it inserted.
+async fn insert_group(pool: &PgPool, group: &[Insert]) -> Result<Vec<Uuid>> {
+    let mut c = Columns::default();
+    for insert in group {
+        c.push(&insert.payment, insert.completion.as_ref())?;
     }
     // Planned anew for each group, never from a cached generic plan: a plan cached while
     // `idempotency_keys` was small joins it by sequential scan, and that plan would stay for
@@ -171,21 +187,23 @@ async fn insert_group(pool: &PgPool, group: &[Insert]) -> Result<Vec<Uuid>> {
     // is paid once per group, not once per request.
     sqlx::query_scalar(INSERT_GROUP)
         .persistent(false)
-        .bind(ids)
-        .bind(merchant_accounts)
-        .bind(funding_accounts)
-        .bind(owners)
-        .bind(amounts)
-        .bind(currencies)
-        .bind(sources)
-        .bind(descriptions)
-        .bind(keys)
-        .bind(tokens)
-        .bind(created_by)
-        .bind(created_at)
-        .bind(statuses)
-        .bind(bodies)
-        .bind(scopes)
+        .bind(c.ids)
+        .bind(c.merchant_accounts)
+        .bind(c.funding_accounts)
+        .bind(c.owners)
+        .bind(c.amounts)
+        .bind(c.currencies)
+        .bind(c.sources)
+        .bind(c.descriptions)
+        .bind(c.keys)
+        .bind(c.tokens)
+        .bind(c.created_by)
+        .bind(c.created_at)
+        .bind(c.statuses)
+        .bind(c.bodies)
+        .bind(c.scopes)
+        .bind(c.capture_methods)
+        .bind(c.metadata)
         .fetch_all(pool)
         .await
         .map_err(from_sqlx)

@@ -1,6 +1,10 @@
-//! `LedgerAudit` on [`PgStore`]: the L1–L12 books audit (TEST-MATRIX.md) as one SQL statement,
+//! `LedgerAudit` on [`PgStore`]: the L1–L14 books audit (TEST-MATRIX.md) as one SQL statement,
 //! so every count comes from one consistent snapshot. L8 counts the keys with two payments
-//! created less than one window (the key's TTL) apart, whichever claim made them.
+//! created less than one window (the key's TTL) apart, whichever claim made them. A ledger
+//! transaction is a payment's charge (`refund_id` NULL) or a refund's posting; L6 counts rows
+//! in a state no legal sequence of transitions reaches (the transitions themselves are guarded
+//! by triggers, so a row is where a broken one would show). L12 leaves `AUTHORIZED` payments
+//! out (they wait for their merchant) and measures a capture from its request.
 
 use std::time::Duration;
 
@@ -17,26 +21,43 @@ const AUDIT: &str = "\
 WITH signed AS (
     SELECT e.*, CASE e.direction WHEN 'CREDIT' THEN e.amount ELSE -e.amount END AS delta
     FROM ledger_entries e
-), posted AS (
-    SELECT payment_id, count(*) AS n FROM ledger_transactions GROUP BY payment_id
+), charges AS (
+    SELECT payment_id, count(*) AS n, min(amount) AS low, max(amount) AS high
+    FROM ledger_transactions WHERE refund_id IS NULL GROUP BY payment_id
+), refunded AS (
+    SELECT payment_id,
+           sum(amount) FILTER (WHERE status <> 'FAILED') AS reserved,
+           sum(amount) FILTER (WHERE status = 'SUCCESS') AS succeeded
+    FROM refunds GROUP BY payment_id
+), refund_postings AS (
+    SELECT refund_id, count(*) AS n FROM ledger_transactions
+    WHERE refund_id IS NOT NULL GROUP BY refund_id
 )
 SELECT
     (SELECT count(*) FROM (
         SELECT currency FROM signed GROUP BY currency HAVING sum(delta) <> 0) s) AS zero_sum,
     (SELECT count(*) FROM ledger_transactions t
      LEFT JOIN payments p ON p.id = t.payment_id
+     LEFT JOIN refunds r ON r.id = t.refund_id
      WHERE p.id IS NULL
-        OR t.debit_account <> p.funding_account OR t.credit_account <> p.merchant_account
-        OR t.amount <> p.amount OR t.currency <> p.currency
+        OR (t.refund_id IS NULL AND (t.debit_account <> p.funding_account
+            OR t.credit_account <> p.merchant_account OR t.amount <> p.amount_captured))
+        OR (t.refund_id IS NOT NULL AND (r.id IS NULL OR r.payment_id <> t.payment_id
+            OR t.debit_account <> r.merchant_account OR t.credit_account <> r.funding_account
+            OR t.amount <> r.amount))
+        OR t.currency <> p.currency
         OR (SELECT count(*) FROM ledger_entries e WHERE e.transaction_id = t.id) <> 2
         OR NOT EXISTS (SELECT 1 FROM ledger_entries e WHERE e.transaction_id = t.id
                        AND e.direction = 'DEBIT' AND e.account_id = t.debit_account
-                       AND e.amount = t.amount)
+                       AND e.amount = t.amount
+                       AND e.refund_id IS NOT DISTINCT FROM t.refund_id)
         OR NOT EXISTS (SELECT 1 FROM ledger_entries e WHERE e.transaction_id = t.id
                        AND e.direction = 'CREDIT' AND e.account_id = t.credit_account
-                       AND e.amount = t.amount)) AS unbalanced_transactions,
-    (SELECT count(*) FROM payments p LEFT JOIN posted ON posted.payment_id = p.id
-     WHERE coalesce(posted.n, 0) <> CASE WHEN p.status = 'SUCCESS' THEN 1 ELSE 0 END)
+                       AND e.amount = t.amount
+                       AND e.refund_id IS NOT DISTINCT FROM t.refund_id))
+        AS unbalanced_transactions,
+    (SELECT count(*) FROM payments p LEFT JOIN charges c ON c.payment_id = p.id
+     WHERE coalesce(c.n, 0) <> CASE WHEN p.status = 'SUCCESS' THEN 1 ELSE 0 END)
         AS status_posting_mismatch,
     (SELECT count(*) FROM accounts a
      LEFT JOIN (SELECT account_id, sum(delta) AS total FROM signed GROUP BY account_id) s
@@ -44,9 +65,20 @@ SELECT
      WHERE a.balance <> coalesce(s.total, 0)) AS cached_balance_mismatch,
     (SELECT count(*) FROM accounts WHERE kind <> 'system' AND balance < 0) AS negative_balances,
     (SELECT count(*) FROM payments
-     WHERE (status = 'FAILED') <> (failure_reason IS NOT NULL)
-        OR (status = 'PROCESSING') <> (lease_id IS NOT NULL)
-        OR status NOT IN ('PENDING', 'PROCESSING', 'SUCCESS', 'FAILED')) AS illegal_transitions,
+     WHERE status NOT IN ('PENDING', 'PROCESSING', 'AUTHORIZED', 'SUCCESS', 'FAILED', 'CANCELED')
+        OR (status = 'FAILED') <> (failure_reason IS NOT NULL)
+        OR (status = 'CANCELED') <> (cancellation_reason IS NOT NULL)
+        OR (status = 'SUCCESS') <> (amount_captured > 0)
+        OR (lease_id IS NOT NULL AND status <> 'PROCESSING')
+        OR (capture_requested IS NOT NULL AND status <> 'PROCESSING')
+        OR (status = 'PROCESSING' AND lease_id IS NULL AND capture_requested IS NULL)
+        OR (capture_method = 'automatic' AND (status IN ('AUTHORIZED', 'CANCELED')
+            OR capture_requested IS NOT NULL
+            OR (status = 'SUCCESS' AND amount_captured <> amount))))
+    + (SELECT count(*) FROM refunds
+       WHERE status NOT IN ('PENDING', 'PROCESSING', 'SUCCESS', 'FAILED')
+          OR (status = 'FAILED') <> (failure_reason IS NOT NULL)
+          OR (status = 'PROCESSING') <> (lease_id IS NOT NULL)) AS illegal_transitions,
     (SELECT count(DISTINCT (w.scope, w.key)) FROM (
         SELECT coalesce(p.created_by, '00000000-0000-0000-0000-000000000000'::uuid) AS scope,
                p.idempotency_key AS key, p.created_at,
@@ -63,7 +95,11 @@ SELECT
         OR m.owner_merchant IS DISTINCT FROM p.owner_merchant) AS tenant_currency_mismatch,
     (SELECT count(*) FROM payments
      WHERE status IN ('PENDING', 'PROCESSING')
-       AND created_at < now() - $1 * interval '1 microsecond') AS stuck_payments,
+       AND CASE WHEN capture_requested IS NULL THEN created_at ELSE updated_at END
+           < now() - $1 * interval '1 microsecond')
+    + (SELECT count(*) FROM refunds
+       WHERE status IN ('PENDING', 'PROCESSING')
+         AND created_at < now() - $1 * interval '1 microsecond') AS stuck_payments,
     (SELECT count(*) FROM (VALUES
         ('ledger_entries', 'ledger_entries_append_only'),
         ('ledger_entries', 'ledger_entries_no_truncate'),
@@ -75,7 +111,19 @@ SELECT
           AND t.tgenabled <> 'D')) AS mutable_ledger,
     (SELECT count(*) FROM payments WHERE amount < 1 OR amount > $2)
     + (SELECT count(*) FROM ledger_entries WHERE amount < 1 OR amount > $2)
-        AS amount_out_of_domain";
+        AS amount_out_of_domain,
+    (SELECT count(*) FROM refunds r LEFT JOIN refund_postings rp ON rp.refund_id = r.id
+     WHERE coalesce(rp.n, 0) <> CASE WHEN r.status = 'SUCCESS' THEN 1 ELSE 0 END)
+    + (SELECT count(*) FROM refund_postings rp
+       WHERE NOT EXISTS (SELECT 1 FROM refunds r WHERE r.id = rp.refund_id))
+    + (SELECT count(*) FROM payments p JOIN charges c ON c.payment_id = p.id
+       WHERE p.status = 'SUCCESS'
+         AND (c.n <> 1 OR c.low <> p.amount_captured OR c.high <> p.amount_captured))
+        AS refund_posting_mismatch,
+    (SELECT count(*) FROM payments p LEFT JOIN refunded r ON r.payment_id = p.id
+     WHERE NOT (coalesce(r.reserved, 0) <= p.amount_captured AND p.amount_captured <= p.amount
+            AND p.amount_reserved = coalesce(r.reserved, 0)
+            AND p.amount_refunded = coalesce(r.succeeded, 0))) AS refund_over_capture";
 
 #[async_trait]
 impl LedgerAudit for PgStore {
@@ -99,6 +147,8 @@ impl LedgerAudit for PgStore {
                 mutable_ledger: count(&row, "mutable_ledger")?,
                 amount_out_of_domain: count(&row, "amount_out_of_domain")?,
                 stuck_payments: count(&row, "stuck_payments")?,
+                refund_posting_mismatch: count(&row, "refund_posting_mismatch")?,
+                refund_over_capture: count(&row, "refund_over_capture")?,
             })
         })
         .await

@@ -40,8 +40,14 @@ pub(crate) fn from_sqlx(error: sqlx::Error) -> atomic_core::Error {
             let constraint = db.constraint().unwrap_or_default();
             match (code.as_str(), constraint) {
                 (c, _) if is_transient(c) => atomic_core::Error::unavailable(error),
-                ("23505", "ledger_transactions_one_per_payment") => Invariant::AlreadyPosted.into(),
-                ("23505", "payments_one_per_claim") => atomic_core::Error::IdempotencyClaimLost,
+                (
+                    "23505",
+                    "ledger_transactions_one_charge_per_payment"
+                    | "ledger_transactions_one_per_refund",
+                ) => Invariant::AlreadyPosted.into(),
+                ("23505", "payments_one_per_claim" | "refunds_one_per_claim") => {
+                    atomic_core::Error::IdempotencyClaimLost
+                }
                 ("23505", _) => Invariant::DuplicateId.into(),
                 ("23514", "accounts_non_negative") => Invariant::InsufficientFunds.into(),
                 ("23514", "payments_voided_only_fails") => Invariant::Voided.into(),
@@ -51,7 +57,11 @@ pub(crate) fn from_sqlx(error: sqlx::Error) -> atomic_core::Error {
                     "23514",
                     "payments_legal_transition"
                     | "payments_immutable"
-                    | "payments_voiding_permanent",
+                    | "payments_voiding_permanent"
+                    | "payments_capture_once"
+                    | "payments_refund_counters"
+                    | "refunds_legal_transition"
+                    | "refunds_immutable",
                 ) => atomic_core::Error::backend(error),
                 ("23514", _) => Invariant::PostingMismatch.into(),
                 ("23503", _) => Invariant::MissingReference.into(),

@@ -1,15 +1,19 @@
 //! PostgreSQL adapters for Atomic's store ports: the store of record for merchants, accounts,
 //! payments, the double-entry ledger, API keys and idempotency records.
 //!
-//! One [`PgStore`] implements [`LedgerStore`](atomic_core::ports::LedgerStore),
+//! One [`PgStore`] implements [`AccountStore`](atomic_core::ports::AccountStore),
+//! [`PaymentStore`](atomic_core::ports::PaymentStore),
+//! [`SettlementStore`](atomic_core::ports::SettlementStore),
 //! [`MerchantStore`](atomic_core::ports::MerchantStore),
 //! [`ApiKeyStore`](atomic_core::ports::ApiKeyStore),
 //! [`IdempotencyStore`](atomic_core::ports::IdempotencyStore) and
 //! [`LedgerAudit`](atomic_core::ports::LedgerAudit) on one connection pool, so a creating write
 //! and its idempotency completion share one database transaction. The schema in
 //! `migrations/` ([`MIGRATOR`]) guards the books a second time with constraints and triggers:
-//! positive amounts, one posting per payment, balanced postings, no overdrawn merchant account,
-//! legal status transitions only, and an append-only ledger.
+//! positive amounts, one charge posting per payment and one posting per refund, balanced
+//! postings of the captured or refunded amount, refunds within what was captured, no overdrawn
+//! merchant account, legal status transitions only, metadata within its bounds, and an
+//! append-only ledger.
 //!
 //! Time-based decisions (leases, idempotency windows, the sweep) use the database's clock, so
 //! servers with skewed clocks agree. Every call is bounded: a pool acquire timeout, a
@@ -25,6 +29,7 @@
 //! ```
 
 mod accept;
+mod accounts;
 mod api_keys;
 mod audit;
 mod config;
@@ -33,7 +38,9 @@ mod group;
 mod idempotency;
 mod ledger;
 mod merchants;
+mod payments;
 mod rows;
+mod settlement;
 mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -8,11 +8,16 @@ use atomic_core::api_key::{ApiKey, KeyHash};
 use atomic_core::idempotency::IdempotencyKey;
 use atomic_core::ledger::{Direction, Entry};
 use atomic_core::merchant::{Merchant, MerchantName};
+use atomic_core::metadata::{Metadata, MetadataFilter};
 use atomic_core::money::{Amount, Balance, Currency};
 use atomic_core::payment::{
-    CardSource, Description, FailureReason, Payment, PaymentParts, PaymentState, PaymentStatus,
+    CancellationReason, CaptureMethod, CardSource, Description, FailureReason, Payment,
+    PaymentParts, PaymentState, PaymentStatus, StateParts,
 };
 use atomic_core::principal::{Owner, Principal};
+use atomic_core::refund::{
+    Refund, RefundFailureReason, RefundParts, RefundReason, RefundState, RefundStatus,
+};
 use atomic_core::time::Timestamp;
 use atomic_core::{Error, Result};
 use sqlx::Row;
@@ -29,7 +34,18 @@ use crate::error::{corrupt, from_sqlx};
 macro_rules! payment_columns {
     () => {
         "id, merchant_account, funding_account, owner_merchant, amount, currency, source, \
-         description, idempotency_key, created_by, status, failure_reason, created_at, updated_at"
+         description, capture_method, metadata::text AS metadata, idempotency_key, created_by, \
+         status, failure_reason, cancellation_reason, capture_requested, amount_captured, \
+         amount_reserved, amount_refunded, created_at, updated_at"
+    };
+}
+
+/// The refund columns every refund query selects.
+macro_rules! refund_columns {
+    () => {
+        "id, payment_id, merchant_account, funding_account, owner_merchant, amount, currency, \
+         reason, metadata::text AS metadata, idempotency_key, created_by, status, \
+         failure_reason, created_at, updated_at"
     };
 }
 
@@ -43,7 +59,7 @@ macro_rules! account_columns {
 /// The entry columns every entry query selects.
 macro_rules! entry_columns {
     () => {
-        "id, transaction_id, payment_id, account_id, direction, amount, created_at"
+        "id, transaction_id, payment_id, refund_id, account_id, direction, amount, created_at"
     };
 }
 
@@ -54,7 +70,7 @@ macro_rules! api_key_columns {
     };
 }
 
-pub(crate) use {account_columns, api_key_columns, entry_columns, payment_columns};
+pub(crate) use {account_columns, api_key_columns, entry_columns, payment_columns, refund_columns};
 
 fn get<'r, T>(row: &'r PgRow, column: &str) -> Result<T>
 where
@@ -99,32 +115,123 @@ pub(crate) fn micros(duration: Duration) -> i64 {
     i64::try_from(duration.as_micros()).map_or(CAP, |m| m.min(CAP))
 }
 
-pub(crate) fn payment(row: &PgRow) -> Result<Payment> {
+/// Metadata as the JSON text bound to a `jsonb` parameter.
+pub(crate) fn metadata_json(metadata: &Metadata) -> String {
+    let object: serde_json::Map<String, serde_json::Value> = metadata
+        .iter()
+        .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v.to_owned())))
+        .collect();
+    serde_json::Value::Object(object).to_string()
+}
+
+/// A metadata filter as the JSON object `metadata @> $n` matches; `None` when it filters
+/// nothing.
+pub(crate) fn filter_json(filter: &MetadataFilter) -> Option<String> {
+    if filter.is_empty() {
+        return None;
+    }
+    let object: serde_json::Map<String, serde_json::Value> = filter
+        .pairs()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), serde_json::Value::String(v.clone())))
+        .collect();
+    Some(serde_json::Value::Object(object).to_string())
+}
+
+fn metadata(row: &PgRow) -> Result<Metadata> {
+    let text: String = get(row, "metadata")?;
+    let pairs: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(&text).map_err(|_| corrupt("metadata"))?;
+    Metadata::new(pairs).map_err(|_| corrupt("metadata"))
+}
+
+fn idempotency_key(row: &PgRow) -> Result<Option<IdempotencyKey>> {
+    get::<Option<String>>(row, "idempotency_key")?
+        .map(|k| IdempotencyKey::parse(k).map_err(|_| corrupt("idempotency key")))
+        .transpose()
+}
+
+fn created_by(row: &PgRow) -> Result<Principal> {
+    Ok(get::<Option<Uuid>>(row, "created_by")?
+        .map_or(Principal::Platform, |m| Principal::Merchant(m.into())))
+}
+
+fn amount(row: &PgRow, column: &str) -> Result<Amount> {
+    Amount::new(get(row, column)?).map_err(|_| corrupt("amount"))
+}
+
+fn payment_state(row: &PgRow) -> Result<PaymentState> {
     let status = PaymentStatus::parse(&get::<String>(row, "status")?)
         .map_err(|_| corrupt("payment status"))?;
-    let reason = get::<Option<String>>(row, "failure_reason")?
+    let failure_reason = get::<Option<String>>(row, "failure_reason")?
         .map(|r| FailureReason::parse(&r).ok_or(corrupt("failure reason")))
         .transpose()?;
-    let idempotency_key = get::<Option<String>>(row, "idempotency_key")?
-        .map(|k| IdempotencyKey::parse(k).map_err(|_| corrupt("idempotency key")))
+    let cancellation_reason = get::<Option<String>>(row, "cancellation_reason")?
+        .map(|r| CancellationReason::parse(&r).ok_or(corrupt("cancellation reason")))
         .transpose()?;
-    let created_by = get::<Option<Uuid>>(row, "created_by")?
-        .map_or(Principal::Platform, |m| Principal::Merchant(m.into()));
-    Ok(Payment::restore(PaymentParts {
+    let capture_requested = get::<Option<i64>>(row, "capture_requested")?
+        .map(|n| Amount::new(n).map_err(|_| corrupt("capture requested")))
+        .transpose()?;
+    PaymentState::from_parts(StateParts {
+        status,
+        failure_reason,
+        cancellation_reason,
+        capture_requested,
+        amount_captured: get(row, "amount_captured")?,
+    })
+    .map_err(|_| corrupt("payment state"))
+}
+
+pub(crate) fn payment(row: &PgRow) -> Result<Payment> {
+    Payment::restore(PaymentParts {
         id: get::<Uuid>(row, "id")?.into(),
         merchant_account: get::<Uuid>(row, "merchant_account")?.into(),
         funding_account: get::<Uuid>(row, "funding_account")?.into(),
         owner: owner(get(row, "owner_merchant")?),
-        amount: Amount::new(get(row, "amount")?).map_err(|_| corrupt("amount"))?,
+        amount: amount(row, "amount")?,
         currency: currency(row)?,
         source: CardSource::parse(get::<String>(row, "source")?)
             .map_err(|_| corrupt("card source"))?,
         description: Description::parse(get::<String>(row, "description")?)
             .map_err(|_| corrupt("description"))?,
-        idempotency_key,
-        created_by,
+        capture_method: CaptureMethod::parse(&get::<String>(row, "capture_method")?)
+            .map_err(|_| corrupt("capture method"))?,
+        metadata: metadata(row)?,
+        idempotency_key: idempotency_key(row)?,
+        created_by: created_by(row)?,
         created_at: timestamp(row, "created_at")?,
-        state: PaymentState::from_parts(status, reason).map_err(|_| corrupt("payment state"))?,
+        state: payment_state(row)?,
+        amount_refunded: get(row, "amount_refunded")?,
+        amount_reserved: get(row, "amount_reserved")?,
+        updated_at: timestamp(row, "updated_at")?,
+    })
+    .map_err(|_| corrupt("payment counters"))
+}
+
+pub(crate) fn refund(row: &PgRow) -> Result<Refund> {
+    let status = RefundStatus::parse(&get::<String>(row, "status")?)
+        .map_err(|_| corrupt("refund status"))?;
+    let failure_reason = get::<Option<String>>(row, "failure_reason")?
+        .map(|r| RefundFailureReason::parse(&r).ok_or(corrupt("refund failure reason")))
+        .transpose()?;
+    let reason = get::<Option<String>>(row, "reason")?
+        .map(|r| RefundReason::parse(&r).map_err(|_| corrupt("refund reason")))
+        .transpose()?;
+    Ok(Refund::restore(RefundParts {
+        id: get::<Uuid>(row, "id")?.into(),
+        payment_id: get::<Uuid>(row, "payment_id")?.into(),
+        merchant_account: get::<Uuid>(row, "merchant_account")?.into(),
+        funding_account: get::<Uuid>(row, "funding_account")?.into(),
+        owner: owner(get(row, "owner_merchant")?),
+        amount: amount(row, "amount")?,
+        currency: currency(row)?,
+        reason,
+        metadata: metadata(row)?,
+        idempotency_key: idempotency_key(row)?,
+        created_by: created_by(row)?,
+        created_at: timestamp(row, "created_at")?,
+        state: RefundState::from_parts(status, failure_reason)
+            .map_err(|_| corrupt("refund state"))?,
         updated_at: timestamp(row, "updated_at")?,
     }))
 }
@@ -147,6 +254,7 @@ pub(crate) fn entry(row: &PgRow) -> Result<Entry> {
         id: get::<Uuid>(row, "id")?.into(),
         transaction_id: get::<Uuid>(row, "transaction_id")?.into(),
         payment_id: get::<Uuid>(row, "payment_id")?.into(),
+        refund_id: get::<Option<Uuid>>(row, "refund_id")?.map(Into::into),
         account_id: get::<Uuid>(row, "account_id")?.into(),
         direction: Direction::parse(&get::<String>(row, "direction")?)
             .ok_or(corrupt("entry direction"))?,

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
+use atomic_core::id::PaymentId;
 use atomic_core::ledger::Transfer;
 use atomic_core::money::Currency;
-use atomic_core::payment::PaymentStatus;
 use atomic_core::ports::{BeginOutcome, LeaseId, SettleOutcome, Settlement, SettlementResult};
 use atomic_core::testkit::{StoreKit, onboard, stored_payment};
 use atomic_core::time::Timestamp;
@@ -21,27 +21,44 @@ const LEASE: Duration = Duration::from_secs(30);
 /// Claims and settles `payment` as a worker would; returns the outcome.
 async fn settle(kit: &StoreKit, payment: &Payment) -> Result<SettleOutcome, Error> {
     let lease = LeaseId::generate();
-    let held = match kit
-        .ledger
-        .begin_processing(payment.id, lease, LEASE)
-        .await?
-    {
+    let held = match begin(kit, payment.id, lease).await? {
         BeginOutcome::Claimed(held) => held,
         BeginOutcome::Finished(done) => {
-            return Ok(SettleOutcome::NotHeld {
-                status: done.status(),
-            });
+            assert!(done.status().is_terminal(), "{done:?}");
+            return Ok(SettleOutcome::NotHeld);
         }
         other => panic!("unexpected {other:?}"),
     };
     let transfer = Transfer::for_payment(&held, Timestamp::now()).unwrap();
-    kit.ledger
-        .settle(&Settlement {
+    settle_one(
+        kit,
+        Settlement::Payment {
             payment_id: payment.id,
             lease,
             result: SettlementResult::Posted(transfer),
-        })
+        },
+    )
+    .await
+}
+
+/// Claims one payment under `lease`.
+async fn begin(kit: &StoreKit, id: PaymentId, lease: LeaseId) -> Result<BeginOutcome, Error> {
+    let mut outcomes = kit
+        .store
+        .settlement()
+        .begin_payments(&[id], lease, LEASE)
+        .await?;
+    Ok(outcomes.pop().expect("one outcome"))
+}
+
+/// Settles one settlement on its own.
+async fn settle_one(kit: &StoreKit, settlement: Settlement) -> Result<SettleOutcome, Error> {
+    kit.store
+        .settlement()
+        .settle(&[settlement])
         .await
+        .pop()
+        .expect("one result")
 }
 
 async fn transactions_of(pool: &PgPool, payment: &Payment) -> i64 {
@@ -65,8 +82,8 @@ async fn mark_success(tx: &mut sqlx::PgConnection, payment: &Payment) {
     .await
     .unwrap();
     sqlx::query(
-        "UPDATE payments SET status = 'SUCCESS', lease_id = NULL, lease_until = NULL \
-         WHERE id = $1",
+        "UPDATE payments SET status = 'SUCCESS', amount_captured = amount, lease_id = NULL, \
+         lease_until = NULL WHERE id = $1",
     )
     .bind(payment.id.as_uuid())
     .execute(&mut *tx)
@@ -143,7 +160,7 @@ async fn posted() -> Posted {
     let payment = stored_payment(&kit, &merchant, 500).await;
     assert!(matches!(
         settle(&kit, &payment).await.unwrap(),
-        SettleOutcome::Settled(_)
+        SettleOutcome::Payment(_)
     ));
     Posted {
         kit,
@@ -170,9 +187,7 @@ async fn a_job_run_again_after_it_settled_posts_nothing_more() {
     for _ in 0..3 {
         assert_eq!(
             settle(&kit, &payment).await.unwrap(),
-            SettleOutcome::NotHeld {
-                status: PaymentStatus::Success
-            }
+            SettleOutcome::NotHeld
         );
     }
     assert_eq!(transactions_of(&pool, &payment).await, 1);
@@ -194,19 +209,20 @@ async fn the_same_job_settled_by_many_workers_at_once_posts_once() {
                 barrier.wait().await;
                 // A lease held by another worker is Busy: that worker settles it.
                 let lease = LeaseId::generate();
-                match kit.ledger.begin_processing(payment.id, lease, LEASE).await {
+                match begin(&kit, payment.id, lease).await {
                     Ok(BeginOutcome::Claimed(held)) => {
                         let transfer = Transfer::for_payment(&held, Timestamp::now()).unwrap();
-                        let outcome = kit
-                            .ledger
-                            .settle(&Settlement {
+                        let outcome = settle_one(
+                            &kit,
+                            Settlement::Payment {
                                 payment_id: payment.id,
                                 lease,
                                 result: SettlementResult::Posted(transfer),
-                            })
-                            .await
-                            .unwrap();
-                        usize::from(matches!(outcome, SettleOutcome::Settled(_)))
+                            },
+                        )
+                        .await
+                        .unwrap();
+                        usize::from(matches!(outcome, SettleOutcome::Payment(_)))
                     }
                     Ok(_) => 0,
                     Err(e) => panic!("no worker may fail: {e}"),
@@ -251,7 +267,7 @@ async fn a_second_posting_of_a_payment_is_refused_by_the_database() {
         refusal(result),
         (
             "23505".to_owned(),
-            "ledger_transactions_one_per_payment".to_owned()
+            "ledger_transactions_one_charge_per_payment".to_owned()
         )
     );
     assert_eq!(transactions_of(&pool, &payment).await, 1);
@@ -500,7 +516,8 @@ async fn a_payment_being_voided_can_never_succeed_and_the_mark_never_goes() {
         .await
         .unwrap();
     let success = sqlx::query(
-        "UPDATE payments SET status = 'SUCCESS', lease_id = NULL, lease_until = NULL WHERE id = $1",
+        "UPDATE payments SET status = 'SUCCESS', amount_captured = amount, lease_id = NULL, \
+         lease_until = NULL WHERE id = $1",
     )
     .bind(id)
     .execute(&pool)
@@ -559,18 +576,15 @@ async fn a_batch_claim_whose_answer_cannot_be_read_leaves_nothing_claimed() {
 
     let ids = [free.id, atomic_core::id::PaymentId::from(unreadable)];
     let claim = kit
-        .ledger
-        .begin_processing_many(&ids, LeaseId::generate(), LEASE)
+        .store
+        .settlement()
+        .begin_payments(&ids, LeaseId::generate(), LEASE)
         .await;
     assert!(
         claim.is_err(),
         "an unreadable row must fail the claim: {claim:?}"
     );
-    let again = kit
-        .ledger
-        .begin_processing(free.id, LeaseId::generate(), LEASE)
-        .await
-        .unwrap();
+    let again = begin(&kit, free.id, LeaseId::generate()).await.unwrap();
     assert!(
         matches!(&again, BeginOutcome::Claimed(p) if p.id == free.id),
         "the failed claim left the payment held: {again:?}"

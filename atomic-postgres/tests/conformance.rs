@@ -8,6 +8,26 @@ mod ledger {
     atomic_core::ledger_store_conformance!(TestDatabase::create().await.kit());
 }
 
+mod capture {
+    use super::*;
+    atomic_core::capture_conformance!(TestDatabase::create().await.kit());
+}
+
+mod refunds {
+    use super::*;
+    atomic_core::refund_conformance!(TestDatabase::create().await.kit());
+}
+
+mod refund_drain {
+    use super::*;
+    atomic_core::refund_drain_conformance!(TestDatabase::create().await.kit_with_drain());
+}
+
+mod lists {
+    use super::*;
+    atomic_core::list_conformance!(TestDatabase::create().await.kit());
+}
+
 mod idempotency {
     use super::*;
     atomic_core::idempotency_store_conformance!(TestDatabase::create().await.kit());

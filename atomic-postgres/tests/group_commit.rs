@@ -39,7 +39,11 @@ async fn a_timed_out_insert_is_never_written_and_a_taken_one_is_answered_by_its_
     // The writer and its connections are up before the clock matters (on a loaded machine a
     // first connection can take longer than the patience).
     let warm = payment(&merchant.account, &funding, 50, "tok_visa");
-    kit.ledger.create_payment(&warm, None).await.unwrap();
+    kit.store
+        .payments()
+        .create_payment(&warm, None)
+        .await
+        .unwrap();
 
     // Hold the merchant account's row: a payment insert's foreign-key check waits for it.
     let mut lock = pool.begin().await.unwrap();
@@ -50,7 +54,7 @@ async fn a_timed_out_insert_is_never_written_and_a_taken_one_is_answered_by_its_
         .unwrap();
 
     // The first insert is taken by the only writer, whose statement then waits on the lock.
-    let ledger = kit.ledger.clone();
+    let ledger = kit.store.payments().clone();
     let first = {
         let (ledger, p) = (ledger.clone(), taken.clone());
         tokio::spawn(async move { ledger.create_payment(&p, None).await })

@@ -32,14 +32,26 @@ fn refusal(result: Result<impl std::fmt::Debug, sqlx::Error>) -> (String, String
 async fn claim(kit: &StoreKit, payment: &Payment) -> (LeaseId, Payment) {
     let lease = LeaseId::generate();
     match kit
-        .ledger
-        .begin_processing(payment.id, lease, LEASE)
+        .store
+        .settlement()
+        .begin_payments(&[payment.id], lease, LEASE)
         .await
         .unwrap()
+        .pop()
     {
-        BeginOutcome::Claimed(held) => (lease, held),
+        Some(BeginOutcome::Claimed(held)) => (lease, held),
         other => panic!("expected to claim {}, got {other:?}", payment.id),
     }
+}
+
+/// Settles one settlement on its own.
+async fn settle_one(kit: &StoreKit, settlement: Settlement) -> atomic_core::Result<SettleOutcome> {
+    kit.store
+        .settlement()
+        .settle(&[settlement])
+        .await
+        .pop()
+        .expect("one result")
 }
 
 async fn balance_of(pool: &PgPool, account: Uuid) -> i64 {
@@ -141,14 +153,16 @@ async fn the_server_role_can_neither_lift_a_guard_nor_edit_the_ledger() {
     let payment = stored_payment(&kit, &merchant, 500).await;
     let (lease, held) = claim(&kit, &payment).await;
     let transfer = Transfer::for_payment(&held, Timestamp::now()).unwrap();
-    kit.ledger
-        .settle(&Settlement {
+    settle_one(
+        &kit,
+        Settlement::Payment {
             payment_id: payment.id,
             lease,
             result: SettlementResult::Posted(transfer),
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await
+    .unwrap();
 
     let mut server = sqlx::PgConnection::connect(login.url()).await.unwrap();
     for sql in [
@@ -210,16 +224,18 @@ async fn a_balance_the_journal_does_not_explain_is_refused_at_commit() {
     let account = merchant.account.id.as_uuid();
     let paid = stored_payment(&kit, &merchant, 500).await;
     let (lease, held) = claim(&kit, &paid).await;
-    kit.ledger
-        .settle(&Settlement {
+    settle_one(
+        &kit,
+        Settlement::Payment {
             payment_id: paid.id,
             lease,
             result: SettlementResult::Posted(
                 Transfer::for_payment(&held, Timestamp::now()).unwrap(),
             ),
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await
+    .unwrap();
 
     // Balances moved by hand, by the owner: more money, or money moved between accounts (the
     // sum still zero), or an account opened with money in it.
@@ -305,7 +321,8 @@ async fn post_by_hand(
     for sql in [
         "UPDATE payments SET status = 'PROCESSING', lease_id = gen_random_uuid(), \
          lease_until = now() + interval '1 minute' WHERE id = $1",
-        "UPDATE payments SET status = 'SUCCESS', lease_id = NULL, lease_until = NULL WHERE id = $1",
+        "UPDATE payments SET status = 'SUCCESS', amount_captured = amount, lease_id = NULL, \
+         lease_until = NULL WHERE id = $1",
     ] {
         sqlx::query(sql)
             .bind(payment.id.as_uuid())
@@ -372,15 +389,16 @@ async fn batched_settlement_as_the_server_role_passes_every_guard() {
                 expected[to] += amount;
                 SettlementResult::Posted(Transfer::for_payment(&held, Timestamp::now()).unwrap())
             };
-            settlements.push(Settlement {
+            settlements.push(Settlement::Payment {
                 payment_id: payment.id,
                 lease,
                 result,
             });
         }
         for (i, result) in kit
-            .ledger
-            .settle_many(&settlements)
+            .store
+            .settlement()
+            .settle(&settlements)
             .await
             .iter()
             .enumerate()
@@ -391,7 +409,7 @@ async fn batched_settlement_as_the_server_role_passes_every_guard() {
                 PaymentStatus::Success
             };
             assert!(
-                matches!(result, Ok(SettleOutcome::Settled(p)) if p.status() == status),
+                matches!(result, Ok(SettleOutcome::Payment(p)) if p.status() == status),
                 "round {round}, settlement {i}: {result:?}"
             );
         }
@@ -399,23 +417,25 @@ async fn batched_settlement_as_the_server_role_passes_every_guard() {
     // And one on its own (the unbatched path).
     let single = stored_payment(&kit, &merchants[0], 77).await;
     let (lease, held) = claim(&kit, &single).await;
-    let outcome = kit
-        .ledger
-        .settle(&Settlement {
+    let outcome = settle_one(
+        &kit,
+        Settlement::Payment {
             payment_id: single.id,
             lease,
             result: SettlementResult::Posted(
                 Transfer::for_payment(&held, Timestamp::now()).unwrap(),
             ),
-        })
-        .await
-        .unwrap();
-    assert!(matches!(outcome, SettleOutcome::Settled(_)));
+        },
+    )
+    .await
+    .unwrap();
+    assert!(matches!(outcome, SettleOutcome::Payment(_)));
     expected[0] += 77;
 
     for (merchant, expected) in merchants.iter().zip(expected) {
         let account = kit
-            .ledger
+            .store
+            .accounts()
             .account(merchant.account.id, Principal::Platform)
             .await
             .unwrap()

@@ -16,10 +16,14 @@ use atomic_core::idempotency::{
 };
 use atomic_core::memory::{MemoryQueue, MemoryRateLimiter};
 use atomic_core::merchant::MerchantName;
+use atomic_core::payment::CaptureMethod;
+use atomic_core::ports::Backend;
 use atomic_core::ports::{IdempotencyStore, TestModeCards};
 use atomic_core::service::CoreConfig;
 use atomic_core::time::SystemClock;
-use atomic_core::{Amount, CardSource, Currency, PaymentRequest, Ports, Principal, Services};
+use atomic_core::{
+    Amount, CardSource, Currency, Metadata, PaymentRequest, Ports, Principal, Services,
+};
 use atomic_postgres::PgStore;
 use atomic_postgres::testkit::TestDatabase;
 
@@ -41,6 +45,8 @@ async fn pay(services: &Services, caller: Principal, key: &IdempotencyKey) -> Ou
                 currency: Currency::USD,
                 source: CardSource::parse("tok_visa").unwrap(),
                 description: None,
+                capture_method: CaptureMethod::Automatic,
+                metadata: Metadata::default(),
             };
             let payment = services
                 .payments
@@ -89,10 +95,7 @@ async fn a_key_replays_at_23_h_and_is_a_new_payment_at_25_h_once_reaped() {
     let store = db.store();
     let kit = db.kit();
     let ports = Ports {
-        ledger: Arc::new(store.clone()),
-        merchants: Arc::new(store.clone()),
-        api_keys: Arc::new(store.clone()),
-        idempotency: Arc::new(store.clone()),
+        store: Backend::new(Arc::new(store.clone())),
         queue: Arc::new(MemoryQueue::new(Arc::new(SystemClock))),
         limiter: Arc::new(MemoryRateLimiter::new(Arc::new(SystemClock))),
         cards: Arc::new(TestModeCards),

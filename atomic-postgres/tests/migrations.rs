@@ -39,7 +39,8 @@ async fn every_migration_reverts_step_by_step_and_applies_again() {
     let merchant = onboard(&kit, Currency::USD).await;
     let payment = stored_payment(&kit, &merchant, 500).await;
     assert!(
-        kit.ledger
+        kit.store
+            .payments()
             .payment(payment.id, atomic_core::Principal::Platform)
             .await
             .unwrap()

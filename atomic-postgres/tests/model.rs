@@ -3,7 +3,7 @@
 //! the ports, each case on a database of its own. Two operations run here that the in-memory
 //! run leaves out, so the PostgreSQL paths that only concurrency and batching reach are
 //! model-checked too: workers take up to [`Postgres::BATCH`] jobs at once
-//! (`begin_processing_many`, `settle_many`: the batch SQL), and bursts of payment requests are
+//! (`begin_payments`, `begin_refunds`, `settle`: the batch SQL), and bursts of payment requests are
 //! submitted concurrently (the group-commit writer puts them in one statement and one commit).
 //!
 //! PostgreSQL decides with its own `now()`, so the manual clock's moves are mirrored by moving
@@ -69,6 +69,13 @@ fn money_path_on_postgresql_matches_the_model_and_keeps_the_books() {
             "crash after claim",
             "crash after commit",
             "sweep: requeued",
+            "worker: settled AUTHORIZED",
+            "worker: capture settled",
+            "worker: refund settled SUCCESS",
+            "capture: part",
+            "cancel: accepted",
+            "refund: accepted",
+            "refund: exceeds",
             "batch: several settled together",
             "burst: submitted together",
         ],

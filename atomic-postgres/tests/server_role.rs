@@ -10,6 +10,21 @@ mod ledger {
     atomic_core::ledger_store_conformance!(TestDatabase::create().await.server_kit().await);
 }
 
+mod capture {
+    use super::*;
+    atomic_core::capture_conformance!(TestDatabase::create().await.server_kit().await);
+}
+
+mod refunds {
+    use super::*;
+    atomic_core::refund_conformance!(TestDatabase::create().await.server_kit().await);
+}
+
+mod lists {
+    use super::*;
+    atomic_core::list_conformance!(TestDatabase::create().await.server_kit().await);
+}
+
 mod idempotency {
     use super::*;
     atomic_core::idempotency_store_conformance!(TestDatabase::create().await.server_kit().await);
