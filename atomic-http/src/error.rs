@@ -5,8 +5,8 @@
 
 use std::borrow::Cow;
 
-use atomic_core::Error;
 use atomic_core::error::{FieldError, Invalid};
+use atomic_core::{Error, PaymentStatus};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
@@ -29,6 +29,8 @@ pub enum ApiError {
     MethodNotAllowed,
     /// 409 `idempotency_conflict`.
     IdempotencyConflict,
+    /// 409 `invalid_state`: the payment's status does not allow the operation.
+    InvalidState(PaymentStatus),
     /// 413 `payload_too_large`.
     PayloadTooLarge,
     /// 415 `unsupported_media_type`.
@@ -37,6 +39,10 @@ pub enum ApiError {
     CurrencyMismatch(String),
     /// 422 `idempotency_key_reused`.
     IdempotencyKeyReused,
+    /// 422 `amount_exceeds_capturable`: a capture of more than was authorized.
+    AmountExceedsCapturable,
+    /// 422 `amount_exceeds_refundable`: a refund of more than is still refundable.
+    AmountExceedsRefundable,
     /// 429 `rate_limited`, retry after this many seconds.
     RateLimited(u64),
     /// 503 `unavailable`: a dependency cannot be reached; retry later.
@@ -67,12 +73,13 @@ impl ApiError {
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound | Self::MerchantNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::IdempotencyConflict => StatusCode::CONFLICT,
+            Self::IdempotencyConflict | Self::InvalidState(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::CurrencyMismatch(_) | Self::IdempotencyKeyReused => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            Self::CurrencyMismatch(_)
+            | Self::IdempotencyKeyReused
+            | Self::AmountExceedsCapturable
+            | Self::AmountExceedsRefundable => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -90,10 +97,13 @@ impl ApiError {
             Self::MerchantNotFound => "merchant_not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::IdempotencyConflict => "idempotency_conflict",
+            Self::InvalidState(_) => "invalid_state",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::CurrencyMismatch(_) => "currency_mismatch",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::AmountExceedsCapturable => "amount_exceeds_capturable",
+            Self::AmountExceedsRefundable => "amount_exceeds_refundable",
             Self::RateLimited(_) => "rate_limited",
             Self::Unavailable => "unavailable",
             Self::Internal(_) => "internal_error",
@@ -112,11 +122,21 @@ impl ApiError {
             Self::IdempotencyConflict => {
                 "A request with this Idempotency-Key is still being processed; retry later".into()
             }
+            Self::InvalidState(status) => format!(
+                "The payment is {status}: capture and cancel need AUTHORIZED, a refund needs SUCCESS"
+            )
+            .into(),
             Self::PayloadTooLarge => "Request body is larger than 65536 bytes".into(),
             Self::UnsupportedMediaType => "Content-Type must be application/json".into(),
             Self::CurrencyMismatch(why) => why.clone().into(),
             Self::IdempotencyKeyReused => {
                 "This Idempotency-Key was already used with a different request".into()
+            }
+            Self::AmountExceedsCapturable => {
+                "The amount is more than the payment's authorized amount".into()
+            }
+            Self::AmountExceedsRefundable => {
+                "The amount is more than is still refundable on this payment".into()
             }
             Self::RateLimited(_) => "Too many requests".into(),
             Self::Unavailable => "Service temporarily unavailable; retry later".into(),
@@ -153,6 +173,9 @@ impl From<Error> for ApiError {
             ),
             Error::IdempotencyClaimLost | Error::IdempotencyConflict => Self::IdempotencyConflict,
             Error::IdempotencyKeyReused => Self::IdempotencyKeyReused,
+            Error::InvalidState { status } => Self::InvalidState(status),
+            Error::AmountExceedsCapturable => Self::AmountExceedsCapturable,
+            Error::AmountExceedsRefundable => Self::AmountExceedsRefundable,
             Error::Unavailable(source) => {
                 tracing::warn!(error = ?Error::Unavailable(source), "dependency unavailable");
                 Self::Unavailable

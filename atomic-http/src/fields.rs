@@ -4,8 +4,8 @@
 
 use std::borrow::Cow;
 
-use atomic_core::Invalid;
 use atomic_core::error::FieldError;
+use atomic_core::{Invalid, Metadata};
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
@@ -55,6 +55,20 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// A field that may be absent, but is never `null`: `null` is given to `parse` like any
+    /// other value (for fields where `null` would hide a client's mistake, such as
+    /// `metadata: null`).
+    pub(crate) fn optional_not_null<T>(
+        &mut self,
+        name: &'static str,
+        parse: impl FnOnce(&Value) -> Result<T, Invalid>,
+    ) -> Option<Option<T>> {
+        match self.object.get(name) {
+            None => Some(None),
+            Some(value) => self.check(name, parse(value)).map(Some),
+        }
+    }
+
     fn check<T>(&mut self, name: &'static str, result: Result<T, Invalid>) -> Option<T> {
         result
             .map_err(|invalid| self.errors.push(FieldError::new(name, invalid)))
@@ -94,6 +108,25 @@ pub(crate) fn integer(value: &Value) -> Result<i64, Invalid> {
     }
 }
 
+/// A metadata object: at most 20 keys of 1..=40 `[A-Za-z0-9_.-]`, each value a string of at
+/// most 500 characters without NUL. `null`, nested objects, arrays and numbers are refused.
+pub(crate) fn metadata(value: &Value) -> Result<Metadata, Invalid> {
+    let Value::Object(object) = value else {
+        return Err(Invalid::new("must be an object of string values"));
+    };
+    if object.len() > atomic_core::metadata::MAX_KEYS {
+        return Err(Invalid::new("must have at most 20 keys"));
+    }
+    let pairs = object
+        .iter()
+        .map(|(key, value)| match value {
+            Value::String(text) => Ok((key.clone(), text.clone())),
+            _ => Err(Invalid::new("values must be strings")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Metadata::new(pairs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +151,46 @@ mod tests {
         };
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_ref()).collect();
         assert_eq!(fields, vec!["typo", "amount", "currency"]);
+    }
+
+    #[test]
+    fn metadata_within_bounds_only() {
+        let ok = metadata(&json!({"orderId": "A-1", "empty": ""})).unwrap();
+        assert_eq!(ok.len(), 2);
+        assert!(metadata(&json!({})).unwrap().is_empty());
+        let many: Map<String, Value> = (0..21).map(|i| (format!("k{i}"), json!("v"))).collect();
+        for bad in [
+            json!(null),
+            json!([]),
+            json!("x"),
+            json!({"a": {"b": "c"}}),
+            json!({"a": ["b"]}),
+            json!({"a": 1}),
+            json!({"a": null}),
+            json!({"a": true}),
+            json!({"a": "x\u{0}y"}),
+            json!({"bad key": "x"}),
+            json!({"": "x"}),
+            Value::Object(many),
+        ] {
+            assert!(metadata(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn null_is_a_value_where_it_must_be() {
+        let body = json!({"metadata": null});
+        let mut f = Fields::new(body.as_object().unwrap(), &["metadata", "other"]);
+        assert_eq!(
+            f.optional_not_null("metadata", metadata)
+                .map(|m| m.is_some()),
+            None
+        );
+        assert_eq!(
+            f.optional_not_null("other", metadata).map(|m| m.is_some()),
+            Some(false)
+        );
+        assert!(f.finish().is_err());
     }
 
     #[test]

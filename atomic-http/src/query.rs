@@ -1,18 +1,72 @@
-//! List query strings: `limit` (1..=100, default 20), `startingAfter` (an id) and, where the
-//! list has one, `status`. Unknown or repeated parameters are refused, like unknown fields.
+//! List query strings. Every list takes `limit` (1..=100, default 20), `startingAfter` (an id)
+//! and, except `/api-keys`, `createdGte`/`createdLt` (RFC 3339); some take `status`,
+//! `paymentId` and `metadata[<key>]=<value>` filters (exact, ANDed, each key at most once).
+//! Unknown, repeated or malformed parameters are refused (400), like unknown fields.
 
-use atomic_core::page::{PageLimit, PageRequest};
-use atomic_core::{Invalid, PaymentStatus};
+use atomic_core::metadata::MetadataFilter;
+use atomic_core::page::{CreatedRange, PageLimit, PageRequest};
+use atomic_core::ports::{PaymentFilter, RefundFilter};
+use atomic_core::{Invalid, PaymentId, PaymentStatus, RefundStatus, Timestamp};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::fields::Fields;
 
+/// Which list a query is for: it decides the parameters known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum List {
+    /// `GET /payments`: `status` (a payment status), created range, metadata.
+    Payments,
+    /// `GET /refunds`: `paymentId`, `status` (a refund status), created range, metadata.
+    Refunds,
+    /// `GET /accounts/:id/entries`: created range.
+    Entries,
+    /// `GET /api-keys`: page parameters only.
+    ApiKeys,
+}
+
+impl List {
+    fn known(self) -> &'static [&'static str] {
+        const PAGE: [&str; 2] = ["limit", "startingAfter"];
+        match self {
+            List::Payments => &[
+                "limit",
+                "startingAfter",
+                "createdGte",
+                "createdLt",
+                "status",
+            ],
+            List::Refunds => &[
+                "limit",
+                "startingAfter",
+                "createdGte",
+                "createdLt",
+                "status",
+                "paymentId",
+            ],
+            List::Entries => &["limit", "startingAfter", "createdGte", "createdLt"],
+            List::ApiKeys => &PAGE,
+        }
+    }
+
+    fn takes_metadata(self) -> bool {
+        matches!(self, List::Payments | List::Refunds)
+    }
+}
+
 /// A parsed list query.
+#[derive(Debug)]
 pub(crate) struct ListQuery {
     pub(crate) limit: PageLimit,
     pub(crate) starting_after: Option<Uuid>,
-    pub(crate) status: Option<PaymentStatus>,
+    pub(crate) created: CreatedRange,
+    pub(crate) metadata: MetadataFilter,
+    payment_status: Option<PaymentStatus>,
+    refund_status: Option<RefundStatus>,
+    payment_id: Option<PaymentId>,
 }
 
 impl ListQuery {
@@ -23,60 +77,145 @@ impl ListQuery {
             starting_after: self.starting_after.map(C::from),
         }
     }
-}
 
-/// Parses `raw` (the query string, if any); `status` is known only when `with_status`.
-pub(crate) fn parse(raw: Option<&str>, with_status: bool) -> Result<ListQuery, ApiError> {
-    let known: &[&str] = if with_status {
-        &["limit", "startingAfter", "status"]
-    } else {
-        &["limit", "startingAfter"]
-    };
-    let mut object = serde_json::Map::new();
-    let mut repeated = Vec::new();
-    for (name, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
-        if object
-            .insert(
-                name.to_string(),
-                serde_json::Value::String(value.into_owned()),
-            )
-            .is_some()
-        {
-            repeated.push(name.into_owned());
+    /// The filter of `GET /payments`.
+    pub(crate) fn payment_filter(&self) -> PaymentFilter {
+        PaymentFilter {
+            status: self.payment_status,
+            created: self.created,
+            metadata: self.metadata.clone(),
         }
     }
-    let mut fields = Fields::new(&object, known);
+
+    /// The filter of `GET /refunds`.
+    pub(crate) fn refund_filter(&self) -> RefundFilter {
+        RefundFilter {
+            payment: self.payment_id,
+            status: self.refund_status,
+            created: self.created,
+            metadata: self.metadata.clone(),
+        }
+    }
+}
+
+/// The query string split into plain parameters (each at most once) and `metadata[...]`
+/// filters, with every problem found on the way.
+#[derive(Default)]
+struct Split {
+    plain: Map<String, Value>,
+    repeated: Vec<String>,
+    metadata: Vec<(String, String)>,
+    malformed_metadata: bool,
+}
+
+fn split(raw: &str, list: List) -> Split {
+    let mut out = Split::default();
+    for (name, value) in form_urlencoded::parse(raw.as_bytes()) {
+        if list.takes_metadata() && name.starts_with("metadata") {
+            match metadata_key(&name) {
+                Some(key) if !out.metadata.iter().any(|(k, _)| k == key) => {
+                    out.metadata.push((key.to_owned(), value.into_owned()));
+                }
+                // A key given twice, or a name that is not `metadata[<key>]`.
+                _ => out.malformed_metadata = true,
+            }
+            continue;
+        }
+        let value = Value::String(value.into_owned());
+        if out.plain.insert(name.to_string(), value).is_some() {
+            out.repeated.push(name.into_owned());
+        }
+    }
+    out
+}
+
+/// `<key>` of a parameter named `metadata[<key>]` (the key itself is validated later).
+fn metadata_key(name: &str) -> Option<&str> {
+    name.strip_prefix("metadata[")?.strip_suffix(']')
+}
+
+/// Parses `raw` (the query string, if any) for `list`.
+pub(crate) fn parse(raw: Option<&str>, list: List) -> Result<ListQuery, ApiError> {
+    let known = list.known();
+    let split = split(raw.unwrap_or(""), list);
+    let mut fields = Fields::new(&split.plain, known);
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let takes = |name: &str| known.contains(&name);
     let limit = fields.optional("limit", |v| {
-        let text = v.as_str().unwrap_or_default();
-        let n: i64 = text
+        let n: i64 = text(v)
             .parse()
             .map_err(|_| Invalid::new("must be an integer from 1 to 100"))?;
         PageLimit::new(n)
     });
-    let starting_after = fields.optional("startingAfter", |v| {
-        atomic_core::id::parse_uuid(v.as_str().unwrap_or_default())
-    });
-    let status = fields.optional("status", |v| {
-        PaymentStatus::parse(v.as_str().unwrap_or_default())
-    });
-    for name in repeated {
-        if known.contains(&name.as_str()) {
-            fields.fail(
-                match name.as_str() {
-                    "limit" => "limit",
-                    "status" => "status",
-                    _ => "startingAfter",
-                },
-                Invalid::new("must be given at most once"),
-            );
+    let starting_after =
+        fields.optional("startingAfter", |v| atomic_core::id::parse_uuid(&text(v)));
+    let (gte, lt) = if takes("createdGte") {
+        (
+            fields.optional("createdGte", |v| created_bound(&text(v))),
+            fields.optional("createdLt", |v| created_bound(&text(v))),
+        )
+    } else {
+        (None, None)
+    };
+    let payment_status = (list == List::Payments)
+        .then(|| fields.optional("status", |v| PaymentStatus::parse(&text(v))))
+        .flatten();
+    let refund_status = (list == List::Refunds)
+        .then(|| fields.optional("status", |v| RefundStatus::parse(&text(v))))
+        .flatten();
+    let payment_id = takes("paymentId")
+        .then(|| fields.optional("paymentId", |v| text(v).parse::<PaymentId>()))
+        .flatten();
+    for name in split.repeated {
+        if let Some(known) = known.iter().find(|k| **k == name) {
+            fields.fail(known, Invalid::new("must be given at most once"));
         }
     }
+    let metadata = if split.malformed_metadata {
+        fields.fail(
+            "metadata",
+            Invalid::new("filters are metadata[<key>]=<value>, each key at most once"),
+        );
+        None
+    } else {
+        match MetadataFilter::new(split.metadata) {
+            Ok(filter) => Some(filter),
+            Err(invalid) => {
+                fields.fail("metadata", invalid);
+                None
+            }
+        }
+    };
     fields.finish()?;
     Ok(ListQuery {
         limit: limit.flatten().unwrap_or_default(),
         starting_after: starting_after.flatten(),
-        status: status.flatten(),
+        created: CreatedRange {
+            gte: gte.flatten(),
+            lt: lt.flatten(),
+        },
+        metadata: metadata.unwrap_or_default(),
+        payment_status: payment_status.flatten(),
+        refund_status: refund_status.flatten(),
+        payment_id: payment_id.flatten(),
     })
+}
+
+/// An RFC 3339 date-time as a bound of a creation range. Records are stamped to the
+/// microsecond, so a bound finer than that is rounded up: "at or after" and "before" a
+/// sub-microsecond instant then keep exactly the records they would keep unrounded.
+fn created_bound(text: &str) -> Result<Timestamp, Invalid> {
+    const FORM: &str = "must be an RFC 3339 date-time such as 2026-12-01T00:00:00Z \
+                        (in a query string, write '+' as %2B)";
+    let at = OffsetDateTime::parse(text, &Rfc3339).map_err(|_| Invalid::new(FORM))?;
+    let below_micro = at.nanosecond() % 1_000;
+    let at = if below_micro == 0 {
+        at
+    } else {
+        at.checked_add(time::Duration::nanoseconds(i64::from(1_000 - below_micro)))
+            .ok_or(Invalid::new(FORM))?
+    };
+    Ok(Timestamp::from_datetime(at))
 }
 
 #[cfg(test)]
@@ -85,9 +224,12 @@ mod tests {
 
     #[test]
     fn parses_and_refuses() {
-        let q = parse(Some("limit=5&status=SUCCESS"), true).unwrap();
-        assert_eq!((q.limit.get(), q.status), (5, Some(PaymentStatus::Success)));
-        assert_eq!(parse(None, false).unwrap().limit.get(), 20);
+        let q = parse(Some("limit=5&status=SUCCESS"), List::Payments).unwrap();
+        assert_eq!(
+            (q.limit.get(), q.payment_filter().status),
+            (5, Some(PaymentStatus::Success))
+        );
+        assert_eq!(parse(None, List::Entries).unwrap().limit.get(), 20);
         for bad in [
             "limit=0",
             "limit=101",
@@ -97,10 +239,105 @@ mod tests {
             "startingAfter=x",
             "foo=1",
             "limit=1&limit=2",
-            "status=PENDING",
         ] {
-            let with_status = !bad.starts_with("status=PENDING");
-            assert!(parse(Some(bad), with_status).is_err(), "{bad}");
+            assert!(parse(Some(bad), List::Payments).is_err(), "{bad}");
         }
+        for bad in [
+            "status=SUCCESS",
+            "createdGte=2026-01-01T00:00:00Z",
+            "paymentId=x",
+        ] {
+            assert!(parse(Some(bad), List::ApiKeys).is_err(), "{bad}");
+        }
+        assert!(parse(Some("status=SUCCESS"), List::Entries).is_err());
+        assert!(parse(Some("metadata[a]=1"), List::Entries).is_err());
+    }
+
+    #[test]
+    fn refund_lists_take_their_own_statuses_and_a_payment() {
+        let id = Uuid::now_v7();
+        let q = parse(
+            Some(&format!("status=FAILED&paymentId={id}")),
+            List::Refunds,
+        )
+        .unwrap();
+        let filter = q.refund_filter();
+        assert_eq!(filter.status, Some(RefundStatus::Failed));
+        assert_eq!(filter.payment, Some(PaymentId::from(id)));
+        for bad in ["status=AUTHORIZED", "paymentId=nope", "paymentId="] {
+            assert!(parse(Some(bad), List::Refunds).is_err(), "{bad}");
+        }
+        assert!(parse(Some(&format!("paymentId={id}")), List::Payments).is_err());
+    }
+
+    #[test]
+    fn created_bounds_are_rfc3339_rounded_up_to_the_microsecond() {
+        let q = parse(
+            Some("createdGte=2026-12-01T00:00:00.0000001Z&createdLt=2026-12-01T01:00:00%2B01:00"),
+            List::Entries,
+        )
+        .unwrap();
+        assert_eq!(
+            q.created.gte.map(|t| t.to_string()).as_deref(),
+            Some("2026-12-01T00:00:00.000001Z")
+        );
+        assert_eq!(
+            q.created.lt.map(|t| t.to_string()).as_deref(),
+            Some("2026-12-01T00:00:00.000000Z")
+        );
+        for bad in [
+            "createdGte=2026-12-01",
+            "createdGte=2026-12-01T00:00:00",
+            "createdGte=2026-12-01T00:00:00+00:00",
+            "createdLt=yesterday",
+            "createdLt=1764547200",
+            "createdGte=",
+            "createdGte=2026-12-01T00:00:00Z&createdGte=2026-12-02T00:00:00Z",
+        ] {
+            assert!(parse(Some(bad), List::Refunds).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn metadata_filters_are_exact_keys_once_each() {
+        let q = parse(
+            Some("metadata[orderId]=A%2B1&metadata%5Bshop%5D=&limit=3"),
+            List::Payments,
+        )
+        .unwrap();
+        let pairs: Vec<_> = q
+            .metadata
+            .pairs()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.clone()))
+            .collect();
+        assert_eq!(
+            pairs,
+            vec![
+                ("orderId".to_owned(), "A+1".to_owned()),
+                ("shop".to_owned(), String::new())
+            ]
+        );
+        for bad in [
+            "metadata[a]=1&metadata[a]=1",
+            "metadata[a]=1&metadata[a]=2",
+            "metadata=1",
+            "metadata[]=1",
+            "metadata[a=1",
+            "metadata[a][b]=1",
+            "metadata[a]b=1",
+            "metadata[a%20b]=1",
+            "metadata[a]=x%00y",
+            "metadataX=1",
+        ] {
+            assert!(parse(Some(bad), List::Refunds).is_err(), "{bad}");
+        }
+        let long_key = format!("metadata[{}]=1", "k".repeat(41));
+        assert!(parse(Some(&long_key), List::Payments).is_err());
+        let long_value = format!("metadata[k]={}", "v".repeat(501));
+        assert!(parse(Some(&long_value), List::Payments).is_err());
+        let many: Vec<String> = (0..21).map(|i| format!("metadata[k{i}]=v")).collect();
+        assert!(parse(Some(&many.join("&")), List::Payments).is_err());
+        assert!(parse(Some(&many[..20].join("&")), List::Payments).is_ok());
     }
 }

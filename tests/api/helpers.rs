@@ -93,7 +93,8 @@ pub async fn spawn_on(backend: Backend, vars: &[(&str, &str)]) -> TestApp {
             // Idempotent: returns the currency's existing system account.
             let candidate = Account::system(currency, ports.clock.now());
             let world = ports
-                .ledger
+                .store
+                .accounts()
                 .ensure_system_account(&candidate)
                 .await
                 .expect("system account");
@@ -296,7 +297,7 @@ pub fn assert_keys(value: &Value, expected: &[&str]) {
     assert_eq!(keys(value), expected, "fields of {value}");
 }
 
-/// The fields of a payment (API.md).
+/// The fields of a payment (API.md, v1.1).
 pub const PAYMENT_FIELDS: &[&str] = &[
     "id",
     "merchantId",
@@ -306,6 +307,27 @@ pub const PAYMENT_FIELDS: &[&str] = &[
     "description",
     "status",
     "failureReason",
+    "captureMethod",
+    "amountCaptured",
+    "amountRefunded",
+    "cancellationReason",
+    "metadata",
+    "idempotencyKey",
+    "createdAt",
+    "updatedAt",
+];
+
+/// The fields of a refund (API.md v1.1).
+pub const REFUND_FIELDS: &[&str] = &[
+    "id",
+    "paymentId",
+    "merchantId",
+    "amount",
+    "currency",
+    "reason",
+    "status",
+    "failureReason",
+    "metadata",
     "idempotencyKey",
     "createdAt",
     "updatedAt",
@@ -326,6 +348,7 @@ pub const ENTRY_FIELDS: &[&str] = &[
     "id",
     "transactionId",
     "paymentId",
+    "refundId",
     "accountId",
     "direction",
     "amount",
@@ -386,24 +409,91 @@ pub async fn pay(app: &TestApp, key: &str, account_id: &str, amount: i64, source
     reply.data().clone()
 }
 
+/// Creates a payment from `body` (asserting 202) and returns its `data`.
+pub async fn pay_body(app: &TestApp, key: &str, body: &Value) -> Value {
+    let reply = app.post("/payments", key, body, None).await;
+    assert_success(&reply, 202);
+    reply.data().clone()
+}
+
+/// A manual-capture payment of `amount` USD to `account_id`, waited until AUTHORIZED;
+/// returns its id.
+pub async fn authorized(app: &TestApp, key: &str, account_id: &str, amount: i64) -> String {
+    let mut body = payment_body(account_id, amount, "tok_visa");
+    body["captureMethod"] = json!("manual");
+    let created = pay_body(app, key, &body).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let payment = wait_payment(app, key, &id, &["AUTHORIZED"]).await;
+    assert_eq!(payment["amountCaptured"], 0, "{payment}");
+    id
+}
+
+/// An automatic payment of `amount` USD to `account_id`, waited until SUCCESS; returns its id.
+pub async fn succeeded(app: &TestApp, key: &str, account_id: &str, amount: i64) -> String {
+    let created = pay(app, key, account_id, amount, "tok_visa").await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let payment = wait_terminal(app, key, &id).await;
+    assert_eq!(payment["status"], "SUCCESS", "{payment}");
+    id
+}
+
+/// `GET /payments/:id`'s payment (asserting 200).
+pub async fn payment(app: &TestApp, key: &str, payment_id: &str) -> Value {
+    let reply = app.get(&format!("/payments/{payment_id}"), key).await;
+    assert_success(&reply, 200);
+    reply.data()["payment"].clone()
+}
+
 /// Polls `GET /payments/:id` until the payment is SUCCESS or FAILED (at most 10 s).
 pub async fn wait_terminal(app: &TestApp, key: &str, payment_id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    wait_payment(app, key, payment_id, &["SUCCESS", "FAILED"]).await
+}
+
+/// How long a test waits for a worker to settle something.
+pub const SETTLE_WITHIN: Duration = Duration::from_secs(10);
+
+/// Polls `GET /payments/:id` until its status is one of `until` (at most [`SETTLE_WITHIN`]);
+/// meanwhile it may only be PENDING or PROCESSING (anything else fails at once).
+pub async fn wait_payment(app: &TestApp, key: &str, payment_id: &str, until: &[&str]) -> Value {
+    let deadline = Instant::now() + SETTLE_WITHIN;
     loop {
         let reply = app.get(&format!("/payments/{payment_id}"), key).await;
         assert_success(&reply, 200);
         let payment = reply.data()["payment"].clone();
         let status = payment["status"].as_str().unwrap_or("").to_owned();
-        if status == "SUCCESS" || status == "FAILED" {
+        if until.contains(&status.as_str()) {
             return payment;
         }
         assert!(
             status == "PENDING" || status == "PROCESSING",
-            "unexpected status {status}"
+            "payment {payment_id}: unexpected status {status} waiting for {until:?}"
         );
         assert!(
             Instant::now() < deadline,
-            "payment {payment_id} still {status} after 10 s"
+            "payment {payment_id} still {status} after {SETTLE_WITHIN:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `GET /refunds/:id` until the refund is SUCCESS or FAILED (at most [`SETTLE_WITHIN`]).
+pub async fn wait_refund(app: &TestApp, key: &str, refund_id: &str) -> Value {
+    let deadline = Instant::now() + SETTLE_WITHIN;
+    loop {
+        let reply = app.get(&format!("/refunds/{refund_id}"), key).await;
+        assert_success(&reply, 200);
+        let refund = reply.data().clone();
+        let status = refund["status"].as_str().unwrap_or("").to_owned();
+        if status == "SUCCESS" || status == "FAILED" {
+            return refund;
+        }
+        assert!(
+            status == "PENDING" || status == "PROCESSING",
+            "refund {refund_id}: unexpected status {status}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "refund {refund_id} still {status} after {SETTLE_WITHIN:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -504,6 +594,19 @@ impl RawReply {
 }
 
 impl TestApp {
+    /// The books audit (L1–L14) of the test's own database, on the PostgreSQL backends
+    /// (`None` in memory: the in-memory store lives inside the server, out of reach).
+    pub async fn audit(&self) -> Option<atomic_core::ports::AuditReport> {
+        use atomic_core::ports::LedgerAudit;
+        let db = self._database.as_ref()?;
+        Some(
+            db.store()
+                .audit(Duration::from_secs(3600))
+                .await
+                .expect("books audit"),
+        )
+    }
+
     /// The test's own database pool, on the PostgreSQL backends (`None` in memory).
     pub fn pool(&self) -> Option<sqlx::PgPool> {
         self._database.as_ref().map(|db| db.store().pool().clone())

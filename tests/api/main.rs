@@ -35,6 +35,10 @@ macro_rules! suite {
         }
         #[path = "auth.rs"]
         mod auth;
+        #[path = "capture.rs"]
+        mod capture;
+        #[path = "filters.rs"]
+        mod filters;
         #[path = "headers.rs"]
         mod headers;
         #[path = "hostile.rs"]
@@ -47,8 +51,14 @@ macro_rules! suite {
         mod outcomes;
         #[path = "pagination.rs"]
         mod pagination;
+        #[path = "races.rs"]
+        mod races;
         #[path = "rate_limit.rs"]
         mod rate_limit;
+        #[path = "refunds.rs"]
+        mod refunds;
+        #[path = "replays.rs"]
+        mod replays;
         #[path = "routes.rs"]
         mod routes;
         #[path = "smoke.rs"]

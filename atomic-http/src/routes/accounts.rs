@@ -11,7 +11,7 @@ use crate::body::JsonBody;
 use crate::error::ApiError;
 use crate::gate::Caller;
 use crate::idempotency::IdempotencyHeader;
-use crate::query;
+use crate::query::{self, List};
 use crate::views::{AccountView, EntryView, ListView};
 
 pub(crate) async fn create(
@@ -57,11 +57,11 @@ pub(crate) async fn entries(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let id = path_id::<AccountId>(&id)?;
-    let q = query::parse(raw.as_deref(), false)?;
+    let q = query::parse(raw.as_deref(), List::Entries)?;
     let page = app
         .services()
         .accounts
-        .entries(caller, id, Default::default(), q.page::<EntryId>())
+        .entries(caller, id, q.created, q.page::<EntryId>())
         .await?;
     let data = ListView::of(&page, EntryView::new);
     Ok(meta.ok(&app, &data))

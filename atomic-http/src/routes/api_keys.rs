@@ -13,7 +13,7 @@ use crate::error::ApiError;
 use crate::fields::Fields;
 use crate::gate::Caller;
 use crate::idempotency::IdempotencyHeader;
-use crate::query;
+use crate::query::{self, List};
 use crate::views::{ApiKeyView, ListView};
 
 pub(crate) async fn create(
@@ -43,7 +43,7 @@ pub(crate) async fn list(
     meta: RequestMeta,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let q = query::parse(raw.as_deref(), false)?;
+    let q = query::parse(raw.as_deref(), List::ApiKeys)?;
     let page = app
         .services()
         .api_keys

@@ -6,6 +6,7 @@ mod api_keys;
 mod health;
 mod merchants;
 mod payments;
+mod refunds;
 
 use atomic_core::idempotency::Fingerprint;
 use atomic_core::text::Name;
@@ -38,6 +39,20 @@ pub(crate) fn routes(app: &AppState) -> Router<AppState> {
             guarded(post(payments::create).get(payments::list)),
         )
         .route("/api/v1/payments/{id}", guarded(get(payments::show)))
+        .route(
+            "/api/v1/payments/{id}/capture",
+            guarded(post(payments::capture)),
+        )
+        .route(
+            "/api/v1/payments/{id}/cancel",
+            guarded(post(payments::cancel)),
+        )
+        .route(
+            "/api/v1/payments/{id}/refunds",
+            guarded(post(refunds::create)),
+        )
+        .route("/api/v1/refunds", guarded(get(refunds::list)))
+        .route("/api/v1/refunds/{id}", guarded(get(refunds::show)))
         .route("/api/v1/accounts", guarded(post(accounts::create)))
         .route("/api/v1/accounts/{id}", guarded(get(accounts::show)))
         .route(

@@ -1,7 +1,11 @@
-//! `POST /payments` (202, the payment stored `PENDING`), `GET /payments/:id`, `GET /payments`.
+//! `POST /payments` (202, the payment stored `PENDING`), `GET /payments/:id`, `GET /payments`,
+//! and the decisions on an authorization: `POST /payments/:id/capture` (202, the payment now
+//! `PROCESSING`; a worker posts it) and `POST /payments/:id/cancel` (200, `CANCELED`).
 
 use atomic_core::payment::Description;
-use atomic_core::{AccountId, Amount, CardSource, Invalid, PaymentId, PaymentRequest, Principal};
+use atomic_core::{
+    AccountId, Amount, CaptureMethod, CardSource, Invalid, PaymentId, PaymentRequest, Principal,
+};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -10,10 +14,10 @@ use super::{RequestMeta, path_id};
 use crate::AppState;
 use crate::body::JsonBody;
 use crate::error::ApiError;
-use crate::fields::{Fields, integer, string};
+use crate::fields::{Fields, integer, metadata, string};
 use crate::gate::Caller;
 use crate::idempotency::IdempotencyHeader;
-use crate::query;
+use crate::query::{self, List};
 use crate::views::{ListView, PaymentEnvelope, PaymentView};
 
 pub(crate) async fn create(
@@ -24,38 +28,7 @@ pub(crate) async fn create(
     body: JsonBody,
 ) -> Result<Response, ApiError> {
     let services = app.services();
-    let currencies = &services.config().currencies;
-    let mut f = Fields::new(
-        &body.object,
-        &["merchantId", "amount", "currency", "source", "description"],
-    );
-    let merchant_account = f.optional("merchantId", |v| string(v)?.parse::<AccountId>());
-    let amount = f.required("amount", |v| Amount::for_payment(integer(v)?));
-    let currency = f.required("currency", |v| currencies.parse(string(v)?));
-    let source = f.required("source", |v| CardSource::parse(string(v)?));
-    let description = f.optional("description", |v| Description::parse(string(v)?));
-    if caller == Principal::Platform && matches!(merchant_account, Some(None)) {
-        // A body error, so it is found before the idempotency step (API.md's order).
-        f.fail(
-            "merchantId",
-            Invalid::new("is required with the platform key"),
-        );
-    }
-    f.finish()?;
-    let (Some(merchant_account), Some(amount), Some(currency), Some(source), Some(description)) =
-        (merchant_account, amount, currency, source, description)
-    else {
-        return Err(ApiError::Validation(Vec::new()));
-    };
-    let request = PaymentRequest {
-        merchant_account,
-        amount,
-        currency,
-        source,
-        description,
-        capture_method: Default::default(),
-        metadata: Default::default(),
-    };
+    let request = payment_request(&app, caller, &body)?;
     meta.create(&app, caller, &idempotency, &body, StatusCode::ACCEPTED)?
         .run(
             |claim| async move {
@@ -68,6 +41,132 @@ pub(crate) async fn create(
             |payment, completion| {
                 let payments = services.payments.clone();
                 async move { payments.submit(&payment, completion).await }
+            },
+        )
+        .await
+}
+
+/// The body of `POST /payments`, every field checked.
+fn payment_request(
+    app: &AppState,
+    caller: Principal,
+    body: &JsonBody,
+) -> Result<PaymentRequest, ApiError> {
+    let currencies = &app.services().config().currencies;
+    let mut f = Fields::new(
+        &body.object,
+        &[
+            "merchantId",
+            "amount",
+            "currency",
+            "source",
+            "description",
+            "captureMethod",
+            "metadata",
+        ],
+    );
+    let merchant_account = f.optional("merchantId", |v| string(v)?.parse::<AccountId>());
+    let amount = f.required("amount", |v| Amount::for_payment(integer(v)?));
+    let currency = f.required("currency", |v| currencies.parse(string(v)?));
+    let source = f.required("source", |v| CardSource::parse(string(v)?));
+    let description = f.optional("description", |v| Description::parse(string(v)?));
+    let capture_method = f.optional("captureMethod", |v| CaptureMethod::parse(string(v)?));
+    let metadata = f.optional_not_null("metadata", metadata);
+    if caller == Principal::Platform && matches!(merchant_account, Some(None)) {
+        // A body error, so it is found before the idempotency step (API.md's order).
+        f.fail(
+            "merchantId",
+            Invalid::new("is required with the platform key"),
+        );
+    }
+    f.finish()?;
+    let (
+        Some(merchant_account),
+        Some(amount),
+        Some(currency),
+        Some(source),
+        Some(description),
+        Some(capture_method),
+        Some(metadata),
+    ) = (
+        merchant_account,
+        amount,
+        currency,
+        source,
+        description,
+        capture_method,
+        metadata,
+    )
+    else {
+        return Err(ApiError::Validation(Vec::new()));
+    };
+    Ok(PaymentRequest {
+        merchant_account,
+        amount,
+        currency,
+        source,
+        description,
+        capture_method: capture_method.unwrap_or_default(),
+        metadata: metadata.unwrap_or_default(),
+    })
+}
+
+/// `POST /payments/:id/capture` with `{"amount"?}` (all that was authorized by default).
+pub(crate) async fn capture(
+    State(app): State<AppState>,
+    Caller(caller): Caller,
+    meta: RequestMeta,
+    Path(id): Path<String>,
+    idempotency: IdempotencyHeader,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    let id = path_id::<PaymentId>(&id)?;
+    let mut f = Fields::new(&body.object, &["amount"]);
+    let amount = f.optional("amount", |v| Amount::for_payment(integer(v)?));
+    f.finish()?;
+    let amount = amount.flatten();
+    let services = app.services();
+    meta.create(&app, caller, &idempotency, &body, StatusCode::ACCEPTED)?
+        .run(
+            |_claim| async move {
+                Ok(services
+                    .payments
+                    .prepare_capture(caller, id, amount)
+                    .await?)
+            },
+            |payment, _| PaymentView::new(payment),
+            |payment, completion| {
+                let payments = services.payments.clone();
+                async move {
+                    payments
+                        .submit_capture(&payment, completion)
+                        .await
+                        .map(drop)
+                }
+            },
+        )
+        .await
+}
+
+/// `POST /payments/:id/cancel` with `{}`.
+pub(crate) async fn cancel(
+    State(app): State<AppState>,
+    Caller(caller): Caller,
+    meta: RequestMeta,
+    Path(id): Path<String>,
+    idempotency: IdempotencyHeader,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    let id = path_id::<PaymentId>(&id)?;
+    Fields::new(&body.object, &[]).finish()?;
+    let services = app.services();
+    meta.create(&app, caller, &idempotency, &body, StatusCode::OK)?
+        .run(
+            |_claim| async move { Ok(services.payments.prepare_cancel(caller, id).await?) },
+            |payment, _| PaymentView::new(payment),
+            |payment, completion| {
+                let payments = services.payments.clone();
+                async move { payments.submit_cancel(&payment, completion).await.map(drop) }
             },
         )
         .await
@@ -96,18 +195,11 @@ pub(crate) async fn list(
     meta: RequestMeta,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let q = query::parse(raw.as_deref(), true)?;
+    let q = query::parse(raw.as_deref(), List::Payments)?;
     let page = app
         .services()
         .payments
-        .list(
-            caller,
-            &atomic_core::ports::PaymentFilter {
-                status: q.status,
-                ..Default::default()
-            },
-            q.page(),
-        )
+        .list(caller, &q.payment_filter(), q.page())
         .await?;
     let data = ListView::of(&page, PaymentView::new);
     Ok(meta.ok(&app, &data))
