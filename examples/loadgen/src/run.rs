@@ -314,18 +314,21 @@ async fn follow_only(
     platform: Key,
     run_id: String,
 ) -> Result<Report, String> {
-    let shared = Arc::new(Shared::new());
     let follower = Follower::new(api, platform.clone(), vec![platform], opts);
+    let snapshot = Instant::now();
     let open = follower
         .snapshot_open()
         .await
         .map_err(|e| format!("cannot list the open payments: {e}"))?;
     let refunds = open.iter().filter(|a| a.kind == Kind::Refund).count();
     let mix = format!("payments {} / refunds {refunds}", open.len() - refunds);
+    // The clock starts once the snapshot is taken: a caller starts the workers on the line
+    // below (bench/run), so the drain is timed from then, not from the listing before it.
+    let shared = Arc::new(Shared::new());
     eprintln!(
         "loadgen: following {} open job(s): {mix} (snapshot took {:.2}s)",
         open.len(),
-        shared.start.elapsed().as_secs_f64()
+        snapshot.elapsed().as_secs_f64()
     );
     for payment in open {
         shared.push_accepted(payment);
