@@ -73,7 +73,6 @@ DROP FUNCTION refunds_check_insert();
 
 -- Payments as in 20261125000001, 20261201000004 and 20261203000005.
 DROP INDEX payments_authorized;
-DROP INDEX payments_created;
 DROP INDEX payments_owner_created;
 DROP INDEX payments_metadata;
 

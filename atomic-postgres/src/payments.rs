@@ -44,7 +44,7 @@ const SELECT_REFUND: &str = concat!(
 // each is planned with its values and an absent filter drops out of the plan: a merchant's
 // page walks `payments_owner`, an open status `payments_owner_open`, a metadata filter the GIN
 // index `payments_metadata` (its predicate `metadata <> '{}'` is repeated for the planner: no
-// empty metadata matches a filter), a created range `payments_owner_created` or the BRIN.
+// empty metadata matches a filter), a narrow created range `payments_owner_created`.
 const LIST_PAYMENTS: &str = concat!(
     "SELECT ",
     payment_columns!(),

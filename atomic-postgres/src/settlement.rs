@@ -103,14 +103,16 @@ UPDATE refunds SET touched_at = now() WHERE id IN (
 RETURNING id";
 
 // Cancels up to $2 authorizations older than $1 microseconds: one compare-and-set statement,
-// so each is canceled once however many sweeps run (a row another sweep holds is skipped; one
-// it canceled no longer passes the status test when rechecked).
+// so each is canceled once however many sweeps run. A row another transaction holds (a
+// capture, a cancel, another sweep) is waited for, then tested again: one that changed no
+// longer passes the status test and is left out, so when this returns every decision it
+// raced with is committed.
 const EXPIRE: &str = concat!(
     "UPDATE payments SET status = 'CANCELED', cancellation_reason = 'expired', \
      updated_at = now() \
      WHERE id IN (SELECT id FROM payments WHERE status = 'AUTHORIZED' \
          AND updated_at <= now() - $1 * interval '1 microsecond' \
-         ORDER BY updated_at LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED) \
+         ORDER BY updated_at, id LIMIT $2 FOR NO KEY UPDATE) \
      AND status = 'AUTHORIZED' AND updated_at <= now() - $1 * interval '1 microsecond' \
      RETURNING ",
     payment_columns!()

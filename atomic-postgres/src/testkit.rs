@@ -286,21 +286,18 @@ impl TestDatabase {
 
     /// The conformance kit, and the drain its uncoverable-refund case needs ([`drain`] on
     /// this database as its owner).
-    pub fn kit_with_drain(
-        self,
-    ) -> (
-        StoreKit,
-        impl Fn(AccountId, Amount) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
-    ) {
+    pub fn kit_with_drain(self) -> (StoreKit, impl Fn(AccountId, Amount) -> Drained) {
         let owner = self.store.pool().clone();
         let drainer = move |account, amount| {
             let pool = owner.clone();
-            Box::pin(async move { drain(&pool, account, amount).await })
-                as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+            Box::pin(async move { drain(&pool, account, amount).await }) as Drained
         };
         (self.kit(), drainer)
     }
 }
+
+/// A drain under way ([`drain`]).
+pub type Drained = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Takes `amount` off a merchant account's balance without a journal entry, as a debit this
 /// version has no port for (a payout) would: the conformance kit's drain (TEST-MATRIX row 35).

@@ -8,7 +8,6 @@ use std::time::Duration;
 use atomic_core::id::PaymentId;
 use atomic_core::ledger::Transfer;
 use atomic_core::money::Currency;
-use atomic_core::payment::PaymentStatus;
 use atomic_core::ports::{BeginOutcome, LeaseId, SettleOutcome, Settlement, SettlementResult};
 use atomic_core::testkit::{StoreKit, onboard, stored_payment};
 use atomic_core::time::Timestamp;

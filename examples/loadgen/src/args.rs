@@ -12,6 +12,8 @@ USAGE:
   loadgen [OPTIONS]                       closed loop: --payments M over --connections N
   loadgen --rate R --duration S [OPTIONS] open loop: R payments/s for S seconds
   loadgen --follow-only [OPTIONS]         follow settlement of payments already in the server
+  loadgen --mixed-backlog [OPTIONS]       capture every AUTHORIZED payment, refund half of every
+                                          SUCCESS one, and send --payments new charges
 
 OPTIONS:
   --url URL              server base URL (default http://127.0.0.1:3000)
@@ -22,6 +24,8 @@ OPTIONS:
   --rate R               open loop: payments per second (needs --duration)
   --duration S           open loop: how long to send, e.g. 60 or 60s or 2m
   --tokens MIX           card token mix, token=weight,... (default tok_visa=90,tok_chargeDeclined=10)
+  --manual PCT           percent of payments sent with captureMethod manual, spread evenly
+                         (default 0; above 0 skips the books check, which knows automatic only)
   --currency CODE        currency of merchants and payments (default USD)
   --follow-timeout D     give up following settlement after D once sending ends (default 300s)
   --poll-interval D      settlement sampling period (default 500ms)
@@ -30,6 +34,7 @@ OPTIONS:
   --threads N            runtime worker threads (default 2)
   --no-follow            send only; do not follow settlement (implies --no-verify)
   --follow-only          send nothing; follow every open payment the platform key sees
+  --follow-refunds       with --follow-only: follow the open refunds too
   --no-verify            skip the books check
   -h, --help             this text
 
@@ -52,6 +57,12 @@ pub(crate) enum Load {
     },
     /// Send nothing; follow the payments already open in the server.
     FollowOnly,
+    /// Capture every `AUTHORIZED` payment, refund part of every `SUCCESS` one (all that the
+    /// platform key sees), and send `charges` new payments, all interleaved.
+    Mixed {
+        /// New payments to send besides the captures and refunds.
+        charges: u64,
+    },
 }
 
 impl Load {
@@ -64,6 +75,7 @@ impl Load {
                 (rate * duration.as_secs_f64()).round().max(1.0) as u64
             }
             Load::FollowOnly => 0,
+            Load::Mixed { charges } => charges,
         }
     }
 
@@ -73,6 +85,7 @@ impl Load {
             Load::Closed { .. } => "closed",
             Load::Open { .. } => "open",
             Load::FollowOnly => "follow",
+            Load::Mixed { .. } => "mixed",
         }
     }
 }
@@ -92,6 +105,8 @@ pub(crate) struct Options {
     pub(crate) load: Load,
     /// Which card tokens, in what proportion.
     pub(crate) tokens: TokenMix,
+    /// Percent of payments sent with manual capture (0..=100).
+    pub(crate) manual_percent: u64,
     /// Currency code of merchants and payments.
     pub(crate) currency: String,
     /// How long to keep following settlement once sending has ended.
@@ -108,6 +123,8 @@ pub(crate) struct Options {
     pub(crate) follow: bool,
     /// Check the books after settlement.
     pub(crate) verify: bool,
+    /// Follow-only: follow the open refunds as well as the open payments.
+    pub(crate) follow_refunds: bool,
 }
 
 /// What the command line asked for.
@@ -148,6 +165,7 @@ where
     let mut rate: Option<f64> = None;
     let mut duration: Option<Duration> = None;
     let mut tokens = TokenMix::parse("tok_visa=90,tok_chargeDeclined=10")?;
+    let mut manual_percent = 0u64;
     let mut currency = String::from("USD");
     let mut follow_timeout = Duration::from_secs(300);
     let mut poll_interval = Duration::from_millis(500);
@@ -157,6 +175,8 @@ where
     let mut no_follow = false;
     let mut follow_only = false;
     let mut no_verify = false;
+    let mut follow_refunds = false;
+    let mut mixed = false;
 
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -176,6 +196,8 @@ where
             "--no-follow" => flag(&mut no_follow)?,
             "--follow-only" => flag(&mut follow_only)?,
             "--no-verify" => flag(&mut no_verify)?,
+            "--follow-refunds" => flag(&mut follow_refunds)?,
+            "--mixed-backlog" => flag(&mut mixed)?,
             _ => {
                 let value = match inline {
                     Some(v) => v,
@@ -193,6 +215,7 @@ where
                     "--rate" => rate = Some(positive_f64(&name, &value)?),
                     "--duration" => duration = Some(nonzero_duration(&name, &value)?),
                     "--tokens" => tokens = TokenMix::parse(&value)?,
+                    "--manual" => manual_percent = percent(&name, &value)?,
                     "--currency" => currency = value.to_ascii_uppercase(),
                     "--follow-timeout" => follow_timeout = nonzero_duration(&name, &value)?,
                     "--poll-interval" => poll_interval = nonzero_duration(&name, &value)?,
@@ -211,7 +234,16 @@ where
     if !url.starts_with("http://") {
         return err("--url must start with http:// (this build speaks plain HTTP/1.1)");
     }
+    if mixed && (follow_only || rate.is_some() || duration.is_some()) {
+        return err("--mixed-backlog is a closed loop: drop --follow-only, --rate, --duration");
+    }
+    if follow_refunds && !follow_only {
+        return err("--follow-refunds goes with --follow-only");
+    }
     let load = match (follow_only, rate, duration, payments) {
+        _ if mixed => Load::Mixed {
+            charges: payments.unwrap_or(20_000),
+        },
         (true, None, None, None) => Load::FollowOnly,
         (true, ..) => {
             return err("--follow-only sends nothing: drop --rate, --duration, --payments");
@@ -244,7 +276,10 @@ where
         timeout,
         threads,
         follow: !no_follow,
-        verify: !no_verify && !no_follow && !follow_only,
+        // The books check knows automatic capture only (a manual payment ends AUTHORIZED).
+        verify: !no_verify && !no_follow && !follow_only && !mixed && manual_percent == 0,
+        manual_percent,
+        follow_refunds,
     })))
 }
 
@@ -256,6 +291,15 @@ fn positive<T: std::str::FromStr + PartialOrd + Default>(
         Ok(n) if n > T::default() => Ok(n),
         _ => err(format!(
             "{name} needs a positive whole number, not {value:?}"
+        )),
+    }
+}
+
+fn percent(name: &str, value: &str) -> Result<u64, ArgError> {
+    match value.trim().parse::<u64>() {
+        Ok(n) if n <= 100 => Ok(n),
+        _ => err(format!(
+            "{name} needs a whole percent 0..=100, not {value:?}"
         )),
     }
 }
@@ -366,6 +410,12 @@ impl TokenMix {
     }
 }
 
+/// Whether payment number `index` is sent with manual capture when `percent` of them are:
+/// exactly `floor(n * percent / 100)` of the first `n`, evenly spread.
+pub(crate) fn is_manual(percent: u64, index: u64) -> bool {
+    (index + 1) * percent / 100 != index * percent / 100
+}
+
 /// SplitMix64: a tiny, good-quality mixer for deterministic per-payment choices.
 pub(crate) fn splitmix64(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -468,6 +518,23 @@ mod tests {
             parse(vec!["-h".to_string()], None),
             Ok(Command::Help)
         ));
+    }
+
+    #[test]
+    fn mixed_backlog_and_manual_share() {
+        let o = run(&["--mixed-backlog", "--payments", "1600", "--manual", "50"]).unwrap();
+        assert_eq!(o.load, Load::Mixed { charges: 1_600 });
+        assert_eq!((o.load.name(), o.manual_percent), ("mixed", 50));
+        assert!(run(&["--mixed-backlog", "--follow-only"]).is_err());
+        assert!(run(&["--mixed-backlog", "--rate", "1", "--duration", "1"]).is_err());
+        assert!(run(&["--manual", "101"]).is_err());
+        let o = run(&["--follow-only", "--follow-refunds"]).unwrap();
+        assert!(o.follow_refunds);
+        assert!(run(&["--follow-refunds"]).is_err());
+        for (percent, n, want) in [(50, 4_000, 2_000), (0, 10, 0), (100, 7, 7), (10, 95, 9)] {
+            let manual = (0..n).filter(|i| is_manual(percent, *i)).count();
+            assert_eq!(manual, want, "{percent}% of {n}");
+        }
     }
 
     #[test]

@@ -85,16 +85,35 @@ pub(crate) struct PaymentView {
     pub(crate) merchant_id: Uuid,
     /// Minor units.
     pub(crate) amount: i64,
-    /// `PENDING`, `PROCESSING`, `SUCCESS` or `FAILED`.
+    /// `PENDING`, `PROCESSING`, `AUTHORIZED`, `SUCCESS`, `FAILED` or `CANCELED`.
     pub(crate) status: String,
     /// Last change, RFC 3339 UTC.
     pub(crate) updated_at: String,
 }
 
 impl PaymentView {
-    /// Whether the payment reached `SUCCESS` or `FAILED`.
+    /// Whether no worker has anything left to do for the payment: it is `SUCCESS`, `FAILED`,
+    /// `CANCELED`, or `AUTHORIZED` (waiting for its merchant, not for us).
     pub(crate) fn is_terminal(&self) -> bool {
-        matches!(self.status.as_str(), "SUCCESS" | "FAILED")
+        !OPEN_STATUSES.contains(&self.status.as_str())
+    }
+}
+
+/// A refund as the API shows it (the fields the load generator reads).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RefundView {
+    /// Refund id.
+    #[serde(deserialize_with = "uuid_text")]
+    pub(crate) id: Uuid,
+    /// `PENDING`, `PROCESSING`, `SUCCESS` or `FAILED`.
+    pub(crate) status: String,
+}
+
+impl RefundView {
+    /// Whether the refund reached `SUCCESS` or `FAILED`.
+    pub(crate) fn is_terminal(&self) -> bool {
+        !OPEN_STATUSES.contains(&self.status.as_str())
     }
 }
 
@@ -173,15 +192,53 @@ struct RawKey {
     key: String,
 }
 
-#[derive(Serialize)]
+/// The body of `POST /payments`.
+#[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct PaymentBody<'a> {
+pub(crate) struct NewPayment<'a> {
+    /// The merchant account credited.
     #[serde(serialize_with = "uuid_out")]
-    merchant_id: Uuid,
-    amount: i64,
-    currency: &'a str,
-    source: &'a str,
-    description: &'a str,
+    pub(crate) merchant_id: Uuid,
+    /// Minor units.
+    pub(crate) amount: i64,
+    /// Currency code.
+    pub(crate) currency: &'a str,
+    /// Card token.
+    pub(crate) source: &'a str,
+    /// Always `loadgen`.
+    pub(crate) description: &'static str,
+    /// `manual`, or left out for automatic capture so the body stays the v1 one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) capture_method: Option<&'static str>,
+}
+
+impl<'a> NewPayment<'a> {
+    /// A payment of `amount` into `merchant_id`, captured as `capture` says.
+    pub(crate) fn new(
+        merchant_id: Uuid,
+        amount: i64,
+        currency: &'a str,
+        source: &'a str,
+        capture: Capture,
+    ) -> NewPayment<'a> {
+        NewPayment {
+            merchant_id,
+            amount,
+            currency,
+            source,
+            description: "loadgen",
+            capture_method: (capture == Capture::Manual).then_some("manual"),
+        }
+    }
+}
+
+/// Whether a payment is captured by its worker or later by a capture request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Capture {
+    /// `captureMethod: automatic` (the default): the worker charges and posts it.
+    Automatic,
+    /// `captureMethod: manual`: the worker authorizes it; a capture request posts it.
+    Manual,
 }
 
 /// The Atomic API at one base URL.
@@ -191,7 +248,7 @@ pub(crate) struct Api {
     base: String,
 }
 
-/// Payment statuses that are not final yet.
+/// Payment and refund statuses a worker still has to move on.
 pub(crate) const OPEN_STATUSES: [&str; 2] = ["PENDING", "PROCESSING"];
 
 impl Api {
@@ -252,22 +309,51 @@ impl Api {
         &self,
         key: &Key,
         idempotency_key: &str,
-        merchant_account: Uuid,
-        amount: i64,
-        currency: &str,
-        source: &str,
+        payment: &NewPayment<'_>,
     ) -> Result<Uuid, Failure> {
-        let body = serde_json::to_vec(&PaymentBody {
-            merchant_id: merchant_account,
-            amount,
-            currency,
-            source,
-            description: "loadgen",
-        })
-        .map_err(|e| Failure::Body(e.to_string()))?;
+        let body = serde_json::to_vec(payment).map_err(|e| Failure::Body(e.to_string()))?;
+        self.post_accepted(key, "payments".to_owned(), idempotency_key, body)
+            .await
+    }
+
+    /// `POST /payments/{id}/capture` with `{}` (all of the authorization); the payment's id
+    /// once accepted (202).
+    pub(crate) async fn capture(
+        &self,
+        key: &Key,
+        idempotency_key: &str,
+        payment: Uuid,
+    ) -> Result<Uuid, Failure> {
+        let path = format!("payments/{payment}/capture");
+        self.post_accepted(key, path, idempotency_key, b"{}".to_vec())
+            .await
+    }
+
+    /// `POST /payments/{id}/refunds` with `{"amount"}`; the id of the accepted (202) refund.
+    pub(crate) async fn refund(
+        &self,
+        key: &Key,
+        idempotency_key: &str,
+        payment: Uuid,
+        amount: i64,
+    ) -> Result<Uuid, Failure> {
+        let body = serde_json::to_vec(&serde_json::json!({ "amount": amount }))
+            .map_err(|e| Failure::Body(e.to_string()))?;
+        let path = format!("payments/{payment}/refunds");
+        self.post_accepted(key, path, idempotency_key, body).await
+    }
+
+    /// A JSON `POST` under an idempotency key that must answer 202; the answered object's id.
+    async fn post_accepted(
+        &self,
+        key: &Key,
+        path: String,
+        idempotency_key: &str,
+        body: Vec<u8>,
+    ) -> Result<Uuid, Failure> {
         let response = self
             .http
-            .post(format!("{}/payments", self.base))
+            .post(format!("{}/{path}", self.base))
             .header(AUTHORIZATION, key.0.clone())
             .header(CONTENT_TYPE, "application/json")
             .header("Idempotency-Key", idempotency_key)
@@ -277,6 +363,33 @@ impl Api {
             .map_err(transport)?;
         let created: IdOnly = decode(expect(response, StatusCode::ACCEPTED).await?)?;
         Ok(created.id)
+    }
+
+    /// `GET /refunds/{id}`.
+    pub(crate) async fn refund_by_id(&self, key: &Key, id: Uuid) -> Result<RefundView, Failure> {
+        let response = self
+            .http
+            .get(format!("{}/refunds/{id}", self.base))
+            .header(AUTHORIZATION, key.0.clone())
+            .send()
+            .await
+            .map_err(transport)?;
+        decode(expect(response, StatusCode::OK).await?)
+    }
+
+    /// One page of `GET /refunds?status=&limit=&startingAfter=`.
+    pub(crate) async fn refunds(
+        &self,
+        key: &Key,
+        status: &str,
+        limit: u8,
+        starting_after: Option<Uuid>,
+    ) -> Result<Page<RefundView>, Failure> {
+        let mut url = format!("{}/refunds?status={status}&limit={limit}", self.base);
+        if let Some(after) = starting_after {
+            url.push_str(&format!("&startingAfter={after}"));
+        }
+        self.get_page(key, url).await
     }
 
     /// `GET /payments/{id}`.

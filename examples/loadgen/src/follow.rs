@@ -1,5 +1,7 @@
 //! Following settlement: how many payments are still open (`PENDING` or `PROCESSING`), sampled
-//! every `--poll-interval` while the load runs and after, until none is left.
+//! every `--poll-interval` while the load runs and after, until none is left. With refunds
+//! followed too (`--follow-refunds`, `--mixed-backlog`), open refunds count the same way, each
+//! list counted and estimated on its own (refund ids are UUIDv7 as well).
 //!
 //! A sample first counts the backlog exactly by paging the open lists (`?status=PENDING`, then
 //! `?status=PROCESSING`, 100 a page, per merchant key), spending at most `--poll-budget`
@@ -16,18 +18,18 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::args::Options;
+use crate::args::{Load, Options};
 use crate::client::{Api, Failure, Key, OPEN_STATUSES};
-use crate::run::{Accepted, Shared};
+use crate::run::{Accepted, Kind, Shared};
 
 /// The backlog at one moment.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Sample {
     /// Time since the run started.
     pub(crate) at: Duration,
-    /// Payments accepted by then.
+    /// Payments (and refunds) accepted by then.
     pub(crate) accepted: u64,
-    /// Payments still `PENDING` or `PROCESSING`.
+    /// Payments (and refunds) still `PENDING` or `PROCESSING`.
     pub(crate) backlog: u64,
     /// Counted (true) or estimated by the binary search (false).
     pub(crate) exact: bool,
@@ -68,6 +70,8 @@ pub(crate) struct Follower {
     api: Api,
     platform: Key,
     scopes: Vec<Key>,
+    /// What is followed: payments, and refunds too when asked.
+    kinds: Vec<Kind>,
     budget: usize,
     interval: Duration,
     timeout: Duration,
@@ -80,10 +84,15 @@ pub(crate) struct Follower {
 impl Follower {
     /// Follows the payments visible to `scopes`; single payments are read with `platform`.
     pub(crate) fn new(api: Api, platform: Key, scopes: Vec<Key>, opts: &Options) -> Follower {
+        let refunds = opts.follow_refunds || matches!(opts.load, Load::Mixed { .. });
         Follower {
             api,
             platform,
             scopes,
+            kinds: match refunds {
+                true => vec![Kind::Payment, Kind::Refund],
+                false => vec![Kind::Payment],
+            },
             budget: opts.poll_budget,
             interval: opts.poll_interval,
             timeout: opts.follow_timeout,
@@ -146,10 +155,10 @@ impl Follower {
     /// an estimate of zero is confirmed by a full count.
     async fn sample(&mut self, shared: &Shared, load_done: bool) -> Result<Sample, Failure> {
         let countable = (self.budget as u64).saturating_mul(100) * 3 / 4;
-        // Each scope costs two requests even when empty: with more scopes than the budget
-        // covers, only the estimate (and the final full count) can be had.
-        let try_exact = 2 * self.scopes.len() <= self.budget
-            && self.last_backlog.is_none_or(|b| b <= countable);
+        // Each scope costs two requests a kind even when empty: with more scopes than the
+        // budget covers, only the estimate (and the final full count) can be had.
+        let lists = OPEN_STATUSES.len() * self.kinds.len() * self.scopes.len();
+        let try_exact = lists <= self.budget && self.last_backlog.is_none_or(|b| b <= countable);
         let counted = if try_exact {
             self.count_open(Some(self.budget)).await?
         } else {
@@ -158,9 +167,17 @@ impl Follower {
         let (backlog, exact) = match counted {
             Some(n) => (n, true),
             None => {
-                let mut ids: Vec<Uuid> = shared.accepted_snapshot().iter().map(|a| a.id).collect();
-                ids.sort_unstable();
-                let estimate = self.estimate_open(&ids).await?;
+                let accepted = shared.accepted_snapshot();
+                let mut estimate = 0;
+                for kind in self.kinds.clone() {
+                    let mut ids: Vec<Uuid> = accepted
+                        .iter()
+                        .filter(|a| a.kind == kind)
+                        .map(|a| a.id)
+                        .collect();
+                    ids.sort_unstable();
+                    estimate += self.estimate_open(kind, &ids).await?;
+                }
                 if estimate == 0 && load_done {
                     // Never call it drained on an estimate (while the load runs, a zero
                     // estimate is left as it is: a full count then costs too much).
@@ -187,7 +204,7 @@ impl Follower {
         let mut used = 0usize;
         let mut total = 0u64;
         for key in &self.scopes {
-            for status in OPEN_STATUSES {
+            for (kind, status) in self.lists() {
                 let mut after = None;
                 loop {
                     if budget.is_some_and(|b| used >= b) {
@@ -195,17 +212,16 @@ impl Follower {
                         return Ok(None);
                     }
                     used += 1;
-                    let page = self.api.payments(key, status, 100, after).await;
-                    let page = match page {
+                    let page = match open_page(&self.api, key, kind, status, after).await {
                         Ok(page) => page,
                         Err(e) => {
                             self.requests += used as u64;
                             return Err(e);
                         }
                     };
-                    total += page.items.len() as u64;
-                    match page.items.last() {
-                        Some(last) if page.has_more => after = Some(last.id),
+                    total += page.ids.len() as u64;
+                    match page.ids.last() {
+                        Some(last) if page.has_more => after = Some(*last),
                         _ => break,
                     }
                 }
@@ -215,34 +231,55 @@ impl Follower {
         Ok(Some(total))
     }
 
-    /// Estimates the open payments among `ids` (sorted): finds the first one still open by
-    /// binary search, assuming the ones before it are settled.
-    async fn estimate_open(&mut self, ids: &[Uuid]) -> Result<u64, Failure> {
+    /// Every (kind, open status) list a count walks.
+    fn lists(&self) -> Vec<(Kind, &'static str)> {
+        self.kinds
+            .iter()
+            .flat_map(|kind| OPEN_STATUSES.map(|status| (*kind, status)))
+            .collect()
+    }
+
+    /// Estimates the open payments (or refunds) among `ids` (sorted): finds the first one
+    /// still open by binary search, assuming the ones before it are settled.
+    async fn estimate_open(&mut self, kind: Kind, ids: &[Uuid]) -> Result<u64, Failure> {
         let mut search = Bisect::new(ids.len());
         while let Some(i) = search.probe() {
             self.requests += 1;
-            let payment = self.api.payment(&self.platform, ids[i]).await?;
-            search.answer(payment.is_terminal());
+            let settled = match kind {
+                Kind::Payment => self
+                    .api
+                    .payment(&self.platform, ids[i])
+                    .await?
+                    .is_terminal(),
+                Kind::Refund => self
+                    .api
+                    .refund_by_id(&self.platform, ids[i])
+                    .await?
+                    .is_terminal(),
+            };
+            search.answer(settled);
         }
         Ok((ids.len() - search.first_open()) as u64)
     }
 
-    /// Every open payment visible to the scopes, oldest first (follow-only mode).
+    /// Every open payment (and refund, when followed) visible to the scopes, oldest first
+    /// (follow-only mode).
     pub(crate) async fn snapshot_open(&self) -> Result<Vec<Accepted>, Failure> {
         let mut open = Vec::new();
         for key in &self.scopes {
-            for status in OPEN_STATUSES {
+            for (kind, status) in self.lists() {
                 let mut after = None;
                 loop {
-                    let page = self.api.payments(key, status, 100, after).await?;
-                    open.extend(page.items.iter().map(|p| Accepted {
-                        id: p.id,
+                    let page = open_page(&self.api, key, kind, status, after).await?;
+                    open.extend(page.ids.iter().map(|id| Accepted {
+                        id: *id,
+                        kind,
                         merchant: 0,
-                        amount: p.amount,
+                        amount: 0,
                         succeeds: true,
                     }));
-                    match page.items.last() {
-                        Some(last) if page.has_more => after = Some(last.id),
+                    match page.ids.last() {
+                        Some(last) if page.has_more => after = Some(*last),
                         _ => break,
                     }
                 }
@@ -252,6 +289,38 @@ impl Follower {
         open.dedup_by_key(|a| a.id);
         Ok(open)
     }
+}
+
+/// The ids of one page of an open list, and whether more follow.
+struct IdPage {
+    ids: Vec<Uuid>,
+    has_more: bool,
+}
+
+/// One page (100) of `GET /payments?status=` or `GET /refunds?status=`.
+async fn open_page(
+    api: &Api,
+    key: &Key,
+    kind: Kind,
+    status: &str,
+    after: Option<Uuid>,
+) -> Result<IdPage, Failure> {
+    Ok(match kind {
+        Kind::Payment => {
+            let page = api.payments(key, status, 100, after).await?;
+            IdPage {
+                ids: page.items.iter().map(|p| p.id).collect(),
+                has_more: page.has_more,
+            }
+        }
+        Kind::Refund => {
+            let page = api.refunds(key, status, 100, after).await?;
+            IdPage {
+                ids: page.items.iter().map(|r| r.id).collect(),
+                has_more: page.has_more,
+            }
+        }
+    })
 }
 
 /// A binary search for the first open payment in `0..len`, assuming the settled ones form a

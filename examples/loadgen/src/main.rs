@@ -8,11 +8,13 @@
 //! starting with `summary `. `loadgen --help` lists the options.
 //!
 //! Module map: [`args`] parses the command line, [`client`] speaks the API, [`run`] drives the
-//! load, [`follow`] samples the backlog, [`verify`] checks the books, [`report`] prints.
+//! load, [`mixed`] sends a mixed backlog of captures, refunds and charges, [`follow`] samples
+//! the backlog, [`verify`] checks the books, [`report`] prints.
 
 mod args;
 mod client;
 mod follow;
+mod mixed;
 mod report;
 mod run;
 mod verify;

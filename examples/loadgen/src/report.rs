@@ -143,6 +143,8 @@ pub(crate) struct Report {
     pub(crate) merchants: usize,
     /// Token mix as given.
     pub(crate) tokens: String,
+    /// Mixed backlog or follow-only: what the jobs are (captures, refunds, charges).
+    pub(crate) mix: Option<String>,
     /// Payments the load offered (open loop: rate x duration).
     pub(crate) offered: u64,
     /// Payments sent.
@@ -405,8 +407,14 @@ impl Report {
                     format!("open loop, {rate}/s for {:.1}s", duration.as_secs_f64())
                 }
                 Load::FollowOnly => "follow only".to_owned(),
+                Load::Mixed { charges } => {
+                    format!("mixed backlog: captures, refunds and {charges} charges")
+                }
             },
         );
+        if let Some(mix) = &self.mix {
+            row("jobs", mix.clone());
+        }
         if self.mode != Load::FollowOnly {
             row(
                 "run / connections / merchants",
@@ -447,7 +455,7 @@ impl Report {
                 );
             }
         } else {
-            row("payments followed", self.accepted.to_string());
+            row("jobs followed", self.accepted.to_string());
         }
         if let Some(follow) = &self.follow {
             row(
@@ -629,6 +637,7 @@ mod tests {
             connections: 8,
             merchants: 1,
             tokens: "tok_visa=1".into(),
+            mix: None,
             offered: 1_000,
             sent: 1_000,
             accepted: 998,

@@ -14,17 +14,28 @@ use hdrhistogram::Histogram;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::args::{Load, Options, TokenMix, splitmix64, token_succeeds};
-use crate::client::{Api, Failure, Key, Merchant};
+use crate::args::{Load, Options, TokenMix, is_manual, splitmix64, token_succeeds};
+use crate::client::{Api, Capture, Failure, Key, Merchant, NewPayment};
 use crate::follow::{Follower, Sample};
 use crate::report::{Report, Timeline};
 use crate::verify;
 
-/// One accepted payment: what the follower and the books check need to know about it.
+/// What an accepted request left for a worker to settle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A payment to charge, authorize or capture.
+    Payment,
+    /// A refund to post.
+    Refund,
+}
+
+/// One accepted payment (or refund): what the follower and the books check need to know.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Accepted {
-    /// Payment id (UUIDv7: ids sort roughly in acceptance order).
+    /// Payment or refund id (UUIDv7: ids sort roughly in acceptance order).
     pub(crate) id: Uuid,
+    /// Which of the two `id` names.
+    pub(crate) kind: Kind,
     /// Index of its merchant in the run's merchant list.
     pub(crate) merchant: u32,
     /// Minor units.
@@ -114,7 +125,7 @@ impl Shared {
     }
 
     /// Prints the first failure of each kind to stderr (later ones are only counted).
-    fn note_failure(&self, what: &str, failure: &Failure) {
+    pub(crate) fn note_failure(&self, what: &str, failure: &Failure) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         if lock(&self.first_errors).insert(failure.label()) {
             eprintln!(
@@ -137,6 +148,7 @@ struct LoadPlan {
     api: Api,
     merchants: Vec<Merchant>,
     tokens: TokenMix,
+    manual_percent: u64,
     currency: String,
     run_id: String,
     seed: u64,
@@ -188,6 +200,9 @@ pub(crate) async fn run(opts: &Options) -> Result<Report, String> {
     if opts.load == Load::FollowOnly {
         return follow_only(opts, api, platform, run_id).await;
     }
+    if let Load::Mixed { charges } = opts.load {
+        return crate::mixed::run(opts, &api, &platform, &run_id, seed, charges).await;
+    }
 
     let merchants = create_merchants(&api, &platform, opts, &run_id).await?;
     let shared = Arc::new(Shared::new());
@@ -212,6 +227,7 @@ pub(crate) async fn run(opts: &Options) -> Result<Report, String> {
         api: api.clone(),
         merchants: merchants.clone(),
         tokens: opts.tokens.clone(),
+        manual_percent: opts.manual_percent,
         currency: opts.currency.clone(),
         run_id: run_id.clone(),
         seed,
@@ -277,6 +293,7 @@ pub(crate) async fn run(opts: &Options) -> Result<Report, String> {
         connections: opts.connections,
         merchants: opts.merchants,
         tokens: opts.tokens.describe(),
+        mix: None,
         offered: opts.load.total(),
         sent: shared.sent.load(Ordering::Relaxed),
         accepted: accepted.len() as u64,
@@ -297,16 +314,21 @@ async fn follow_only(
     platform: Key,
     run_id: String,
 ) -> Result<Report, String> {
-    let shared = Arc::new(Shared::new());
     let follower = Follower::new(api, platform.clone(), vec![platform], opts);
+    let snapshot = Instant::now();
     let open = follower
         .snapshot_open()
         .await
         .map_err(|e| format!("cannot list the open payments: {e}"))?;
+    let refunds = open.iter().filter(|a| a.kind == Kind::Refund).count();
+    let mix = format!("payments {} / refunds {refunds}", open.len() - refunds);
+    // The clock starts once the snapshot is taken: a caller starts the workers on the line
+    // below (bench/run), so the drain is timed from then, not from the listing before it.
+    let shared = Arc::new(Shared::new());
     eprintln!(
-        "loadgen: following {} open payment(s) (snapshot took {:.2}s)",
+        "loadgen: following {} open job(s): {mix} (snapshot took {:.2}s)",
         open.len(),
-        shared.start.elapsed().as_secs_f64()
+        snapshot.elapsed().as_secs_f64()
     );
     for payment in open {
         shared.push_accepted(payment);
@@ -324,6 +346,7 @@ async fn follow_only(
         connections: 0,
         merchants: 0,
         tokens: String::new(),
+        mix: Some(mix),
         offered: 0,
         sent: 0,
         accepted: shared.accepted.load(Ordering::Relaxed),
@@ -397,17 +420,15 @@ async fn connection(plan: Arc<LoadPlan>, shared: Arc<Shared>) -> Result<Connecti
         let token = plan.tokens.pick(plan.seed, i);
         let amount = payment_amount(plan.seed, i);
         let idempotency_key = format!("lg-{}-{i}", plan.run_id);
+        let capture = match is_manual(plan.manual_percent, i) {
+            true => Capture::Manual,
+            false => Capture::Automatic,
+        };
+        let payment = NewPayment::new(merchant.account, amount, &plan.currency, token, capture);
         shared.sent.fetch_add(1, Ordering::Relaxed);
         match plan
             .api
-            .create_payment(
-                &merchant.key,
-                &idempotency_key,
-                merchant.account,
-                amount,
-                &plan.currency,
-                token,
-            )
+            .create_payment(&merchant.key, &idempotency_key, &payment)
             .await
         {
             Ok(id) => {
@@ -415,6 +436,7 @@ async fn connection(plan: Arc<LoadPlan>, shared: Arc<Shared>) -> Result<Connecti
                 histogram.saturating_record(micros.max(1));
                 shared.push_accepted(Accepted {
                     id,
+                    kind: Kind::Payment,
                     merchant: m as u32,
                     amount,
                     succeeds: token_succeeds(token),
