@@ -142,7 +142,7 @@ END $$;
 -- newest-first walk of (owner, id) that every page already takes.
 CREATE INDEX payments_metadata ON payments USING gin (metadata jsonb_path_ops)
     WHERE metadata <> '{}';
-CREATE INDEX payments_owner_created ON payments (owner_merchant, created_at);
+CREATE INDEX payments_owner_created ON payments (owner_merchant, created_at, id);
 -- Authorizations waiting (what expiry looks at).
 CREATE INDEX payments_authorized ON payments (updated_at) WHERE status = 'AUTHORIZED';
 
