@@ -87,6 +87,29 @@ const RANGE_IS_NARROW: &str = "SELECT \
      < (SELECT count(*) FROM (SELECT 1 FROM payments WHERE owner_merchant = $1 \
          AND $3::timestamptz IS NOT NULL AND created_at >= $3 LIMIT 1000) n) AS narrow";
 
+// As RANGE_IS_NARROW, for a merchant's refunds (`refunds_owner_created`).
+const REFUND_RANGE_IS_NARROW: &str = "SELECT \
+     (SELECT count(*) FROM (SELECT 1 FROM refunds WHERE owner_merchant = $1 \
+         AND ($2::timestamptz IS NULL OR created_at >= $2) \
+         AND ($3::timestamptz IS NULL OR created_at < $3) LIMIT 1000) i) \
+     < (SELECT count(*) FROM (SELECT 1 FROM refunds WHERE owner_merchant = $1 \
+         AND $3::timestamptz IS NOT NULL AND created_at >= $3 LIMIT 1000) n) AS narrow";
+
+// As LIST_PAYMENTS_IN_RANGE, for refunds.
+const LIST_REFUNDS_IN_RANGE: &str = concat!(
+    "SELECT ",
+    refund_columns!(),
+    " FROM refunds WHERE id IN (SELECT id FROM refunds \
+     WHERE owner_merchant = $3 AND ($1::uuid IS NULL OR id < $1) \
+     AND ($4::text IS NULL OR status = $4) \
+     AND ($5::timestamptz IS NULL OR created_at >= $5) \
+     AND ($6::timestamptz IS NULL OR created_at < $6) \
+     AND ($7::jsonb IS NULL OR (metadata @> $7::jsonb AND metadata <> '{}'::jsonb)) \
+     AND ($8::uuid IS NULL OR payment_id = $8) \
+     ORDER BY id::text COLLATE \"C\" DESC LIMIT $2) \
+     ORDER BY id DESC"
+);
+
 // As LIST_PAYMENTS, for refunds; $8 the payment.
 const LIST_REFUNDS: &str = concat!(
     "SELECT ",
@@ -200,13 +223,19 @@ fn invalid_state(payment: &Payment) -> Error {
 }
 
 impl PgStore {
-    /// Whether merchant `owner`'s payments in `created` are fewer than those newer than it
-    /// ([`RANGE_IS_NARROW`]); `false` without a range.
-    async fn narrow_range(&self, owner: uuid::Uuid, created: CreatedRange) -> Result<bool> {
+    /// Whether the rows of `owner` in `created` are fewer than those newer than it (`sql`:
+    /// [`RANGE_IS_NARROW`] or its like, $1 the owner, $2 and $3 the range); `false` without a
+    /// range.
+    pub(crate) async fn narrow_range(
+        &self,
+        sql: &'static str,
+        owner: uuid::Uuid,
+        created: CreatedRange,
+    ) -> Result<bool> {
         if created.gte.is_none() && created.lt.is_none() {
             return Ok(false);
         }
-        sqlx::query_scalar(RANGE_IS_NARROW)
+        sqlx::query_scalar(sql)
             .persistent(false)
             .bind(owner)
             .bind(created.gte.map(|t| t.as_datetime()))
@@ -320,7 +349,7 @@ impl PaymentStore for PgStore {
             )
             .await?;
             let sql = match merchant {
-                Some(owner) if self.narrow_range(owner, filter.created).await? => {
+                Some(owner) if self.narrow_range(RANGE_IS_NARROW, owner, filter.created).await? => {
                     LIST_PAYMENTS_IN_RANGE
                 }
                 _ => LIST_PAYMENTS,
@@ -440,7 +469,20 @@ impl PaymentStore for PgStore {
                 merchant,
             )
             .await?;
-            let found = sqlx::query(LIST_REFUNDS)
+            // A refunds list of one payment is small: its own index serves it.
+            let narrow = match merchant {
+                Some(owner) if filter.payment.is_none() => {
+                    self.narrow_range(REFUND_RANGE_IS_NARROW, owner, filter.created)
+                        .await?
+                }
+                _ => false,
+            };
+            let sql = if narrow {
+                LIST_REFUNDS_IN_RANGE
+            } else {
+                LIST_REFUNDS
+            };
+            let found = sqlx::query(sql)
                 .persistent(false)
                 .bind(cursor)
                 .bind(limit_plus_one(page.limit.get()))

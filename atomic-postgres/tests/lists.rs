@@ -96,3 +96,104 @@ async fn an_old_narrow_range_pages_exactly_like_the_walk() {
     let expected: Vec<PaymentId> = (15..30).rev().map(|i| ids[i]).collect();
     assert_eq!(recent, expected);
 }
+
+/// The same for refunds and for an account's entries (`LIST_REFUNDS_IN_RANGE`,
+/// `SELECT_ENTRIES_IN_RANGE`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_narrow_ranges_of_refunds_and_entries_page_exactly_like_the_walk() {
+    use atomic_core::ledger::Transfer;
+    use atomic_core::ports::{RefundFilter, Settlement, SettlementResult};
+    use atomic_core::testkit::flows::{claim_payment, refund_of, settle_one};
+
+    let kit = TestDatabase::create().await.kit();
+    let merchant = onboard(&kit, Currency::USD).await;
+    let funding = system_account(&kit, Currency::USD).await;
+    let base = Timestamp::now().saturating_sub(Duration::from_secs(3600));
+    let at = |i: usize| base.saturating_add(Duration::from_secs(60 * i as u64));
+    let (mut entries, mut refunds) = (Vec::new(), Vec::new());
+    for i in 0..30 {
+        let p = payment(&merchant.account, &funding, 100, "tok_visa");
+        kit.store.payments().create_payment(&p, None).await.unwrap();
+        let (lease, held) = claim_payment(&kit, p.id).await;
+        let transfer = Transfer::for_payment(&held, at(i)).unwrap();
+        entries.push(transfer.entries()[1].id);
+        let settled = settle_one(
+            &kit,
+            Settlement::Payment {
+                payment_id: p.id,
+                lease,
+                result: SettlementResult::Posted(transfer),
+            },
+        )
+        .await
+        .unwrap();
+        let atomic_core::ports::SettleOutcome::Payment(paid) = settled else {
+            panic!("{settled:?}");
+        };
+        let mut refund = refund_of(&paid, 10);
+        refund.created_at = at(i);
+        kit.store
+            .payments()
+            .create_refund(&refund, None)
+            .await
+            .unwrap();
+        refunds.push(refund.id);
+    }
+    let range = CreatedRange {
+        gte: Some(at(5)),
+        lt: Some(at(15)),
+    };
+    let limit = PageLimit::new(4).unwrap();
+    let principal = merchant.principal();
+
+    let mut seen = Vec::new();
+    loop {
+        let page = kit
+            .store
+            .payments()
+            .refunds(
+                principal,
+                &RefundFilter {
+                    created: range,
+                    ..RefundFilter::default()
+                },
+                PageRequest {
+                    limit,
+                    starting_after: seen.last().copied(),
+                },
+            )
+            .await
+            .unwrap();
+        seen.extend(page.items.iter().map(|r| r.id));
+        if !page.has_more {
+            break;
+        }
+    }
+    let expected: Vec<_> = (5..15).rev().map(|i| refunds[i]).collect();
+    assert_eq!(seen, expected);
+
+    let mut seen = Vec::new();
+    loop {
+        let page = kit
+            .store
+            .accounts()
+            .entries(
+                merchant.account.id,
+                principal,
+                range,
+                PageRequest {
+                    limit,
+                    starting_after: seen.last().copied(),
+                },
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        seen.extend(page.items.iter().map(|e| e.id));
+        if !page.has_more {
+            break;
+        }
+    }
+    let expected: Vec<_> = (5..15).rev().map(|i| entries[i]).collect();
+    assert_eq!(seen, expected);
+}
