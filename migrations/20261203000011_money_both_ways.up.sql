@@ -142,7 +142,7 @@ END $$;
 -- newest-first walk of (owner, id) that every page already takes.
 CREATE INDEX payments_metadata ON payments USING gin (metadata jsonb_path_ops)
     WHERE metadata <> '{}';
-CREATE INDEX payments_owner_created ON payments (owner_merchant, created_at);
+CREATE INDEX payments_owner_created ON payments (owner_merchant, created_at, id);
 -- Authorizations waiting (what expiry looks at).
 CREATE INDEX payments_authorized ON payments (updated_at) WHERE status = 'AUTHORIZED';
 
@@ -182,7 +182,7 @@ CREATE INDEX refunds_payment ON refunds (payment_id, id);
 CREATE INDEX refunds_open ON refunds (touched_at) WHERE status IN ('PENDING', 'PROCESSING');
 CREATE INDEX refunds_metadata ON refunds USING gin (metadata jsonb_path_ops)
     WHERE metadata <> '{}';
-CREATE INDEX refunds_owner_created ON refunds (owner_merchant, created_at);
+CREATE INDEX refunds_owner_created ON refunds (owner_merchant, created_at, id);
 
 -- A refund is born PENDING, of its payment's accounts, owner and currency.
 CREATE FUNCTION refunds_check_insert() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -299,7 +299,7 @@ CREATE UNIQUE INDEX ledger_transactions_one_charge_per_payment ON ledger_transac
 ALTER TABLE ledger_transactions
     ADD CONSTRAINT ledger_transactions_one_per_refund UNIQUE (refund_id);
 ALTER TABLE ledger_entries ADD COLUMN refund_id uuid REFERENCES refunds (id);
-CREATE INDEX ledger_entries_account_created ON ledger_entries (account_id, created_at);
+CREATE INDEX ledger_entries_account_created ON ledger_entries (account_id, created_at, id);
 
 -- At commit (L2, L3, L13): every transaction written has both sides on the right accounts with
 -- its refund; a charge posts its SUCCESS payment's captured amount from the funding to the

@@ -48,6 +48,29 @@ const SELECT_ENTRIES: &str = concat!(
      ORDER BY id DESC LIMIT $3"
 );
 
+// As SELECT_ENTRIES, for a created range that holds fewer of the account's entries than are
+// newer than it (ENTRY_RANGE_IS_NARROW): the page is taken from the range itself, as
+// `LIST_PAYMENTS_IN_RANGE` does for payments.
+const SELECT_ENTRIES_IN_RANGE: &str = concat!(
+    "SELECT ",
+    entry_columns!(),
+    " FROM ledger_entries WHERE id IN (SELECT id FROM ledger_entries \
+     WHERE account_id = $1 AND ($2::uuid IS NULL OR id < $2) \
+     AND ($4::timestamptz IS NULL OR created_at >= $4) \
+     AND ($5::timestamptz IS NULL OR created_at < $5) \
+     ORDER BY id::text COLLATE \"C\" DESC LIMIT $3) \
+     ORDER BY id DESC"
+);
+
+// Whether account $1's entries in [$2, $3) are fewer than those newer than it (each counted
+// to at most 1,000 on `ledger_entries_account_created`).
+const ENTRY_RANGE_IS_NARROW: &str = "SELECT \
+     (SELECT count(*) FROM (SELECT 1 FROM ledger_entries WHERE account_id = $1 \
+         AND ($2::timestamptz IS NULL OR created_at >= $2) \
+         AND ($3::timestamptz IS NULL OR created_at < $3) LIMIT 1000) i) \
+     < (SELECT count(*) FROM (SELECT 1 FROM ledger_entries WHERE account_id = $1 \
+         AND $3::timestamptz IS NOT NULL AND created_at >= $3 LIMIT 1000) n) AS narrow";
+
 pub(crate) fn limit_plus_one(page_limit: usize) -> i64 {
     i64::try_from(page_limit.saturating_add(1)).unwrap_or(i64::MAX)
 }
@@ -176,7 +199,15 @@ impl AccountStore for PgStore {
             if !row_flag(&visible, "cursor_ok")? {
                 return Err(Error::UnknownCursor);
             }
-            let found = sqlx::query(SELECT_ENTRIES)
+            let narrow = self
+                .narrow_range(ENTRY_RANGE_IS_NARROW, account.as_uuid(), created)
+                .await?;
+            let sql = if narrow {
+                SELECT_ENTRIES_IN_RANGE
+            } else {
+                SELECT_ENTRIES
+            };
+            let found = sqlx::query(sql)
                 .persistent(false)
                 .bind(account.as_uuid())
                 .bind(cursor)

@@ -27,9 +27,10 @@ use crate::error::from_sqlx;
 use crate::rows::{self, account_columns, payment_columns, refund_columns};
 use crate::store::PgStore;
 
-// The batch's payments (its own, and those of its refunds), locked in id order.
+// The batch's payments (its own, and those of its refunds), locked in id order, with the
+// transaction's time (what the statuses are stamped with).
 const LOCK_PAYMENTS: &str = concat!(
-    "SELECT lease_id, voiding_attempt, ",
+    "SELECT now() AS stamped_at, lease_id, voiding_attempt, ",
     payment_columns!(),
     " FROM payments WHERE id = ANY($1) \
      OR id IN (SELECT payment_id FROM refunds WHERE id = ANY($2)) \
@@ -126,6 +127,9 @@ struct Held<T> {
 /// The locked rows of a batch, changed in memory as each settlement is decided.
 #[derive(Default)]
 struct Batch {
+    /// The database's `now()` for this transaction; `None` when no payment row was found
+    /// (then nothing is settled).
+    now: Option<Timestamp>,
     payments: HashMap<PaymentId, Held<Payment>>,
     voiding: HashMap<PaymentId, Uuid>,
     refunds: HashMap<RefundId, Held<Refund>>,
@@ -306,6 +310,8 @@ async fn lock(conn: &mut PgConnection, settlements: &[Settlement]) -> Result<Bat
         .await
         .map_err(from_sqlx)?;
     for row in &found {
+        let stamped_at: time::OffsetDateTime = row.try_get("stamped_at").map_err(from_sqlx)?;
+        batch.now = Some(Timestamp::from_datetime(stamped_at));
         let payment = rows::payment(row)?;
         let lease: Option<Uuid> = row.try_get("lease_id").map_err(from_sqlx)?;
         if let Some(attempt) = row
@@ -421,12 +427,9 @@ impl PgStore {
         settlements: &[Settlement],
     ) -> std::result::Result<Vec<Result<SettleOutcome>>, BatchRefused> {
         let mut tx = self.begin().await?;
-        let now: Timestamp = sqlx::query_scalar::<_, time::OffsetDateTime>("SELECT now()")
-            .fetch_one(&mut *tx)
-            .await
-            .map(Timestamp::from_datetime)
-            .map_err(from_sqlx)?;
         let mut batch = lock(&mut tx, settlements).await?;
+        // Without a payment row no settlement is written, so the time is only a formality.
+        let now = batch.now.unwrap_or_else(Timestamp::now);
         let outcomes: Vec<Result<SettleOutcome>> =
             settlements.iter().map(|s| batch.settle(s, now)).collect();
         write(&mut tx, batch).await?;

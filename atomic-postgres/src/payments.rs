@@ -10,7 +10,7 @@ use atomic_core::error::Invariant;
 use atomic_core::id::{PaymentId, RefundId};
 use atomic_core::idempotency::Completion;
 use atomic_core::money::Amount;
-use atomic_core::page::{Page, PageRequest};
+use atomic_core::page::{CreatedRange, Page, PageRequest};
 use atomic_core::payment::{CancellationReason, Payment, PaymentStatus};
 use atomic_core::ports::{PaymentFilter, PaymentStore, RefundFilter};
 use atomic_core::principal::Principal;
@@ -55,6 +55,59 @@ const LIST_PAYMENTS: &str = concat!(
      AND ($6::timestamptz IS NULL OR created_at < $6) \
      AND ($7::jsonb IS NULL OR (metadata @> $7::jsonb AND metadata <> '{}'::jsonb)) \
      ORDER BY id DESC LIMIT $2"
+);
+
+// LIST_PAYMENTS for a merchant's created range that holds fewer rows than are newer than it
+// (RANGE_IS_NARROW). The newest-first walk of the primary key would read every newer row
+// before the first match (the planner assumes matches spread evenly along the ids; with
+// UUIDv7 ids they sit together), so the page is taken from the range itself: the ids of the
+// range from `payments_owner_created` (index only), the page's by a top-N sort (on the id's
+// canonical text, whose byte order is the id's, so no index offers that order to walk), then
+// those rows.
+const LIST_PAYMENTS_IN_RANGE: &str = concat!(
+    "SELECT ",
+    payment_columns!(),
+    " FROM payments WHERE id IN (SELECT id FROM payments \
+     WHERE owner_merchant = $3 AND ($1::uuid IS NULL OR id < $1) \
+     AND ($4::text IS NULL OR status = $4) \
+     AND ($5::timestamptz IS NULL OR created_at >= $5) \
+     AND ($6::timestamptz IS NULL OR created_at < $6) \
+     AND ($7::jsonb IS NULL OR (metadata @> $7::jsonb AND metadata <> '{}'::jsonb)) \
+     ORDER BY id::text COLLATE \"C\" DESC LIMIT $2) \
+     ORDER BY id DESC"
+);
+
+// Whether merchant $1's created range [$2, $3) holds fewer payments than are newer than it,
+// counting at most 1,000 of each (index-only scans of `payments_owner_created`). A range
+// that reaches the newest payments is never narrow: the walk finds its page at once.
+const RANGE_IS_NARROW: &str = "SELECT \
+     (SELECT count(*) FROM (SELECT 1 FROM payments WHERE owner_merchant = $1 \
+         AND ($2::timestamptz IS NULL OR created_at >= $2) \
+         AND ($3::timestamptz IS NULL OR created_at < $3) LIMIT 1000) i) \
+     < (SELECT count(*) FROM (SELECT 1 FROM payments WHERE owner_merchant = $1 \
+         AND $3::timestamptz IS NOT NULL AND created_at >= $3 LIMIT 1000) n) AS narrow";
+
+// As RANGE_IS_NARROW, for a merchant's refunds (`refunds_owner_created`).
+const REFUND_RANGE_IS_NARROW: &str = "SELECT \
+     (SELECT count(*) FROM (SELECT 1 FROM refunds WHERE owner_merchant = $1 \
+         AND ($2::timestamptz IS NULL OR created_at >= $2) \
+         AND ($3::timestamptz IS NULL OR created_at < $3) LIMIT 1000) i) \
+     < (SELECT count(*) FROM (SELECT 1 FROM refunds WHERE owner_merchant = $1 \
+         AND $3::timestamptz IS NOT NULL AND created_at >= $3 LIMIT 1000) n) AS narrow";
+
+// As LIST_PAYMENTS_IN_RANGE, for refunds.
+const LIST_REFUNDS_IN_RANGE: &str = concat!(
+    "SELECT ",
+    refund_columns!(),
+    " FROM refunds WHERE id IN (SELECT id FROM refunds \
+     WHERE owner_merchant = $3 AND ($1::uuid IS NULL OR id < $1) \
+     AND ($4::text IS NULL OR status = $4) \
+     AND ($5::timestamptz IS NULL OR created_at >= $5) \
+     AND ($6::timestamptz IS NULL OR created_at < $6) \
+     AND ($7::jsonb IS NULL OR (metadata @> $7::jsonb AND metadata <> '{}'::jsonb)) \
+     AND ($8::uuid IS NULL OR payment_id = $8) \
+     ORDER BY id::text COLLATE \"C\" DESC LIMIT $2) \
+     ORDER BY id DESC"
 );
 
 // As LIST_PAYMENTS, for refunds; $8 the payment.
@@ -170,6 +223,28 @@ fn invalid_state(payment: &Payment) -> Error {
 }
 
 impl PgStore {
+    /// Whether the rows of `owner` in `created` are fewer than those newer than it (`sql`:
+    /// [`RANGE_IS_NARROW`] or its like, $1 the owner, $2 and $3 the range); `false` without a
+    /// range.
+    pub(crate) async fn narrow_range(
+        &self,
+        sql: &'static str,
+        owner: uuid::Uuid,
+        created: CreatedRange,
+    ) -> Result<bool> {
+        if created.gte.is_none() && created.lt.is_none() {
+            return Ok(false);
+        }
+        sqlx::query_scalar(sql)
+            .persistent(false)
+            .bind(owner)
+            .bind(created.gte.map(|t| t.as_datetime()))
+            .bind(created.lt.map(|t| t.as_datetime()))
+            .fetch_one(self.pool())
+            .await
+            .map_err(from_sqlx)
+    }
+
     /// Reserves the refund's amount and stores it, in the caller's transaction.
     async fn reserve_and_insert(
         tx: &mut Transaction<'static, Postgres>,
@@ -273,7 +348,13 @@ impl PaymentStore for PgStore {
                 merchant,
             )
             .await?;
-            let found = sqlx::query(LIST_PAYMENTS)
+            let sql = match merchant {
+                Some(owner) if self.narrow_range(RANGE_IS_NARROW, owner, filter.created).await? => {
+                    LIST_PAYMENTS_IN_RANGE
+                }
+                _ => LIST_PAYMENTS,
+            };
+            let found = sqlx::query(sql)
                 .persistent(false)
                 .bind(cursor)
                 .bind(limit_plus_one(page.limit.get()))
@@ -388,7 +469,20 @@ impl PaymentStore for PgStore {
                 merchant,
             )
             .await?;
-            let found = sqlx::query(LIST_REFUNDS)
+            // A refunds list of one payment is small: its own index serves it.
+            let narrow = match merchant {
+                Some(owner) if filter.payment.is_none() => {
+                    self.narrow_range(REFUND_RANGE_IS_NARROW, owner, filter.created)
+                        .await?
+                }
+                _ => false,
+            };
+            let sql = if narrow {
+                LIST_REFUNDS_IN_RANGE
+            } else {
+                LIST_REFUNDS
+            };
+            let found = sqlx::query(sql)
                 .persistent(false)
                 .bind(cursor)
                 .bind(limit_plus_one(page.limit.get()))
