@@ -40,7 +40,13 @@ async fn pay(fault: &Fault, api: &str, account: &str, i: usize, manual: bool) ->
     let method = if manual { "manual" } else { "automatic" };
     let body = json!({"merchantId": account, "amount": 1_000 + i, "currency": "USD",
                       "source": "tok_visa", "captureMethod": method});
-    post(fault, format!("{api}/payments"), format!("pay-{method}-{i}"), body).await["id"]
+    post(
+        fault,
+        format!("{api}/payments"),
+        format!("pay-{method}-{i}"),
+        body,
+    )
+    .await["id"]
         .as_str()
         .unwrap()
         .to_owned()
@@ -75,12 +81,24 @@ async fn a_worker_killed_while_captures_and_refunds_settle_posts_each_once() {
     for (i, id) in manual.iter().take(CAPTURES).enumerate() {
         let amount = 1_000 + i - i % 7;
         let url = format!("{api}/payments/{id}/capture");
-        post(&fault, url, format!("capture-{i}"), json!({"amount": amount})).await;
+        post(
+            &fault,
+            url,
+            format!("capture-{i}"),
+            json!({"amount": amount}),
+        )
+        .await;
         wanted.insert(id.clone(), amount);
     }
     for (i, id) in automatic.iter().take(REFUNDS).enumerate() {
         let url = format!("{api}/payments/{id}/refunds");
-        post(&fault, url, format!("refund-{i}"), json!({"amount": 500 + i})).await;
+        post(
+            &fault,
+            url,
+            format!("refund-{i}"),
+            json!({"amount": 500 + i}),
+        )
+        .await;
     }
     for i in 0..CHARGES {
         pay(&fault, &api, &account, 10_000 + i, false).await;
@@ -117,7 +135,11 @@ async fn a_worker_killed_while_captures_and_refunds_settle_posts_each_once() {
     .unwrap();
     for (id, amount, status) in &captured {
         assert_eq!(status, "SUCCESS", "capture of {id}");
-        assert_eq!(Some(*amount as usize), wanted.get(id).copied(), "capture of {id}");
+        assert_eq!(
+            Some(*amount as usize),
+            wanted.get(id).copied(),
+            "capture of {id}"
+        );
     }
     let refunded: i64 = fault
         .count("SELECT count(*) FROM refunds WHERE status = 'SUCCESS'")

@@ -184,8 +184,10 @@ pub async fn assert_postings_match_payments(pool: &PgPool) -> Posted {
         *balances.entry(debit.as_str()).or_default() -= amount;
         *balances.entry(credit.as_str()).or_default() += amount;
     }
-    let balances: HashMap<String, i64> =
-        balances.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    let balances: HashMap<String, i64> = balances
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
     let mut entries_of: HashMap<&str, Vec<&LedgerRow>> = HashMap::new();
     for e in &books.entries {
         entries_of.entry(e.0.as_str()).or_default().push(e);
@@ -201,7 +203,10 @@ pub async fn assert_postings_match_payments(pool: &PgPool) -> Posted {
             Some(_) => {}
         }
         // Its entries: one DEBIT and one CREDIT of its amount on its accounts.
-        let mut sides = vec![("DEBIT", debit.as_str(), *amount), ("CREDIT", credit.as_str(), *amount)];
+        let mut sides = vec![
+            ("DEBIT", debit.as_str(), *amount),
+            ("CREDIT", credit.as_str(), *amount),
+        ];
         for (_, entry_payment, account, direction, entry_amount) in
             entries_of.remove(tx_id.as_str()).unwrap_or_default()
         {
@@ -210,17 +215,29 @@ pub async fn assert_postings_match_payments(pool: &PgPool) -> Posted {
                 Some(at) if entry_payment == payment => {
                     sides.remove(at);
                 }
-                _ => bad.push(format!("{what}: entry {direction} {entry_amount} on {account}")),
+                _ => bad.push(format!(
+                    "{what}: entry {direction} {entry_amount} on {account}"
+                )),
             }
         }
         bad.extend(sides.iter().map(|s| format!("{what}: no entry {s:?}")));
     }
-    bad.extend(expected.keys().map(|(p, r)| format!("no posting of payment {p} refund {r:?}")));
-    bad.extend(entries_of.keys().map(|tx| format!("entries of a missing transaction {tx}")));
+    bad.extend(
+        expected
+            .keys()
+            .map(|(p, r)| format!("no posting of payment {p} refund {r:?}")),
+    );
+    bad.extend(
+        entries_of
+            .keys()
+            .map(|tx| format!("entries of a missing transaction {tx}")),
+    );
     for (id, kind, balance) in &books.accounts {
         let want = balances.get(id).copied().unwrap_or(0);
         if *balance != want {
-            bad.push(format!("{kind} account {id}: balance {balance}, its postings say {want}"));
+            bad.push(format!(
+                "{kind} account {id}: balance {balance}, its postings say {want}"
+            ));
         }
     }
     assert!(
