@@ -27,7 +27,7 @@ pub(crate) async fn create(
     let services = app.services();
     meta.create(&app, caller, &idempotency, &body, StatusCode::CREATED)?
         .run(
-            |_claim| async { Ok(services.api_keys.prepare(caller)?) },
+            |_claim| async { services.api_keys.prepare(caller) },
             |(key, raw), reveal| ApiKeyView::minted(key, raw, reveal),
             |(key, _raw), completion| {
                 let api_keys = services.api_keys.clone();

@@ -24,7 +24,7 @@ pub(crate) async fn create(
     let services = app.services();
     meta.create(&app, caller, &idempotency, &body, StatusCode::CREATED)?
         .run(
-            |_claim| async { Ok(services.merchants.prepare(caller, name, currency)?) },
+            |_claim| async { services.merchants.prepare(caller, name, currency) },
             |(onboarding, raw), reveal| OnboardingView {
                 merchant: MerchantView::new(&onboarding.merchant),
                 account: AccountView::new(&onboarding.account),

@@ -32,10 +32,10 @@ pub(crate) async fn create(
     meta.create(&app, caller, &idempotency, &body, StatusCode::ACCEPTED)?
         .run(
             |claim| async move {
-                Ok(services
+                services
                     .payments
                     .prepare(caller, request, claim.as_ref())
-                    .await?)
+                    .await
             },
             |payment, _| PaymentView::new(payment),
             |payment, completion| {
@@ -128,12 +128,7 @@ pub(crate) async fn capture(
     let services = app.services();
     meta.create(&app, caller, &idempotency, &body, StatusCode::ACCEPTED)?
         .run(
-            |_claim| async move {
-                Ok(services
-                    .payments
-                    .prepare_capture(caller, id, amount)
-                    .await?)
-            },
+            |_claim| async move { services.payments.prepare_capture(caller, id, amount).await },
             |payment, _| PaymentView::new(payment),
             |payment, completion| {
                 let payments = services.payments.clone();
@@ -162,7 +157,7 @@ pub(crate) async fn cancel(
     let services = app.services();
     meta.create(&app, caller, &idempotency, &body, StatusCode::OK)?
         .run(
-            |_claim| async move { Ok(services.payments.prepare_cancel(caller, id).await?) },
+            |_claim| async move { services.payments.prepare_cancel(caller, id).await },
             |payment, _| PaymentView::new(payment),
             |payment, completion| {
                 let payments = services.payments.clone();

@@ -33,10 +33,10 @@ pub(crate) async fn create(
     meta.create(&app, caller, &idempotency, &body, StatusCode::ACCEPTED)?
         .run(
             |claim| async move {
-                Ok(services
+                services
                     .refunds
                     .prepare(caller, payment_id, request, claim.as_ref())
-                    .await?)
+                    .await
             },
             |refund, _| RefundView::new(refund),
             |refund, completion| {
