@@ -108,6 +108,10 @@ impl model::Backend for Memory {
     async fn store(clock: Arc<ManualClock>) -> StoreKit {
         StoreKit::new(Arc::new(MemoryStore::new(clock)), Arc::new(ClockOnly))
     }
+
+    fn services_clock(clock: Arc<ManualClock>) -> Arc<dyn atomic_core::Clock> {
+        clock
+    }
 }
 
 /// The in-memory store with the worker taking several jobs at once and bursts of concurrent
@@ -128,6 +132,10 @@ impl model::Backend for MemoryBatched {
 
     async fn store(clock: Arc<ManualClock>) -> StoreKit {
         Memory::store(clock).await
+    }
+
+    fn services_clock(clock: Arc<ManualClock>) -> Arc<dyn atomic_core::Clock> {
+        clock
     }
 }
 

@@ -144,6 +144,9 @@ const CANCEL: &str = concat!(
 // Reserves $2 of payment $1's captured amount for a new refund: only while SUCCESS, only what
 // is left. The CHECK `payments_refunds_within_captured` says the same; the row lock this takes
 // makes concurrent reservations of one payment wait for each other.
+/// Reservations tried before a refund that keeps missing is refused.
+const RESERVE_ATTEMPTS: usize = 3;
+
 const RESERVE_REFUND: &str = "UPDATE payments SET amount_reserved = amount_reserved + $2, \
      updated_at = now() \
      WHERE id = $1 AND status = 'SUCCESS' AND amount_reserved + $2 <= amount_captured";
@@ -250,23 +253,34 @@ impl PgStore {
         tx: &mut Transaction<'static, Postgres>,
         refund: &Refund,
     ) -> Result<()> {
-        let reserved = sqlx::query(RESERVE_REFUND)
-            .bind(refund.payment_id.as_uuid())
-            .bind(refund.amount.minor_units())
-            .execute(&mut **tx)
-            .await
-            .map_err(from_sqlx)?;
-        if reserved.rows_affected() != 1 {
+        // A miss is explained by a second read, which may see a payment that became SUCCESS
+        // after the UPDATE looked (a capture posting committing in between): then the
+        // reservation is tried again, so the answer always matches one state of the payment.
+        for _ in 0..RESERVE_ATTEMPTS {
+            let reserved = sqlx::query(RESERVE_REFUND)
+                .bind(refund.payment_id.as_uuid())
+                .bind(refund.amount.minor_units())
+                .execute(&mut **tx)
+                .await
+                .map_err(from_sqlx)?;
+            if reserved.rows_affected() == 1 {
+                return Self::insert_refund(tx, refund).await;
+            }
             let payment = match missed(tx, refund.payment_id).await {
                 Err(Error::NotFound) => return Err(Invariant::MissingReference.into()),
                 other => other?,
             };
-            return Err(if payment.status() == PaymentStatus::Success {
-                Error::AmountExceedsRefundable
-            } else {
-                invalid_state(&payment)
-            });
+            if payment.status() != PaymentStatus::Success {
+                return Err(invalid_state(&payment));
+            }
+            if refund.amount.minor_units() > payment.refundable() {
+                return Err(Error::AmountExceedsRefundable);
+            }
         }
+        Err(Error::AmountExceedsRefundable)
+    }
+
+    async fn insert_refund(tx: &mut Transaction<'static, Postgres>, refund: &Refund) -> Result<()> {
         sqlx::query(INSERT_REFUND)
             .bind(refund.id.as_uuid())
             .bind(refund.payment_id.as_uuid())

@@ -107,13 +107,16 @@ RETURNING id";
 // capture, a cancel, another sweep) is waited for, then tested again: one that changed no
 // longer passes the status test and is left out, so when this returns every decision it
 // raced with is committed.
+/// The due authorizations are chosen once (a materialized CTE: its LIMIT holds however the
+/// update is planned) and locked, waiting for a capture or cancel that holds one, so each is
+/// canceled by exactly one caller, after every decision it raced with.
 const EXPIRE: &str = concat!(
-    "UPDATE payments SET status = 'CANCELED', cancellation_reason = 'expired', \
-     updated_at = now() \
-     WHERE id IN (SELECT id FROM payments WHERE status = 'AUTHORIZED' \
+    "WITH due AS MATERIALIZED (SELECT id AS due_id FROM payments WHERE status = 'AUTHORIZED' \
          AND updated_at <= now() - $1 * interval '1 microsecond' \
          ORDER BY updated_at, id LIMIT $2 FOR NO KEY UPDATE) \
-     AND status = 'AUTHORIZED' AND updated_at <= now() - $1 * interval '1 microsecond' \
+     UPDATE payments p SET status = 'CANCELED', cancellation_reason = 'expired', \
+     updated_at = now() FROM due WHERE p.id = due.due_id \
+     AND p.status = 'AUTHORIZED' AND p.updated_at <= now() - $1 * interval '1 microsecond' \
      RETURNING ",
     payment_columns!()
 );
@@ -293,11 +296,17 @@ impl SettlementStore for PgStore {
                 payment_outcomes(ids, found)
             })
             .await?;
-        // An id given again: its first occurrence holds it, so the next is busy.
-        let mut seen = HashSet::new();
+        // An id given again: busy when its first occurrence claimed it, else the same answer.
+        let mut first: HashMap<PaymentId, BeginOutcome> = HashMap::new();
         for (id, outcome) in ids.iter().zip(outcomes.iter_mut()) {
-            if !seen.insert(*id) {
-                *outcome = BeginOutcome::Busy;
+            match first.get(id) {
+                Some(BeginOutcome::Claimed(_) | BeginOutcome::Voiding { .. }) => {
+                    *outcome = BeginOutcome::Busy;
+                }
+                Some(earlier) => *outcome = earlier.clone(),
+                None => {
+                    first.insert(*id, outcome.clone());
+                }
             }
         }
         Ok(outcomes)
@@ -316,10 +325,14 @@ impl SettlementStore for PgStore {
                 refund_outcomes(ids, found)
             })
             .await?;
-        let mut seen = HashSet::new();
+        let mut first: HashMap<RefundId, RefundBegin> = HashMap::new();
         for (id, outcome) in ids.iter().zip(outcomes.iter_mut()) {
-            if !seen.insert(*id) {
-                *outcome = RefundBegin::Busy;
+            match first.get(id) {
+                Some(RefundBegin::Claimed(_)) => *outcome = RefundBegin::Busy,
+                Some(earlier) => *outcome = earlier.clone(),
+                None => {
+                    first.insert(*id, outcome.clone());
+                }
             }
         }
         Ok(outcomes)

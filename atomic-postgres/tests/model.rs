@@ -49,6 +49,12 @@ impl model::Backend for Postgres {
             .await
             .kit()
     }
+
+    /// The database's own time: its time travel ages the stored times, so the services read
+    /// the present as the database does.
+    fn services_clock(_: Arc<ManualClock>) -> Arc<dyn atomic_core::Clock> {
+        Arc::new(atomic_core::time::SystemClock)
+    }
 }
 
 /// The money path on PostgreSQL against its model: every step checked, then healed, drained

@@ -384,10 +384,8 @@ impl PaymentService {
 
     /// Checks a capture of `amount` (all that was authorized when `None`) and returns the
     /// payment as it will stand once the capture is accepted; writes nothing. The order of
-    /// checks is API.md's: the payment (404), its state (409), the amount (422). An
-    /// authorization past `AUTHORIZATION_TTL` is refused as 409 by the store's own clock when
-    /// the capture is recorded, even before the sweep cancels it: the store wrote the time the
-    /// payment was authorized, so only its clock can age it.
+    /// checks is API.md's: the payment (404), its state (409; an authorization past
+    /// `AUTHORIZATION_TTL` counts as gone even before the sweep cancels it), the amount (422).
     pub async fn prepare_capture(
         &self,
         caller: Principal,
@@ -395,13 +393,14 @@ impl PaymentService {
         amount: Option<Amount>,
     ) -> Result<Payment> {
         let mut payment = self.get(caller, id).await?;
-        if payment.status() != PaymentStatus::Authorized {
+        let now = self.clock.now();
+        if payment.status() != PaymentStatus::Authorized || self.expired(&payment, now) {
             return Err(Error::InvalidState {
                 status: payment.status(),
             });
         }
         let amount = amount.unwrap_or(payment.amount);
-        payment.request_capture(amount, self.clock.now())?;
+        payment.request_capture(amount, now)?;
         Ok(payment)
     }
 
@@ -461,6 +460,11 @@ impl PaymentService {
             .await?;
         tracing::info!(payment_id = %payment.id, "authorization canceled");
         Ok(payment)
+    }
+
+    /// Whether an `AUTHORIZED` payment's authorization is past `AUTHORIZATION_TTL`.
+    fn expired(&self, payment: &Payment, now: crate::time::Timestamp) -> bool {
+        payment.updated_at().saturating_add(self.authorization_ttl) <= now
     }
 
     /// The payment, if the caller may see it.

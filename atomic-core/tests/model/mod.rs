@@ -106,6 +106,12 @@ pub(crate) trait Backend {
     /// `expire_authorizations` compare it with `AUTHORIZATION_TTL`).
     #[allow(async_fn_in_trait)]
     async fn store(clock: Arc<ManualClock>) -> StoreKit;
+
+    /// The clock the services read: the store's own, so a service and its store judge an age
+    /// (an authorization's, against `AUTHORIZATION_TTL`) alike. The manual clock for a store on
+    /// it; the system clock for a store that decides with its own `now()` and whose time travel
+    /// ages the stored times instead.
+    fn services_clock(clock: Arc<ManualClock>) -> Arc<dyn atomic_core::Clock>;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -273,7 +279,7 @@ impl Sut {
             queue: Arc::new(queue.clone()),
             limiter: Arc::new(MemoryRateLimiter::new(clock.clone())),
             cards: Arc::new(TestModeCards),
-            clock: clock.clone(),
+            clock: B::services_clock(clock.clone()),
         };
         let defaults = CoreConfig::default();
         let config = CoreConfig {
