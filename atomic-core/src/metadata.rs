@@ -86,6 +86,16 @@ impl Metadata {
             .all(|(key, value)| self.get(key) == Some(value.as_str()))
     }
 
+    /// The pairs as one unambiguous string (each part length-prefixed, keys in order), for
+    /// fingerprinting a request.
+    pub fn canonical(&self) -> String {
+        let mut out = String::new();
+        for (key, value) in self.iter() {
+            out.push_str(&format!("{}:{key}{}:{value}", key.len(), value.len()));
+        }
+        out
+    }
+
     /// Number of pairs.
     pub fn len(&self) -> usize {
         self.0.len()
@@ -153,6 +163,19 @@ mod tests {
         for bad in ["a b", "a/b", "ключ", "a'b", "a[b]"] {
             assert!(MetadataKey::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_canonical_form_tells_every_different_metadata_apart() {
+        let m = |pairs: &[(&str, &str)]| {
+            Metadata::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+                .unwrap()
+                .canonical()
+        };
+        assert_ne!(m(&[("a", "bc")]), m(&[("ab", "c")]));
+        assert_ne!(m(&[("a", "1")]), m(&[]));
+        assert_ne!(m(&[("a", "1")]), m(&[("a", "2")]));
+        assert_eq!(m(&[("b", "2"), ("a", "1")]), m(&[("a", "1"), ("b", "2")]));
     }
 
     #[test]

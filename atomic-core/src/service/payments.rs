@@ -84,10 +84,7 @@ impl PaymentRequest {
             .as_ref()
             .map(|d| d.as_str())
             .unwrap_or("\0");
-        let mut metadata = String::new();
-        for (key, value) in self.metadata.iter() {
-            metadata.push_str(&format!("{}:{key}{}:{value}", key.len(), value.len()));
-        }
+        let metadata = self.metadata.canonical();
         let fields: [&[u8]; 7] = [
             merchant.as_bytes(),
             &amount,

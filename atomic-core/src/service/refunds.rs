@@ -24,10 +24,7 @@ use super::payments::enqueue_hint;
 fn refund_fingerprint(payment_id: PaymentId, request: &RefundRequest) -> Fingerprint {
     let amount = request.amount.map_or(0, Amount::minor_units).to_be_bytes();
     let reason = request.reason.map_or("", |r| r.as_str());
-    let mut metadata = String::new();
-    for (key, value) in request.metadata.iter() {
-        metadata.push_str(&format!("{}:{key}{}:{value}", key.len(), value.len()));
-    }
+    let metadata = request.metadata.canonical();
     let uuid = payment_id.as_uuid();
     let fields: [&[u8]; 4] = [
         uuid.as_bytes(),
