@@ -782,10 +782,11 @@ impl SqlBooks {
     }
 }
 
-/// Checks the books straight in PostgreSQL against the payments they post, set-based: every
-/// `accepted` id is stored; every posting is DEBIT `world` (and the payment's funding account),
-/// CREDIT the payment's merchant account, of the payment's amount, with matching entries;
-/// every SUCCESS payment is posted; every balance is the sum of its SUCCESS payments.
+/// Checks the books straight in PostgreSQL against the payments and refunds they post,
+/// set-based: every `accepted` id is stored; a charge posting is DEBIT `world` (the payment's
+/// funding account), CREDIT the payment's merchant account, of its captured amount; a refund
+/// posting is the reverse, of its SUCCESS refund's amount; each has its two matching entries;
+/// every SUCCESS payment and refund is posted; every balance is what they net to.
 pub async fn books_by_sql(pool: &sqlx::PgPool, accepted: &[String], world: &str) -> SqlBooks {
     let missing: Vec<String> = sqlx::query_scalar(
         "SELECT a.id::text FROM unnest($1::text[]::uuid[]) AS a(id) \
@@ -803,35 +804,47 @@ pub async fn books_by_sql(pool: &sqlx::PgPool, accepted: &[String], world: &str)
         i64,
     ) = sqlx::query_as(
         "WITH tx AS ( \
-           SELECT t.id, t.debit_account, t.credit_account, t.amount, t.currency, \
-                  p.id AS pid, p.funding_account, p.merchant_account, p.status, \
-                  p.amount AS p_amount, p.currency AS p_currency \
-           FROM ledger_transactions t LEFT JOIN payments p ON p.id = t.payment_id) \
+           SELECT t.id, t.refund_id, t.debit_account, t.credit_account, t.amount, t.currency, \
+                  p.id AS pid, p.currency AS p_currency, \
+                  CASE WHEN t.refund_id IS NULL THEN p.status = 'SUCCESS' \
+                       AND t.debit_account = p.funding_account AND t.debit_account = $1::uuid \
+                       AND t.credit_account = p.merchant_account \
+                       AND t.amount = p.amount_captured \
+                  ELSE r.status = 'SUCCESS' AND r.payment_id = p.id \
+                       AND t.debit_account = p.merchant_account \
+                       AND t.credit_account = p.funding_account AND t.credit_account = $1::uuid \
+                       AND t.amount = r.amount END AS right_posting \
+           FROM ledger_transactions t LEFT JOIN payments p ON p.id = t.payment_id \
+           LEFT JOIN refunds r ON r.id = t.refund_id), \
+         net AS ( \
+           SELECT p.merchant_account AS merchant, p.funding_account AS funding, \
+                  p.amount_captured - COALESCE((SELECT sum(r.amount) FROM refunds r \
+                    WHERE r.payment_id = p.id AND r.status = 'SUCCESS'), 0) AS amount \
+           FROM payments p WHERE p.status = 'SUCCESS') \
          SELECT \
            (SELECT count(*) FROM tx), \
-           (SELECT count(*) FROM tx WHERE pid IS NULL OR status <> 'SUCCESS' \
-              OR debit_account <> funding_account OR debit_account <> $1::uuid \
-              OR credit_account <> merchant_account \
-              OR amount <> p_amount OR currency <> p_currency), \
+           (SELECT count(*) FROM tx WHERE pid IS NULL OR right_posting IS NOT TRUE \
+              OR currency <> p_currency), \
            (SELECT count(*) FROM tx WHERE \
               (SELECT count(*) FROM ledger_entries e WHERE e.transaction_id = tx.id) <> 2 \
               OR NOT EXISTS (SELECT 1 FROM ledger_entries e WHERE e.transaction_id = tx.id \
-                 AND e.payment_id = tx.pid AND e.direction = 'DEBIT' \
-                 AND e.account_id = tx.funding_account \
-                 AND e.amount = tx.p_amount AND e.currency = tx.p_currency) \
+                 AND e.payment_id = tx.pid AND e.refund_id IS NOT DISTINCT FROM tx.refund_id \
+                 AND e.direction = 'DEBIT' AND e.account_id = tx.debit_account \
+                 AND e.amount = tx.amount AND e.currency = tx.currency) \
               OR NOT EXISTS (SELECT 1 FROM ledger_entries e WHERE e.transaction_id = tx.id \
-                 AND e.payment_id = tx.pid AND e.direction = 'CREDIT' \
-                 AND e.account_id = tx.merchant_account \
-                 AND e.amount = tx.p_amount AND e.currency = tx.p_currency)), \
+                 AND e.payment_id = tx.pid AND e.refund_id IS NOT DISTINCT FROM tx.refund_id \
+                 AND e.direction = 'CREDIT' AND e.account_id = tx.credit_account \
+                 AND e.amount = tx.amount AND e.currency = tx.currency)), \
            (SELECT count(*) FROM payments p WHERE p.status = 'SUCCESS' \
-              AND NOT EXISTS (SELECT 1 FROM ledger_transactions t WHERE t.payment_id = p.id)), \
+              AND NOT EXISTS (SELECT 1 FROM ledger_transactions t \
+                 WHERE t.payment_id = p.id AND t.refund_id IS NULL)) \
+           + (SELECT count(*) FROM refunds r WHERE r.status = 'SUCCESS' \
+              AND NOT EXISTS (SELECT 1 FROM ledger_transactions t WHERE t.refund_id = r.id)), \
            (SELECT count(*) FROM accounts a WHERE a.balance <> \
               CASE WHEN a.kind = 'system' THEN \
-                -COALESCE((SELECT sum(p.amount) FROM payments p \
-                   WHERE p.status = 'SUCCESS' AND p.funding_account = a.id), 0) \
+                -COALESCE((SELECT sum(n.amount) FROM net n WHERE n.funding = a.id), 0) \
               ELSE \
-                COALESCE((SELECT sum(p.amount) FROM payments p \
-                   WHERE p.status = 'SUCCESS' AND p.merchant_account = a.id), 0) \
+                COALESCE((SELECT sum(n.amount) FROM net n WHERE n.merchant = a.id), 0) \
               END)",
     )
     .bind(world)
