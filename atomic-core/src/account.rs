@@ -3,6 +3,7 @@
 //! rule and checked arithmetic meet.
 
 use crate::error::Invariant;
+use crate::fresh::Fresh;
 use crate::id::AccountId;
 use crate::ledger::Direction;
 use crate::money::{Amount, Balance, Currency};
@@ -65,8 +66,13 @@ pub struct Account {
 
 impl Account {
     /// A new, empty merchant account.
-    pub fn open(name: AccountName, currency: Currency, owner: Owner, now: Timestamp) -> Self {
-        Self {
+    pub fn open(
+        name: AccountName,
+        currency: Currency,
+        owner: Owner,
+        now: Timestamp,
+    ) -> Fresh<Self> {
+        Fresh::new(Self {
             id: AccountId::generate(),
             name,
             currency,
@@ -74,12 +80,12 @@ impl Account {
             kind: AccountKind::Merchant,
             balance: Balance::ZERO,
             created_at: now,
-        }
+        })
     }
 
     /// A new system ("World") account for a currency, owned by the platform.
-    pub fn system(currency: Currency, now: Timestamp) -> Self {
-        Self {
+    pub fn system(currency: Currency, now: Timestamp) -> Fresh<Self> {
+        Fresh::new(Self {
             id: AccountId::generate(),
             name: Name::parse(SYSTEM_ACCOUNT_NAME)
                 .unwrap_or_else(|_| unreachable!("a valid constant")),
@@ -88,7 +94,7 @@ impl Account {
             kind: AccountKind::System,
             balance: Balance::ZERO,
             created_at: now,
-        }
+        })
     }
 
     /// Whether the balance may go below zero (system accounts only).

@@ -254,7 +254,7 @@ mod tests {
             Transfer::for_payment(&payment, Timestamp::now()).is_err(),
             "PENDING posts nothing"
         );
-        let mut payment = payment;
+        let mut payment = payment.into_inner();
         payment.start_processing(Timestamp::now()).unwrap();
         let transfer = Transfer::for_payment(&payment, Timestamp::now()).unwrap();
         let [debit, credit] = transfer.entries();

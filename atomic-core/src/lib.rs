@@ -52,6 +52,7 @@ pub mod api_key;
 pub mod card;
 pub mod error;
 pub mod failpoint;
+pub mod fresh;
 pub mod hex;
 pub mod id;
 pub mod idempotency;
@@ -75,6 +76,7 @@ pub mod testkit;
 
 pub use account::{Account, AccountKind};
 pub use error::{Error, Invalid, Result};
+pub use fresh::Fresh;
 pub use id::{AccountId, ApiKeyId, EntryId, MerchantId, PaymentId, RefundId, TransactionId};
 pub use ledger::{Direction, Entry, Transfer};
 pub use metadata::{Metadata, MetadataFilter};

@@ -7,6 +7,7 @@
 use std::fmt;
 
 use crate::error::{Error, Invalid, Invariant};
+use crate::fresh::Fresh;
 use crate::id::{AccountId, PaymentId};
 use crate::idempotency::IdempotencyKey;
 use crate::metadata::Metadata;
@@ -452,9 +453,9 @@ pub struct Payment {
 }
 
 impl Payment {
-    /// A new `PENDING` payment.
-    pub fn new(new: NewPayment, now: Timestamp) -> Self {
-        Self {
+    /// A new `PENDING` payment, nothing captured or refunded.
+    pub fn new(new: NewPayment, now: Timestamp) -> Fresh<Self> {
+        Fresh::new(Self {
             id: PaymentId::generate(),
             merchant_account: new.merchant_account,
             funding_account: new.funding_account,
@@ -472,7 +473,7 @@ impl Payment {
             amount_refunded: 0,
             amount_reserved: 0,
             updated_at: now,
-        }
+        })
     }
 
     /// Rebuilds a stored payment (for adapters); refuses counters out of their order.
@@ -726,6 +727,7 @@ mod tests {
             },
             Timestamp::now(),
         )
+        .into_inner()
     }
 
     #[test]

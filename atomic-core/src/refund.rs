@@ -9,6 +9,7 @@
 use std::fmt;
 
 use crate::error::{Error, Invalid};
+use crate::fresh::Fresh;
 use crate::id::{AccountId, PaymentId, RefundId};
 use crate::idempotency::IdempotencyKey;
 use crate::metadata::Metadata;
@@ -237,8 +238,8 @@ impl Refund {
         idempotency_key: Option<IdempotencyKey>,
         created_by: Principal,
         now: Timestamp,
-    ) -> Self {
-        Self {
+    ) -> Fresh<Self> {
+        Fresh::new(Self {
             id: RefundId::generate(),
             payment_id: payment.id,
             merchant_account: payment.merchant_account,
@@ -253,7 +254,7 @@ impl Refund {
             created_at: now,
             state: RefundState::Pending,
             updated_at: now,
-        }
+        })
     }
 
     /// Rebuilds a stored refund (for adapters).

@@ -29,7 +29,7 @@ use atomic_core::service::{
 use atomic_core::time::ManualClock;
 use atomic_core::{
     AccountId, Amount, CancellationReason, CaptureMethod, CardSource, Currency, Direction, Error,
-    FailureReason, MerchantId, Metadata, Owner, Payment, PaymentId, PaymentStatus, Ports,
+    FailureReason, Fresh, MerchantId, Metadata, Owner, Payment, PaymentId, PaymentStatus, Ports,
     Principal, Refund, RefundId, RefundRequest, RefundStatus, Services, Sweeper, Timestamp, Worker,
 };
 
@@ -86,6 +86,10 @@ fn sweep_config() -> SweepConfig {
 }
 
 fn new_payment(token: &str, capture_method: CaptureMethod) -> Payment {
+    fresh_payment(token, capture_method).into_inner()
+}
+
+fn fresh_payment(token: &str, capture_method: CaptureMethod) -> Fresh<Payment> {
     Payment::new(
         NewPayment {
             merchant_account: AccountId::generate(),
@@ -157,7 +161,8 @@ fn processing_refund(payment: &mut Payment, amount: i64) -> Refund {
         None,
         Principal::Platform,
         Timestamp::now(),
-    );
+    )
+    .into_inner();
     refund
         .start_processing(Timestamp::now())
         .expect("PENDING -> PROCESSING");
@@ -281,7 +286,7 @@ fn worker_with(
 
 #[tokio::test]
 async fn submit_propagates_a_store_outage_and_enqueues_nothing() {
-    let payment = pending_payment("tok_visa");
+    let payment = fresh_payment("tok_visa", CaptureMethod::Automatic);
     let mut payments = MockPaymentStore::new();
     let id = payment.id;
     payments
@@ -330,7 +335,7 @@ async fn submit_propagates_a_store_outage_and_enqueues_nothing() {
 
 #[tokio::test]
 async fn submit_succeeds_when_only_the_enqueue_fails() {
-    let payment = pending_payment("tok_visa");
+    let payment = fresh_payment("tok_visa", CaptureMethod::Automatic);
     let mut payments = MockPaymentStore::new();
     let id = payment.id;
     payments
@@ -1310,7 +1315,7 @@ async fn open_usd_account(services: &Services) -> atomic_core::Account {
         .submit(&account, None)
         .await
         .expect("account stored");
-    account
+    account.into_inner()
 }
 
 fn pay(account: &atomic_core::Account, token: &str) -> atomic_core::PaymentRequest {
@@ -2298,7 +2303,8 @@ fn accounts_covering(balance: i64) -> MockAccountStore {
             Currency::USD,
             atomic_core::Owner::Platform,
             Timestamp::now(),
-        );
+        )
+        .into_inner();
         account.id = id;
         account.balance = atomic_core::Balance::from_minor_units(balance);
         Ok(Some(account))
@@ -3433,4 +3439,128 @@ async fn refunding_twice_under_one_key_creates_one_refund() {
     );
     assert_eq!(shop.balance().await, 70);
     shop.assert_books_clean().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idempotent creates of accounts, merchants and keys through the Rust API
+// ---------------------------------------------------------------------------------------------
+
+fn idem(text: &str) -> IdempotencyKey {
+    IdempotencyKey::parse(text).expect("a valid key")
+}
+
+fn name(text: &str) -> atomic_core::account::AccountName {
+    atomic_core::account::AccountName::parse(text).expect("a valid name")
+}
+
+#[tokio::test]
+async fn an_account_opened_twice_under_one_key_is_opened_once() {
+    let services = Services::start(memory_ports(), CoreConfig::default())
+        .await
+        .expect("start");
+    let accounts = &services.accounts;
+    let open = |currency| {
+        accounts.create(
+            Principal::Platform,
+            name("till"),
+            currency,
+            Some(idem("a-1")),
+        )
+    };
+    let first = open(Currency::USD).await.expect("opened");
+    let again = open(Currency::USD).await.expect("replayed");
+    assert_eq!(again, first);
+    assert!(matches!(
+        open(Currency::EUR).await,
+        Err(Error::IdempotencyKeyReused)
+    ));
+    let unkeyed = accounts
+        .create(Principal::Platform, name("till"), Currency::USD, None)
+        .await
+        .expect("opened");
+    assert_ne!(unkeyed.id, first.id, "without a key every call opens one");
+}
+
+#[tokio::test]
+async fn a_merchant_onboarded_twice_under_one_key_is_onboarded_once() {
+    let services = Services::start(memory_ports(), CoreConfig::default())
+        .await
+        .expect("start");
+    let merchants = &services.merchants;
+    let onboard = |text: &'static str| {
+        merchants.create(
+            Principal::Platform,
+            name(text),
+            Currency::USD,
+            Some(idem("m-1")),
+        )
+    };
+    let first = onboard("Shop").await.expect("onboarded");
+    let raw = first.raw_key.clone().expect("the key, shown once");
+    let again = onboard("Shop").await.expect("replayed");
+    assert_eq!(again.merchant, first.merchant);
+    assert!(again.raw_key.is_none(), "a replay never shows the secret");
+    assert_eq!(
+        services
+            .api_keys
+            .authenticate(raw.expose())
+            .await
+            .expect("auth"),
+        Some(Principal::Merchant(first.merchant.id))
+    );
+    assert!(matches!(
+        onboard("Other shop").await,
+        Err(Error::IdempotencyKeyReused)
+    ));
+    assert!(matches!(
+        merchants
+            .create(
+                Principal::Merchant(first.merchant.id),
+                name("Sub"),
+                Currency::USD,
+                None
+            )
+            .await,
+        Err(Error::Forbidden)
+    ));
+}
+
+#[tokio::test]
+async fn a_key_minted_twice_under_one_idempotency_key_is_minted_once() {
+    let services = Services::start(memory_ports(), CoreConfig::default())
+        .await
+        .expect("start");
+    let shop = services
+        .merchants
+        .create(Principal::Platform, name("Shop"), Currency::USD, None)
+        .await
+        .expect("onboarded");
+    let caller = Principal::Merchant(shop.merchant.id);
+    let first = services
+        .api_keys
+        .create(caller, Some(idem("k-1")))
+        .await
+        .expect("minted");
+    assert!(first.raw_key.is_some());
+    let again = services
+        .api_keys
+        .create(caller, Some(idem("k-1")))
+        .await
+        .expect("replayed");
+    assert_eq!(again.key, first.key);
+    assert!(again.raw_key.is_none(), "a replay never shows the secret");
+    let listed = services
+        .api_keys
+        .list(caller, Default::default(), Default::default())
+        .await
+        .expect("listed");
+    assert_eq!(
+        listed.items.len(),
+        2,
+        "the onboarding key and one minted key"
+    );
+    assert!(matches!(
+        services.api_keys.create(Principal::Platform, None).await,
+        Err(Error::Forbidden)
+    ));
 }

@@ -24,13 +24,12 @@ pub(crate) enum List {
     Refunds,
     /// `GET /accounts/:id/entries`: created range.
     Entries,
-    /// `GET /api-keys`: page parameters only.
+    /// `GET /api-keys`: created range.
     ApiKeys,
 }
 
 impl List {
     fn known(self) -> &'static [&'static str] {
-        const PAGE: [&str; 2] = ["limit", "startingAfter"];
         match self {
             List::Payments => &[
                 "limit",
@@ -47,8 +46,7 @@ impl List {
                 "status",
                 "paymentId",
             ],
-            List::Entries => &["limit", "startingAfter", "createdGte", "createdLt"],
-            List::ApiKeys => &PAGE,
+            List::Entries | List::ApiKeys => &["limit", "startingAfter", "createdGte", "createdLt"],
         }
     }
 

@@ -1,15 +1,14 @@
 //! [`AccountStore`] on [`PgStore`]: accounts and the entries posted to them.
 
 use async_trait::async_trait;
-use atomic_core::account::{Account, AccountKind};
-use atomic_core::error::Invariant;
+use atomic_core::account::Account;
 use atomic_core::id::{AccountId, EntryId};
 use atomic_core::idempotency::Completion;
 use atomic_core::ledger::Entry;
 use atomic_core::page::{CreatedRange, Page, PageRequest};
 use atomic_core::ports::AccountStore;
 use atomic_core::principal::Principal;
-use atomic_core::{Balance, Error, Result};
+use atomic_core::{Error, Fresh, Result};
 use sqlx::{PgConnection, Row};
 
 use crate::error::from_sqlx;
@@ -75,7 +74,8 @@ pub(crate) fn limit_plus_one(page_limit: usize) -> i64 {
     i64::try_from(page_limit.saturating_add(1)).unwrap_or(i64::MAX)
 }
 
-async fn insert_account(conn: &mut PgConnection, account: &Account) -> Result<()> {
+/// Stores a new account (by account creation and onboarding).
+pub(crate) async fn insert_account(conn: &mut PgConnection, account: &Account) -> Result<()> {
     sqlx::query(
         "INSERT INTO accounts (id, name, currency, kind, owner_merchant, balance, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -91,17 +91,6 @@ async fn insert_account(conn: &mut PgConnection, account: &Account) -> Result<()
     .await
     .map_err(from_sqlx)?;
     Ok(())
-}
-
-/// Stores a new merchant account (used by account creation and onboarding).
-pub(crate) async fn insert_merchant_account(
-    conn: &mut PgConnection,
-    account: &Account,
-) -> Result<()> {
-    if account.kind != AccountKind::Merchant || account.balance != Balance::ZERO {
-        return Err(Invariant::PostingMismatch.into());
-    }
-    insert_account(conn, account).await
 }
 
 fn row_flag(row: &sqlx::postgres::PgRow, column: &str) -> Result<bool> {
@@ -121,10 +110,7 @@ impl AccountStore for PgStore {
         .await
     }
 
-    async fn ensure_system_account(&self, candidate: &Account) -> Result<Account> {
-        if candidate.kind != AccountKind::System {
-            return Err(Invariant::PostingMismatch.into());
-        }
+    async fn ensure_system_account(&self, candidate: &Fresh<Account>) -> Result<Account> {
         self.call(async {
             sqlx::query(
                 "INSERT INTO accounts (id, name, currency, kind, owner_merchant, balance, \
@@ -150,7 +136,7 @@ impl AccountStore for PgStore {
 
     async fn create_account(
         &self,
-        account: &Account,
+        account: &Fresh<Account>,
         completion: Option<Completion>,
     ) -> Result<()> {
         self.call(async {
@@ -158,7 +144,7 @@ impl AccountStore for PgStore {
             if let Some(completion) = &completion {
                 complete_in(&mut tx, completion).await?;
             }
-            insert_merchant_account(&mut tx, account).await?;
+            insert_account(&mut tx, account).await?;
             tx.commit().await.map_err(from_sqlx)
         })
         .await

@@ -6,7 +6,7 @@ use atomic_core::Result;
 use atomic_core::api_key::{ApiKey, KeyHash};
 use atomic_core::id::ApiKeyId;
 use atomic_core::idempotency::Completion;
-use atomic_core::page::{Page, PageRequest};
+use atomic_core::page::{CreatedRange, Page, PageRequest};
 use atomic_core::ports::ApiKeyStore;
 use atomic_core::principal::Principal;
 use atomic_core::time::Timestamp;
@@ -27,7 +27,9 @@ const LIST: &str = concat!(
     "SELECT ",
     api_key_columns!(),
     " FROM api_keys WHERE ($1::uuid IS NULL OR merchant_id = $1) \
-     AND ($2::uuid IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
+     AND ($2::uuid IS NULL OR id < $2) \
+     AND ($4::timestamptz IS NULL OR created_at >= $4) \
+     AND ($5::timestamptz IS NULL OR created_at < $5) ORDER BY id DESC LIMIT $3"
 );
 
 const REVOKE: &str = concat!(
@@ -80,7 +82,12 @@ impl ApiKeyStore for PgStore {
         .await
     }
 
-    async fn keys(&self, viewer: Principal, page: PageRequest<ApiKeyId>) -> Result<Page<ApiKey>> {
+    async fn keys(
+        &self,
+        viewer: Principal,
+        created: CreatedRange,
+        page: PageRequest<ApiKeyId>,
+    ) -> Result<Page<ApiKey>> {
         self.call(async {
             let merchant = viewer_merchant(viewer);
             self.check_cursor(
@@ -93,6 +100,8 @@ impl ApiKeyStore for PgStore {
                 .bind(merchant)
                 .bind(page.starting_after.map(|c| c.as_uuid()))
                 .bind(i64::try_from(page.limit.get().saturating_add(1)).unwrap_or(i64::MAX))
+                .bind(created.gte.map(|t| t.as_datetime()))
+                .bind(created.lt.map(|t| t.as_datetime()))
                 .fetch_all(self.pool())
                 .await
                 .map_err(from_sqlx)?;

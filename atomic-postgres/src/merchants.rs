@@ -2,16 +2,13 @@
 //! first API key and the idempotency completion in one transaction.
 
 use async_trait::async_trait;
-use atomic_core::Result;
-use atomic_core::account::AccountKind;
-use atomic_core::error::Invariant;
 use atomic_core::id::MerchantId;
 use atomic_core::idempotency::Completion;
 use atomic_core::merchant::{Merchant, Onboarding};
 use atomic_core::ports::MerchantStore;
-use atomic_core::principal::Owner;
+use atomic_core::{Fresh, Result};
 
-use crate::accounts::insert_merchant_account;
+use crate::accounts::insert_account;
 use crate::api_keys::insert_key;
 use crate::error::from_sqlx;
 use crate::idempotency::complete_in;
@@ -20,19 +17,16 @@ use crate::store::PgStore;
 
 #[async_trait]
 impl MerchantStore for PgStore {
-    async fn onboard(&self, onboarding: &Onboarding, completion: Option<Completion>) -> Result<()> {
+    async fn onboard(
+        &self,
+        onboarding: &Fresh<Onboarding>,
+        completion: Option<Completion>,
+    ) -> Result<()> {
         let Onboarding {
             merchant,
             account,
             key,
-        } = onboarding;
-        let consistent = merchant.primary_account == account.id
-            && account.owner == Owner::Merchant(merchant.id)
-            && account.kind == AccountKind::Merchant
-            && key.merchant_id == merchant.id;
-        if !consistent {
-            return Err(Invariant::PostingMismatch.into());
-        }
+        } = &**onboarding;
         self.call(async {
             let mut tx = self.begin().await?;
             if let Some(completion) = &completion {
@@ -49,7 +43,7 @@ impl MerchantStore for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(from_sqlx)?;
-            insert_merchant_account(&mut tx, account).await?;
+            insert_account(&mut tx, account).await?;
             insert_key(&mut tx, key).await?;
             tx.commit().await.map_err(from_sqlx)
         })

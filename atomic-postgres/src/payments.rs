@@ -14,8 +14,8 @@ use atomic_core::page::{CreatedRange, Page, PageRequest};
 use atomic_core::payment::{CancellationReason, Payment, PaymentStatus};
 use atomic_core::ports::{PaymentFilter, PaymentStore, RefundFilter};
 use atomic_core::principal::Principal;
-use atomic_core::refund::{Refund, RefundStatus};
-use atomic_core::{Error, Result};
+use atomic_core::refund::Refund;
+use atomic_core::{Error, Fresh, Result};
 use sqlx::{PgConnection, Postgres, Row, Transaction};
 
 use crate::accounts::limit_plus_one;
@@ -306,18 +306,12 @@ impl PgStore {
 impl PaymentStore for PgStore {
     async fn create_payment(
         &self,
-        payment: &Payment,
+        payment: &Fresh<Payment>,
         completion: Option<Completion>,
     ) -> Result<()> {
-        if payment.status() != PaymentStatus::Pending {
-            return Err(Error::IllegalTransition {
-                from: PaymentStatus::Pending,
-                to: payment.status(),
-            });
-        }
         let (answer, answered) = tokio::sync::oneshot::channel();
         let insert = crate::accept::Insert {
-            payment: payment.clone(),
+            payment: Payment::clone(payment),
             completion,
             answer,
         };
@@ -437,13 +431,11 @@ impl PaymentStore for PgStore {
         .await
     }
 
-    async fn create_refund(&self, refund: &Refund, completion: Option<Completion>) -> Result<()> {
-        if refund.status() != RefundStatus::Pending {
-            return Err(Error::IllegalRefundTransition {
-                from: RefundStatus::Pending,
-                to: refund.status(),
-            });
-        }
+    async fn create_refund(
+        &self,
+        refund: &Fresh<Refund>,
+        completion: Option<Completion>,
+    ) -> Result<()> {
         self.call(async {
             let mut tx = self.begin().await?;
             Self::reserve_and_insert(&mut tx, refund).await?;

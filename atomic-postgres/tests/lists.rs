@@ -10,7 +10,7 @@ use atomic_core::money::Currency;
 use atomic_core::page::{CreatedRange, PageLimit, PageRequest};
 use atomic_core::ports::PaymentFilter;
 use atomic_core::testkit::flows::metadata;
-use atomic_core::testkit::{onboard, payment, system_account};
+use atomic_core::testkit::{onboard, payment, system_account, vouched};
 use atomic_core::time::Timestamp;
 use atomic_postgres::testkit::TestDatabase;
 
@@ -22,11 +22,12 @@ async fn an_old_narrow_range_pages_exactly_like_the_walk() {
     let base = Timestamp::now().saturating_sub(Duration::from_secs(3600));
     let mut ids = Vec::new();
     for i in 0..30_u64 {
-        let mut p = payment(&merchant.account, &funding, 100, "tok_visa");
+        let mut p = payment(&merchant.account, &funding, 100, "tok_visa").into_inner();
         p.created_at = base.saturating_add(Duration::from_secs(60 * i));
         if i % 2 == 0 {
             p.metadata = metadata(&[("parity", "even")]);
         }
+        let p = vouched(p);
         kit.store.payments().create_payment(&p, None).await.unwrap();
         ids.push(p.id);
     }
@@ -130,8 +131,9 @@ async fn old_narrow_ranges_of_refunds_and_entries_page_exactly_like_the_walk() {
         let atomic_core::ports::SettleOutcome::Payment(paid) = settled else {
             panic!("{settled:?}");
         };
-        let mut refund = refund_of(&paid, 10);
+        let mut refund = refund_of(&paid, 10).into_inner();
         refund.created_at = at(i);
+        let refund = vouched(refund);
         kit.store
             .payments()
             .create_refund(&refund, None)

@@ -55,7 +55,7 @@ impl Seen {
 }
 
 #[tokio::test]
-async fn created_range_filters_payments_refunds_and_entries() {
+async fn created_range_filters_payments_refunds_entries_and_keys() {
     let app = spawn_app().await;
     let m = onboard(&app, "Coffee Shop", "USD").await;
     let mut payments = Vec::new();
@@ -172,8 +172,24 @@ async fn created_range_filters_payments_refunds_and_entries() {
     );
     assert!(!reply.item_ids().contains(&ids[5]));
 
+    // Keys: the onboarding key and two minted after it.
+    for _ in 0..2 {
+        assert_success(&app.post("/api-keys", &m.key, &json!({}), None).await, 201);
+    }
+    let all = app.get("/api-keys?limit=100", &m.key).await;
+    let (times, ids) = (created(&all), all.item_ids());
+    assert_eq!(ids.len(), 3);
+    let reply = app
+        .get(
+            &format!("/api-keys?createdGte={}&createdLt={}", times[1], times[0]),
+            &m.key,
+        )
+        .await;
+    assert_success(&reply, 200);
+    assert_eq!(reply.item_ids(), ids[1..2].to_vec());
+
     // A bad bound is 400 on every list.
-    for list in ["/payments", "/refunds", path.as_str()] {
+    for list in ["/payments", "/refunds", path.as_str(), "/api-keys"] {
         for bad in [
             "createdGte=yesterday",
             "createdGte=2026-12-01",

@@ -3,8 +3,9 @@
 use async_trait::async_trait;
 
 use super::store::{MemoryStore, newest_first};
-use crate::account::{Account, AccountKind};
+use crate::account::Account;
 use crate::error::{Error, Invariant, Result};
+use crate::fresh::Fresh;
 use crate::id::{AccountId, EntryId};
 use crate::idempotency::Completion;
 use crate::ledger::Entry;
@@ -18,10 +19,7 @@ impl AccountStore for MemoryStore {
         Ok(())
     }
 
-    async fn ensure_system_account(&self, candidate: &Account) -> Result<Account> {
-        if candidate.kind != AccountKind::System {
-            return Err(Invariant::PostingMismatch.into());
-        }
+    async fn ensure_system_account(&self, candidate: &Fresh<Account>) -> Result<Account> {
         let mut state = self.lock();
         if let Some(id) = state.system_accounts.get(&candidate.currency) {
             return state
@@ -34,22 +32,19 @@ impl AccountStore for MemoryStore {
         state
             .system_accounts
             .insert(candidate.currency, candidate.id);
-        state.insert_account(candidate.clone());
-        Ok(candidate.clone())
+        state.insert_account(Account::clone(candidate));
+        Ok(Account::clone(candidate))
     }
 
     async fn create_account(
         &self,
-        account: &Account,
+        account: &Fresh<Account>,
         completion: Option<Completion>,
     ) -> Result<()> {
         let mut state = self.lock();
-        if account.kind != AccountKind::Merchant || account.balance != crate::Balance::ZERO {
-            return Err(Invariant::PostingMismatch.into());
-        }
         state.ensure_new_account_id(account.id)?;
         state.check_completion(completion.as_ref())?;
-        state.insert_account(account.clone());
+        state.insert_account(Account::clone(account));
         state.apply_completion(completion);
         Ok(())
     }

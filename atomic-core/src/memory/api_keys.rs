@@ -7,7 +7,7 @@ use crate::api_key::{ApiKey, KeyHash};
 use crate::error::{Error, Invariant, Result};
 use crate::id::ApiKeyId;
 use crate::idempotency::Completion;
-use crate::page::{Page, PageRequest};
+use crate::page::{CreatedRange, Page, PageRequest};
 use crate::ports::ApiKeyStore;
 use crate::principal::{Owner, Principal};
 use crate::time::Timestamp;
@@ -35,7 +35,12 @@ impl ApiKeyStore for MemoryStore {
         Ok(())
     }
 
-    async fn keys(&self, viewer: Principal, page: PageRequest<ApiKeyId>) -> Result<Page<ApiKey>> {
+    async fn keys(
+        &self,
+        viewer: Principal,
+        created: CreatedRange,
+        page: PageRequest<ApiKeyId>,
+    ) -> Result<Page<ApiKey>> {
         let state = self.lock();
         let visible = |id: &ApiKeyId| {
             state
@@ -43,14 +48,23 @@ impl ApiKeyStore for MemoryStore {
                 .get(id)
                 .is_some_and(|k| viewer.can_access(Owner::Merchant(k.merchant_id)))
         };
+        if page.starting_after.is_some_and(|cursor| !visible(&cursor)) {
+            return Err(Error::UnknownCursor);
+        }
+        let wanted = |id: &ApiKeyId| {
+            visible(id)
+                && state
+                    .keys
+                    .get(id)
+                    .is_some_and(|k| created.contains(k.created_at))
+        };
         let ids = match page.starting_after {
-            Some(cursor) if !visible(&cursor) => return Err(Error::UnknownCursor),
             Some(cursor) => newest_first(
                 state.keys.range(..cursor).map(|(k, _)| k),
                 page.limit.get(),
-                visible,
+                wanted,
             ),
-            None => newest_first(state.keys.keys(), page.limit.get(), visible),
+            None => newest_first(state.keys.keys(), page.limit.get(), wanted),
         };
         let items = ids
             .iter()

@@ -3,29 +3,25 @@
 use async_trait::async_trait;
 
 use super::store::MemoryStore;
-use crate::account::AccountKind;
 use crate::error::{Invariant, Result};
+use crate::fresh::Fresh;
 use crate::id::MerchantId;
 use crate::idempotency::Completion;
 use crate::merchant::{Merchant, Onboarding};
 use crate::ports::MerchantStore;
-use crate::principal::Owner;
 
 #[async_trait]
 impl MerchantStore for MemoryStore {
-    async fn onboard(&self, onboarding: &Onboarding, completion: Option<Completion>) -> Result<()> {
+    async fn onboard(
+        &self,
+        onboarding: &Fresh<Onboarding>,
+        completion: Option<Completion>,
+    ) -> Result<()> {
         let Onboarding {
             merchant,
             account,
             key,
-        } = onboarding;
-        let consistent = merchant.primary_account == account.id
-            && account.owner == Owner::Merchant(merchant.id)
-            && account.kind == AccountKind::Merchant
-            && key.merchant_id == merchant.id;
-        if !consistent {
-            return Err(Invariant::PostingMismatch.into());
-        }
+        } = &**onboarding;
         let mut state = self.lock();
         if state.merchants.contains_key(&merchant.id) {
             return Err(Invariant::DuplicateId.into());

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use super::store::{MemoryStore, PaymentRow, RefundRow, State, newest_first};
 use crate::account::AccountKind;
 use crate::error::{Error, Invariant, Result};
+use crate::fresh::Fresh;
 use crate::id::{PaymentId, RefundId};
 use crate::idempotency::Completion;
 use crate::money::Amount;
@@ -15,25 +16,19 @@ use crate::page::{Page, PageRequest};
 use crate::payment::{CancellationReason, Payment, PaymentStatus};
 use crate::ports::{PaymentFilter, PaymentStore, RefundFilter};
 use crate::principal::Principal;
-use crate::refund::{Refund, RefundStatus};
+use crate::refund::Refund;
 
 #[async_trait]
 impl PaymentStore for MemoryStore {
     async fn create_payment(
         &self,
-        payment: &Payment,
+        payment: &Fresh<Payment>,
         completion: Option<Completion>,
     ) -> Result<()> {
         let now = self.now();
         let mut state = self.lock();
         if state.payments.contains_key(&payment.id) {
             return Err(Invariant::DuplicateId.into());
-        }
-        if payment.status() != PaymentStatus::Pending {
-            return Err(Error::IllegalTransition {
-                from: PaymentStatus::Pending,
-                to: payment.status(),
-            });
         }
         check_payment_accounts(&state, payment)?;
         state.check_completion(completion.as_ref())?;
@@ -47,7 +42,7 @@ impl PaymentStore for MemoryStore {
         state.payments.insert(
             payment.id,
             PaymentRow {
-                payment: payment.clone(),
+                payment: Payment::clone(payment),
                 lease: None,
                 touched_at: now,
                 voiding: None,
@@ -159,17 +154,15 @@ impl PaymentStore for MemoryStore {
         Ok(payment)
     }
 
-    async fn create_refund(&self, refund: &Refund, completion: Option<Completion>) -> Result<()> {
+    async fn create_refund(
+        &self,
+        refund: &Fresh<Refund>,
+        completion: Option<Completion>,
+    ) -> Result<()> {
         let now = self.now();
         let mut state = self.lock();
         if state.refunds.contains_key(&refund.id) {
             return Err(Invariant::DuplicateId.into());
-        }
-        if refund.status() != RefundStatus::Pending {
-            return Err(Error::IllegalRefundTransition {
-                from: RefundStatus::Pending,
-                to: refund.status(),
-            });
         }
         let row = state
             .payments
@@ -198,7 +191,7 @@ impl PaymentStore for MemoryStore {
         state.refunds.insert(
             refund.id,
             RefundRow {
-                refund: refund.clone(),
+                refund: Refund::clone(refund),
                 lease: None,
                 touched_at: now,
             },

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 
 use crate::account::Account;
 use crate::error::Result;
+use crate::fresh::Fresh;
 use crate::id::{AccountId, EntryId};
 use crate::idempotency::Completion;
 use crate::ledger::Entry;
@@ -18,13 +19,18 @@ pub trait AccountStore: Send + Sync + 'static {
     /// Checks that the store answers.
     async fn ping(&self) -> Result<()>;
 
-    /// The system account of `candidate`'s currency; stores `candidate` when the currency has
-    /// none yet. Safe to call from many processes at once: one system account per currency.
-    async fn ensure_system_account(&self, candidate: &Account) -> Result<Account>;
+    /// The system account of `candidate`'s currency; stores `candidate` (made by
+    /// [`Account::system`]) when the currency has none yet. Safe to call from many processes at
+    /// once: one system account per currency.
+    async fn ensure_system_account(&self, candidate: &Fresh<Account>) -> Result<Account>;
 
-    /// Stores a new account and, in the same transaction, completes `completion`.
-    async fn create_account(&self, account: &Account, completion: Option<Completion>)
-    -> Result<()>;
+    /// Stores a new account (made by [`Account::open`]) and, in the same transaction,
+    /// completes `completion`.
+    async fn create_account(
+        &self,
+        account: &Fresh<Account>,
+        completion: Option<Completion>,
+    ) -> Result<()>;
 
     /// The account, if `viewer` may see it.
     async fn account(&self, id: AccountId, viewer: Principal) -> Result<Option<Account>>;

@@ -6,7 +6,7 @@ use crate::api_key::{ApiKey, KeyHash};
 use crate::error::Result;
 use crate::id::ApiKeyId;
 use crate::idempotency::Completion;
-use crate::page::{Page, PageRequest};
+use crate::page::{CreatedRange, Page, PageRequest};
 use crate::principal::Principal;
 use crate::time::Timestamp;
 
@@ -20,8 +20,14 @@ pub trait ApiKeyStore: Send + Sync + 'static {
     /// Stores a new key and completes `completion` in the same transaction. Hashes are unique.
     async fn create_key(&self, key: &ApiKey, completion: Option<Completion>) -> Result<()>;
 
-    /// Keys `viewer` may see, newest first.
-    async fn keys(&self, viewer: Principal, page: PageRequest<ApiKeyId>) -> Result<Page<ApiKey>>;
+    /// Keys `viewer` may see, created in `created`, newest first. A cursor the viewer cannot
+    /// see is [`crate::Error::UnknownCursor`].
+    async fn keys(
+        &self,
+        viewer: Principal,
+        created: CreatedRange,
+        page: PageRequest<ApiKeyId>,
+    ) -> Result<Page<ApiKey>>;
 
     /// Revokes the key at `at` if `viewer` may see it (a revoked key stays revoked, with its
     /// first revocation time). `None` if there is no such key for this viewer.

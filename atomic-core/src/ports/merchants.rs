@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 
 use crate::error::Result;
+use crate::fresh::Fresh;
 use crate::id::MerchantId;
 use crate::idempotency::Completion;
 use crate::merchant::{Merchant, Onboarding};
@@ -13,7 +14,11 @@ use crate::merchant::{Merchant, Onboarding};
 pub trait MerchantStore: Send + Sync + 'static {
     /// Stores the merchant, its primary account and its first key in ONE transaction, and
     /// completes `completion` in it.
-    async fn onboard(&self, onboarding: &Onboarding, completion: Option<Completion>) -> Result<()>;
+    async fn onboard(
+        &self,
+        onboarding: &Fresh<Onboarding>,
+        completion: Option<Completion>,
+    ) -> Result<()>;
 
     /// The merchant.
     async fn merchant(&self, id: MerchantId) -> Result<Option<Merchant>>;

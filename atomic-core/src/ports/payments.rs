@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::Result;
+use crate::fresh::Fresh;
 use crate::id::{PaymentId, RefundId};
 use crate::idempotency::Completion;
 use crate::metadata::MetadataFilter;
@@ -50,8 +51,11 @@ pub struct RefundFilter {
 pub trait PaymentStore: Send + Sync + 'static {
     /// Stores a new `PENDING` payment and, in the same transaction, completes `completion`.
     /// Refuses a payment whose accounts are missing or disagree with it on currency or owner.
-    async fn create_payment(&self, payment: &Payment, completion: Option<Completion>)
-    -> Result<()>;
+    async fn create_payment(
+        &self,
+        payment: &Fresh<Payment>,
+        completion: Option<Completion>,
+    ) -> Result<()>;
 
     /// The payment, if `viewer` may see it.
     async fn payment(&self, id: PaymentId, viewer: Principal) -> Result<Option<Payment>>;
@@ -87,7 +91,11 @@ pub trait PaymentStore: Send + Sync + 'static {
     /// Stores a new `PENDING` refund and, in the same transaction, reserves its amount on its
     /// payment and completes `completion`: a payment not `SUCCESS` is `InvalidState`, an amount
     /// above what is refundable then is [`crate::Error::AmountExceedsRefundable`].
-    async fn create_refund(&self, refund: &Refund, completion: Option<Completion>) -> Result<()>;
+    async fn create_refund(
+        &self,
+        refund: &Fresh<Refund>,
+        completion: Option<Completion>,
+    ) -> Result<()>;
 
     /// The refund, if `viewer` may see it.
     async fn refund(&self, id: RefundId, viewer: Principal) -> Result<Option<Refund>>;

@@ -5,13 +5,17 @@ use std::sync::Arc;
 
 use crate::account::{Account, AccountName};
 use crate::error::{Error, Result};
+use crate::fresh::Fresh;
 use crate::id::{AccountId, EntryId};
-use crate::idempotency::Completion;
+use crate::idempotency::{Completion, IdempotencyKey};
 use crate::ledger::Entry;
 use crate::money::Currency;
 use crate::page::{CreatedRange, Page, PageRequest};
 use crate::ports::{AccountStore, Ports};
 use crate::principal::Principal;
+use crate::service::idempotent::{
+    Idempotency, IdempotentWrites, Written, fingerprint, id_response, replayed_id,
+};
 use crate::time::Clock;
 
 /// Accounts.
@@ -19,24 +23,77 @@ use crate::time::Clock;
 pub struct AccountService {
     accounts: Arc<dyn AccountStore>,
     clock: Arc<dyn Clock>,
+    writes: IdempotentWrites,
 }
 
 impl AccountService {
-    pub(super) fn new(ports: &Ports) -> Self {
+    pub(super) fn new(ports: &Ports, writes: IdempotentWrites) -> Self {
         Self {
             accounts: ports.store.accounts().clone(),
             clock: ports.clock.clone(),
+            writes,
         }
     }
 
     /// Builds a new empty account owned by the caller; writes nothing.
-    pub fn prepare(&self, caller: Principal, name: AccountName, currency: Currency) -> Account {
+    pub fn prepare(
+        &self,
+        caller: Principal,
+        name: AccountName,
+        currency: Currency,
+    ) -> Fresh<Account> {
         Account::open(name, currency, caller.as_owner(), self.clock.now())
     }
 
     /// Stores a prepared account (and its idempotency completion) in one transaction.
-    pub async fn submit(&self, account: &Account, completion: Option<Completion>) -> Result<()> {
+    pub async fn submit(
+        &self,
+        account: &Fresh<Account>,
+        completion: Option<Completion>,
+    ) -> Result<()> {
         self.accounts.create_account(account, completion).await
+    }
+
+    /// Opens an account: prepares and submits it in one call. Under an idempotency `key`, a
+    /// second call with the same request answers the account the first one opened (as it
+    /// stands now) and opens nothing; the same key with a different request is
+    /// [`Error::IdempotencyKeyReused`].
+    pub async fn create(
+        &self,
+        caller: Principal,
+        name: AccountName,
+        currency: Currency,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Account> {
+        let fields: [&[u8]; 2] = [name.as_str().as_bytes(), currency.as_str().as_bytes()];
+        let idempotency = key.map(|key| Idempotency {
+            key,
+            fingerprint: fingerprint("account", &fields),
+        });
+        let written = self
+            .writes
+            .run(
+                caller,
+                idempotency.as_ref(),
+                |_| async { Ok(self.prepare(caller, name, currency)) },
+                |account| id_response(account.id.as_uuid()),
+                || {},
+                |account, completion| {
+                    let service = self.clone();
+                    async move {
+                        service.submit(&account, completion).await?;
+                        Ok(account.into_inner())
+                    }
+                },
+            )
+            .await?;
+        match written {
+            Written::New(account) => Ok(account),
+            Written::Replayed(stored) => {
+                self.get(caller, AccountId::from_uuid(replayed_id(&stored)?))
+                    .await
+            }
+        }
     }
 
     /// The account, if the caller may see it.

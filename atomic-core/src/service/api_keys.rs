@@ -11,10 +11,11 @@ use std::time::Duration;
 use crate::api_key::{ApiKey, KeyHash, RawApiKey};
 use crate::error::{Error, Result};
 use crate::id::{ApiKeyId, MerchantId};
-use crate::idempotency::Completion;
-use crate::page::{Page, PageRequest};
+use crate::idempotency::{Completion, IdempotencyKey, StoredResponse};
+use crate::page::{CreatedRange, Page, PageRequest};
 use crate::ports::{ApiKeyStore, Ports};
 use crate::principal::Principal;
+use crate::service::idempotent::{Idempotency, IdempotentWrites, Written, fingerprint};
 use crate::time::{Clock, Timestamp};
 
 /// Most keys remembered at once; past it the memory starts over (a flood of distinct valid keys
@@ -30,16 +31,33 @@ pub struct ApiKeyService {
     cache_ttl: Duration,
     /// Active merchant keys recently found in the store, and until when to trust that.
     cache: Arc<Mutex<HashMap<KeyHash, (MerchantId, Timestamp)>>>,
+    writes: IdempotentWrites,
+}
+
+/// A key as minting answers it: raw when the minting ran now, without the secret when the
+/// answer is a replay (a secret is shown once).
+#[derive(Clone, Debug)]
+pub struct Minted {
+    /// The key's record.
+    pub key: ApiKey,
+    /// The key itself; `None` in a replay.
+    pub raw_key: Option<RawApiKey>,
 }
 
 impl ApiKeyService {
-    pub(super) fn new(ports: &Ports, platform_key: Option<KeyHash>, cache_ttl: Duration) -> Self {
+    pub(super) fn new(
+        ports: &Ports,
+        platform_key: Option<KeyHash>,
+        cache_ttl: Duration,
+        writes: IdempotentWrites,
+    ) -> Self {
         Self {
             keys: ports.store.api_keys().clone(),
             clock: ports.clock.clone(),
             platform_key,
             cache_ttl,
             cache: Arc::default(),
+            writes,
         }
     }
 
@@ -131,13 +149,60 @@ impl ApiKeyService {
         self.keys.create_key(key, completion).await
     }
 
-    /// Keys the caller may see, newest first.
+    /// Mints a key for the caller's merchant: prepares and submits it in one call, idempotent
+    /// under `key` as [`crate::service::PaymentService::create`] is. A replay finds the key by
+    /// its hash, which is what the kept answer holds (never the secret).
+    pub async fn create(&self, caller: Principal, key: Option<IdempotencyKey>) -> Result<Minted> {
+        let idempotency = key.map(|key| Idempotency {
+            key,
+            fingerprint: fingerprint("api_key", &[]),
+        });
+        let written = self
+            .writes
+            .run(
+                caller,
+                idempotency.as_ref(),
+                |_| async { self.prepare(caller) },
+                |(key, _)| StoredResponse {
+                    status: 200,
+                    body: bytes::Bytes::from(key.hash.to_hex()),
+                },
+                || {},
+                |(key, raw), completion| {
+                    let service = self.clone();
+                    async move {
+                        service.submit(&key, completion).await?;
+                        Ok(Minted {
+                            key,
+                            raw_key: Some(raw),
+                        })
+                    }
+                },
+            )
+            .await?;
+        let stored = match written {
+            Written::New(minted) => return Ok(minted),
+            Written::Replayed(stored) => stored,
+        };
+        let hash = std::str::from_utf8(&stored.body)
+            .ok()
+            .and_then(|hex| KeyHash::from_hex(hex).ok())
+            .ok_or(Error::IdempotencyKeyReused)?;
+        let key = self.keys.key_by_hash(&hash).await?;
+        let key = key
+            .filter(|key| caller.merchant() == Some(key.merchant_id))
+            .ok_or(Error::NotFound)?;
+        Ok(Minted { key, raw_key: None })
+    }
+
+    /// Keys the caller may see, created in `created`, newest first.
     pub async fn list(
         &self,
         caller: Principal,
+        created: CreatedRange,
         page: PageRequest<ApiKeyId>,
     ) -> Result<Page<ApiKey>> {
-        self.keys.keys(caller, page).await
+        self.keys.keys(caller, created, page).await
     }
 
     /// Revokes a key the caller may see; revoking twice keeps the first time.

@@ -3,15 +3,18 @@
 
 use std::sync::Arc;
 
-use crate::account::Account;
-use crate::api_key::{ApiKey, RawApiKey};
+use crate::api_key::RawApiKey;
 use crate::error::{Error, Result};
+use crate::fresh::Fresh;
 use crate::id::MerchantId;
-use crate::idempotency::Completion;
+use crate::idempotency::{Completion, IdempotencyKey};
 use crate::merchant::{Merchant, MerchantName, Onboarding};
 use crate::money::Currency;
 use crate::ports::{MerchantStore, Ports};
-use crate::principal::{Owner, Principal};
+use crate::principal::Principal;
+use crate::service::idempotent::{
+    Idempotency, IdempotentWrites, Written, fingerprint, id_response, replayed_id,
+};
 use crate::time::Clock;
 
 /// Merchants.
@@ -19,13 +22,25 @@ use crate::time::Clock;
 pub struct MerchantService {
     merchants: Arc<dyn MerchantStore>,
     clock: Arc<dyn Clock>,
+    writes: IdempotentWrites,
+}
+
+/// A merchant as onboarding answers it: with its first key in the clear when the onboarding
+/// ran now, without it when the answer is a replay (a secret is shown once).
+#[derive(Clone, Debug)]
+pub struct Onboarded {
+    /// The merchant.
+    pub merchant: Merchant,
+    /// Its first API key, raw; `None` in a replay.
+    pub raw_key: Option<RawApiKey>,
 }
 
 impl MerchantService {
-    pub(super) fn new(ports: &Ports) -> Self {
+    pub(super) fn new(ports: &Ports, writes: IdempotentWrites) -> Self {
         Self {
             merchants: ports.store.merchants().clone(),
             clock: ports.clock.clone(),
+            writes,
         }
     }
 
@@ -36,37 +51,67 @@ impl MerchantService {
         caller: Principal,
         name: MerchantName,
         currency: Currency,
-    ) -> Result<(Onboarding, RawApiKey)> {
+    ) -> Result<(Fresh<Onboarding>, RawApiKey)> {
         if caller != Principal::Platform {
             return Err(Error::Forbidden);
         }
-        let now = self.clock.now();
-        let merchant_id = MerchantId::generate();
-        // The primary account carries the merchant's name.
-        let account = Account::open(name.clone(), currency, Owner::Merchant(merchant_id), now);
-        let (key, raw) = ApiKey::mint(merchant_id, now)?;
-        let merchant = Merchant {
-            id: merchant_id,
-            name,
-            primary_account: account.id,
-            created_at: now,
-        };
-        Ok((
-            Onboarding {
-                merchant,
-                account,
-                key,
-            },
-            raw,
-        ))
+        Onboarding::new(name, currency, self.clock.now())
     }
 
     /// Stores a prepared onboarding (and its idempotency completion) in one transaction.
     pub async fn submit(
         &self,
-        onboarding: &Onboarding,
+        onboarding: &Fresh<Onboarding>,
         completion: Option<Completion>,
     ) -> Result<()> {
         self.merchants.onboard(onboarding, completion).await
+    }
+
+    /// Onboards a merchant: prepares and submits it in one call, idempotent under `key` as
+    /// [`crate::service::PaymentService::create`] is.
+    pub async fn create(
+        &self,
+        caller: Principal,
+        name: MerchantName,
+        currency: Currency,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Onboarded> {
+        let fields: [&[u8]; 2] = [name.as_str().as_bytes(), currency.as_str().as_bytes()];
+        let idempotency = key.map(|key| Idempotency {
+            key,
+            fingerprint: fingerprint("merchant", &fields),
+        });
+        let written = self
+            .writes
+            .run(
+                caller,
+                idempotency.as_ref(),
+                |_| async { self.prepare(caller, name, currency) },
+                |(onboarding, _)| id_response(onboarding.merchant.id.as_uuid()),
+                || {},
+                |(onboarding, raw), completion| {
+                    let service = self.clone();
+                    async move {
+                        service.submit(&onboarding, completion).await?;
+                        let merchant = onboarding.into_inner().merchant;
+                        Ok(Onboarded {
+                            merchant,
+                            raw_key: Some(raw),
+                        })
+                    }
+                },
+            )
+            .await?;
+        match written {
+            Written::New(onboarded) => Ok(onboarded),
+            Written::Replayed(stored) => {
+                let id = MerchantId::from_uuid(replayed_id(&stored)?);
+                let merchant = self.merchants.merchant(id).await?.ok_or(Error::NotFound)?;
+                Ok(Onboarded {
+                    merchant,
+                    raw_key: None,
+                })
+            }
+        }
     }
 }

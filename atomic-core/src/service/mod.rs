@@ -18,9 +18,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use accounts::AccountService;
-pub use api_keys::ApiKeyService;
+pub use api_keys::{ApiKeyService, Minted};
 pub use idempotent::{Idempotency, IdempotentWrites, Written};
-pub use merchants::MerchantService;
+pub use merchants::{MerchantService, Onboarded};
 pub use payments::{ENQUEUE_TIMEOUT, ENQUEUE_WAIT, PaymentRequest, PaymentService};
 pub use refunds::RefundService;
 pub use shutdown::{Shutdown, ShutdownTrigger, shutdown_channel};
@@ -130,10 +130,15 @@ impl Services {
         Ok(Self {
             payments: PaymentService::new(&ports, system, config.authorization_ttl, writes.clone()),
             refunds: RefundService::new(&ports, writes.clone()),
+            accounts: AccountService::new(&ports, writes.clone()),
+            merchants: MerchantService::new(&ports, writes.clone()),
+            api_keys: ApiKeyService::new(
+                &ports,
+                config.platform_key,
+                config.api_key_cache_ttl,
+                writes.clone(),
+            ),
             writes,
-            accounts: AccountService::new(&ports),
-            merchants: MerchantService::new(&ports),
-            api_keys: ApiKeyService::new(&ports, config.platform_key, config.api_key_cache_ttl),
             ports,
             config: Arc::new(config),
         })

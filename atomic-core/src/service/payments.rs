@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use crate::account::AccountKind;
 use crate::error::{Error, Invalid, Result};
 use crate::failpoint;
+use crate::fresh::Fresh;
 use crate::id::{AccountId, PaymentId};
 use crate::idempotency::{Claim, Completion, Fingerprint, IdempotencyKey};
 use crate::metadata::Metadata;
@@ -171,7 +172,7 @@ impl PaymentService {
         caller: Principal,
         request: PaymentRequest,
         claim: Option<&Claim>,
-    ) -> Result<Payment> {
+    ) -> Result<Fresh<Payment>> {
         if claim.is_some_and(|c| c.scope != caller) {
             return Err(Error::IdempotencyClaimLost);
         }
@@ -243,7 +244,11 @@ impl PaymentService {
     /// is re-enqueued by the sweep. So a stalled queue never turns an accepted payment into an
     /// error (which a client would retry, paying twice), as long as requests may run longer
     /// than that bound.
-    pub async fn submit(&self, payment: &Payment, completion: Option<Completion>) -> Result<()> {
+    pub async fn submit(
+        &self,
+        payment: &Fresh<Payment>,
+        completion: Option<Completion>,
+    ) -> Result<()> {
         let (service, payment) = (self.clone(), payment.clone());
         tokio::spawn(async move { service.store_and_enqueue(&payment, completion).await })
             .await
@@ -252,7 +257,7 @@ impl PaymentService {
 
     async fn store_and_enqueue(
         &self,
-        payment: &Payment,
+        payment: &Fresh<Payment>,
         completion: Option<Completion>,
     ) -> Result<()> {
         self.payments.create_payment(payment, completion).await?;
@@ -295,7 +300,7 @@ impl PaymentService {
                     let service = self.clone();
                     async move {
                         service.submit(&payment, completion).await?;
-                        Ok(payment)
+                        Ok(payment.into_inner())
                     }
                 },
             )

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::fresh::Fresh;
 use crate::id::{PaymentId, RefundId};
 use crate::idempotency::{Claim, Completion, Fingerprint, IdempotencyKey};
 use crate::money::Amount;
@@ -70,7 +71,7 @@ impl RefundService {
         payment_id: PaymentId,
         request: RefundRequest,
         claim: Option<&Claim>,
-    ) -> Result<Refund> {
+    ) -> Result<Fresh<Refund>> {
         if claim.is_some_and(|c| c.scope != caller) {
             return Err(Error::IdempotencyClaimLost);
         }
@@ -106,7 +107,11 @@ impl RefundService {
     /// Stores a prepared refund, reserving its amount on the payment, with its idempotency
     /// completion, in one store step; then enqueues its job. The work runs as a task of its
     /// own, so a caller that stops waiting cancels none of it.
-    pub async fn submit(&self, refund: &Refund, completion: Option<Completion>) -> Result<()> {
+    pub async fn submit(
+        &self,
+        refund: &Fresh<Refund>,
+        completion: Option<Completion>,
+    ) -> Result<()> {
         let (payments, queue, refund) = (self.payments.clone(), self.queue.clone(), refund.clone());
         tokio::spawn(async move {
             payments.create_refund(&refund, completion).await?;
@@ -152,7 +157,7 @@ impl RefundService {
                     let service = self.clone();
                     async move {
                         service.submit(&refund, completion).await?;
-                        Ok(refund)
+                        Ok(refund.into_inner())
                     }
                 },
             )

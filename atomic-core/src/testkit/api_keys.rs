@@ -5,7 +5,7 @@ use crate::api_key::ApiKey;
 use crate::error::Error;
 use crate::id::ApiKeyId;
 use crate::money::Currency;
-use crate::page::{PageLimit, PageRequest};
+use crate::page::{CreatedRange, PageLimit, PageRequest};
 use crate::principal::Principal;
 use crate::time::Timestamp;
 
@@ -69,7 +69,7 @@ pub async fn keys_list_newest_first_and_scoped(kit: &StoreKit) {
     let first = kit
         .store
         .api_keys()
-        .keys(a.principal(), page(3, None))
+        .keys(a.principal(), CreatedRange::default(), page(3, None))
         .await
         .unwrap();
     assert_eq!(
@@ -80,7 +80,11 @@ pub async fn keys_list_newest_first_and_scoped(kit: &StoreKit) {
     let rest = kit
         .store
         .api_keys()
-        .keys(a.principal(), page(3, Some(ids[2])))
+        .keys(
+            a.principal(),
+            CreatedRange::default(),
+            page(3, Some(ids[2])),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -91,20 +95,65 @@ pub async fn keys_list_newest_first_and_scoped(kit: &StoreKit) {
     assert!(matches!(
         kit.store
             .api_keys()
-            .keys(a.principal(), page(3, Some(b.key.id)))
+            .keys(
+                a.principal(),
+                CreatedRange::default(),
+                page(3, Some(b.key.id))
+            )
             .await,
         Err(Error::UnknownCursor)
     ));
     let platform = kit
         .store
         .api_keys()
-        .keys(Principal::Platform, page(100, None))
+        .keys(
+            Principal::Platform,
+            CreatedRange::default(),
+            page(100, None),
+        )
         .await
         .unwrap();
     assert!(
         platform.items.iter().any(|k| k.id == b.key.id)
             && platform.items.iter().any(|k| k.id == a.key.id)
     );
+}
+
+/// `createdGte` is inclusive and `createdLt` exclusive; the range pages with its cursor.
+pub async fn keys_list_by_created_range(kit: &StoreKit) {
+    let a = onboard(kit, Currency::USD).await;
+    let base = Timestamp::now().saturating_sub(std::time::Duration::from_secs(3600));
+    let at = |minutes: u64| base.saturating_add(std::time::Duration::from_secs(60 * minutes));
+    let mut ids = Vec::new();
+    for minute in 0..4 {
+        let (k, _) = ApiKey::mint(a.merchant.id, at(minute)).unwrap();
+        kit.store.api_keys().create_key(&k, None).await.unwrap();
+        ids.push(k.id);
+    }
+    let range = CreatedRange {
+        gte: Some(at(1)),
+        lt: Some(at(3)),
+    };
+    let principal = a.principal();
+    let list = |after| async move {
+        kit.store
+            .api_keys()
+            .keys(principal, range, page(1, after))
+            .await
+            .unwrap()
+    };
+    let first = list(None).await;
+    assert_eq!(
+        first.items.iter().map(|k| k.id).collect::<Vec<_>>(),
+        [ids[2]]
+    );
+    assert!(first.has_more);
+    let second = list(Some(ids[2])).await;
+    assert_eq!(
+        second.items.iter().map(|k| k.id).collect::<Vec<_>>(),
+        [ids[1]]
+    );
+    assert!(!second.has_more, "{second:?}");
 }
 
 pub async fn revocation_is_scoped_and_keeps_the_first_time(kit: &StoreKit) {
@@ -183,6 +232,7 @@ macro_rules! api_key_store_conformance {
                 keys_are_found_by_hash,
                 key_hashes_are_unique,
                 keys_list_newest_first_and_scoped,
+                keys_list_by_created_range,
                 revocation_is_scoped_and_keeps_the_first_time,
                 create_key_completes_its_idempotency_claim_atomically,
             ]

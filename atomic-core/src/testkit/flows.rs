@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::{Onboarded, StoreKit, payment, system_account};
 use crate::error::Result;
+use crate::fresh::Fresh;
 use crate::id::{PaymentId, RefundId};
 use crate::ledger::Transfer;
 use crate::metadata::Metadata;
@@ -46,10 +47,10 @@ pub async fn stored_payment_with(
 ) -> Payment {
     let funding = system_account(kit, to.account.currency).await;
     let mut p = payment(&to.account, &funding, minor_units, "tok_visa");
-    p.capture_method = method;
-    p.metadata = meta;
+    p.get_mut().capture_method = method;
+    p.get_mut().metadata = meta;
     kit.store.payments().create_payment(&p, None).await.unwrap();
-    p
+    p.into_inner()
 }
 
 /// The payment as the platform sees it now.
@@ -178,7 +179,7 @@ pub async fn authorized(kit: &StoreKit, to: &Onboarded, minor_units: i64) -> Pay
 }
 
 /// A `PENDING` refund of `minor_units` of `payment` (not stored).
-pub fn refund_of(payment: &Payment, minor_units: i64) -> Refund {
+pub fn refund_of(payment: &Payment, minor_units: i64) -> Fresh<Refund> {
     Refund::new(
         payment,
         amount(minor_units),
@@ -201,7 +202,7 @@ pub async fn stored_refund(kit: &StoreKit, payment: &Payment, minor_units: i64) 
         .create_refund(&refund, None)
         .await
         .unwrap();
-    refund
+    refund.into_inner()
 }
 
 /// Claims the refund and posts it; returns the result of the settlement.

@@ -23,7 +23,7 @@ use crate::ports::{
     SettlementResult,
 };
 use crate::principal::Principal;
-use crate::refund::{Refund, RefundStatus};
+use crate::refund::RefundStatus;
 use crate::time::Timestamp;
 
 /// Metadata pairs as a case writes them.
@@ -93,10 +93,10 @@ async fn created_with(
 ) -> Payment {
     let funding = system_account(kit, to.account.currency).await;
     let mut p = super::payment(&to.account, &funding, 100, "tok_visa");
-    p.created_at = created_at;
-    p.metadata = metadata(pairs);
+    p.get_mut().created_at = created_at;
+    p.get_mut().metadata = metadata(pairs);
     kit.store.payments().create_payment(&p, None).await.unwrap();
-    p
+    p.into_inner()
 }
 
 /// Metadata filters match exactly (no pattern, no injection) and AND together; every list
@@ -302,9 +302,9 @@ pub async fn refunds_filter_by_payment_status_and_scope(kit: &StoreKit) {
     .into_iter()
     .enumerate()
     {
-        let mut refund: Refund = refund_of(payment, 100);
-        refund.created_at = at(base, i as u64);
-        refund.metadata = metadata(&[("batch", meta)]);
+        let mut refund = refund_of(payment, 100);
+        refund.get_mut().created_at = at(base, i as u64);
+        refund.get_mut().metadata = metadata(&[("batch", meta)]);
         kit.store
             .payments()
             .create_refund(&refund, None)

@@ -1,12 +1,10 @@
 //! Conformance cases for [`crate::ports::MerchantStore`].
 
 use super::{StoreKit, onboard};
-use crate::account::{Account, AccountName};
-use crate::api_key::ApiKey;
 use crate::id::MerchantId;
-use crate::merchant::{Merchant, MerchantName, Onboarding};
+use crate::merchant::{MerchantName, Onboarding};
 use crate::money::Currency;
-use crate::principal::{Owner, Principal};
+use crate::principal::Principal;
 use crate::time::Timestamp;
 
 pub async fn onboarding_round_trips(kit: &StoreKit) {
@@ -41,27 +39,10 @@ pub async fn onboarding_round_trips(kit: &StoreKit) {
 
 pub async fn onboarding_is_all_or_nothing(kit: &StoreKit) {
     let existing = onboard(kit, Currency::USD).await;
-    let now = Timestamp::now();
-    let id = MerchantId::generate();
-    let account = Account::open(
-        AccountName::parse("x").unwrap(),
-        Currency::USD,
-        Owner::Merchant(id),
-        now,
-    );
-    let (mut key, _) = ApiKey::mint(id, now).unwrap();
-    key.hash = existing.key.hash; // collides: the whole onboarding must fail
-    let merchant = Merchant {
-        id,
-        name: MerchantName::parse("x").unwrap(),
-        primary_account: account.id,
-        created_at: now,
-    };
-    let onboarding = Onboarding {
-        merchant,
-        account: account.clone(),
-        key,
-    };
+    let name = MerchantName::parse("x").unwrap();
+    let (mut onboarding, _) = Onboarding::new(name, Currency::USD, Timestamp::now()).unwrap();
+    onboarding.get_mut().key.hash = existing.key.hash; // collides: the whole onboarding must fail
+    let (id, account) = (onboarding.merchant.id, onboarding.account.clone());
     assert!(
         kit.store
             .merchants()

@@ -32,9 +32,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::account::{Account, AccountName};
+use crate::account::Account;
 use crate::api_key::ApiKey;
-use crate::id::MerchantId;
+use crate::fresh::Fresh;
 use crate::idempotency::{
     Claim, ClaimOutcome, Completion, Fingerprint, IdempotencyKey, IdempotencyPolicy, StoredResponse,
 };
@@ -46,7 +46,7 @@ use crate::ports::{
     AccountStore, ApiKeyStore, Backend, IdempotencyStore, JobQueue, LedgerAudit, MerchantStore,
     PaymentStore, RateLimiter, SettlementStore,
 };
-use crate::principal::{Owner, Principal};
+use crate::principal::Principal;
 use crate::time::{ManualClock, Timestamp};
 
 /// Makes time pass for an adapter.
@@ -134,31 +134,18 @@ impl Onboarded {
 
 /// Onboards a merchant with a primary account in `currency`.
 pub async fn onboard(kit: &StoreKit, currency: Currency) -> Onboarded {
-    let now = Timestamp::now();
-    let id = MerchantId::generate();
-    let account = Account::open(
-        AccountName::parse("primary").unwrap(),
-        currency,
-        Owner::Merchant(id),
-        now,
-    );
-    let (key, _raw) = ApiKey::mint(id, now).unwrap();
-    let merchant = Merchant {
-        id,
-        name: MerchantName::parse("merchant").unwrap(),
-        primary_account: account.id,
-        created_at: now,
-    };
-    let onboarding = Onboarding {
-        merchant: merchant.clone(),
-        account: account.clone(),
-        key: key.clone(),
-    };
+    let name = MerchantName::parse("merchant").unwrap();
+    let (onboarding, _raw) = Onboarding::new(name, currency, Timestamp::now()).unwrap();
     kit.store
         .merchants()
         .onboard(&onboarding, None)
         .await
         .unwrap();
+    let Onboarding {
+        merchant,
+        account,
+        key,
+    } = onboarding.into_inner();
     Onboarded {
         merchant,
         account,
@@ -176,7 +163,7 @@ pub async fn system_account(kit: &StoreKit, currency: Currency) -> Account {
 }
 
 /// A `PENDING` payment into `to`, funded by `funding` (not stored).
-pub fn payment(to: &Account, funding: &Account, minor_units: i64, token: &str) -> Payment {
+pub fn payment(to: &Account, funding: &Account, minor_units: i64, token: &str) -> Fresh<Payment> {
     Payment::new(
         NewPayment {
             merchant_account: to.id,
@@ -200,7 +187,13 @@ pub async fn stored_payment(kit: &StoreKit, to: &Onboarded, minor_units: i64) ->
     let funding = system_account(kit, to.account.currency).await;
     let p = payment(&to.account, &funding, minor_units, "tok_visa");
     kit.store.payments().create_payment(&p, None).await.unwrap();
-    p
+    p.into_inner()
+}
+
+/// `record` vouched for as if core had created it: for adapter tests that build records core
+/// never would (backdated, or breaking a rule) to see a store's own guards or indexes at work.
+pub fn vouched<T>(record: T) -> Fresh<T> {
+    Fresh::new(record)
 }
 
 /// A unique idempotency key.

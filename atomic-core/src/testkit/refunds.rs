@@ -14,6 +14,7 @@ use super::flows::{
 };
 use super::{StoreKit, acquire, assert_books_clean, completion, onboard, system_account};
 use crate::error::{Error, Invariant};
+use crate::fresh::Fresh;
 use crate::id::{AccountId, PaymentId, RefundId};
 use crate::idempotency::ClaimOutcome;
 use crate::ledger::{Direction, Entry, Transfer};
@@ -84,7 +85,7 @@ pub async fn creating_a_refund_reserves_its_amount(kit: &StoreKit) {
         .refund(refund.id, a.principal())
         .await
         .unwrap();
-    assert_eq!(stored.as_ref(), Some(&refund), "reads back equal");
+    assert_eq!(stored.as_ref(), Some(&*refund), "reads back equal");
     assert_eq!(stored.unwrap().status(), RefundStatus::Pending);
     assert_eq!(
         kit.store
@@ -839,15 +840,15 @@ pub async fn create_refund_refuses_inconsistent_references(kit: &StoreKit) {
     let b = onboard(kit, Currency::USD).await;
     let p = succeeded(kit, &a, 1000).await;
     let theirs = succeeded(kit, &b, 1000).await;
-    let mut other_account = refund_of(&p, 10);
+    let mut other_account = refund_of(&p, 10).into_inner();
     other_account.merchant_account = b.account.id;
-    let mut other_owner = refund_of(&p, 10);
+    let mut other_owner = refund_of(&p, 10).into_inner();
     other_owner.owner = theirs.owner;
-    let mut other_currency = refund_of(&p, 10);
+    let mut other_currency = refund_of(&p, 10).into_inner();
     other_currency.currency = Currency::EUR;
-    let mut other_funding = refund_of(&p, 10);
+    let mut other_funding = refund_of(&p, 10).into_inner();
     other_funding.funding_account = a.account.id;
-    let mut no_payment = refund_of(&p, 10);
+    let mut no_payment = refund_of(&p, 10).into_inner();
     no_payment.payment_id = PaymentId::generate();
     for bad in [
         other_account,
@@ -856,6 +857,8 @@ pub async fn create_refund_refuses_inconsistent_references(kit: &StoreKit) {
         other_funding,
         no_payment,
     ] {
+        // Vouched for as core never would: the store's own guards must refuse it.
+        let bad = Fresh::new(bad);
         assert!(
             kit.store
                 .payments()

@@ -46,7 +46,7 @@ use atomic_core::testkit::{StoreKit, TimeTravel};
 use atomic_core::time::ManualClock;
 use atomic_core::{
     AccountId, Amount, CancellationReason, CaptureMethod, CardSource, Currency, Error,
-    FailureReason, MAX_PAYMENT_AMOUNT, MerchantId, Metadata, Owner, Payment, PaymentId,
+    FailureReason, Fresh, MAX_PAYMENT_AMOUNT, MerchantId, Metadata, Owner, Payment, PaymentId,
     PaymentRequest, PaymentStatus, Ports, Principal, Refund, RefundId, RefundRequest, RefundStatus,
     Services, Sweeper, Timestamp, Worker,
 };
@@ -987,7 +987,7 @@ struct Model {
     history: Vec<Request>,
     /// Claims whose client died before storing; with its request, the payment it had
     /// prepared, and when it claimed.
-    abandoned: Vec<(Claim, Request, Option<Payment>, Duration)>,
+    abandoned: Vec<(Claim, Request, Option<Fresh<Payment>>, Duration)>,
     /// Jobs waiting in the queue: (job, attempt). Order is not modelled.
     ready: Vec<(Job, u32)>,
     /// Reserved jobs by receipt: (job, attempt, visible again at).
@@ -1388,7 +1388,7 @@ struct Runner {
 /// A request whose payment is prepared (and key claimed): what its submit needs.
 struct Ready {
     req: Request,
-    payment: Payment,
+    payment: Fresh<Payment>,
     body: Bytes,
     completion: Option<Completion>,
 }

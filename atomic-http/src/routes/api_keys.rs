@@ -47,7 +47,7 @@ pub(crate) async fn list(
     let page = app
         .services()
         .api_keys
-        .list(caller, q.page::<ApiKeyId>())
+        .list(caller, q.created, q.page::<ApiKeyId>())
         .await?;
     let data = ListView::of(&page, ApiKeyView::stored);
     Ok(meta.ok(&app, &data))
