@@ -28,12 +28,13 @@ use crate::rows::{self, account_columns, payment_columns, refund_columns};
 use crate::store::PgStore;
 
 // The batch's payments (its own, and those of its refunds), locked in id order, with the
-// transaction's time (what the statuses are stamped with).
+// transaction's time (what the statuses are stamped with). One id array, so the primary key
+// serves it: `id = ANY($1) OR id IN (...)` is a scan of the whole table.
 const LOCK_PAYMENTS: &str = concat!(
     "SELECT now() AS stamped_at, lease_id, voiding_attempt, ",
     payment_columns!(),
-    " FROM payments WHERE id = ANY($1) \
-     OR id IN (SELECT payment_id FROM refunds WHERE id = ANY($2)) \
+    " FROM payments \
+     WHERE id = ANY($1::uuid[] || ARRAY(SELECT payment_id FROM refunds WHERE id = ANY($2))) \
      ORDER BY id FOR NO KEY UPDATE"
 );
 
@@ -511,5 +512,43 @@ impl PostColumns {
             .bind(self.entry_amount)
             .bind(self.entry_currency)
             .bind(self.entry_created)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use sqlx::Connection;
+
+    use super::*;
+
+    /// The batch lock looks its payments up by primary key: with sequential scans priced out,
+    /// a plan whose ids are only a filter walks the whole table (index or heap) on every batch.
+    #[tokio::test]
+    async fn the_batch_lock_finds_its_payments_by_key() {
+        let db = crate::testkit::TestDatabase::create().await;
+        let mut conn = PgConnection::connect(db.url()).await.unwrap();
+        sqlx::query("SET enable_seqscan = off")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let explain = sqlx::AssertSqlSafe(format!("EXPLAIN {LOCK_PAYMENTS}"));
+        let plan: Vec<String> = sqlx::query_scalar(explain)
+            .bind(vec![Uuid::now_v7()])
+            .bind(vec![Uuid::now_v7()])
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        // The scan of `payments` and the details of that node, up to its first child.
+        let scan = plan
+            .iter()
+            .position(|line| line.contains(" on payments "))
+            .expect("a scan of payments");
+        let keyed = plan[scan + 1..]
+            .iter()
+            .take_while(|line| !line.contains("->") && !line.contains("Plan "))
+            .any(|line| line.contains("Cond: (id = ANY"));
+        assert!(keyed, "payments found by a filter, not by key: {plan:#?}");
     }
 }
