@@ -30,13 +30,18 @@ use crate::store::PgStore;
 // The batch's payments (its own, and those of its refunds), locked in id order, with the
 // transaction's time (what the statuses are stamped with). One id array, so the primary key
 // serves it: `id = ANY($1) OR id IN (...)` is a scan of the whole table.
-const LOCK_PAYMENTS: &str = concat!(
-    "SELECT now() AS stamped_at, lease_id, voiding_attempt, ",
-    payment_columns!(),
-    " FROM payments \
-     WHERE id = ANY($1::uuid[] || ARRAY(SELECT payment_id FROM refunds WHERE id = ANY($2))) \
-     ORDER BY id FOR NO KEY UPDATE"
-);
+macro_rules! lock_payments {
+    () => {
+        concat!(
+            "SELECT now() AS stamped_at, lease_id, voiding_attempt, ",
+            payment_columns!(),
+            " FROM payments \
+             WHERE id = ANY($1::uuid[] || ARRAY(SELECT payment_id FROM refunds WHERE id = ANY($2))) \
+             ORDER BY id FOR NO KEY UPDATE"
+        )
+    };
+}
+const LOCK_PAYMENTS: &str = lock_payments!();
 
 const LOCK_REFUNDS: &str = concat!(
     "SELECT lease_id, ",
@@ -533,8 +538,7 @@ mod tests {
             .execute(&mut conn)
             .await
             .unwrap();
-        let explain = sqlx::AssertSqlSafe(format!("EXPLAIN {LOCK_PAYMENTS}"));
-        let plan: Vec<String> = sqlx::query_scalar(explain)
+        let plan: Vec<String> = sqlx::query_scalar(concat!("EXPLAIN ", lock_payments!()))
             .bind(vec![Uuid::now_v7()])
             .bind(vec![Uuid::now_v7()])
             .fetch_all(&mut conn)
