@@ -14,7 +14,7 @@ use crate::page::{CreatedRange, Page, PageRequest};
 use crate::ports::{AccountStore, Ports};
 use crate::principal::Principal;
 use crate::service::idempotent::{
-    Idempotency, IdempotentWrites, Written, fingerprint, id_response, replayed_id,
+    Idempotency, IdempotentWrites, Written, id_response, replayed_id,
 };
 use crate::time::Clock;
 
@@ -66,10 +66,7 @@ impl AccountService {
         key: Option<IdempotencyKey>,
     ) -> Result<Account> {
         let fields: [&[u8]; 2] = [name.as_str().as_bytes(), currency.as_str().as_bytes()];
-        let idempotency = key.map(|key| Idempotency {
-            key,
-            fingerprint: fingerprint("account", &fields),
-        });
+        let idempotency = Idempotency::keyed(key, "account", &fields);
         let written = self
             .writes
             .run(

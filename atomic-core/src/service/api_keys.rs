@@ -15,7 +15,7 @@ use crate::idempotency::{Completion, IdempotencyKey, StoredResponse};
 use crate::page::{CreatedRange, Page, PageRequest};
 use crate::ports::{ApiKeyStore, Ports};
 use crate::principal::Principal;
-use crate::service::idempotent::{Idempotency, IdempotentWrites, Written, fingerprint};
+use crate::service::idempotent::{Idempotency, IdempotentWrites, Written};
 use crate::time::{Clock, Timestamp};
 
 /// Most keys remembered at once; past it the memory starts over (a flood of distinct valid keys
@@ -153,10 +153,7 @@ impl ApiKeyService {
     /// under `key` as [`crate::service::PaymentService::create`] is. A replay finds the key by
     /// its hash, which is what the kept answer holds (never the secret).
     pub async fn create(&self, caller: Principal, key: Option<IdempotencyKey>) -> Result<Minted> {
-        let idempotency = key.map(|key| Idempotency {
-            key,
-            fingerprint: fingerprint("api_key", &[]),
-        });
+        let idempotency = Idempotency::keyed(key, "api_key", &[]);
         let written = self
             .writes
             .run(

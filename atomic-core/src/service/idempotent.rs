@@ -30,6 +30,20 @@ pub struct Idempotency {
     pub fingerprint: Fingerprint,
 }
 
+impl Idempotency {
+    /// The idempotency of a Rust API `operation` on `fields` under `key`, if there is one.
+    pub(super) fn keyed(
+        key: Option<IdempotencyKey>,
+        operation: &str,
+        fields: &[&[u8]],
+    ) -> Option<Self> {
+        key.map(|key| Self {
+            key,
+            fingerprint: fingerprint(operation, fields),
+        })
+    }
+}
+
 /// How an idempotent write ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Written<T> {

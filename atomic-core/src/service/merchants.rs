@@ -13,7 +13,7 @@ use crate::money::Currency;
 use crate::ports::{MerchantStore, Ports};
 use crate::principal::Principal;
 use crate::service::idempotent::{
-    Idempotency, IdempotentWrites, Written, fingerprint, id_response, replayed_id,
+    Idempotency, IdempotentWrites, Written, id_response, replayed_id,
 };
 use crate::time::Clock;
 
@@ -77,10 +77,7 @@ impl MerchantService {
         key: Option<IdempotencyKey>,
     ) -> Result<Onboarded> {
         let fields: [&[u8]; 2] = [name.as_str().as_bytes(), currency.as_str().as_bytes()];
-        let idempotency = key.map(|key| Idempotency {
-            key,
-            fingerprint: fingerprint("merchant", &fields),
-        });
+        let idempotency = Idempotency::keyed(key, "merchant", &fields);
         let written = self
             .writes
             .run(

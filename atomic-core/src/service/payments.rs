@@ -321,10 +321,7 @@ impl PaymentService {
         let amount_field = amount.map_or(0, Amount::minor_units).to_be_bytes();
         let uuid = id.as_uuid();
         let fields: [&[u8]; 2] = [uuid.as_bytes(), &amount_field];
-        let idempotency = key.map(|key| Idempotency {
-            key,
-            fingerprint: fingerprint("capture", &fields),
-        });
+        let idempotency = Idempotency::keyed(key, "capture", &fields);
         let written = self
             .writes
             .run(
@@ -352,10 +349,7 @@ impl PaymentService {
     ) -> Result<Payment> {
         let uuid = id.as_uuid();
         let fields: [&[u8]; 1] = [uuid.as_bytes()];
-        let idempotency = key.map(|key| Idempotency {
-            key,
-            fingerprint: fingerprint("cancel", &fields),
-        });
+        let idempotency = Idempotency::keyed(key, "cancel", &fields);
         let written = self
             .writes
             .run(
