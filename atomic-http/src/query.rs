@@ -240,13 +240,11 @@ mod tests {
         ] {
             assert!(parse(Some(bad), List::Payments).is_err(), "{bad}");
         }
-        for bad in [
-            "status=SUCCESS",
-            "createdGte=2026-01-01T00:00:00Z",
-            "paymentId=x",
-        ] {
+        for bad in ["status=SUCCESS", "paymentId=x", "metadata[a]=1"] {
             assert!(parse(Some(bad), List::ApiKeys).is_err(), "{bad}");
         }
+        // Every list takes a created range (API.md), keys included.
+        assert!(parse(Some("createdGte=2026-01-01T00:00:00Z"), List::ApiKeys).is_ok());
         assert!(parse(Some("status=SUCCESS"), List::Entries).is_err());
         assert!(parse(Some("metadata[a]=1"), List::Entries).is_err());
     }
