@@ -42,21 +42,18 @@ impl ApiKeyStore for MemoryStore {
         page: PageRequest<ApiKeyId>,
     ) -> Result<Page<ApiKey>> {
         let state = self.lock();
-        let visible = |id: &ApiKeyId| {
-            state
-                .keys
-                .get(id)
-                .is_some_and(|k| viewer.can_access(Owner::Merchant(k.merchant_id)))
-        };
-        if page.starting_after.is_some_and(|cursor| !visible(&cursor)) {
+        let visible = |k: &ApiKey| viewer.can_access(Owner::Merchant(k.merchant_id));
+        if page
+            .starting_after
+            .is_some_and(|cursor| !state.keys.get(&cursor).is_some_and(visible))
+        {
             return Err(Error::UnknownCursor);
         }
         let wanted = |id: &ApiKeyId| {
-            visible(id)
-                && state
-                    .keys
-                    .get(id)
-                    .is_some_and(|k| created.contains(k.created_at))
+            state
+                .keys
+                .get(id)
+                .is_some_and(|k| visible(k) && created.contains(k.created_at))
         };
         let ids = match page.starting_after {
             Some(cursor) => newest_first(
