@@ -8,6 +8,16 @@
 //! cannot cover it) gets its own answer and is left out; the others are written. Should the
 //! database still refuse the batch (a guard the core did not foresee), each settlement is
 //! tried alone, so only the culprit fails.
+//!
+//! Every batch moves the same hot rows (the system account and the merchant's), so how long
+//! it holds their locks bounds settlement. A batch that debits an account which must cover
+//! the debit (a refund) locks its accounts before deciding, as the decision reads their
+//! balances. Any other batch only adds to balances (a system account may go negative), so it
+//! decides on balances read without a lock and takes the account locks last, just before the
+//! balance update, holding them only for that statement and the commit; the update adds the
+//! summed deltas to the current balances, so a concurrent batch in between changes nothing.
+//! Either way a batch takes all its account locks at once, in id order, after its payments
+//! and refunds.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -49,6 +59,13 @@ const LOCK_REFUNDS: &str = concat!(
     " FROM refunds WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE"
 );
 
+// The batch's accounts as they are (decisions that only add to balances need no lock).
+const READ_ACCOUNTS: &str = concat!(
+    "SELECT ",
+    account_columns!(),
+    " FROM accounts WHERE id = ANY($1)"
+);
+
 // NO KEY UPDATE, not UPDATE: a balance change leaves the keys alone, so it must not block
 // (or deadlock with) concurrent inserts of payments and postings whose foreign keys take KEY
 // SHARE locks on these same account rows.
@@ -57,6 +74,11 @@ const LOCK_ACCOUNTS: &str = concat!(
     account_columns!(),
     " FROM accounts WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE"
 );
+
+// LOCK_ACCOUNTS for a batch that decided without the locks: taken in id order in a statement
+// of its own (an UPDATE locks its rows in whatever order its plan meets them).
+const LOCK_ACCOUNTS_LATE: &str =
+    "SELECT id FROM accounts WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
 
 // The decided state of every payment the batch changed (settled, or its refund counters
 // moved); no lease is left on any of them.
@@ -74,22 +96,24 @@ UPDATE refunds r SET status = s.status, failure_reason = s.failure_reason, lease
 FROM unnest($1::uuid[], $2::text[], $3::text[]) AS s(id, status, failure_reason)
 WHERE r.id = s.id";
 
-// The postings of a batch: every transaction, every entry, and each account's summed delta
-// once, in one statement (rows of a data-modifying WITH all happen, or none).
+// The postings of a batch: every transaction and every entry, in one statement (rows of a
+// data-modifying WITH all happen, or none).
 const POST_MANY: &str = "\
 WITH tx AS (
     INSERT INTO ledger_transactions
         (id, payment_id, refund_id, debit_account, credit_account, amount, currency, created_at)
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[],
         $6::bigint[], $7::text[], $8::timestamptz[])
-), entries AS (
-    INSERT INTO ledger_entries (id, transaction_id, payment_id, refund_id, account_id,
-        direction, amount, currency, created_at)
-    SELECT * FROM unnest($9::uuid[], $10::uuid[], $11::uuid[], $12::uuid[], $13::uuid[],
-        $14::text[], $15::bigint[], $16::text[], $17::timestamptz[])
 )
+INSERT INTO ledger_entries (id, transaction_id, payment_id, refund_id, account_id,
+    direction, amount, currency, created_at)
+SELECT * FROM unnest($9::uuid[], $10::uuid[], $11::uuid[], $12::uuid[], $13::uuid[],
+    $14::text[], $15::bigint[], $16::text[], $17::timestamptz[])";
+
+// Each account's summed delta, once, added to its balance as it is now.
+const MOVE_BALANCES: &str = "\
 UPDATE accounts a SET balance = a.balance + d.delta
-FROM unnest($18::uuid[], $19::bigint[]) AS d(id, delta)
+FROM unnest($1::uuid[], $2::bigint[]) AS d(id, delta)
 WHERE a.id = d.id";
 
 /// Why a batch was not written in one transaction.
@@ -140,6 +164,8 @@ struct Batch {
     voiding: HashMap<PaymentId, Uuid>,
     refunds: HashMap<RefundId, Held<Refund>>,
     accounts: HashMap<AccountId, Account>,
+    /// Whether `accounts` were read under their locks (else the write takes them).
+    accounts_locked: bool,
     postings: PostColumns,
     deltas: BTreeMap<Uuid, i64>,
 }
@@ -283,26 +309,39 @@ fn batch_ids(settlements: &[Settlement]) -> (Vec<Uuid>, Vec<Uuid>) {
     (payments, refunds)
 }
 
-/// The accounts the batch's postings would move.
+/// The postings a batch's settlements carry.
+fn transfers(settlements: &[Settlement]) -> impl Iterator<Item = &Transfer> {
+    settlements.iter().filter_map(|s| match s {
+        Settlement::Payment {
+            result: SettlementResult::Posted(t),
+            ..
+        }
+        | Settlement::Refund {
+            result: RefundResult::Posted(t),
+            ..
+        } => Some(t),
+        _ => None,
+    })
+}
+
+/// The accounts the batch's postings would move, in id order.
 fn posted_accounts(settlements: &[Settlement]) -> Vec<Uuid> {
-    let mut accounts: Vec<Uuid> = settlements
-        .iter()
-        .filter_map(|s| match s {
-            Settlement::Payment {
-                result: SettlementResult::Posted(t),
-                ..
-            }
-            | Settlement::Refund {
-                result: RefundResult::Posted(t),
-                ..
-            } => Some([t.debit_account().as_uuid(), t.credit_account().as_uuid()]),
-            _ => None,
-        })
-        .flatten()
+    let mut accounts: Vec<Uuid> = transfers(settlements)
+        .flat_map(|t| [t.debit_account().as_uuid(), t.credit_account().as_uuid()])
         .collect();
     accounts.sort_unstable();
     accounts.dedup();
     accounts
+}
+
+/// Whether a posting of the batch debits an account that must cover it (or one not found),
+/// so the decisions need the balances as they will be at commit.
+fn needs_cover(settlements: &[Settlement], accounts: &HashMap<AccountId, Account>) -> bool {
+    transfers(settlements).any(|t| {
+        accounts
+            .get(&t.debit_account())
+            .is_none_or(|account| !account.allow_negative())
+    })
 }
 
 /// Locks the batch's rows (payments, refunds, accounts, each in id order) and reads them.
@@ -351,20 +390,36 @@ async fn lock(conn: &mut PgConnection, settlements: &[Settlement]) -> Result<Bat
     }
     let accounts = posted_accounts(settlements);
     if !accounts.is_empty() {
-        for row in sqlx::query(LOCK_ACCOUNTS)
-            .bind(&accounts)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(from_sqlx)?
-        {
-            let account = rows::account(&row)?;
-            batch.accounts.insert(account.id, account);
+        read_accounts(conn, &mut batch, &accounts, READ_ACCOUNTS).await?;
+        if needs_cover(settlements, &batch.accounts) {
+            read_accounts(conn, &mut batch, &accounts, LOCK_ACCOUNTS).await?;
+            batch.accounts_locked = true;
         }
     }
     Ok(batch)
 }
 
-/// Writes what the batch decided: statuses and counters, then the postings and balances.
+/// Reads `accounts` into the batch with `sql` (READ_ACCOUNTS or LOCK_ACCOUNTS).
+async fn read_accounts(
+    conn: &mut PgConnection,
+    batch: &mut Batch,
+    accounts: &[Uuid],
+    sql: &'static str,
+) -> Result<()> {
+    for row in sqlx::query(sql)
+        .bind(accounts)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(from_sqlx)?
+    {
+        let account = rows::account(&row)?;
+        batch.accounts.insert(account.id, account);
+    }
+    Ok(())
+}
+
+/// Writes what the batch decided: statuses and counters, then the postings, then the balances
+/// (under their locks, taken here if the batch decided without them).
 async fn write(conn: &mut PgConnection, batch: Batch) -> Result<()> {
     let mut p = (
         Vec::new(),
@@ -411,12 +466,23 @@ async fn write(conn: &mut PgConnection, batch: Batch) -> Result<()> {
             .map_err(from_sqlx)?;
     }
     if !batch.postings.is_empty() {
-        let (accounts, amounts): (Vec<Uuid>, Vec<i64>) = batch.deltas.into_iter().unzip();
         batch
             .postings
             .query()
+            .execute(&mut *conn)
+            .await
+            .map_err(from_sqlx)?;
+        let (accounts, deltas): (Vec<Uuid>, Vec<i64>) = batch.deltas.into_iter().unzip();
+        if !batch.accounts_locked {
+            sqlx::query(LOCK_ACCOUNTS_LATE)
+                .bind(&accounts)
+                .execute(&mut *conn)
+                .await
+                .map_err(from_sqlx)?;
+        }
+        sqlx::query(MOVE_BALANCES)
             .bind(accounts)
-            .bind(amounts)
+            .bind(deltas)
             .execute(&mut *conn)
             .await
             .map_err(from_sqlx)?;
@@ -497,7 +563,7 @@ impl PostColumns {
         }
     }
 
-    /// `POST_MANY` with every posting column bound; the caller binds the deltas ($18, $19).
+    /// `POST_MANY` with every posting column bound.
     fn query(self) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
         sqlx::query(POST_MANY)
             .bind(self.tx_ids)

@@ -959,6 +959,82 @@ pub async fn a_refund_racing_the_capture_posting_sees_one_state(kit: &StoreKit) 
     assert_books_clean(kit).await;
 }
 
+/// Batches that only add to balances (charges) and batches whose refunds need the balance to
+/// cover them settle at the same time into the same accounts, in every combination of two
+/// merchants: every batch is written (none deadlocks or times out on another's locks), and
+/// each balance is exactly its charges less its refunds.
+pub async fn charge_and_refund_batches_settle_together(kit: &StoreKit) {
+    let merchants = [
+        onboard(kit, Currency::USD).await,
+        onboard(kit, Currency::USD).await,
+    ];
+    let mut expected = [0i64; 2];
+    for round in 0..3 {
+        let mut batches: Vec<Vec<Settlement>> = Vec::new();
+        for shape in 0..12 {
+            // Shapes: charges into one merchant, refunds of one, and both across the two.
+            let (charges, refunds): (&[usize], &[usize]) = match shape % 4 {
+                0 => (&[0, 0], &[]),
+                1 => (&[], &[1]),
+                2 => (&[0, 1], &[]),
+                _ => (&[1], &[0]),
+            };
+            let mut batch = Vec::new();
+            for &m in charges {
+                let p = stored_payment_with(
+                    kit,
+                    &merchants[m],
+                    100,
+                    CaptureMethod::Automatic,
+                    Metadata::default(),
+                )
+                .await;
+                let (lease, held) = claim_payment(kit, p.id).await;
+                batch.push(posting(&held, lease));
+                expected[m] += 100;
+            }
+            for &m in refunds {
+                let paid = succeeded(kit, &merchants[m], 100).await;
+                let refund = stored_refund(kit, &paid, 40).await;
+                let (lease, held) = claim_refund(kit, refund.id).await;
+                batch.push(refund_posting(&held, lease));
+                expected[m] += 60;
+            }
+            batches.push(batch);
+        }
+        let barrier = Arc::new(tokio::sync::Barrier::new(batches.len()));
+        let tasks: Vec<_> = batches
+            .into_iter()
+            .map(|batch| {
+                let (kit, barrier) = (kit.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    kit.store.settlement().settle(&batch).await
+                })
+            })
+            .collect();
+        for task in tasks {
+            for result in task.await.unwrap() {
+                assert!(
+                    matches!(
+                        &result,
+                        Ok(SettleOutcome::Payment(p)) if p.status() == PaymentStatus::Success
+                    ) || refund_result(&result) == Some(RefundStatus::Success),
+                    "round {round}: every settlement is written: {result:?}"
+                );
+            }
+        }
+        for (merchant, expected) in merchants.iter().zip(expected) {
+            assert_eq!(
+                balance(kit, merchant.account.id).await,
+                expected,
+                "round {round}: charges less refunds"
+            );
+        }
+    }
+    assert_books_clean(kit).await;
+}
+
 /// Generates the refund conformance tests for a `StoreKit` expression (row 35, which needs a
 /// drain, has its own macro: [`crate::refund_drain_conformance`]).
 #[macro_export]
@@ -981,6 +1057,7 @@ macro_rules! refund_conformance {
                 create_refund_refuses_inconsistent_references,
                 concurrent_settlement_of_one_refund_happens_once,
                 a_refund_racing_the_capture_posting_sees_one_state,
+                charge_and_refund_batches_settle_together,
             ]
         );
     };
