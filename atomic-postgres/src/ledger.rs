@@ -13,11 +13,10 @@
 //! it holds their locks bounds settlement. A batch that debits an account which must cover
 //! the debit (a refund) locks its accounts before deciding, as the decision reads their
 //! balances. Any other batch only adds to balances (a system account may go negative), so it
-//! decides on balances read without a lock and takes the account locks only once its payments
-//! and refunds are written, holding them for its postings and the commit; the postings add
-//! the summed deltas to the balances as they are then, so a batch in between changes nothing.
-//! (Taking them after the postings would be shorter still, but the postings' foreign keys
-//! would then share-lock rows another batch holds, and every such row becomes a multixact.)
+//! decides on balances read without a lock, writes its payments, refunds and postings (which
+//! lock no account row), and only then locks the accounts, for the balance update and the
+//! commit; the update adds the summed deltas to the balances as they are then, so a batch in
+//! between changes nothing.
 //! Either way a batch takes all its account locks at once, in id order, after its payments
 //! and refunds.
 
@@ -98,23 +97,25 @@ UPDATE refunds r SET status = s.status, failure_reason = s.failure_reason, lease
 FROM unnest($1::uuid[], $2::text[], $3::text[]) AS s(id, status, failure_reason)
 WHERE r.id = s.id";
 
-// The postings of a batch: every transaction, every entry, and each account's summed delta
-// once (added to the balance as it is now), in one statement (rows of a data-modifying WITH
-// all happen, or none).
+// The postings of a batch: every transaction and every entry, in one statement (rows of a
+// data-modifying WITH all happen, or none). They lock no account row: their accounts are
+// checked at commit by the posting check, not by foreign keys.
 const POST_MANY: &str = "\
 WITH tx AS (
     INSERT INTO ledger_transactions
         (id, payment_id, refund_id, debit_account, credit_account, amount, currency, created_at)
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[],
         $6::bigint[], $7::text[], $8::timestamptz[])
-), entries AS (
-    INSERT INTO ledger_entries (id, transaction_id, payment_id, refund_id, account_id,
-        direction, amount, currency, created_at)
-    SELECT * FROM unnest($9::uuid[], $10::uuid[], $11::uuid[], $12::uuid[], $13::uuid[],
-        $14::text[], $15::bigint[], $16::text[], $17::timestamptz[])
 )
+INSERT INTO ledger_entries (id, transaction_id, payment_id, refund_id, account_id,
+    direction, amount, currency, created_at)
+SELECT * FROM unnest($9::uuid[], $10::uuid[], $11::uuid[], $12::uuid[], $13::uuid[],
+    $14::text[], $15::bigint[], $16::text[], $17::timestamptz[])";
+
+// Each account's summed delta, once, added to its balance as it is now.
+const MOVE_BALANCES: &str = "\
 UPDATE accounts a SET balance = a.balance + d.delta
-FROM unnest($18::uuid[], $19::bigint[]) AS d(id, delta)
+FROM unnest($1::uuid[], $2::bigint[]) AS d(id, delta)
 WHERE a.id = d.id";
 
 /// Why a batch was not written in one transaction.
@@ -419,7 +420,7 @@ async fn read_accounts(
     Ok(())
 }
 
-/// Writes what the batch decided: statuses and counters, then the postings, then the balances
+/// Writes what the batch decided: statuses and counters, the postings, then the balances
 /// (under their locks, taken here if the batch decided without them).
 async fn write(conn: &mut PgConnection, batch: Batch) -> Result<()> {
     let mut p = (
@@ -467,6 +468,12 @@ async fn write(conn: &mut PgConnection, batch: Batch) -> Result<()> {
             .map_err(from_sqlx)?;
     }
     if !batch.postings.is_empty() {
+        batch
+            .postings
+            .query()
+            .execute(&mut *conn)
+            .await
+            .map_err(from_sqlx)?;
         let (accounts, deltas): (Vec<Uuid>, Vec<i64>) = batch.deltas.into_iter().unzip();
         if !batch.accounts_locked {
             sqlx::query(LOCK_ACCOUNTS_LATE)
@@ -475,9 +482,7 @@ async fn write(conn: &mut PgConnection, batch: Batch) -> Result<()> {
                 .await
                 .map_err(from_sqlx)?;
         }
-        batch
-            .postings
-            .query()
+        sqlx::query(MOVE_BALANCES)
             .bind(accounts)
             .bind(deltas)
             .execute(&mut *conn)
@@ -560,7 +565,7 @@ impl PostColumns {
         }
     }
 
-    /// `POST_MANY` with every posting column bound; the caller binds the deltas ($18, $19).
+    /// `POST_MANY` with every posting column bound.
     fn query(self) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
         sqlx::query(POST_MANY)
             .bind(self.tx_ids)

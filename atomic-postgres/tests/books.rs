@@ -9,7 +9,7 @@ use atomic_core::id::PaymentId;
 use atomic_core::ledger::Transfer;
 use atomic_core::money::Currency;
 use atomic_core::ports::{BeginOutcome, LeaseId, SettleOutcome, Settlement, SettlementResult};
-use atomic_core::testkit::{StoreKit, onboard, stored_payment};
+use atomic_core::testkit::{StoreKit, assert_books_clean, onboard, stored_payment};
 use atomic_core::time::Timestamp;
 use atomic_core::{Error, Payment};
 use atomic_postgres::testkit::TestDatabase;
@@ -308,6 +308,47 @@ async fn an_unbalanced_posting_is_refused_at_commit() {
         .await
         .unwrap();
     assert_eq!(status, "PENDING", "the whole transaction rolled back");
+}
+
+/// A posting's accounts are its payment's, checked at commit (no foreign key names them): a
+/// balanced posting into another merchant's account, or into an account that does not exist,
+/// is refused and leaves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_posting_to_accounts_not_its_payments_is_refused_at_commit() {
+    let db = TestDatabase::create().await;
+    let pool = db.store().pool().clone();
+    let kit = db.kit();
+    let merchant = onboard(&kit, Currency::USD).await;
+    let other = onboard(&kit, Currency::USD).await;
+    for credit in [other.account.id.as_uuid(), Uuid::now_v7()] {
+        let payment = stored_payment(&kit, &merchant, 700).await;
+        let funding: Uuid =
+            sqlx::query_scalar("SELECT funding_account FROM payments WHERE id = $1")
+                .bind(payment.id.as_uuid())
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        let mut tx = pool.begin().await.unwrap();
+        mark_success(&mut tx, &payment).await;
+        let sides = [(funding, "DEBIT"), (credit, "CREDIT")];
+        post_by_hand(&mut tx, &payment, (funding, credit), 700, &sides).await;
+        sqlx::query("UPDATE accounts SET balance = balance + $2 WHERE id = $1")
+            .bind(credit)
+            .bind(700_i64)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(
+            refusal(tx.commit().await),
+            (
+                "23514".to_owned(),
+                "ledger_transaction_posts_success".to_owned()
+            ),
+            "credit to {credit}"
+        );
+        assert_eq!(transactions_of(&pool, &payment).await, 0);
+    }
+    assert_books_clean(&kit).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
