@@ -3564,3 +3564,43 @@ async fn a_key_minted_twice_under_one_idempotency_key_is_minted_once() {
         Err(Error::Forbidden)
     ));
 }
+
+/// The payment a capture or cancel answers (prepared, and rendered before it is stored) is the
+/// payment as stored: same state, same `updatedAt`, however long the store takes to write it.
+#[tokio::test]
+async fn a_capture_and_a_cancel_answer_the_payment_as_stored() {
+    let shop = Shop::open().await;
+    let payments = &shop.services.payments;
+    let to_capture = shop.authorized(100).await.id;
+    let to_cancel = shop.authorized(100).await.id;
+
+    let prepared = payments
+        .prepare_capture(Principal::Platform, to_capture, Some(amount(60)))
+        .await
+        .expect("capturable");
+    shop.clock.advance(Duration::from_millis(5));
+    payments
+        .submit_capture(&prepared, None)
+        .await
+        .expect("accepted");
+    let stored = payments.get(Principal::Platform, to_capture).await.unwrap();
+    assert_eq!(
+        (stored.state(), stored.updated_at()),
+        (prepared.state(), prepared.updated_at())
+    );
+
+    let prepared = payments
+        .prepare_cancel(Principal::Platform, to_cancel)
+        .await
+        .expect("cancelable");
+    shop.clock.advance(Duration::from_millis(5));
+    payments
+        .submit_cancel(&prepared, None)
+        .await
+        .expect("canceled");
+    let stored = payments.get(Principal::Platform, to_cancel).await.unwrap();
+    assert_eq!(
+        (stored.state(), stored.updated_at()),
+        (prepared.state(), prepared.updated_at())
+    );
+}

@@ -15,6 +15,7 @@ use atomic_core::payment::{CancellationReason, Payment, PaymentStatus};
 use atomic_core::ports::{PaymentFilter, PaymentStore, RefundFilter};
 use atomic_core::principal::Principal;
 use atomic_core::refund::Refund;
+use atomic_core::time::Timestamp;
 use atomic_core::{Error, Fresh, Result};
 use sqlx::{PgConnection, Postgres, Row, Transaction};
 
@@ -128,7 +129,7 @@ const LIST_REFUNDS: &str = concat!(
 // the amount is within it. Nobody holds it until a worker claims it.
 const REQUEST_CAPTURE: &str = concat!(
     "UPDATE payments SET status = 'PROCESSING', capture_requested = $2, touched_at = now(), \
-     updated_at = now() \
+     updated_at = $4 \
      WHERE id = $1 AND status = 'AUTHORIZED' AND $2 <= amount \
      AND updated_at > now() - $3 * interval '1 microsecond' RETURNING ",
     payment_columns!()
@@ -136,7 +137,7 @@ const REQUEST_CAPTURE: &str = concat!(
 
 // AUTHORIZED -> CANCELED for reason $2.
 const CANCEL: &str = concat!(
-    "UPDATE payments SET status = 'CANCELED', cancellation_reason = $2, updated_at = now() \
+    "UPDATE payments SET status = 'CANCELED', cancellation_reason = $2, updated_at = $3 \
      WHERE id = $1 AND status = 'AUTHORIZED' RETURNING ",
     payment_columns!()
 );
@@ -387,6 +388,7 @@ impl PaymentStore for PgStore {
         &self,
         id: PaymentId,
         amount: Amount,
+        at: Timestamp,
         authorization_ttl: Duration,
         completion: Option<Completion>,
     ) -> Result<Payment> {
@@ -396,6 +398,7 @@ impl PaymentStore for PgStore {
                 .bind(id.as_uuid())
                 .bind(amount.minor_units())
                 .bind(micros(authorization_ttl))
+                .bind(at.as_datetime())
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(from_sqlx)?;
@@ -416,11 +419,15 @@ impl PaymentStore for PgStore {
         &self,
         id: PaymentId,
         reason: CancellationReason,
+        at: Timestamp,
         completion: Option<Completion>,
     ) -> Result<Payment> {
         self.call(async {
             let mut tx = self.begin().await?;
-            let query = sqlx::query(CANCEL).bind(id.as_uuid()).bind(reason.as_str());
+            let query = sqlx::query(CANCEL)
+                .bind(id.as_uuid())
+                .bind(reason.as_str())
+                .bind(at.as_datetime());
             let payment = decide(&mut tx, query, id, |p| invalid_state(&p)).await?;
             if let Some(completion) = &completion {
                 complete_in(&mut tx, completion).await?;

@@ -14,6 +14,7 @@ use atomic_core::testkit::flows::{
     reload, reload_refund, settle_one, stored_refund, succeeded,
 };
 use atomic_core::testkit::{Onboarded, StoreKit, assert_books_clean, onboard, stored_payment};
+use atomic_core::time::Timestamp;
 use atomic_core::{Payment, Refund};
 use atomic_postgres::testkit::TestDatabase;
 use sqlx::{Connection, PgPool};
@@ -142,7 +143,7 @@ async fn capturing(kit: &StoreKit, to: &Onboarded, authorized_: i64, captured: i
     let p = authorized(kit, to, authorized_).await;
     kit.store
         .payments()
-        .request_capture(p.id, amount(captured), TTL, None)
+        .request_capture(p.id, amount(captured), Timestamp::now(), TTL, None)
         .await
         .unwrap();
     let (_, held) = atomic_core::testkit::flows::claim_payment(kit, p.id).await;
@@ -161,6 +162,7 @@ async fn payment_transitions_outside_the_table_are_refused() {
         .cancel(
             canceled.id,
             atomic_core::payment::CancellationReason::Requested,
+            Timestamp::now(),
             None,
         )
         .await

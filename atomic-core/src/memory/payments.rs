@@ -17,6 +17,7 @@ use crate::payment::{CancellationReason, Payment, PaymentStatus};
 use crate::ports::{PaymentFilter, PaymentStore, RefundFilter};
 use crate::principal::Principal;
 use crate::refund::Refund;
+use crate::time::Timestamp;
 
 #[async_trait]
 impl PaymentStore for MemoryStore {
@@ -103,6 +104,7 @@ impl PaymentStore for MemoryStore {
         &self,
         id: PaymentId,
         amount: Amount,
+        at: Timestamp,
         authorization_ttl: Duration,
         completion: Option<Completion>,
     ) -> Result<Payment> {
@@ -116,7 +118,7 @@ impl PaymentStore for MemoryStore {
             });
         }
         let mut payment = row.payment.clone();
-        payment.request_capture(amount, now)?;
+        payment.request_capture(amount, at)?;
         state.check_completion(completion.as_ref())?;
         state.authorized.remove(&id);
         state.open_payments.insert(id);
@@ -136,9 +138,9 @@ impl PaymentStore for MemoryStore {
         &self,
         id: PaymentId,
         reason: CancellationReason,
+        at: Timestamp,
         completion: Option<Completion>,
     ) -> Result<Payment> {
-        let now = self.now();
         let mut state = self.lock();
         let row = state.payments.get(&id).ok_or(Error::NotFound)?;
         if row.payment.status() != PaymentStatus::Authorized {
@@ -147,7 +149,7 @@ impl PaymentStore for MemoryStore {
             });
         }
         let mut payment = row.payment.clone();
-        payment.cancel(reason, now)?;
+        payment.cancel(reason, at)?;
         state.check_completion(completion.as_ref())?;
         state.cancel(payment.clone());
         state.apply_completion(completion);

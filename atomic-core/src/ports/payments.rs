@@ -16,6 +16,7 @@ use crate::page::{CreatedRange, Page, PageRequest};
 use crate::payment::{CancellationReason, Payment, PaymentStatus};
 use crate::principal::Principal;
 use crate::refund::{Refund, RefundStatus};
+use crate::time::Timestamp;
 
 /// Which payments a list keeps.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -69,22 +70,26 @@ pub trait PaymentStore: Send + Sync + 'static {
         page: PageRequest<PaymentId>,
     ) -> Result<Page<Payment>>;
 
-    /// `AUTHORIZED -> PROCESSING` to capture `amount`, only while the authorization is younger
-    /// than `authorization_ttl` (by the store's clock; an older one is `InvalidState`), and
-    /// completes `completion` in the same step. Returns the payment as it now stands.
+    /// `AUTHORIZED -> PROCESSING` to capture `amount`, stamped `at` (the `updatedAt` the
+    /// caller answered), only while the authorization is younger than `authorization_ttl` (by
+    /// the store's clock; an older one is `InvalidState`), and completes `completion` in the
+    /// same step. Returns the payment as it now stands.
     async fn request_capture(
         &self,
         id: PaymentId,
         amount: Amount,
+        at: Timestamp,
         authorization_ttl: Duration,
         completion: Option<Completion>,
     ) -> Result<Payment>;
 
-    /// `AUTHORIZED -> CANCELED` for `reason`, completing `completion` in the same step.
+    /// `AUTHORIZED -> CANCELED` for `reason`, stamped `at` (the `updatedAt` the caller
+    /// answered), completing `completion` in the same step.
     async fn cancel(
         &self,
         id: PaymentId,
         reason: CancellationReason,
+        at: Timestamp,
         completion: Option<Completion>,
     ) -> Result<Payment>;
 

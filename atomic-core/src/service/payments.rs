@@ -413,15 +413,16 @@ impl PaymentService {
             .ok_or(Error::InvalidState {
                 status: prepared.status(),
             })?;
-        let (payments, queue, id, ttl) = (
+        let (payments, queue, id, at, ttl) = (
             self.payments.clone(),
             self.queue.clone(),
             prepared.id,
+            prepared.updated_at(),
             self.authorization_ttl,
         );
         tokio::spawn(async move {
             let payment = payments
-                .request_capture(id, amount, ttl, completion)
+                .request_capture(id, amount, at, ttl, completion)
                 .await?;
             enqueue_hint(&queue, Job::Payment(id)).await;
             tracing::info!(payment_id = %id, amount = amount.minor_units(), "capture accepted");
@@ -452,7 +453,12 @@ impl PaymentService {
     ) -> Result<Payment> {
         let payment = self
             .payments
-            .cancel(prepared.id, CancellationReason::Requested, completion)
+            .cancel(
+                prepared.id,
+                CancellationReason::Requested,
+                prepared.updated_at(),
+                completion,
+            )
             .await?;
         tracing::info!(payment_id = %payment.id, "authorization canceled");
         Ok(payment)

@@ -137,12 +137,20 @@ pub async fn a_partial_capture_posts_only_the_captured_amount(kit: &StoreKit) {
     );
 
     let claim = acquire(kit, a.principal()).await;
+    let at = p.updated_at().saturating_add(Duration::from_millis(7));
     let requested = kit
         .store
         .payments()
-        .request_capture(p.id, amount(600), TTL, Some(completion(&claim, "capture")))
+        .request_capture(
+            p.id,
+            amount(600),
+            at,
+            TTL,
+            Some(completion(&claim, "capture")),
+        )
         .await
         .unwrap();
+    assert_eq!(requested.updated_at(), at, "stamped as the caller answered");
     assert_eq!(requested.status(), PaymentStatus::Processing);
     assert_eq!(requested.state(), PaymentState::Capturing(amount(600)));
     assert_eq!(reload(kit, p.id).await, requested);
@@ -209,7 +217,7 @@ pub async fn a_full_capture_posts_the_whole_amount(kit: &StoreKit) {
     let p = authorized(kit, &a, 2500).await;
     kit.store
         .payments()
-        .request_capture(p.id, amount(2500), TTL, None)
+        .request_capture(p.id, amount(2500), Timestamp::now(), TTL, None)
         .await
         .unwrap();
     let done = claim_and_post(kit, p.id).await;
@@ -226,7 +234,13 @@ pub async fn a_capture_above_the_authorization_is_refused(kit: &StoreKit) {
     let refused = kit
         .store
         .payments()
-        .request_capture(p.id, amount(1001), TTL, Some(completion(&claim, "x")))
+        .request_capture(
+            p.id,
+            amount(1001),
+            Timestamp::now(),
+            TTL,
+            Some(completion(&claim, "x")),
+        )
         .await;
     assert!(
         matches!(refused, Err(Error::AmountExceedsCapturable)),
@@ -238,7 +252,7 @@ pub async fn a_capture_above_the_authorization_is_refused(kit: &StoreKit) {
     let ok = kit
         .store
         .payments()
-        .request_capture(p.id, amount(1000), TTL, None)
+        .request_capture(p.id, amount(1000), Timestamp::now(), TTL, None)
         .await
         .unwrap();
     assert_eq!(ok.state(), PaymentState::Capturing(amount(1000)));
@@ -258,13 +272,18 @@ pub async fn capture_and_cancel_need_an_authorized_payment(kit: &StoreKit) {
     let capturing = authorized(kit, &a, 400).await;
     kit.store
         .payments()
-        .request_capture(capturing.id, amount(400), TTL, None)
+        .request_capture(capturing.id, amount(400), Timestamp::now(), TTL, None)
         .await
         .unwrap();
     let canceled = authorized(kit, &a, 500).await;
     kit.store
         .payments()
-        .cancel(canceled.id, CancellationReason::Requested, None)
+        .cancel(
+            canceled.id,
+            CancellationReason::Requested,
+            Timestamp::now(),
+            None,
+        )
         .await
         .unwrap();
     let failed =
@@ -295,7 +314,13 @@ pub async fn capture_and_cancel_need_an_authorized_payment(kit: &StoreKit) {
         let capture = kit
             .store
             .payments()
-            .request_capture(id, amount(50), TTL, Some(completion(&claim, "capture")))
+            .request_capture(
+                id,
+                amount(50),
+                Timestamp::now(),
+                TTL,
+                Some(completion(&claim, "capture")),
+            )
             .await;
         assert!(
             matches!(capture, Err(Error::InvalidState { status: s }) if s == status),
@@ -307,6 +332,7 @@ pub async fn capture_and_cancel_need_an_authorized_payment(kit: &StoreKit) {
             .cancel(
                 id,
                 CancellationReason::Requested,
+                Timestamp::now(),
                 Some(completion(&claim, "cancel")),
             )
             .await;
@@ -332,10 +358,16 @@ pub async fn cancel_ends_an_authorization_once(kit: &StoreKit) {
         .cancel(
             p.id,
             CancellationReason::Requested,
+            p.updated_at().saturating_add(Duration::from_millis(7)),
             Some(completion(&claim, "canceled")),
         )
         .await
         .unwrap();
+    assert_eq!(
+        canceled.updated_at(),
+        p.updated_at().saturating_add(Duration::from_millis(7)),
+        "stamped as the caller answered"
+    );
     assert_eq!(canceled.status(), PaymentStatus::Canceled);
     assert_eq!(
         canceled.cancellation_reason(),
@@ -347,7 +379,7 @@ pub async fn cancel_ends_an_authorization_once(kit: &StoreKit) {
     let again = kit
         .store
         .payments()
-        .cancel(p.id, CancellationReason::Requested, None)
+        .cancel(p.id, CancellationReason::Requested, Timestamp::now(), None)
         .await;
     assert!(
         matches!(
@@ -361,7 +393,7 @@ pub async fn cancel_ends_an_authorization_once(kit: &StoreKit) {
     let capture = kit
         .store
         .payments()
-        .request_capture(p.id, amount(1000), TTL, None)
+        .request_capture(p.id, amount(1000), Timestamp::now(), TTL, None)
         .await;
     assert!(
         matches!(
@@ -401,10 +433,12 @@ pub async fn capture_and_cancel_race_with_one_winner(kit: &StoreKit) {
                 barrier.wait().await;
                 let payments = kit.store.payments();
                 if i % 2 == 0 {
-                    payments.request_capture(p.id, amount(700), TTL, None).await
+                    payments
+                        .request_capture(p.id, amount(700), Timestamp::now(), TTL, None)
+                        .await
                 } else {
                     payments
-                        .cancel(p.id, CancellationReason::Requested, None)
+                        .cancel(p.id, CancellationReason::Requested, Timestamp::now(), None)
                         .await
                 }
             }));
@@ -440,13 +474,13 @@ pub async fn expiry_cancels_old_authorizations_exactly_once(kit: &StoreKit) {
     let capturing = authorized(kit, &a, 700).await;
     kit.store
         .payments()
-        .request_capture(captured.id, amount(800), TTL, None)
+        .request_capture(captured.id, amount(800), Timestamp::now(), TTL, None)
         .await
         .unwrap();
     claim_and_post(kit, captured.id).await;
     kit.store
         .payments()
-        .request_capture(capturing.id, amount(500), TTL, None)
+        .request_capture(capturing.id, amount(500), Timestamp::now(), TTL, None)
         .await
         .unwrap();
     let ours: HashSet<PaymentId> = old
@@ -474,7 +508,7 @@ pub async fn expiry_cancels_old_authorizations_exactly_once(kit: &StoreKit) {
     let refused = kit
         .store
         .payments()
-        .request_capture(late.id, amount(900), TTL, None)
+        .request_capture(late.id, amount(900), Timestamp::now(), TTL, None)
         .await;
     assert!(
         matches!(
@@ -542,7 +576,7 @@ pub async fn expiry_cancels_old_authorizations_exactly_once(kit: &StoreKit) {
     let after = kit
         .store
         .payments()
-        .request_capture(late.id, amount(900), TTL, None)
+        .request_capture(late.id, amount(900), Timestamp::now(), TTL, None)
         .await;
     assert!(
         matches!(
@@ -571,7 +605,7 @@ pub async fn a_failed_capture_posts_nothing(kit: &StoreKit) {
     let p = authorized(kit, &a, 1000).await;
     kit.store
         .payments()
-        .request_capture(p.id, amount(300), TTL, None)
+        .request_capture(p.id, amount(300), Timestamp::now(), TTL, None)
         .await
         .unwrap();
     let (lease, _) = claim_payment(kit, p.id).await;
@@ -653,7 +687,13 @@ pub async fn decisions_whose_claim_was_lost_write_nothing(kit: &StoreKit) {
     let capture = kit
         .store
         .payments()
-        .request_capture(p.id, amount(500), TTL, Some(completion(&lost, "x")))
+        .request_capture(
+            p.id,
+            amount(500),
+            Timestamp::now(),
+            TTL,
+            Some(completion(&lost, "x")),
+        )
         .await;
     assert!(
         matches!(capture, Err(Error::IdempotencyClaimLost)),
@@ -665,6 +705,7 @@ pub async fn decisions_whose_claim_was_lost_write_nothing(kit: &StoreKit) {
         .cancel(
             p.id,
             CancellationReason::Requested,
+            Timestamp::now(),
             Some(completion(&lost, "x")),
         )
         .await;
@@ -703,11 +744,18 @@ pub async fn a_capture_asked_late_in_its_authorization_is_not_stuck(kit: &StoreK
     let a = onboard(kit, Currency::USD).await;
     let week = Duration::from_secs(7 * 24 * 3600);
     let p = authorized(kit, &a, 1000).await;
-    kit.time.advance(Duration::from_secs(2 * 24 * 3600)).await;
+    let later = Duration::from_secs(2 * 24 * 3600);
+    kit.time.advance(later).await;
     assert_books_clean(kit).await;
     kit.store
         .payments()
-        .request_capture(p.id, amount(1000), week, None)
+        .request_capture(
+            p.id,
+            amount(1000),
+            p.updated_at().saturating_add(later),
+            week,
+            None,
+        )
         .await
         .unwrap();
     assert_books_clean(kit).await;
@@ -733,7 +781,7 @@ pub async fn cancel_and_expiry_race_with_one_winner(kit: &StoreKit) {
             barrier.wait().await;
             kit.store
                 .payments()
-                .cancel(id, CancellationReason::Requested, None)
+                .cancel(id, CancellationReason::Requested, Timestamp::now(), None)
                 .await
         }));
     }

@@ -571,13 +571,13 @@ pub async fn sweep_returns_stale_refunds_and_stuck_captures(kit: &StoreKit) {
     let capture = authorized(kit, &a, 500).await.id;
     kit.store
         .payments()
-        .request_capture(capture, amount(500), long, None)
+        .request_capture(capture, amount(500), Timestamp::now(), long, None)
         .await
         .unwrap();
     let held_capture = authorized(kit, &a, 500).await.id;
     kit.store
         .payments()
-        .request_capture(held_capture, amount(500), long, None)
+        .request_capture(held_capture, amount(500), Timestamp::now(), long, None)
         .await
         .unwrap();
     let begun = kit

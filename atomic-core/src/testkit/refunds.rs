@@ -151,6 +151,7 @@ pub async fn refunds_beyond_the_refundable_or_of_unfinished_payments_are_refused
         .cancel(
             canceled.id,
             crate::payment::CancellationReason::Requested,
+            Timestamp::now(),
             None,
         )
         .await
@@ -158,7 +159,13 @@ pub async fn refunds_beyond_the_refundable_or_of_unfinished_payments_are_refused
     let capturing = authorized(kit, &a, 500).await;
     kit.store
         .payments()
-        .request_capture(capturing.id, amount(500), Duration::from_secs(3600), None)
+        .request_capture(
+            capturing.id,
+            amount(500),
+            Timestamp::now(),
+            Duration::from_secs(3600),
+            None,
+        )
         .await
         .unwrap();
     let failed =
@@ -616,7 +623,13 @@ pub async fn a_mixed_batch_writes_all_but_the_refused(kit: &StoreKit) {
     let to_capture = authorized(kit, &a, 800).await;
     kit.store
         .payments()
-        .request_capture(to_capture.id, amount(500), Duration::from_secs(3600), None)
+        .request_capture(
+            to_capture.id,
+            amount(500),
+            Timestamp::now(),
+            Duration::from_secs(3600),
+            None,
+        )
         .await
         .unwrap();
     let charge =
@@ -754,7 +767,13 @@ pub async fn refunds_are_bounded_by_the_captured_amount(kit: &StoreKit) {
     let p = authorized(kit, &a, 1000).await;
     kit.store
         .payments()
-        .request_capture(p.id, amount(600), Duration::from_secs(3600), None)
+        .request_capture(
+            p.id,
+            amount(600),
+            Timestamp::now(),
+            Duration::from_secs(3600),
+            None,
+        )
         .await
         .unwrap();
     let captured = super::flows::claim_and_post(kit, p.id).await;
@@ -925,7 +944,13 @@ pub async fn a_refund_racing_the_capture_posting_sees_one_state(kit: &StoreKit) 
         let p = authorized(kit, &a, 1000).await;
         kit.store
             .payments()
-            .request_capture(p.id, amount(800), Duration::from_secs(3600), None)
+            .request_capture(
+                p.id,
+                amount(800),
+                Timestamp::now(),
+                Duration::from_secs(3600),
+                None,
+            )
             .await
             .unwrap();
         let (lease, held) = claim_payment(kit, p.id).await;
