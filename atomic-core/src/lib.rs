@@ -70,6 +70,7 @@ pub mod refund;
 pub mod service;
 pub mod text;
 pub mod time;
+pub mod webhook;
 
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
