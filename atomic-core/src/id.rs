@@ -95,6 +95,10 @@ id_type!(
     /// Identifies one ledger entry.
     EntryId
 );
+id_type!(
+    /// Identifies a webhook endpoint.
+    WebhookEndpointId
+);
 
 #[cfg(test)]
 mod tests {
