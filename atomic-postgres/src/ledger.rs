@@ -336,13 +336,20 @@ fn posted_accounts(settlements: &[Settlement]) -> Vec<Uuid> {
     accounts
 }
 
-/// Whether a posting of the batch debits an account that must cover it (or one not found),
-/// so the decisions need the balances as they will be at commit.
-fn needs_cover(settlements: &[Settlement], accounts: &HashMap<AccountId, Account>) -> bool {
-    transfers(settlements).any(|t| {
-        accounts
-            .get(&t.debit_account())
-            .is_none_or(|account| !account.allow_negative())
+/// Whether a posting of the batch debits an account that must cover it, so the decisions
+/// need the balances under their locks: a refund debits its merchant's account. A charge or a
+/// capture debits its payment's funding account, a system account (`payments_check_accounts`),
+/// which may go negative. Were that ever not so, `accounts_non_negative` would still refuse the
+/// overdraft.
+fn needs_cover(settlements: &[Settlement]) -> bool {
+    settlements.iter().any(|s| {
+        matches!(
+            s,
+            Settlement::Refund {
+                result: RefundResult::Posted(_),
+                ..
+            }
+        )
     })
 }
 
@@ -392,32 +399,23 @@ async fn lock(conn: &mut PgConnection, settlements: &[Settlement]) -> Result<Bat
     }
     let accounts = posted_accounts(settlements);
     if !accounts.is_empty() {
-        read_accounts(conn, &mut batch, &accounts, READ_ACCOUNTS).await?;
-        if needs_cover(settlements, &batch.accounts) {
-            read_accounts(conn, &mut batch, &accounts, LOCK_ACCOUNTS).await?;
-            batch.accounts_locked = true;
+        batch.accounts_locked = needs_cover(settlements);
+        let sql = if batch.accounts_locked {
+            LOCK_ACCOUNTS
+        } else {
+            READ_ACCOUNTS
+        };
+        for row in sqlx::query(sql)
+            .bind(&accounts)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(from_sqlx)?
+        {
+            let account = rows::account(&row)?;
+            batch.accounts.insert(account.id, account);
         }
     }
     Ok(batch)
-}
-
-/// Reads `accounts` into the batch with `sql` (READ_ACCOUNTS or LOCK_ACCOUNTS).
-async fn read_accounts(
-    conn: &mut PgConnection,
-    batch: &mut Batch,
-    accounts: &[Uuid],
-    sql: &'static str,
-) -> Result<()> {
-    for row in sqlx::query(sql)
-        .bind(accounts)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(from_sqlx)?
-    {
-        let account = rows::account(&row)?;
-        batch.accounts.insert(account.id, account);
-    }
-    Ok(())
 }
 
 /// Writes what the batch decided: statuses and counters, the postings, then the balances
