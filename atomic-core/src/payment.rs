@@ -710,6 +710,14 @@ pub struct PaymentParts {
 mod tests {
     use super::*;
 
+    #[test]
+    fn descriptions_are_at_most_1000_characters_and_may_span_lines() {
+        assert!(Description::parse("orders\nservice").is_ok());
+        assert!(Description::parse("é".repeat(1_000)).is_ok());
+        assert!(Description::parse("é".repeat(1_001)).is_err());
+        assert!(Description::parse("nul\0").is_err());
+    }
+
     fn pending(capture_method: CaptureMethod) -> Payment {
         Payment::new(
             NewPayment {

@@ -6,33 +6,15 @@
 use atomic_webhook_signature::Secret;
 
 use super::{Subscription, WebhookUrl};
-use crate::error::{Error, Invalid};
+use crate::error::Error;
 use crate::fresh::Fresh;
 use crate::id::WebhookEndpointId;
+use crate::payment::Description;
 use crate::principal::Owner;
-use crate::text::{Lines, check};
 use crate::time::Timestamp;
 
 /// How many endpoints one owner may have (more is 422 `limit_reached`).
 pub const MAX_ENDPOINTS_PER_OWNER: usize = 16;
-
-/// An endpoint's description: at most 1,000 characters, line breaks allowed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EndpointDescription(String);
-
-impl EndpointDescription {
-    /// Validates a description.
-    pub fn parse(text: impl Into<String>) -> Result<Self, Invalid> {
-        let text = text.into();
-        check(&text, 0, 1_000, Lines::Multi)?;
-        Ok(Self(text))
-    }
-
-    /// The description.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
 
 /// A webhook endpoint.
 #[derive(Clone, Debug)]
@@ -45,8 +27,8 @@ pub struct WebhookEndpoint {
     pub url: WebhookUrl,
     /// Which events it receives.
     pub subscription: Subscription,
-    /// The owner's note, if any.
-    pub description: Option<EndpointDescription>,
+    /// The owner's note, if any (bounded as a payment's description is).
+    pub description: Option<Description>,
     /// The signing secret (never logged: its `Debug` hides it).
     pub secret: Secret,
     /// When it was made.
@@ -59,7 +41,7 @@ impl WebhookEndpoint {
         owner: Owner,
         url: WebhookUrl,
         subscription: Subscription,
-        description: Option<EndpointDescription>,
+        description: Option<Description>,
         now: Timestamp,
     ) -> Result<Fresh<Self>, Error> {
         let mut key = vec![0u8; 32];
@@ -130,13 +112,5 @@ mod tests {
         let platform = endpoint(Owner::Platform, &["*"]);
         assert!(platform.receives(Owner::Merchant(other), EventType::RefundFailed));
         assert!(platform.receives(Owner::Platform, EventType::PaymentCanceled));
-    }
-
-    #[test]
-    fn descriptions_are_bounded() {
-        assert!(EndpointDescription::parse("orders\nservice").is_ok());
-        assert!(EndpointDescription::parse("é".repeat(1_000)).is_ok());
-        assert!(EndpointDescription::parse("é".repeat(1_001)).is_err());
-        assert!(EndpointDescription::parse("nul\0").is_err());
     }
 }

@@ -14,7 +14,7 @@ mod subscription;
 mod url;
 
 pub use address::{AddressPolicy, Reach};
-pub use endpoint::{EndpointDescription, MAX_ENDPOINTS_PER_OWNER, WebhookEndpoint};
+pub use endpoint::{MAX_ENDPOINTS_PER_OWNER, WebhookEndpoint};
 pub use event_type::EventType;
 pub use retry::{DEFAULT_SCHEDULE, RetrySchedule};
 pub use subscription::Subscription;
