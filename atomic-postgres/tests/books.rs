@@ -69,6 +69,14 @@ async fn transactions_of(pool: &PgPool, payment: &Payment) -> i64 {
         .unwrap()
 }
 
+async fn funding_of(pool: &PgPool, payment: &Payment) -> Uuid {
+    sqlx::query_scalar("SELECT funding_account FROM payments WHERE id = $1")
+        .bind(payment.id.as_uuid())
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
 /// Hand-written SQL that moves `payment` to SUCCESS (through PROCESSING) in `tx`, posting
 /// nothing: the deferred checks judge it at commit.
 async fn mark_success(tx: &mut sqlx::PgConnection, payment: &Payment) {
@@ -247,11 +255,7 @@ async fn a_second_posting_of_a_payment_is_refused_by_the_database() {
         payment,
         merchant_account,
     } = posted().await;
-    let funding: Uuid = sqlx::query_scalar("SELECT funding_account FROM payments WHERE id = $1")
-        .bind(payment.id.as_uuid())
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let funding = funding_of(&pool, &payment).await;
     let result = sqlx::query(
         "INSERT INTO ledger_transactions \
          (id, payment_id, debit_account, credit_account, amount, currency, created_at) \
@@ -280,11 +284,7 @@ async fn an_unbalanced_posting_is_refused_at_commit() {
     let kit = db.kit();
     let merchant = onboard(&kit, Currency::USD).await;
     let payment = stored_payment(&kit, &merchant, 700).await;
-    let funding: Uuid = sqlx::query_scalar("SELECT funding_account FROM payments WHERE id = $1")
-        .bind(payment.id.as_uuid())
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let funding = funding_of(&pool, &payment).await;
     // Hand-written SQL that marks the payment SUCCESS and posts only its CREDIT side.
     let mut tx = pool.begin().await.unwrap();
     mark_success(&mut tx, &payment).await;
@@ -322,12 +322,7 @@ async fn a_posting_to_accounts_not_its_payments_is_refused_at_commit() {
     let other = onboard(&kit, Currency::USD).await;
     for credit in [other.account.id.as_uuid(), Uuid::now_v7()] {
         let payment = stored_payment(&kit, &merchant, 700).await;
-        let funding: Uuid =
-            sqlx::query_scalar("SELECT funding_account FROM payments WHERE id = $1")
-                .bind(payment.id.as_uuid())
-                .fetch_one(&pool)
-                .await
-                .unwrap();
+        let funding = funding_of(&pool, &payment).await;
         let mut tx = pool.begin().await.unwrap();
         mark_success(&mut tx, &payment).await;
         let sides = [(funding, "DEBIT"), (credit, "CREDIT")];
@@ -358,11 +353,7 @@ async fn a_posting_of_another_amount_than_its_payment_is_refused_at_commit() {
     let kit = db.kit();
     let merchant = onboard(&kit, Currency::USD).await;
     let payment = stored_payment(&kit, &merchant, 700).await;
-    let funding: Uuid = sqlx::query_scalar("SELECT funding_account FROM payments WHERE id = $1")
-        .bind(payment.id.as_uuid())
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let funding = funding_of(&pool, &payment).await;
     // A balanced posting of 701 for a payment of 700.
     let mut tx = pool.begin().await.unwrap();
     mark_success(&mut tx, &payment).await;
