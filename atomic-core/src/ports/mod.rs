@@ -14,6 +14,7 @@ mod audit;
 mod card;
 mod idempotency;
 mod merchants;
+mod outbound;
 mod payments;
 mod queue;
 mod rate_limit;
@@ -27,6 +28,7 @@ pub use audit::{AuditReport, LedgerAudit};
 pub use card::{CardProcessor, TestModeCards};
 pub use idempotency::IdempotencyStore;
 pub use merchants::MerchantStore;
+pub use outbound::{HostResolver, ResolveError, SendOutcome, WebhookRequest, WebhookSender};
 pub use payments::{PaymentFilter, PaymentStore, RefundFilter};
 pub use queue::{Delivery, Job, JobQueue};
 pub use rate_limit::RateLimiter;
@@ -45,6 +47,8 @@ pub use card::MockCardProcessor;
 pub use idempotency::MockIdempotencyStore;
 #[cfg(any(test, feature = "mocks"))]
 pub use merchants::MockMerchantStore;
+#[cfg(any(test, feature = "mocks"))]
+pub use outbound::{MockHostResolver, MockWebhookSender};
 #[cfg(any(test, feature = "mocks"))]
 pub use payments::MockPaymentStore;
 #[cfg(any(test, feature = "mocks"))]
