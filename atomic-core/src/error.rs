@@ -160,6 +160,9 @@ pub enum Error {
     /// A refund of more than is still refundable.
     #[error("amount exceeds what is refundable")]
     AmountExceedsRefundable,
+    /// The owner already has as many as it may (webhook endpoints: 16).
+    #[error("limit reached")]
+    LimitReached,
     /// A store refused a write that would break an invariant of the books.
     #[error("invariant refused: {0}")]
     Invariant(Invariant),

@@ -99,6 +99,14 @@ id_type!(
     /// Identifies a webhook endpoint.
     WebhookEndpointId
 );
+id_type!(
+    /// Identifies an event.
+    EventId
+);
+id_type!(
+    /// Identifies a webhook delivery: one event for one endpoint.
+    DeliveryId
+);
 
 #[cfg(test)]
 mod tests {

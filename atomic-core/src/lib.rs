@@ -51,6 +51,7 @@ pub mod account;
 pub mod api_key;
 pub mod card;
 pub mod error;
+pub mod event;
 pub mod failpoint;
 pub mod fresh;
 pub mod hex;

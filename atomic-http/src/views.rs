@@ -1,113 +1,21 @@
-//! The JSON shapes of API.md (camelCase), built from domain values. Only these structs decide
+//! The JSON shapes of API.md (camelCase), built from domain values (payments and refunds: core's
+//! [`atomic_core::event`] views, which events carry too). Only these structs decide
 //! what leaves the server: an API key view has no hash, a payment view shows its token (the
 //! caller's own data) but logs never do.
 
 use atomic_core::api_key::{ApiKey, RawApiKey};
 use atomic_core::merchant::Merchant;
-use std::collections::BTreeMap;
 
 use atomic_core::page::Page;
-use atomic_core::{Account, Entry, Metadata, Payment, Refund};
+use atomic_core::{Account, Entry};
 use serde::Serialize;
 
 use crate::idempotency::Reveal;
 
-/// A payment.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct PaymentView {
-    id: String,
-    merchant_id: String,
-    amount: i64,
-    currency: String,
-    source: String,
-    description: String,
-    status: &'static str,
-    failure_reason: Option<&'static str>,
-    capture_method: &'static str,
-    amount_captured: i64,
-    amount_refunded: i64,
-    cancellation_reason: Option<&'static str>,
-    metadata: BTreeMap<String, String>,
-    idempotency_key: Option<String>,
-    created_at: String,
-    updated_at: String,
-}
-
-/// Metadata as a JSON object (`{}` when there is none).
-fn metadata_view(metadata: &Metadata) -> BTreeMap<String, String> {
-    metadata
-        .iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
-}
-
-impl PaymentView {
-    /// The view of a record.
-    pub(crate) fn new(p: &Payment) -> Self {
-        Self {
-            id: p.id.to_string(),
-            merchant_id: p.merchant_account.to_string(),
-            amount: p.amount.minor_units(),
-            currency: p.currency.to_string(),
-            source: p.source.expose().to_owned(),
-            description: p.description.as_str().to_owned(),
-            status: p.status().as_str(),
-            failure_reason: p.failure_reason().map(|r| r.as_str()),
-            capture_method: p.capture_method.as_str(),
-            amount_captured: p.amount_captured(),
-            amount_refunded: p.amount_refunded(),
-            cancellation_reason: p.cancellation_reason().map(|r| r.as_str()),
-            metadata: metadata_view(&p.metadata),
-            idempotency_key: p.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
-            created_at: p.created_at.to_string(),
-            updated_at: p.updated_at().to_string(),
-        }
-    }
-}
-
-/// A refund.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct RefundView {
-    id: String,
-    payment_id: String,
-    merchant_id: String,
-    amount: i64,
-    currency: String,
-    reason: Option<&'static str>,
-    status: &'static str,
-    failure_reason: Option<&'static str>,
-    metadata: BTreeMap<String, String>,
-    idempotency_key: Option<String>,
-    created_at: String,
-    updated_at: String,
-}
-
-impl RefundView {
-    /// The view of a record.
-    pub(crate) fn new(r: &Refund) -> Self {
-        Self {
-            id: r.id.to_string(),
-            payment_id: r.payment_id.to_string(),
-            merchant_id: r.merchant_account.to_string(),
-            amount: r.amount.minor_units(),
-            currency: r.currency.to_string(),
-            reason: r.reason.map(|reason| reason.as_str()),
-            status: r.status().as_str(),
-            failure_reason: r.failure_reason().map(|reason| reason.as_str()),
-            metadata: metadata_view(&r.metadata),
-            idempotency_key: r.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
-            created_at: r.created_at.to_string(),
-            updated_at: r.updated_at().to_string(),
-        }
-    }
-}
-
 /// `{"payment": …}`, the shape of `GET /payments/:id`.
 #[derive(Serialize)]
 pub(crate) struct PaymentEnvelope {
-    pub(crate) payment: PaymentView,
+    pub(crate) payment: atomic_core::event::PaymentView,
 }
 
 /// An account.

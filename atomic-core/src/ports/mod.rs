@@ -3,7 +3,8 @@
 //! implement them; [`Ports`] is one set of them, used as `Arc<dyn Port>`.
 //!
 //! The store ports ([`AccountStore`], [`PaymentStore`], [`SettlementStore`],
-//! [`MerchantStore`], [`ApiKeyStore`], [`IdempotencyStore`]) are handed over together as one
+//! [`MerchantStore`], [`ApiKeyStore`], [`IdempotencyStore`], [`EventStore`], [`WebhookStore`],
+//! [`OutboxStore`]) are handed over together as one
 //! [`Backend`], built from one value that implements them all: every creating write completes
 //! its idempotency claim in the same transaction, so the claim records must live beside the
 //! data, and the type says they do.
@@ -12,13 +13,16 @@ mod accounts;
 mod api_keys;
 mod audit;
 mod card;
+mod events;
 mod idempotency;
 mod merchants;
 mod outbound;
+mod outbox;
 mod payments;
 mod queue;
 mod rate_limit;
 mod settlement;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -26,9 +30,11 @@ pub use accounts::AccountStore;
 pub use api_keys::ApiKeyStore;
 pub use audit::{AuditReport, LedgerAudit};
 pub use card::{CardProcessor, TestModeCards};
+pub use events::EventStore;
 pub use idempotency::IdempotencyStore;
 pub use merchants::MerchantStore;
 pub use outbound::{HostResolver, ResolveError, SendOutcome, WebhookRequest, WebhookSender};
+pub use outbox::{DueDelivery, OutboxStore, Target};
 pub use payments::{PaymentFilter, PaymentStore, RefundFilter};
 pub use queue::{Delivery, Job, JobQueue};
 pub use rate_limit::RateLimiter;
@@ -36,6 +42,7 @@ pub use settlement::{
     BeginOutcome, LeaseId, RefundBegin, RefundResult, SettleOutcome, Settlement, SettlementResult,
     SettlementStore,
 };
+pub use webhooks::{DeliveryFilter, WebhookStore};
 
 #[cfg(any(test, feature = "mocks"))]
 pub use accounts::MockAccountStore;
@@ -44,11 +51,15 @@ pub use api_keys::MockApiKeyStore;
 #[cfg(any(test, feature = "mocks"))]
 pub use card::MockCardProcessor;
 #[cfg(any(test, feature = "mocks"))]
+pub use events::MockEventStore;
+#[cfg(any(test, feature = "mocks"))]
 pub use idempotency::MockIdempotencyStore;
 #[cfg(any(test, feature = "mocks"))]
 pub use merchants::MockMerchantStore;
 #[cfg(any(test, feature = "mocks"))]
 pub use outbound::{MockHostResolver, MockWebhookSender};
+#[cfg(any(test, feature = "mocks"))]
+pub use outbox::MockOutboxStore;
 #[cfg(any(test, feature = "mocks"))]
 pub use payments::MockPaymentStore;
 #[cfg(any(test, feature = "mocks"))]
@@ -57,6 +68,8 @@ pub use queue::MockJobQueue;
 pub use rate_limit::MockRateLimiter;
 #[cfg(any(test, feature = "mocks"))]
 pub use settlement::MockSettlementStore;
+#[cfg(any(test, feature = "mocks"))]
+pub use webhooks::MockWebhookStore;
 
 use crate::time::Clock;
 
@@ -71,6 +84,9 @@ pub struct Backend {
     merchants: Arc<dyn MerchantStore>,
     api_keys: Arc<dyn ApiKeyStore>,
     idempotency: Arc<dyn IdempotencyStore>,
+    events: Arc<dyn EventStore>,
+    webhooks: Arc<dyn WebhookStore>,
+    outbox: Arc<dyn OutboxStore>,
 }
 
 impl Backend {
@@ -82,7 +98,10 @@ impl Backend {
             + SettlementStore
             + MerchantStore
             + ApiKeyStore
-            + IdempotencyStore,
+            + IdempotencyStore
+            + EventStore
+            + WebhookStore
+            + OutboxStore,
     {
         Self {
             accounts: store.clone(),
@@ -90,7 +109,10 @@ impl Backend {
             settlement: store.clone(),
             merchants: store.clone(),
             api_keys: store.clone(),
-            idempotency: store,
+            idempotency: store.clone(),
+            events: store.clone(),
+            webhooks: store.clone(),
+            outbox: store,
         }
     }
 
@@ -122,6 +144,21 @@ impl Backend {
     /// Idempotency claims and stored responses.
     pub fn idempotency(&self) -> &Arc<dyn IdempotencyStore> {
         &self.idempotency
+    }
+
+    /// Events, as requests read them.
+    pub fn events(&self) -> &Arc<dyn EventStore> {
+        &self.events
+    }
+
+    /// Webhook endpoints and deliveries, as requests see them.
+    pub fn webhooks(&self) -> &Arc<dyn WebhookStore> {
+        &self.webhooks
+    }
+
+    /// Due deliveries and retention, as the dispatcher and the sweep see them.
+    pub fn outbox(&self) -> &Arc<dyn OutboxStore> {
+        &self.outbox
     }
 }
 
@@ -158,6 +195,12 @@ impl Backend {
         self
     }
 
+    /// This backend with `outbox` in place of its outbox store.
+    pub fn with_outbox(mut self, outbox: Arc<dyn OutboxStore>) -> Self {
+        self.outbox = outbox;
+        self
+    }
+
     /// This backend with `idempotency` in place of its idempotency store.
     pub fn with_idempotency(mut self, idempotency: Arc<dyn IdempotencyStore>) -> Self {
         self.idempotency = idempotency;
@@ -182,6 +225,10 @@ pub struct Ports {
     pub limiter: Arc<dyn RateLimiter>,
     /// The card processor.
     pub cards: Arc<dyn CardProcessor>,
+    /// Resolves webhook endpoint hosts.
+    pub resolver: Arc<dyn HostResolver>,
+    /// Sends webhook deliveries.
+    pub sender: Arc<dyn WebhookSender>,
     /// The clock services stamp records with.
     pub clock: Arc<dyn Clock>,
 }

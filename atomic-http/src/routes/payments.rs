@@ -18,7 +18,9 @@ use crate::fields::{Fields, integer, metadata, string};
 use crate::gate::Caller;
 use crate::idempotency::IdempotencyHeader;
 use crate::query::{self, List};
-use crate::views::{ListView, PaymentEnvelope, PaymentView};
+use atomic_core::event::PaymentView;
+
+use crate::views::{ListView, PaymentEnvelope};
 
 pub(crate) async fn create(
     State(app): State<AppState>,

@@ -15,7 +15,9 @@ use crate::fields::{Fields, integer, metadata, string};
 use crate::gate::Caller;
 use crate::idempotency::IdempotencyHeader;
 use crate::query::{self, List};
-use crate::views::{ListView, RefundView};
+use atomic_core::event::RefundView;
+
+use crate::views::ListView;
 
 /// `POST /payments/:id/refunds` with `{"amount"?, "reason"?, "metadata"?}`; the amount
 /// defaults to all that is still refundable.
