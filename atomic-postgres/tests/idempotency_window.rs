@@ -99,7 +99,7 @@ async fn a_key_replays_at_23_h_and_is_a_new_payment_at_25_h_once_reaped() {
         queue: Arc::new(MemoryQueue::new(Arc::new(SystemClock))),
         limiter: Arc::new(MemoryRateLimiter::new(Arc::new(SystemClock))),
         cards: Arc::new(TestModeCards),
-        clock: Arc::new(SystemClock),
+        ..Ports::in_memory()
     };
     // The default policy: keys live 24 h.
     let config = CoreConfig::default();

@@ -280,6 +280,7 @@ impl State {
         self.authorized.remove(&payment.id);
         self.transitions
             .push((PaymentStatus::Authorized, PaymentStatus::Canceled));
+        self.write_events(crate::event::Event::of_payment(&payment));
         if let Some(row) = self.payments.get_mut(&payment.id) {
             row.payment = payment;
             row.lease = None;

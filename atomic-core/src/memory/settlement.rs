@@ -7,6 +7,7 @@ use async_trait::async_trait;
 
 use super::store::{MemoryStore, State};
 use crate::error::{Error, Invariant, Result};
+use crate::event::Event;
 use crate::id::{PaymentId, RefundId};
 use crate::payment::{CancellationReason, Payment, PaymentStatus};
 use crate::ports::{
@@ -272,6 +273,7 @@ impl State {
         if payment.status() == PaymentStatus::Authorized {
             self.authorized.insert(payment.id);
         }
+        self.write_events(Event::of_payment(&payment));
         if let Some(row) = self.payments.get_mut(&payment.id) {
             row.payment = payment.clone();
             row.lease = None;
@@ -320,6 +322,7 @@ impl State {
         self.refund_transitions
             .push((RefundStatus::Processing, refund.status()));
         self.open_refunds.remove(&refund.id);
+        self.write_events(Event::of_refund(&refund));
         if let Some(row) = self.refunds.get_mut(&refund.id) {
             row.refund = refund.clone();
             row.lease = None;

@@ -8,7 +8,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::account::Account;
 use crate::api_key::{ApiKey, KeyHash};
 use crate::error::{Error, Invariant, Result};
-use crate::id::{AccountId, ApiKeyId, EntryId, MerchantId, PaymentId, RefundId, TransactionId};
+use crate::event::Event;
+use crate::id::{
+    AccountId, ApiKeyId, DeliveryId, EntryId, EventId, MerchantId, PaymentId, RefundId,
+    TransactionId, WebhookEndpointId,
+};
 use crate::idempotency::{ClaimToken, Completion, Fingerprint, IdempotencyKey, StoredResponse};
 use crate::ledger::{Entry, Transfer};
 use crate::merchant::Merchant;
@@ -18,6 +22,7 @@ use crate::ports::LeaseId;
 use crate::principal::{Owner, Principal};
 use crate::refund::{Refund, RefundStatus};
 use crate::time::{Clock, Timestamp};
+use crate::webhook::{WebhookDelivery, WebhookEndpoint, deliveries_for};
 
 /// The in-memory store: implements every store port and `LedgerAudit` over one shared state. Clones share the state.
 #[derive(Clone)]
@@ -136,9 +141,49 @@ pub(super) struct State {
     /// Idempotency records. One payment per key window is guarded here: a record completes
     /// once, in the same step as the payment it answers for.
     pub(super) idempotency: HashMap<ScopedKey, IdemRecord>,
+    pub(super) events: BTreeMap<EventId, Event>,
+    /// Each endpoint ever made, with whether it is deleted.
+    pub(super) endpoints: BTreeMap<WebhookEndpointId, EndpointRow>,
+    pub(super) deliveries: BTreeMap<DeliveryId, DeliveryRow>,
+}
+
+/// A webhook endpoint; a deleted one stays, for its deliveries.
+#[derive(Clone, Debug)]
+pub(super) struct EndpointRow {
+    pub(super) endpoint: WebhookEndpoint,
+    pub(super) deleted: bool,
+}
+
+/// A delivery with the hold of the attempt being made.
+#[derive(Clone, Debug)]
+pub(super) struct DeliveryRow {
+    pub(super) delivery: WebhookDelivery,
+    pub(super) lease: Option<(LeaseId, Timestamp)>,
 }
 
 impl State {
+    /// Writes `event` (if the change has one) and its deliveries to the endpoints that exist
+    /// now: the outbox half of a state change, in the same critical section.
+    pub(super) fn write_events(&mut self, event: Option<Event>) {
+        let Some(event) = event else {
+            return;
+        };
+        let live: Vec<WebhookEndpoint> = self
+            .endpoints
+            .values()
+            .filter(|row| !row.deleted)
+            .map(|row| row.endpoint.clone())
+            .collect();
+        for delivery in deliveries_for(std::slice::from_ref(&event), &live) {
+            let row = DeliveryRow {
+                delivery,
+                lease: None,
+            };
+            self.deliveries.insert(row.delivery.id, row);
+        }
+        self.events.insert(event.id, event);
+    }
+
     /// Checks that `completion` may be written now: its claim is held and unfinished.
     pub(super) fn check_completion(&self, completion: Option<&Completion>) -> Result<()> {
         let Some(completion) = completion else {
@@ -231,4 +276,32 @@ pub(super) fn newest_first<'a, K: Ord + Copy + 'a>(
         .take(limit + 1)
         .copied()
         .collect()
+}
+
+/// A page of `table`'s rows, newest first, that `visible` and `keep` accept. A cursor that is
+/// not a row `visible` accepts is [`Error::UnknownCursor`].
+pub(super) fn page_of<K: Ord + Copy, V: Clone>(
+    table: &BTreeMap<K, V>,
+    page: crate::page::PageRequest<K>,
+    visible: impl Fn(&V) -> bool,
+    keep: impl Fn(&V) -> bool,
+) -> Result<crate::page::Page<V>> {
+    if page
+        .starting_after
+        .is_some_and(|cursor| !table.get(&cursor).is_some_and(&visible))
+    {
+        return Err(Error::UnknownCursor);
+    }
+    let rows = match page.starting_after {
+        Some(cursor) => table.range(..cursor),
+        None => table.range(..),
+    };
+    let items = rows
+        .rev()
+        .map(|(_, row)| row)
+        .filter(|row| visible(row) && keep(row))
+        .take(page.limit.get() + 1)
+        .cloned()
+        .collect();
+    Ok(crate::page::Page::from_overfetch(items, page.limit))
 }

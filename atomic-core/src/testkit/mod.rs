@@ -43,8 +43,8 @@ use crate::metadata::Metadata;
 use crate::money::{Amount, Currency};
 use crate::payment::{CaptureMethod, CardSource, Description, NewPayment, Payment};
 use crate::ports::{
-    AccountStore, ApiKeyStore, Backend, IdempotencyStore, JobQueue, LedgerAudit, MerchantStore,
-    PaymentStore, RateLimiter, SettlementStore,
+    AccountStore, ApiKeyStore, Backend, EventStore, IdempotencyStore, JobQueue, LedgerAudit,
+    MerchantStore, OutboxStore, PaymentStore, RateLimiter, SettlementStore, WebhookStore,
 };
 use crate::principal::Principal;
 use crate::time::{ManualClock, Timestamp};
@@ -94,6 +94,9 @@ impl StoreKit {
             + MerchantStore
             + ApiKeyStore
             + IdempotencyStore
+            + EventStore
+            + WebhookStore
+            + OutboxStore
             + LedgerAudit,
     {
         Self {

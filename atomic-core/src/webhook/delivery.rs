@@ -185,13 +185,26 @@ mod tests {
         let schedule = RetrySchedule::parse("5s,1m").unwrap();
         let t0 = Timestamp::now();
         let mut d = delivery(t0);
-        assert_eq!(d.next_attempt_at, Some(t0), "the first attempt is immediate");
+        assert_eq!(
+            d.next_attempt_at,
+            Some(t0),
+            "the first attempt is immediate"
+        );
         d.attempted(t0, &failed(), &schedule);
-        assert_eq!(d.next_attempt_at, Some(t0.saturating_add(Duration::from_secs(5))));
+        assert_eq!(
+            d.next_attempt_at,
+            Some(t0.saturating_add(Duration::from_secs(5)))
+        );
         let t1 = t0.saturating_add(Duration::from_secs(5));
         d.attempted(t1, &SendOutcome::Failed("timeout".into()), &schedule);
-        assert_eq!(d.next_attempt_at, Some(t1.saturating_add(Duration::from_secs(60))));
-        assert_eq!((d.last_status_code, d.last_error.as_deref()), (None, Some("timeout")));
+        assert_eq!(
+            d.next_attempt_at,
+            Some(t1.saturating_add(Duration::from_secs(60)))
+        );
+        assert_eq!(
+            (d.last_status_code, d.last_error.as_deref()),
+            (None, Some("timeout"))
+        );
         d.attempted(t1, &SendOutcome::Answered(302), &schedule);
         assert_eq!(
             (d.status, d.attempts, d.next_attempt_at),
@@ -203,8 +216,15 @@ mod tests {
     #[test]
     fn a_2xx_delivers() {
         let mut d = delivery(Timestamp::now());
-        d.attempted(Timestamp::now(), &SendOutcome::Answered(204), &RetrySchedule::default());
-        assert_eq!((d.status, d.next_attempt_at), (DeliveryStatus::Delivered, None));
+        d.attempted(
+            Timestamp::now(),
+            &SendOutcome::Answered(204),
+            &RetrySchedule::default(),
+        );
+        assert_eq!(
+            (d.status, d.next_attempt_at),
+            (DeliveryStatus::Delivered, None)
+        );
     }
 
     #[test]
@@ -216,9 +236,15 @@ mod tests {
         let due = d.next_attempt_at;
         d.retry_now(t0);
         d.retry_now(t0);
-        assert_eq!((d.status, d.next_attempt_at), (DeliveryStatus::Pending, Some(t0)));
+        assert_eq!(
+            (d.status, d.next_attempt_at),
+            (DeliveryStatus::Pending, Some(t0))
+        );
         d.attempted(t0, &failed(), &schedule);
-        assert_eq!((d.status, d.next_attempt_at, d.failures), (DeliveryStatus::Pending, due, 1));
+        assert_eq!(
+            (d.status, d.next_attempt_at, d.failures),
+            (DeliveryStatus::Pending, due, 1)
+        );
 
         let mut spent = delivery(t0);
         for _ in 0..3 {
@@ -227,7 +253,10 @@ mod tests {
         spent.retry_now(t0);
         assert_eq!(spent.status, DeliveryStatus::Pending);
         spent.attempted(t0, &failed(), &schedule);
-        assert_eq!((spent.status, spent.next_attempt_at), (DeliveryStatus::Failed, None));
+        assert_eq!(
+            (spent.status, spent.next_attempt_at),
+            (DeliveryStatus::Failed, None)
+        );
         spent.retry_now(t0);
         spent.attempted(t0, &SendOutcome::Answered(200), &schedule);
         assert_eq!(spent.status, DeliveryStatus::Delivered);
@@ -238,18 +267,30 @@ mod tests {
         let mut pending = delivery(Timestamp::now());
         pending.endpoint_deleted();
         assert_eq!(
-            (pending.status, pending.last_error.as_deref(), pending.next_attempt_at),
+            (
+                pending.status,
+                pending.last_error.as_deref(),
+                pending.next_attempt_at
+            ),
             (DeliveryStatus::Failed, Some(ENDPOINT_DELETED), None)
         );
         let mut delivered = delivery(Timestamp::now());
-        delivered.attempted(Timestamp::now(), &SendOutcome::Answered(200), &RetrySchedule::default());
+        delivered.attempted(
+            Timestamp::now(),
+            &SendOutcome::Answered(200),
+            &RetrySchedule::default(),
+        );
         delivered.endpoint_deleted();
         assert_eq!(delivered.status, DeliveryStatus::Delivered);
     }
 
     #[test]
     fn statuses_read_back() {
-        for s in [DeliveryStatus::Pending, DeliveryStatus::Delivered, DeliveryStatus::Failed] {
+        for s in [
+            DeliveryStatus::Pending,
+            DeliveryStatus::Delivered,
+            DeliveryStatus::Failed,
+        ] {
             assert_eq!(DeliveryStatus::parse(s.as_str()), Ok(s));
         }
         assert!(DeliveryStatus::parse("pending").is_err());

@@ -13,10 +13,10 @@ mod retry;
 mod subscription;
 mod url;
 
+pub use crate::event::EventType;
 pub use address::{AddressPolicy, Reach};
 pub use delivery::{DeliveryStatus, ENDPOINT_DELETED, WebhookDelivery, deliveries_for};
 pub use endpoint::{MAX_ENDPOINTS_PER_OWNER, WebhookEndpoint};
-pub use crate::event::EventType;
 pub use retry::{DEFAULT_SCHEDULE, RetrySchedule};
 pub use subscription::Subscription;
 pub use url::WebhookUrl;

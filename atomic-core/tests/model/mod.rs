@@ -32,7 +32,7 @@ use atomic_core::error::Invariant;
 use atomic_core::idempotency::{
     Claim, ClaimOutcome, Completion, Fingerprint, IdempotencyKey, IdempotencyPolicy, StoredResponse,
 };
-use atomic_core::memory::{MemoryQueue, MemoryRateLimiter};
+use atomic_core::memory::{MemoryQueue, MemoryRateLimiter, RecordingWebhooks};
 use atomic_core::merchant::MerchantName;
 use atomic_core::page::{PageLimit, PageRequest};
 use atomic_core::payment::PaymentState;
@@ -279,6 +279,8 @@ impl Sut {
             queue: Arc::new(queue.clone()),
             limiter: Arc::new(MemoryRateLimiter::new(clock.clone())),
             cards: Arc::new(TestModeCards),
+            resolver: Arc::new(RecordingWebhooks::default()),
+            sender: Arc::new(RecordingWebhooks::default()),
             clock: B::services_clock(clock.clone()),
         };
         let defaults = CoreConfig::default();
