@@ -395,6 +395,7 @@ async fn a_payment_whose_enqueue_failed_is_swept_and_settled() {
         &healthy,
         sweep_config(),
         CoreConfig::default().authorization_ttl,
+        atomic_core::service::DEFAULT_EVENT_RETENTION,
     );
     let first = sweeper.tick().await.expect("sweep");
     assert_eq!(first.requeued, 0, "not stale yet");
@@ -891,6 +892,7 @@ fn sweeper_with(
             ..SweepConfig::default()
         },
         CoreConfig::default().authorization_ttl,
+        atomic_core::service::DEFAULT_EVENT_RETENTION,
     )
 }
 
@@ -934,7 +936,8 @@ async fn sweep_enqueues_exactly_the_payments_it_finds() {
         SweepReport {
             requeued: 3,
             expired: 0,
-            purged_keys: 7
+            purged_keys: 7,
+            purged_events: 0
         }
     );
 }
@@ -2510,7 +2513,8 @@ async fn the_sweep_requeues_stale_refunds_and_captures_but_not_authorizations() 
         SweepReport {
             requeued: 2,
             expired: 0,
-            purged_keys: 0
+            purged_keys: 0,
+            purged_events: 0
         }
     );
     assert_eq!(
@@ -2638,6 +2642,7 @@ async fn sweep_expires_authorizations_in_full_batches_with_the_configured_ttl() 
             ..sweep_config()
         },
         ttl,
+        atomic_core::service::DEFAULT_EVENT_RETENTION,
     );
 
     let report = sweeper.tick().await.expect("tick");
@@ -2962,6 +2967,7 @@ async fn a_queue_outage_does_not_hold_back_the_expiry_of_authorizations() {
         },
         sweep_config(),
         ttl,
+        atomic_core::service::DEFAULT_EVENT_RETENTION,
     );
 
     let swept = sweeper.tick().await;

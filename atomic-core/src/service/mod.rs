@@ -6,12 +6,15 @@
 
 mod accounts;
 mod api_keys;
+mod dispatcher;
+mod events;
 mod idempotent;
 mod merchants;
 mod payments;
 mod refunds;
 mod shutdown;
 mod sweeper;
+mod webhooks;
 mod worker;
 
 use std::collections::HashMap;
@@ -19,12 +22,15 @@ use std::sync::Arc;
 
 pub use accounts::AccountService;
 pub use api_keys::{ApiKeyService, Minted};
+pub use dispatcher::{Dispatcher, DispatcherConfig};
+pub use events::EventService;
 pub use idempotent::{Idempotency, IdempotentWrites, Written};
 pub use merchants::{MerchantService, Onboarded};
 pub use payments::{ENQUEUE_TIMEOUT, ENQUEUE_WAIT, PaymentRequest, PaymentService};
 pub use refunds::RefundService;
 pub use shutdown::{Shutdown, ShutdownTrigger, shutdown_channel};
 pub use sweeper::{SweepConfig, SweepReport, Sweeper};
+pub use webhooks::{CreatedEndpoint, EndpointRequest, WebhookService};
 pub use worker::{Backoff, Processed, Worker, WorkerConfig};
 
 use crate::account::Account;
@@ -35,6 +41,7 @@ use crate::idempotency::{Claim, ClaimOutcome, Fingerprint, IdempotencyKey, Idemp
 use crate::money::{Currencies, Currency};
 use crate::ports::Ports;
 use crate::principal::Principal;
+use crate::webhook::AddressPolicy;
 
 /// What the core is configured with (parsed once, at start-up, by the application).
 #[derive(Clone, Debug)]
@@ -52,7 +59,15 @@ pub struct CoreConfig {
     /// How long an authorization may wait for its capture (`AUTHORIZATION_TTL`); past it a
     /// capture is refused and the sweep cancels the payment.
     pub authorization_ttl: std::time::Duration,
+    /// Which addresses webhook endpoints may resolve to (`WEBHOOK_ALLOW_PRIVATE`).
+    pub webhook_policy: AddressPolicy,
+    /// How long events are kept (`EVENT_RETENTION`); the sweep deletes older ones.
+    pub event_retention: std::time::Duration,
 }
+
+/// The default `EVENT_RETENTION`: 30 days.
+pub const DEFAULT_EVENT_RETENTION: std::time::Duration =
+    std::time::Duration::from_secs(30 * 24 * 3600);
 
 /// The default `AUTHORIZATION_TTL`: 7 days.
 pub const DEFAULT_AUTHORIZATION_TTL: std::time::Duration =
@@ -66,6 +81,8 @@ impl Default for CoreConfig {
             idempotency: IdempotencyPolicy::default(),
             api_key_cache_ttl: std::time::Duration::ZERO,
             authorization_ttl: DEFAULT_AUTHORIZATION_TTL,
+            webhook_policy: AddressPolicy::default(),
+            event_retention: DEFAULT_EVENT_RETENTION,
         }
     }
 }
@@ -101,6 +118,10 @@ pub struct Services {
     pub merchants: MerchantService,
     /// API keys and authentication.
     pub api_keys: ApiKeyService,
+    /// Events.
+    pub events: EventService,
+    /// Webhook endpoints and deliveries.
+    pub webhooks: WebhookService,
     writes: IdempotentWrites,
     ports: Ports,
     config: Arc<CoreConfig>,
@@ -138,6 +159,8 @@ impl Services {
                 config.api_key_cache_ttl,
                 writes.clone(),
             ),
+            events: EventService::new(&ports),
+            webhooks: WebhookService::new(&ports, config.webhook_policy, writes.clone()),
             writes,
             ports,
             config: Arc::new(config),
@@ -186,7 +209,24 @@ impl Services {
 
     /// A recovery sweeper over these ports.
     pub fn sweeper(&self, config: SweepConfig) -> Sweeper {
-        Sweeper::new(&self.ports, config, self.config.authorization_ttl)
+        Sweeper::new(
+            &self.ports,
+            config,
+            self.config.authorization_ttl,
+            self.config.event_retention,
+        )
+    }
+
+    /// A webhook dispatcher over these ports, connecting only where the configured policy
+    /// allows.
+    pub fn dispatcher(&self, config: DispatcherConfig) -> Dispatcher {
+        Dispatcher::new(
+            &self.ports,
+            DispatcherConfig {
+                policy: self.config.webhook_policy,
+                ..config
+            },
+        )
     }
 
     /// Asks every dependency at once whether it answers; one that has not answered `within`

@@ -2,15 +2,17 @@
 //! `interval` the sweep asks the store for payments and refunds nobody is working on (`PENDING`
 //! untouched for `stale_after`, or `PROCESSING` with no live lease: stuck charges, captures and
 //! refunds alike) and enqueues them again; it cancels authorizations past
-//! `AUTHORIZATION_TTL`, each exactly once; and it purges expired idempotency keys. A lost enqueue, a flushed queue or a dead worker
+//! `AUTHORIZATION_TTL`, each exactly once; and it purges expired idempotency keys and events
+//! past `EVENT_RETENTION`. A lost enqueue, a flushed queue or a dead worker
 //! therefore delays a payment, never strands it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::Result;
-use crate::ports::{IdempotencyStore, JobQueue, Ports, SettlementStore};
+use crate::ports::{IdempotencyStore, JobQueue, OutboxStore, Ports, SettlementStore};
 use crate::service::Shutdown;
+use crate::time::Clock;
 
 /// How the sweep runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +44,8 @@ pub struct SweepReport {
     pub expired: usize,
     /// Expired idempotency keys deleted.
     pub purged_keys: u64,
+    /// Events past their retention deleted, with their deliveries.
+    pub purged_events: usize,
 }
 
 /// The recovery sweep.
@@ -50,8 +54,11 @@ pub struct Sweeper {
     settlement: Arc<dyn SettlementStore>,
     idempotency: Arc<dyn IdempotencyStore>,
     queue: Arc<dyn JobQueue>,
+    outbox: Arc<dyn OutboxStore>,
+    clock: Arc<dyn Clock>,
     config: SweepConfig,
     authorization_ttl: Duration,
+    event_retention: Duration,
 }
 
 impl std::fmt::Debug for Sweeper {
@@ -66,14 +73,23 @@ impl std::fmt::Debug for Sweeper {
 const MAX_ROUNDS: usize = 20;
 
 impl Sweeper {
-    /// A sweeper over `ports`, canceling authorizations older than `authorization_ttl`.
-    pub fn new(ports: &Ports, config: SweepConfig, authorization_ttl: Duration) -> Self {
+    /// A sweeper over `ports`, canceling authorizations older than `authorization_ttl` and
+    /// deleting events older than `event_retention`.
+    pub fn new(
+        ports: &Ports,
+        config: SweepConfig,
+        authorization_ttl: Duration,
+        event_retention: Duration,
+    ) -> Self {
         Self {
             settlement: ports.store.settlement().clone(),
             idempotency: ports.store.idempotency().clone(),
             queue: ports.queue.clone(),
+            outbox: ports.store.outbox().clone(),
+            clock: ports.clock.clone(),
             config,
             authorization_ttl,
+            event_retention,
         }
     }
 
@@ -85,6 +101,11 @@ impl Sweeper {
             .idempotency
             .purge_expired(self.config.batch.saturating_mul(MAX_ROUNDS))
             .await?;
+        let before = self.clock.now().saturating_sub(self.event_retention);
+        let purged_events = self
+            .outbox
+            .purge_events(before, self.config.batch.saturating_mul(MAX_ROUNDS))
+            .await?;
         let requeued = self.requeue().await?;
         if requeued > 0 {
             tracing::info!(requeued, "sweep re-enqueued stale payments");
@@ -93,6 +114,7 @@ impl Sweeper {
             requeued,
             expired,
             purged_keys,
+            purged_events,
         })
     }
 

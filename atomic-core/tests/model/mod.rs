@@ -317,6 +317,7 @@ impl Sut {
                 ..SweepConfig::default()
             },
             config.authorization_ttl,
+            atomic_core::service::DEFAULT_EVENT_RETENTION,
         );
         Self {
             clock,
