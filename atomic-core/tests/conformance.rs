@@ -45,6 +45,11 @@ mod lists {
     atomic_core::list_conformance!(store_kit());
 }
 
+mod outbox {
+    use super::*;
+    atomic_core::outbox_conformance!(store_kit());
+}
+
 mod idempotency {
     use super::*;
     atomic_core::idempotency_store_conformance!(store_kit());

@@ -11,7 +11,7 @@
 //! `capture_conformance!` (authorize, capture, cancel, expiry), `refund_conformance!`,
 //! `list_conformance!` (filters, cursors, the sweep over refunds and captures),
 //! `merchant_store_conformance!`, `api_key_store_conformance!`,
-//! `idempotency_store_conformance!`; and `refund_drain_conformance!` for TEST-MATRIX row 35,
+//! `idempotency_store_conformance!`, `outbox_conformance!` (events, endpoints, deliveries); and `refund_drain_conformance!` for TEST-MATRIX row 35,
 //! whose setup also gives a drain (a debit outside the ports; see
 //! [`refunds::a_refund_the_balance_cannot_cover_fails_and_restores_the_refundable`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -23,6 +23,7 @@ pub mod idempotency;
 pub mod ledger;
 pub mod lists;
 pub mod merchants;
+pub mod outbox;
 pub mod queue;
 pub mod rate_limit;
 pub mod refunds;
