@@ -6,6 +6,7 @@
 use std::borrow::Cow;
 
 use atomic_core::error::{FieldError, Invalid};
+use atomic_core::webhook::MAX_ENDPOINTS_PER_OWNER;
 use atomic_core::{Error, PaymentStatus};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -43,6 +44,8 @@ pub enum ApiError {
     AmountExceedsCapturable,
     /// 422 `amount_exceeds_refundable`: a refund of more than is still refundable.
     AmountExceedsRefundable,
+    /// 422 `limit_reached`: the owner already has as many as it may (webhook endpoints: 16).
+    LimitReached,
     /// 429 `rate_limited`, retry after this many seconds.
     RateLimited(u64),
     /// 503 `unavailable`: a dependency cannot be reached; retry later.
@@ -79,7 +82,8 @@ impl ApiError {
             Self::CurrencyMismatch(_)
             | Self::IdempotencyKeyReused
             | Self::AmountExceedsCapturable
-            | Self::AmountExceedsRefundable => StatusCode::UNPROCESSABLE_ENTITY,
+            | Self::AmountExceedsRefundable
+            | Self::LimitReached => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -104,6 +108,7 @@ impl ApiError {
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::AmountExceedsCapturable => "amount_exceeds_capturable",
             Self::AmountExceedsRefundable => "amount_exceeds_refundable",
+            Self::LimitReached => "limit_reached",
             Self::RateLimited(_) => "rate_limited",
             Self::Unavailable => "unavailable",
             Self::Internal(_) => "internal_error",
@@ -138,6 +143,10 @@ impl ApiError {
             Self::AmountExceedsRefundable => {
                 "The amount is more than is still refundable on this payment".into()
             }
+            Self::LimitReached => format!(
+                "At most {MAX_ENDPOINTS_PER_OWNER} webhook endpoints per owner; delete one first"
+            )
+            .into(),
             Self::RateLimited(_) => "Too many requests".into(),
             Self::Unavailable => "Service temporarily unavailable; retry later".into(),
             Self::Internal(_) => "Internal server error".into(),
@@ -176,6 +185,7 @@ impl From<Error> for ApiError {
             Error::InvalidState { status } => Self::InvalidState(status),
             Error::AmountExceedsCapturable => Self::AmountExceedsCapturable,
             Error::AmountExceedsRefundable => Self::AmountExceedsRefundable,
+            Error::LimitReached => Self::LimitReached,
             Error::Unavailable(source) => {
                 tracing::warn!(error = ?Error::Unavailable(source), "dependency unavailable");
                 Self::Unavailable

@@ -173,14 +173,20 @@ pub(crate) async fn gate(
     response
 }
 
-/// Key management (API.md): minting and revoking keys, and onboarding a merchant (which mints
-/// one). These never trust a cached key.
+/// Key management (API.md): minting and revoking keys, onboarding a merchant (which mints
+/// one), and every webhook endpoint route (an endpoint receives its owner's events, signed
+/// with a secret shown once). These never trust a cached key.
 fn manages_keys(method: &Method, path: &str) -> bool {
-    match *method {
-        Method::POST => path == "/api/v1/api-keys" || path == "/api/v1/merchants",
-        Method::DELETE => path.starts_with("/api/v1/api-keys/"),
-        _ => false,
-    }
+    const ENDPOINTS: &str = "/api/v1/webhook-endpoints";
+    let webhooks = path
+        .strip_prefix(ENDPOINTS)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+    webhooks
+        || match *method {
+            Method::POST => path == "/api/v1/api-keys" || path == "/api/v1/merchants",
+            Method::DELETE => path.starts_with("/api/v1/api-keys/"),
+            _ => false,
+        }
 }
 
 fn hits_for(app: &AppState, method: &Method, path: &str, identity: &str) -> Vec<Hit> {
@@ -237,6 +243,39 @@ mod tests {
         ));
         for bad in ["Basic abc", "Bearer", "Bearer ", "Bearer a b", "sk_test_x"] {
             assert!(matches!(creds(&[bad]), Credentials::Malformed), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn key_management_and_webhook_endpoints_never_trust_a_cached_key() {
+        let id = "0190a000-0000-7000-8000-000000000000";
+        for (method, path) in [
+            (Method::POST, "/api/v1/api-keys".to_owned()),
+            (Method::DELETE, format!("/api/v1/api-keys/{id}")),
+            (Method::POST, "/api/v1/merchants".to_owned()),
+            (Method::POST, "/api/v1/webhook-endpoints".to_owned()),
+            (Method::GET, "/api/v1/webhook-endpoints".to_owned()),
+            (Method::GET, format!("/api/v1/webhook-endpoints/{id}")),
+            (Method::DELETE, format!("/api/v1/webhook-endpoints/{id}")),
+            (
+                Method::GET,
+                format!("/api/v1/webhook-endpoints/{id}/deliveries"),
+            ),
+            (
+                Method::POST,
+                format!("/api/v1/webhook-endpoints/{id}/deliveries/{id}/retry"),
+            ),
+        ] {
+            assert!(manages_keys(&method, &path), "{method} {path}");
+        }
+        for (method, path) in [
+            (Method::GET, "/api/v1/api-keys".to_owned()),
+            (Method::POST, "/api/v1/payments".to_owned()),
+            (Method::GET, "/api/v1/events".to_owned()),
+            (Method::GET, format!("/api/v1/events/{id}")),
+            (Method::GET, "/api/v1/webhook-endpointsx".to_owned()),
+        ] {
+            assert!(!manages_keys(&method, &path), "{method} {path}");
         }
     }
 

@@ -1,11 +1,13 @@
 //! List query strings. Every list takes `limit` (1..=100, default 20), `startingAfter` (an id)
-//! and, except `/api-keys`, `createdGte`/`createdLt` (RFC 3339); some take `status`,
-//! `paymentId` and `metadata[<key>]=<value>` filters (exact, ANDed, each key at most once).
+//! and `createdGte`/`createdLt` (RFC 3339); some take `status`, `type`, `paymentId` and
+//! `metadata[<key>]=<value>` filters (exact, ANDed, each key at most once).
 //! Unknown, repeated or malformed parameters are refused (400), like unknown fields.
 
+use atomic_core::event::{EventFilter, EventType};
 use atomic_core::metadata::MetadataFilter;
 use atomic_core::page::{CreatedRange, PageLimit, PageRequest};
-use atomic_core::ports::{PaymentFilter, RefundFilter};
+use atomic_core::ports::{DeliveryFilter, PaymentFilter, RefundFilter};
+use atomic_core::webhook::DeliveryStatus;
 use atomic_core::{Invalid, PaymentId, PaymentStatus, RefundStatus, Timestamp};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -26,6 +28,12 @@ pub(crate) enum List {
     Entries,
     /// `GET /api-keys`: created range.
     ApiKeys,
+    /// `GET /events`: `type` (an event type), created range.
+    Events,
+    /// `GET /webhook-endpoints`: created range.
+    WebhookEndpoints,
+    /// `GET /webhook-endpoints/:id/deliveries`: `status` (a delivery status), created range.
+    Deliveries,
 }
 
 impl List {
@@ -46,7 +54,17 @@ impl List {
                 "status",
                 "paymentId",
             ],
-            List::Entries | List::ApiKeys => &["limit", "startingAfter", "createdGte", "createdLt"],
+            List::Events => &["limit", "startingAfter", "createdGte", "createdLt", "type"],
+            List::Deliveries => &[
+                "limit",
+                "startingAfter",
+                "createdGte",
+                "createdLt",
+                "status",
+            ],
+            List::Entries | List::ApiKeys | List::WebhookEndpoints => {
+                &["limit", "startingAfter", "createdGte", "createdLt"]
+            }
         }
     }
 
@@ -65,6 +83,8 @@ pub(crate) struct ListQuery {
     payment_status: Option<PaymentStatus>,
     refund_status: Option<RefundStatus>,
     payment_id: Option<PaymentId>,
+    event_type: Option<EventType>,
+    delivery_status: Option<DeliveryStatus>,
 }
 
 impl ListQuery {
@@ -92,6 +112,22 @@ impl ListQuery {
             status: self.refund_status,
             created: self.created,
             metadata: self.metadata.clone(),
+        }
+    }
+
+    /// The filter of `GET /events`.
+    pub(crate) fn event_filter(&self) -> EventFilter {
+        EventFilter {
+            event_type: self.event_type,
+            created: self.created,
+        }
+    }
+
+    /// The filter of `GET /webhook-endpoints/:id/deliveries`.
+    pub(crate) fn delivery_filter(&self) -> DeliveryFilter {
+        DeliveryFilter {
+            status: self.delivery_status,
+            created: self.created,
         }
     }
 }
@@ -161,6 +197,12 @@ pub(crate) fn parse(raw: Option<&str>, list: List) -> Result<ListQuery, ApiError
     let refund_status = (list == List::Refunds)
         .then(|| fields.optional("status", |v| RefundStatus::parse(&text(v))))
         .flatten();
+    let delivery_status = (list == List::Deliveries)
+        .then(|| fields.optional("status", |v| DeliveryStatus::parse(&text(v))))
+        .flatten();
+    let event_type = takes("type")
+        .then(|| fields.optional("type", |v| EventType::parse(&text(v))))
+        .flatten();
     let payment_id = takes("paymentId")
         .then(|| fields.optional("paymentId", |v| text(v).parse::<PaymentId>()))
         .flatten();
@@ -196,6 +238,8 @@ pub(crate) fn parse(raw: Option<&str>, list: List) -> Result<ListQuery, ApiError
         payment_status: payment_status.flatten(),
         refund_status: refund_status.flatten(),
         payment_id: payment_id.flatten(),
+        event_type: event_type.flatten(),
+        delivery_status: delivery_status.flatten(),
     })
 }
 
@@ -264,6 +308,43 @@ mod tests {
             assert!(parse(Some(bad), List::Refunds).is_err(), "{bad}");
         }
         assert!(parse(Some(&format!("paymentId={id}")), List::Payments).is_err());
+    }
+
+    #[test]
+    fn event_and_delivery_lists_take_their_own_filters() {
+        let q = parse(Some("type=refund.failed&limit=3"), List::Events).unwrap();
+        assert_eq!(q.event_filter().event_type, Some(EventType::RefundFailed));
+        assert_eq!(q.limit.get(), 3);
+        assert_eq!(
+            parse(None, List::Events).unwrap().event_filter().event_type,
+            None
+        );
+        for bad in [
+            "type=payment.done",
+            "type=*",
+            "type=",
+            "type=PAYMENT.SUCCEEDED",
+            "type=payment.failed&type=refund.failed",
+            "status=SUCCESS",
+            "metadata[a]=1",
+        ] {
+            assert!(parse(Some(bad), List::Events).is_err(), "{bad}");
+        }
+        let q = parse(Some("status=DELIVERED"), List::Deliveries).unwrap();
+        assert_eq!(q.delivery_filter().status, Some(DeliveryStatus::Delivered));
+        for bad in ["status=SUCCESS", "status=delivered", "type=refund.failed"] {
+            assert!(parse(Some(bad), List::Deliveries).is_err(), "{bad}");
+        }
+        assert!(
+            parse(
+                Some("createdLt=2026-12-01T00:00:00Z"),
+                List::WebhookEndpoints
+            )
+            .is_ok()
+        );
+        for bad in ["status=PENDING", "type=refund.failed", "metadata[a]=1"] {
+            assert!(parse(Some(bad), List::WebhookEndpoints).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,14 +1,17 @@
 //! The JSON shapes of API.md (camelCase), built from domain values (payments and refunds: core's
-//! [`atomic_core::event`] views, which events carry too). Only these structs decide
-//! what leaves the server: an API key view has no hash, a payment view shows its token (the
-//! caller's own data) but logs never do.
+//! [`atomic_core::event`] views, which events carry too; events: the JSON they were written
+//! as). Only these structs decide what leaves the server: an API key view has no hash, an
+//! endpoint view shows its secret only when it was just made, a payment view shows its token
+//! (the caller's own data) but logs never do.
 
 use atomic_core::api_key::{ApiKey, RawApiKey};
+use atomic_core::event::Event;
 use atomic_core::merchant::Merchant;
-
 use atomic_core::page::Page;
+use atomic_core::webhook::{WebhookDelivery, WebhookEndpoint};
 use atomic_core::{Account, Entry};
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 use crate::idempotency::Reveal;
 
@@ -137,6 +140,84 @@ pub(crate) struct OnboardingView {
     pub(crate) api_key: ApiKeyView,
 }
 
+/// A webhook endpoint; `secret` only in the response that made it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct EndpointView {
+    id: String,
+    url: String,
+    events: Vec<&'static str>,
+    description: Option<String>,
+    created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
+}
+
+impl EndpointView {
+    /// A stored endpoint (no secret).
+    pub(crate) fn stored(e: &WebhookEndpoint) -> Self {
+        Self {
+            id: e.id.to_string(),
+            url: e.url.as_str().to_owned(),
+            events: e.subscription.names(),
+            description: e.description.as_ref().map(|d| d.as_str().to_owned()),
+            created_at: e.created_at.to_string(),
+            secret: None,
+        }
+    }
+
+    /// An endpoint just made: with its secret when it goes to the caller, without it when the
+    /// response is kept for replays.
+    pub(crate) fn created(e: &WebhookEndpoint, reveal: Reveal) -> Self {
+        Self {
+            secret: (reveal == Reveal::Secrets).then(|| e.secret.reveal()),
+            ..Self::stored(e)
+        }
+    }
+}
+
+/// A webhook delivery: one event for one endpoint, and where its attempts stand.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct DeliveryView {
+    id: String,
+    event_id: String,
+    endpoint_id: String,
+    status: &'static str,
+    attempts: u32,
+    last_attempt_at: Option<String>,
+    last_status_code: Option<u16>,
+    last_error: Option<String>,
+    next_attempt_at: Option<String>,
+    created_at: String,
+}
+
+impl DeliveryView {
+    /// The view of a record.
+    pub(crate) fn new(d: &WebhookDelivery) -> Self {
+        Self {
+            id: d.id.to_string(),
+            event_id: d.event_id.to_string(),
+            endpoint_id: d.endpoint_id.to_string(),
+            status: d.status.as_str(),
+            attempts: d.attempts,
+            last_attempt_at: d.last_attempt_at.map(|t| t.to_string()),
+            last_status_code: d.last_status_code,
+            last_error: d.last_error.clone(),
+            next_attempt_at: d.next_attempt_at.map(|t| t.to_string()),
+            created_at: d.created_at.to_string(),
+        }
+    }
+}
+
+/// An event exactly as it was rendered when it was written (the bytes its webhook deliveries
+/// carry), not re-rendered from today's records.
+pub(crate) fn event_view(e: &Event) -> Result<Box<RawValue>, atomic_core::Error> {
+    RawValue::from_string(e.body.clone()).map_err(|error| {
+        atomic_core::Error::backend(format!("event {} is not JSON: {error}", e.id))
+    })
+}
+
 /// A page of items: `{"items": [...], "hasMore": bool}`.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -152,5 +233,16 @@ impl<T> ListView<T> {
             items: page.items.iter().map(view).collect(),
             has_more: page.has_more,
         }
+    }
+
+    /// Views of a page, where making a view may fail.
+    pub(crate) fn try_of<U, E>(
+        page: &Page<U>,
+        view: impl Fn(&U) -> Result<T, E>,
+    ) -> Result<Self, E> {
+        Ok(Self {
+            items: page.items.iter().map(view).collect::<Result<_, _>>()?,
+            has_more: page.has_more,
+        })
     }
 }

@@ -3,10 +3,12 @@
 
 mod accounts;
 mod api_keys;
+mod events;
 mod health;
 mod merchants;
 mod payments;
 mod refunds;
+mod webhooks;
 
 use atomic_core::idempotency::Fingerprint;
 use atomic_core::text::Name;
@@ -65,6 +67,24 @@ pub(crate) fn routes(app: &AppState) -> Router<AppState> {
             guarded(post(api_keys::create).get(api_keys::list)),
         )
         .route("/api/v1/api-keys/{id}", guarded(delete(api_keys::revoke)))
+        .route("/api/v1/events", guarded(get(events::list)))
+        .route("/api/v1/events/{id}", guarded(get(events::show)))
+        .route(
+            "/api/v1/webhook-endpoints",
+            guarded(post(webhooks::create).get(webhooks::list)),
+        )
+        .route(
+            "/api/v1/webhook-endpoints/{id}",
+            guarded(get(webhooks::show).delete(webhooks::delete)),
+        )
+        .route(
+            "/api/v1/webhook-endpoints/{id}/deliveries",
+            guarded(get(webhooks::deliveries)),
+        )
+        .route(
+            "/api/v1/webhook-endpoints/{id}/deliveries/{deliveryId}/retry",
+            guarded(post(webhooks::retry)),
+        )
         .fallback(|| async { ApiError::NotFound })
 }
 
@@ -90,7 +110,17 @@ impl RequestMeta {
 
     /// A 200 answer with `data`.
     pub(crate) fn ok(&self, app: &AppState, data: &impl serde::Serialize) -> Response {
-        json_response(StatusCode::OK, success_body(data, &self.meta(app)))
+        self.answer(app, StatusCode::OK, data)
+    }
+
+    /// A success answer with this status and `data`.
+    pub(crate) fn answer(
+        &self,
+        app: &AppState,
+        status: StatusCode,
+        data: &impl serde::Serialize,
+    ) -> Response {
+        json_response(status, success_body(data, &self.meta(app)))
     }
 
     /// The create step of a POST: its caller, idempotency key, fingerprint and answer status.
