@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use atomic_core::account::Account;
 use atomic_core::error::Invariant;
+use atomic_core::event::Event;
 use atomic_core::id::{AccountId, PaymentId, RefundId};
 use atomic_core::ledger::Transfer;
 use atomic_core::payment::Payment;
@@ -35,6 +36,7 @@ use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use crate::error::from_sqlx;
+use crate::events::write_events;
 use crate::rows::{self, account_columns, payment_columns, refund_columns};
 use crate::store::PgStore;
 
@@ -418,9 +420,10 @@ async fn lock(conn: &mut PgConnection, settlements: &[Settlement]) -> Result<Bat
     Ok(batch)
 }
 
-/// Writes what the batch decided: statuses and counters, the postings, then the balances
-/// (under their locks, taken here if the batch decided without them).
-async fn write(conn: &mut PgConnection, batch: Batch) -> Result<()> {
+/// Writes what the batch decided: statuses and counters, the events of the changes (with
+/// their deliveries), the postings, then the balances (under their locks, taken here if the
+/// batch decided without them).
+async fn write(conn: &mut PgConnection, batch: Batch, events: &[Event]) -> Result<()> {
     let mut p = (
         Vec::new(),
         Vec::new(),
@@ -465,6 +468,7 @@ async fn write(conn: &mut PgConnection, batch: Batch) -> Result<()> {
             .await
             .map_err(from_sqlx)?;
     }
+    write_events(&mut *conn, events).await?;
     if !batch.postings.is_empty() {
         batch
             .postings
@@ -504,10 +508,22 @@ impl PgStore {
         let now = batch.now.unwrap_or_else(Timestamp::now);
         let outcomes: Vec<Result<SettleOutcome>> =
             settlements.iter().map(|s| batch.settle(s, now)).collect();
-        write(&mut tx, batch).await?;
+        write(&mut tx, batch, &events_of(&outcomes)).await?;
         tx.commit().await.map_err(from_sqlx)?;
         Ok(outcomes)
     }
+}
+
+/// The events of the settlements a batch writes.
+fn events_of(outcomes: &[Result<SettleOutcome>]) -> Vec<Event> {
+    outcomes
+        .iter()
+        .filter_map(|outcome| match outcome {
+            Ok(SettleOutcome::Payment(payment)) => Event::of_payment(payment),
+            Ok(SettleOutcome::Refund(refund)) => Event::of_refund(refund),
+            Ok(SettleOutcome::NotHeld) | Err(_) => None,
+        })
+        .collect()
 }
 
 /// The columns of a batch's postings, one array per column (bound with `unnest`).
