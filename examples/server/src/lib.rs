@@ -1,22 +1,27 @@
 //! The Atomic server: turns [`Settings`] into running parts. It is the only place that knows
 //! which adapters exist. [`Application::build`] wires ports, services and the HTTP router and
 //! binds the listener; [`Application::run_until_stopped`] serves requests, runs the settlement
-//! workers and the recovery sweep in-process, and shuts all of them down gracefully.
+//! workers, the recovery sweep and the webhook dispatcher in-process, and shuts all of them down gracefully.
 
 pub mod settings;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use atomic_core::api_key::RawApiKey;
 use atomic_core::idempotency::IdempotencyPolicy;
 use atomic_core::ports::Backend;
-use atomic_core::service::{CoreConfig, SweepConfig, WorkerConfig, shutdown_channel};
+use atomic_core::service::{
+    CoreConfig, DispatcherConfig, SweepConfig, WorkerConfig, shutdown_channel,
+};
+use atomic_core::webhook::AddressPolicy;
 use atomic_core::{Ports, Services};
 use atomic_http::{AppState, HttpConfig, ServeConfig};
 use atomic_postgres::{PgConfig, PgStore};
 use atomic_redis::{Redis, RedisConfig};
+use atomic_webhook_sender::{Outbound, OutboundConfig};
 use axum::Router;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
@@ -44,6 +49,9 @@ pub enum StartError {
          apply them (sqlx migrate run, or start once with MIGRATE=true)"
     )]
     Unmigrated(String),
+    /// The webhook client could not be built.
+    #[error("webhooks: {0}")]
+    Webhooks(#[from] atomic_webhook_sender::Error),
     /// The Redis settings are not usable.
     #[error("Redis (REDIS_URL): {0}")]
     Redis(#[from] atomic_redis::Error),
@@ -68,6 +76,7 @@ pub struct Application {
     services: Services,
     worker: WorkerConfig,
     sweep: SweepConfig,
+    dispatch: DispatcherConfig,
     minted_platform_key: Option<RawApiKey>,
     storage: String,
     role: Role,
@@ -97,6 +106,10 @@ impl Application {
                 lock_timeout: settings.request_timeout.saturating_mul(2),
             },
             authorization_ttl: settings.authorization_ttl,
+            webhook_policy: AddressPolicy {
+                allow_private: settings.webhooks.allow_private,
+            },
+            event_retention: settings.webhooks.event_retention,
         };
         let services = Services::start(ports, core).await?;
         let http = HttpConfig {
@@ -135,6 +148,14 @@ impl Application {
                 interval: settings.sweep_interval,
                 stale_after: settings.sweep_stale_after,
                 ..SweepConfig::default()
+            },
+            dispatch: DispatcherConfig {
+                concurrency: settings.webhooks.concurrency,
+                // A claim outlives the longest attempt, so no attempt's delivery is claimed
+                // twice while it runs.
+                lease: settings.webhooks.timeout.saturating_mul(2) + Duration::from_secs(5),
+                schedule: settings.webhooks.retry_schedule.clone(),
+                ..DispatcherConfig::default()
             },
             minted_platform_key,
             storage,
@@ -179,27 +200,27 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves; then stops accepting, lets in-flight requests
-    /// finish, stops the workers and the sweep (each finishes the job it holds), and returns.
+    /// finish, stops the workers, the sweep and the webhook dispatcher (each finishes the job
+    /// or attempt it holds), and returns.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let (trigger, stop) = shutdown_channel();
-        let (worker, sweeper) = if self.role.settles() {
-            (
-                Some(tokio::spawn(
-                    self.services.worker(self.worker).run(stop.clone()),
-                )),
-                Some(tokio::spawn(self.services.sweeper(self.sweep).run(stop))),
-            )
+        let background = if self.role.settles() {
+            vec![
+                tokio::spawn(self.services.worker(self.worker).run(stop.clone())),
+                tokio::spawn(self.services.sweeper(self.sweep).run(stop.clone())),
+                tokio::spawn(self.services.dispatcher(self.dispatch).run(stop)),
+            ]
         } else {
-            (None, None)
+            Vec::new()
         };
         atomic_http::serve(self.listener, self.router, self.serve, shutdown).await;
         tracing::info!("no longer accepting requests; stopping the workers");
         trigger.trigger();
         let drained = tokio::time::timeout(self.shutdown_timeout, async {
-            for task in [worker, sweeper].into_iter().flatten() {
+            for task in background {
                 let _ = task.await;
             }
         })
@@ -216,6 +237,11 @@ impl Application {
 /// The ports the settings ask for, and what they are in words (logged at start-up).
 async fn wire(settings: &Settings) -> Result<(Ports, String), StartError> {
     let mut ports = Ports::in_memory();
+    let outbound = Arc::new(Outbound::new(OutboundConfig::new(
+        settings.webhooks.timeout,
+    ))?);
+    ports.resolver = outbound.clone();
+    ports.sender = outbound;
     let store = match &settings.database_url {
         None => "in-memory store (no DATABASE_URL): data will not survive a restart",
         Some(url) => {

@@ -10,6 +10,7 @@ use atomic_core::api_key::KeyHash;
 use atomic_core::money::Currencies;
 use atomic_core::rate_limit::RateLimitPolicy;
 use atomic_core::time::parse_duration;
+use atomic_core::webhook::RetrySchedule;
 use atomic_http::Cors;
 use atomic_postgres::PgConfig;
 use axum::http::HeaderValue;
@@ -154,6 +155,27 @@ pub struct Settings {
     pub header_read_timeout: Duration,
     /// `MAX_CONNECTIONS`: open client connections at most (default 1000, 1 to 1,000,000).
     pub max_connections: usize,
+    /// Webhooks: what deliveries may reach and how they are retried.
+    pub webhooks: WebhookSettings,
+}
+
+/// The webhook settings.
+#[derive(Debug)]
+pub struct WebhookSettings {
+    /// Let endpoints resolve to loopback, private and other special-purpose addresses
+    /// (`WEBHOOK_ALLOW_PRIVATE`, default false): for tests and on-premise receivers.
+    pub allow_private: bool,
+    /// How long one attempt may take, connect to last byte (`WEBHOOK_TIMEOUT`, default 10s,
+    /// 100ms to 5m).
+    pub timeout: Duration,
+    /// Delays between a delivery's attempts (`WEBHOOK_RETRY_SCHEDULE`, default
+    /// `5s,5m,30m,2h,5h,10h,10h`).
+    pub retry_schedule: RetrySchedule,
+    /// Attempts in flight at once in this process (`WEBHOOK_CONCURRENCY`, default 64).
+    pub concurrency: usize,
+    /// How long events (and their deliveries) are kept (`EVENT_RETENTION`, default 30d,
+    /// 1h to 10 years).
+    pub event_retention: Duration,
 }
 
 impl Settings {
@@ -366,6 +388,21 @@ impl Settings {
                 (SECOND, 10 * MINUTE),
             )?,
             max_connections: count("MAX_CONNECTIONS", 1000, 1..=1_000_000)? as usize,
+            webhooks: WebhookSettings {
+                allow_private: boolean("WEBHOOK_ALLOW_PRIVATE", false)?,
+                timeout: duration(
+                    "WEBHOOK_TIMEOUT",
+                    10 * SECOND,
+                    (100 * MILLISECOND, 5 * MINUTE),
+                )?,
+                retry_schedule: match var("WEBHOOK_RETRY_SCHEDULE") {
+                    None => RetrySchedule::default(),
+                    Some(v) => RetrySchedule::parse(&v)
+                        .map_err(|e| bad("WEBHOOK_RETRY_SCHEDULE", format!("{e} (got {v:?})")))?,
+                },
+                concurrency: count("WEBHOOK_CONCURRENCY", 64, 1..=4096)? as usize,
+                event_retention: duration("EVENT_RETENTION", 30 * DAY, (HOUR, 3650 * DAY))?,
+            },
         };
         settings.check_role()?;
         Ok(settings)
@@ -410,6 +447,30 @@ mod tests {
     }
 
     #[test]
+    fn webhook_settings_parse_and_refuse_bad_values() {
+        let s = parse(&[
+            ("WEBHOOK_ALLOW_PRIVATE", "true"),
+            ("WEBHOOK_TIMEOUT", "2s"),
+            ("WEBHOOK_RETRY_SCHEDULE", "1s,1m"),
+            ("EVENT_RETENTION", "2d"),
+        ])
+        .unwrap();
+        assert!(s.webhooks.allow_private);
+        assert_eq!(s.webhooks.timeout, Duration::from_secs(2));
+        assert_eq!(s.webhooks.retry_schedule.max_attempts(), 3);
+        assert_eq!(s.webhooks.event_retention, Duration::from_secs(2 * 86_400));
+        for (var, value) in [
+            ("WEBHOOK_ALLOW_PRIVATE", "yes"),
+            ("WEBHOOK_TIMEOUT", "0s"),
+            ("WEBHOOK_RETRY_SCHEDULE", "5s,soon"),
+            ("EVENT_RETENTION", "1m"),
+        ] {
+            let error = parse(&[(var, value)]).unwrap_err().to_string();
+            assert!(error.contains(var), "{error}");
+        }
+    }
+
+    #[test]
     fn defaults_match_api_md() {
         let s = parse(&[]).unwrap();
         assert_eq!((s.host.to_string(), s.port), ("127.0.0.1".to_owned(), 3000));
@@ -426,6 +487,11 @@ mod tests {
         );
         assert_eq!(s.idempotency_ttl, Duration::from_secs(86_400));
         assert_eq!(s.authorization_ttl, Duration::from_secs(7 * 86_400));
+        let w = &s.webhooks;
+        assert!(!w.allow_private);
+        assert_eq!(w.timeout, Duration::from_secs(10));
+        assert_eq!(w.retry_schedule, RetrySchedule::default());
+        assert_eq!(w.event_retention, Duration::from_secs(30 * 86_400));
         assert!(!s.rate_limit_fail_closed);
         assert_eq!(s.trusted_proxy_hops, 0);
         assert_eq!(s.currencies.to_string(), "USD,EUR,INR");
