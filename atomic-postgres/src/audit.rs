@@ -1,10 +1,11 @@
-//! `LedgerAudit` on [`PgStore`]: the L1–L14 books audit (TEST-MATRIX.md) as one SQL statement,
+//! `LedgerAudit` on [`PgStore`]: the L1–L16 books audit (TEST-MATRIX.md) as one SQL statement,
 //! so every count comes from one consistent snapshot. L8 counts the keys with two payments
 //! created less than one window (the key's TTL) apart, whichever claim made them. A ledger
 //! transaction is a payment's charge (`refund_id` NULL) or a refund's posting; L6 counts rows
 //! in a state no legal sequence of transitions reaches (the transitions themselves are guarded
 //! by triggers, so a row is where a broken one would show). L12 leaves `AUTHORIZED` payments
-//! out (they wait for their merchant) and measures a capture from its request.
+//! out (they wait for their merchant) and measures a capture from its request. L15 and L16
+//! leave out what is older than the oldest event kept (`EVENT_RETENTION` purged it).
 
 use std::time::Duration;
 
@@ -32,6 +33,17 @@ WITH signed AS (
 ), refund_postings AS (
     SELECT refund_id, count(*) AS n FROM ledger_transactions
     WHERE refund_id IS NOT NULL GROUP BY refund_id
+), written AS (
+    SELECT payment_id, refund_id,
+           count(*) FILTER (WHERE type = 'payment.authorized') AS authorized,
+           count(*) FILTER (WHERE type = 'payment.succeeded') AS succeeded,
+           count(*) FILTER (WHERE type = 'payment.failed') AS failed,
+           count(*) FILTER (WHERE type = 'payment.canceled') AS canceled,
+           count(*) FILTER (WHERE type = 'refund.succeeded') AS refund_succeeded,
+           count(*) FILTER (WHERE type = 'refund.failed') AS refund_failed
+    FROM events GROUP BY payment_id, refund_id
+), kept AS (
+    SELECT coalesce(min(created_at), '-infinity') AS since FROM events
 )
 SELECT
     (SELECT count(*) FROM (
@@ -123,7 +135,38 @@ SELECT
     (SELECT count(*) FROM payments p LEFT JOIN refunded r ON r.payment_id = p.id
      WHERE NOT (coalesce(r.reserved, 0) <= p.amount_captured AND p.amount_captured <= p.amount
             AND p.amount_reserved = coalesce(r.reserved, 0)
-            AND p.amount_refunded = coalesce(r.succeeded, 0))) AS refund_over_capture";
+            AND p.amount_refunded = coalesce(r.succeeded, 0))) AS refund_over_capture,
+    (SELECT count(*) FROM payments p CROSS JOIN kept
+     LEFT JOIN written w ON w.payment_id = p.id AND w.refund_id IS NULL
+     WHERE p.updated_at >= kept.since AND (
+        coalesce(w.succeeded, 0) <> (p.status = 'SUCCESS')::int
+        OR coalesce(w.failed, 0) <> (p.status = 'FAILED')::int
+        OR coalesce(w.canceled, 0) <> (p.status = 'CANCELED')::int
+        OR CASE WHEN p.capture_method = 'manual' AND p.status = 'FAILED'
+                THEN coalesce(w.authorized, 0) > 1
+                ELSE coalesce(w.authorized, 0) <> (p.capture_method = 'manual'
+                    AND (p.status IN ('AUTHORIZED', 'CANCELED', 'SUCCESS')
+                         OR p.capture_requested IS NOT NULL))::int END))
+    + (SELECT count(*) FROM refunds r CROSS JOIN kept
+       LEFT JOIN written w ON w.refund_id = r.id
+       WHERE r.updated_at >= kept.since
+         AND (coalesce(w.refund_succeeded, 0) <> (r.status = 'SUCCESS')::int
+              OR coalesce(w.refund_failed, 0) <> (r.status = 'FAILED')::int))
+    + (SELECT count(*) FROM written w
+       WHERE NOT EXISTS (SELECT 1 FROM payments p WHERE p.id = w.payment_id)
+          OR (w.refund_id IS NOT NULL AND NOT EXISTS (
+              SELECT 1 FROM refunds r WHERE r.id = w.refund_id AND r.payment_id = w.payment_id)))
+        AS outbox_mismatch,
+    (SELECT count(*) FROM events e JOIN webhook_endpoints ep
+       ON ep.created_at <= e.created_at
+      AND (ep.deleted_at IS NULL OR ep.deleted_at > e.created_at)
+      AND (ep.owner_merchant IS NULL OR ep.owner_merchant = e.owner_merchant)
+      AND (ep.events = ARRAY['*'] OR e.type = ANY (ep.events))
+     WHERE NOT EXISTS (SELECT 1 FROM webhook_deliveries d
+                       WHERE d.event_id = e.id AND d.endpoint_id = ep.id))
+    + (SELECT count(*) FROM webhook_deliveries
+       WHERE status = 'DELIVERED' AND coalesce(last_status_code NOT BETWEEN 200 AND 299, true))
+        AS delivery_mismatch";
 
 #[async_trait]
 impl LedgerAudit for PgStore {
@@ -149,6 +192,8 @@ impl LedgerAudit for PgStore {
                 stuck_payments: count(&row, "stuck_payments")?,
                 refund_posting_mismatch: count(&row, "refund_posting_mismatch")?,
                 refund_over_capture: count(&row, "refund_over_capture")?,
+                outbox_mismatch: count(&row, "outbox_mismatch")?,
+                delivery_mismatch: count(&row, "delivery_mismatch")?,
             })
         })
         .await

@@ -9,6 +9,7 @@ use atomic_core::id::PaymentId;
 use atomic_core::ledger::Transfer;
 use atomic_core::money::Currency;
 use atomic_core::ports::{BeginOutcome, LeaseId, SettleOutcome, Settlement, SettlementResult};
+use atomic_core::testkit::outbox::stored_endpoint;
 use atomic_core::testkit::{StoreKit, assert_books_clean, onboard, stored_payment};
 use atomic_core::time::Timestamp;
 use atomic_core::{Error, Payment};
@@ -620,5 +621,49 @@ async fn a_batch_claim_whose_answer_cannot_be_read_leaves_nothing_claimed() {
     assert!(
         matches!(&again, BeginOutcome::Claimed(p) if p.id == free.id),
         "the failed claim left the payment held: {again:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_counts_a_change_without_its_event_or_its_delivery() {
+    let db = TestDatabase::create().await;
+    let pool = db.store().pool().clone();
+    let kit = db.kit();
+    let merchant = onboard(&kit, Currency::USD).await;
+    stored_endpoint(&kit, merchant.account.owner, &["*"]).await;
+    let payment = stored_payment(&kit, &merchant, 500).await;
+    settle(&kit, &payment).await.unwrap();
+    let audit = kit.audit.clone().unwrap();
+    let report = audit.audit(LEASE).await.unwrap();
+    assert_eq!((report.outbox_mismatch, report.delivery_mismatch), (0, 0));
+
+    sqlx::query("UPDATE webhook_deliveries SET status = 'DELIVERED', next_attempt_at = NULL, last_status_code = 302")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let report = audit.audit(LEASE).await.unwrap();
+    assert_eq!(
+        (report.outbox_mismatch, report.delivery_mismatch),
+        (0, 1),
+        "DELIVERED without a 2xx"
+    );
+    sqlx::query("DELETE FROM webhook_deliveries")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let report = audit.audit(LEASE).await.unwrap();
+    assert_eq!(
+        (report.outbox_mismatch, report.delivery_mismatch),
+        (0, 1),
+        "a receiver without its delivery"
+    );
+    sqlx::query("DELETE FROM events")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let report = audit.audit(LEASE).await.unwrap();
+    assert_eq!(
+        report.outbox_mismatch, 1,
+        "a SUCCESS payment without its event"
     );
 }

@@ -1,5 +1,5 @@
-//! `LedgerAudit` on [`MemoryStore`]: the invariants of TEST-MATRIX.md, recomputed from the
-//! journal under one lock (a consistent snapshot).
+//! `LedgerAudit` on [`MemoryStore`]: the invariants of TEST-MATRIX.md (L1–L16), recomputed
+//! from the journal and the outbox under one lock (a consistent snapshot).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -9,13 +9,15 @@ use async_trait::async_trait;
 use super::store::{MemoryStore, State};
 use crate::account::AccountKind;
 use crate::error::Result;
-use crate::id::{PaymentId, RefundId, TransactionId};
+use crate::event::EventType;
+use crate::id::{EventId, PaymentId, RefundId, TransactionId, WebhookEndpointId};
 use crate::ledger::{Direction, Entry};
 use crate::money::{Amount, Currency};
-use crate::payment::{PaymentState, PaymentStatus};
+use crate::payment::{CaptureMethod, Payment, PaymentState, PaymentStatus};
 use crate::ports::{AuditReport, LedgerAudit};
 use crate::refund::RefundStatus;
 use crate::time::Timestamp;
+use crate::webhook::DeliveryStatus;
 
 fn count(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
@@ -214,7 +216,102 @@ impl LedgerAudit for MemoryStore {
                     .filter(|(from, to)| !from.can_become(*to))
                     .count(),
         );
+        audit_outbox(&state, &mut report);
         Ok(report)
+    }
+}
+
+/// How many events of `event_type` a payment in its present state has written: exactly this
+/// many, or (`None`) zero or one (a manual-capture payment that failed may have failed before
+/// or after its authorization).
+fn payment_events(payment: &Payment, event_type: EventType) -> Option<usize> {
+    let status = payment.status();
+    let manual = payment.capture_method == CaptureMethod::Manual;
+    Some(usize::from(match event_type {
+        EventType::PaymentSucceeded => status == PaymentStatus::Success,
+        EventType::PaymentFailed => status == PaymentStatus::Failed,
+        EventType::PaymentCanceled => status == PaymentStatus::Canceled,
+        EventType::PaymentAuthorized if manual && status == PaymentStatus::Failed => return None,
+        EventType::PaymentAuthorized => {
+            manual
+                && (matches!(
+                    status,
+                    PaymentStatus::Authorized | PaymentStatus::Canceled | PaymentStatus::Success
+                ) || matches!(payment.state(), PaymentState::Capturing(_)))
+        }
+        EventType::RefundSucceeded | EventType::RefundFailed => false,
+    }))
+}
+
+/// L15 and L16 (see [`AuditReport`]).
+fn audit_outbox(state: &State, report: &mut AuditReport) {
+    let mut written: HashMap<(PaymentId, Option<RefundId>, EventType), usize> = HashMap::new();
+    for event in state.events.values() {
+        *written
+            .entry((event.payment_id, event.refund_id, event.event_type))
+            .or_default() += 1;
+        let known = match event.refund_id {
+            None => state.payments.contains_key(&event.payment_id),
+            Some(id) => state
+                .refunds
+                .get(&id)
+                .is_some_and(|r| r.refund.payment_id == event.payment_id),
+        };
+        if !known {
+            report.outbox_mismatch += 1;
+        }
+    }
+    let kept_since = state.events.values().map(|e| e.created_at).min();
+    let kept = |at: Timestamp| kept_since.is_none_or(|since| at >= since);
+    let n = |key| written.get(&key).copied().unwrap_or(0);
+    for row in state
+        .payments
+        .values()
+        .filter(|r| kept(r.payment.updated_at()))
+    {
+        let p = &row.payment;
+        let wrong = EventType::ALL
+            .into_iter()
+            .any(|t| match payment_events(p, t) {
+                Some(expected) => n((p.id, None, t)) != expected,
+                None => n((p.id, None, t)) > 1,
+            });
+        report.outbox_mismatch += u64::from(wrong);
+    }
+    for row in state
+        .refunds
+        .values()
+        .filter(|r| kept(r.refund.updated_at()))
+    {
+        let r = &row.refund;
+        let expect =
+            |t, status| usize::from(r.status() == status) != n((r.payment_id, Some(r.id), t));
+        let wrong = expect(EventType::RefundSucceeded, RefundStatus::Success)
+            || expect(EventType::RefundFailed, RefundStatus::Failed);
+        report.outbox_mismatch += u64::from(wrong);
+    }
+    let mut delivered: HashMap<(EventId, WebhookEndpointId), usize> = HashMap::new();
+    for row in state.deliveries.values() {
+        let d = &row.delivery;
+        *delivered.entry((d.event_id, d.endpoint_id)).or_default() += 1;
+        let got_2xx = d.last_status_code.is_some_and(|c| (200..300).contains(&c));
+        if d.status == DeliveryStatus::Delivered && !got_2xx {
+            report.delivery_mismatch += 1;
+        }
+    }
+    for event in state.events.values() {
+        for row in state.endpoints.values() {
+            let live = row.endpoint.created_at <= event.created_at
+                && row.deleted.is_none_or(|at| at > event.created_at);
+            let owed = live && row.endpoint.receives(event.owner, event.event_type);
+            let got = delivered
+                .get(&(event.id, row.endpoint.id))
+                .copied()
+                .unwrap_or(0);
+            if (owed && got != 1) || got > 1 {
+                report.delivery_mismatch += 1;
+            }
+        }
     }
 }
 
@@ -248,4 +345,61 @@ fn audit_refunds(
             .filter(|id| !state.refunds.contains_key(id))
             .count(),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::ports::WebhookStore;
+    use crate::testkit::flows::{claim_and_post, stored_payment_with};
+    use crate::testkit::outbox::endpoint;
+    use crate::testkit::{StoreKit, onboard};
+    use crate::time::SystemClock;
+
+    async fn paid_with_endpoint() -> (MemoryStore, StoreKit) {
+        let store = MemoryStore::new(Arc::new(SystemClock));
+        let kit = StoreKit::new(Arc::new(store.clone()), Arc::new(crate::testkit::RealTime));
+        let a = onboard(&kit, Currency::USD).await;
+        let e = endpoint(a.account.owner, &["*"]);
+        store.create_endpoint(&e, None).await.unwrap();
+        let p = stored_payment_with(&kit, &a, 500, CaptureMethod::Automatic, Default::default());
+        claim_and_post(&kit, p.await.id).await;
+        (store, kit)
+    }
+
+    #[tokio::test]
+    async fn an_outbox_as_written_is_clean() {
+        let (store, _) = paid_with_endpoint().await;
+        let report = store.audit(Duration::from_secs(3600)).await.unwrap();
+        assert_eq!((report.outbox_mismatch, report.delivery_mismatch), (0, 0));
+        assert_eq!(store.lock().deliveries.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_change_without_its_event_or_delivery_is_counted() {
+        let (store, _) = paid_with_endpoint().await;
+        store.lock().deliveries.clear();
+        let report = store.audit(Duration::from_secs(3600)).await.unwrap();
+        assert_eq!((report.outbox_mismatch, report.delivery_mismatch), (0, 1));
+        store.lock().events.clear();
+        let report = store.audit(Duration::from_secs(3600)).await.unwrap();
+        assert_eq!(
+            report.outbox_mismatch, 1,
+            "a SUCCESS payment without its event"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_delivered_delivery_without_a_2xx_is_counted() {
+        let (store, _) = paid_with_endpoint().await;
+        for row in store.lock().deliveries.values_mut() {
+            row.delivery.status = DeliveryStatus::Delivered;
+            row.delivery.next_attempt_at = None;
+            row.delivery.last_status_code = Some(302);
+        }
+        let report = store.audit(Duration::from_secs(3600)).await.unwrap();
+        assert_eq!(report.delivery_mismatch, 1);
+    }
 }

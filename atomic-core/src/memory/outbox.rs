@@ -114,7 +114,7 @@ impl super::store::State {
         let endpoint = self
             .endpoints
             .get(&delivery.endpoint_id)
-            .filter(|row| !row.deleted)?;
+            .filter(|row| row.deleted.is_none())?;
         let event = self.events.get(&delivery.event_id)?;
         Some(Target {
             url: endpoint.endpoint.url.clone(),

@@ -151,7 +151,8 @@ pub(super) struct State {
 #[derive(Clone, Debug)]
 pub(super) struct EndpointRow {
     pub(super) endpoint: WebhookEndpoint,
-    pub(super) deleted: bool,
+    /// When it was deleted, if it was.
+    pub(super) deleted: Option<Timestamp>,
 }
 
 /// A delivery with the hold of the attempt being made.
@@ -171,7 +172,7 @@ impl State {
         let live: Vec<WebhookEndpoint> = self
             .endpoints
             .values()
-            .filter(|row| !row.deleted)
+            .filter(|row| row.deleted.is_none())
             .map(|row| row.endpoint.clone())
             .collect();
         for delivery in deliveries_for(std::slice::from_ref(&event), &live) {

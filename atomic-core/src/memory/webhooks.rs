@@ -21,7 +21,7 @@ impl State {
     fn live_endpoint(&self, id: WebhookEndpointId, viewer: Principal) -> Option<&EndpointRow> {
         self.endpoints
             .get(&id)
-            .filter(|row| !row.deleted && viewer.can_access(row.endpoint.owner))
+            .filter(|row| row.deleted.is_none() && viewer.can_access(row.endpoint.owner))
     }
 }
 
@@ -36,7 +36,7 @@ impl WebhookStore for MemoryStore {
         let owned = state
             .endpoints
             .values()
-            .filter(|row| !row.deleted && row.endpoint.owner == endpoint.owner)
+            .filter(|row| row.deleted.is_none() && row.endpoint.owner == endpoint.owner)
             .count();
         if owned >= MAX_ENDPOINTS_PER_OWNER {
             return Err(Error::LimitReached);
@@ -47,7 +47,7 @@ impl WebhookStore for MemoryStore {
         state.check_completion(completion.as_ref())?;
         let row = EndpointRow {
             endpoint: WebhookEndpoint::clone(endpoint),
-            deleted: false,
+            deleted: None,
         };
         state.endpoints.insert(endpoint.id, row);
         state.apply_completion(completion);
@@ -75,7 +75,7 @@ impl WebhookStore for MemoryStore {
         let page = page_of(
             &state.endpoints,
             page,
-            |row| !row.deleted && viewer.can_access(row.endpoint.owner),
+            |row| row.deleted.is_none() && viewer.can_access(row.endpoint.owner),
             |row| created.contains(row.endpoint.created_at),
         )?;
         Ok(page.map(|row| row.endpoint))
@@ -85,7 +85,7 @@ impl WebhookStore for MemoryStore {
         &self,
         id: WebhookEndpointId,
         viewer: Principal,
-        _at: Timestamp,
+        at: Timestamp,
     ) -> Result<Option<WebhookEndpoint>> {
         let mut state = self.lock();
         let Some(endpoint) = state
@@ -101,7 +101,7 @@ impl WebhookStore for MemoryStore {
             }
         }
         if let Some(row) = state.endpoints.get_mut(&id) {
-            row.deleted = true;
+            row.deleted = Some(at);
         }
         Ok(Some(endpoint))
     }

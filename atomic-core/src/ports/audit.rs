@@ -1,5 +1,5 @@
 //! [`LedgerAudit`]: the books audit, an optional capability of a ledger store. It counts the
-//! violations of the ledger invariants (TEST-MATRIX.md L1–L14) in one consistent snapshot.
+//! violations of the ledger and outbox invariants (TEST-MATRIX.md L1–L16) in one consistent snapshot.
 
 use std::fmt;
 use std::time::Duration;
@@ -47,11 +47,19 @@ pub struct AuditReport {
     /// L14: payments whose refunds break `Σ not FAILED <= amountCaptured <= amount` or whose
     /// `amountRefunded` differs from the sum of their `SUCCESS` refunds.
     pub refund_over_capture: u64,
+    /// L15: payments and refunds whose events disagree with their state (each event state
+    /// entered has exactly one event of its type, no event without its state), and events of
+    /// records that do not exist. Records changed before the oldest event kept are past
+    /// `EVENT_RETENTION` and not counted.
+    pub outbox_mismatch: u64,
+    /// L16: (event, endpoint) pairs where the endpoint existed and subscribed when the event
+    /// was written but has no delivery of it, and `DELIVERED` deliveries without a 2xx.
+    pub delivery_mismatch: u64,
 }
 
 impl AuditReport {
     /// Every invariant with its violation count, in order.
-    pub fn rows(&self) -> [(&'static str, &'static str, u64); 13] {
+    pub fn rows(&self) -> [(&'static str, &'static str, u64); 15] {
         [
             ("L1", "zero-sum per currency", self.zero_sum),
             ("L2", "balanced transactions", self.unbalanced_transactions),
@@ -86,6 +94,8 @@ impl AuditReport {
                 self.refund_posting_mismatch,
             ),
             ("L14", "refunds within captured", self.refund_over_capture),
+            ("L15", "one event per change", self.outbox_mismatch),
+            ("L16", "one delivery per receiver", self.delivery_mismatch),
         ]
     }
 
