@@ -48,6 +48,9 @@ pub(crate) fn from_sqlx(error: sqlx::Error) -> atomic_core::Error {
                 ("23505", "payments_one_per_claim" | "refunds_one_per_claim") => {
                     atomic_core::Error::IdempotencyClaimLost
                 }
+                // Also a second event for one change (`events_one_per_payment_change`,
+                // `events_one_per_refund_change`) and a second delivery of one event to one
+                // endpoint (`webhook_deliveries_one_per_endpoint`): refused as duplicates.
                 ("23505", _) => Invariant::DuplicateId.into(),
                 ("23514", "accounts_non_negative") => Invariant::InsufficientFunds.into(),
                 ("23514", "payments_voided_only_fails") => Invariant::Voided.into(),
@@ -63,6 +66,11 @@ pub(crate) fn from_sqlx(error: sqlx::Error) -> atomic_core::Error {
                     | "refunds_legal_transition"
                     | "refunds_immutable",
                 ) => atomic_core::Error::backend(error),
+                // An event or a webhook record the schema refuses: a bug in the caller, not
+                // a posting the books refuse.
+                ("23514", c) if c.starts_with("events_") || c.starts_with("webhook_") => {
+                    atomic_core::Error::backend(error)
+                }
                 ("23514", _) => Invariant::PostingMismatch.into(),
                 ("23503", _) => Invariant::MissingReference.into(),
                 ("22003", _) => Invariant::BalanceOverflow.into(),

@@ -6,9 +6,13 @@
 //! [`SettlementStore`](atomic_core::ports::SettlementStore),
 //! [`MerchantStore`](atomic_core::ports::MerchantStore),
 //! [`ApiKeyStore`](atomic_core::ports::ApiKeyStore),
-//! [`IdempotencyStore`](atomic_core::ports::IdempotencyStore) and
+//! [`IdempotencyStore`](atomic_core::ports::IdempotencyStore),
+//! [`EventStore`](atomic_core::ports::EventStore),
+//! [`WebhookStore`](atomic_core::ports::WebhookStore),
+//! [`OutboxStore`](atomic_core::ports::OutboxStore) and
 //! [`LedgerAudit`](atomic_core::ports::LedgerAudit) on one connection pool, so a creating write
-//! and its idempotency completion share one database transaction. The schema in
+//! and its idempotency completion share one database transaction, and so do a state change and
+//! the event (with its webhook deliveries) it writes. The schema in
 //! `migrations/` ([`MIGRATOR`]) guards the books a second time with constraints and triggers:
 //! positive amounts, one charge posting per payment and one posting per refund, balanced
 //! postings of the captured or refunded amount, refunds within what was captured, no overdrawn
@@ -34,16 +38,19 @@ mod api_keys;
 mod audit;
 mod config;
 mod error;
+mod events;
 mod group;
 mod idempotency;
 mod ledger;
 mod merchants;
+mod outbox;
 mod payments;
 mod rows;
 mod settlement;
 mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+mod webhooks;
 
 pub use config::PgConfig;
 pub use error::Error;

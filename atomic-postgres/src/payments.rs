@@ -1,12 +1,14 @@
 //! [`PaymentStore`] on [`PgStore`]: payments and refunds as requests write and read them.
 //! Decisions are single compare-and-set statements (`UPDATE … WHERE status = … RETURNING`) in
 //! the transaction that completes the request's idempotency claim; when the compare misses,
-//! one read of the row says why (`InvalidState` with the status found, or the amount).
+//! one read of the row says why (`InvalidState` with the status found, or the amount). A
+//! cancel writes its event in the same transaction.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use atomic_core::error::Invariant;
+use atomic_core::event::Event;
 use atomic_core::id::{PaymentId, RefundId};
 use atomic_core::idempotency::Completion;
 use atomic_core::money::Amount;
@@ -21,6 +23,7 @@ use sqlx::{PgConnection, Postgres, Row, Transaction};
 
 use crate::accounts::limit_plus_one;
 use crate::error::from_sqlx;
+use crate::events::write_events;
 use crate::idempotency::complete_in;
 use crate::rows::{
     self, filter_json, metadata_json, micros, owner_uuid, payment_columns, refund_columns,
@@ -429,6 +432,7 @@ impl PaymentStore for PgStore {
                 .bind(reason.as_str())
                 .bind(at.as_datetime());
             let payment = decide(&mut tx, query, id, |p| invalid_state(&p)).await?;
+            write_events(&mut tx, Event::of_payment(&payment).as_slice()).await?;
             if let Some(completion) = &completion {
                 complete_in(&mut tx, completion).await?;
             }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use atomic_core::account::{Account, AccountKind, AccountName};
 use atomic_core::api_key::{ApiKey, KeyHash};
+use atomic_core::event::{Event, EventType};
 use atomic_core::idempotency::IdempotencyKey;
 use atomic_core::ledger::{Direction, Entry};
 use atomic_core::merchant::{Merchant, MerchantName};
@@ -19,7 +20,11 @@ use atomic_core::refund::{
     Refund, RefundFailureReason, RefundParts, RefundReason, RefundState, RefundStatus,
 };
 use atomic_core::time::Timestamp;
+use atomic_core::webhook::{
+    DeliveryStatus, Subscription, WebhookDelivery, WebhookEndpoint, WebhookUrl,
+};
 use atomic_core::{Error, Result};
+use atomic_webhook_signature::Secret;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 use time::OffsetDateTime;
@@ -70,7 +75,32 @@ macro_rules! api_key_columns {
     };
 }
 
-pub(crate) use {account_columns, api_key_columns, entry_columns, payment_columns, refund_columns};
+/// The event columns every event query selects.
+macro_rules! event_columns {
+    () => {
+        "id, type, merchant_account, owner_merchant, payment_id, refund_id, created_at, body"
+    };
+}
+
+/// The endpoint columns every endpoint query selects.
+macro_rules! endpoint_columns {
+    () => {
+        "id, owner_merchant, url, events, description, secret, created_at"
+    };
+}
+
+/// The delivery columns every delivery query selects.
+macro_rules! delivery_columns {
+    () => {
+        "id, event_id, endpoint_id, status, attempts, failures, last_attempt_at, \
+         last_status_code, last_error, next_attempt_at, resume_at, manual, created_at"
+    };
+}
+
+pub(crate) use {
+    account_columns, api_key_columns, delivery_columns, endpoint_columns, entry_columns,
+    event_columns, payment_columns, refund_columns,
+};
 
 fn get<'r, T>(row: &'r PgRow, column: &str) -> Result<T>
 where
@@ -85,6 +115,10 @@ fn timestamp(row: &PgRow, column: &str) -> Result<Timestamp> {
     )?))
 }
 
+fn optional_timestamp(row: &PgRow, column: &str) -> Result<Option<Timestamp>> {
+    Ok(get::<Option<OffsetDateTime>>(row, column)?.map(Timestamp::from_datetime))
+}
+
 fn currency(row: &PgRow) -> Result<Currency> {
     Currency::parse(get::<String>(row, "currency")?.trim()).map_err(|_| corrupt("currency"))
 }
@@ -94,7 +128,7 @@ pub(crate) fn owner_uuid(owner: Owner) -> Option<Uuid> {
     owner.merchant().map(|m| m.as_uuid())
 }
 
-fn owner(id: Option<Uuid>) -> Owner {
+pub(crate) fn owner(id: Option<Uuid>) -> Owner {
     id.map_or(Owner::Platform, |m| Owner::Merchant(m.into()))
 }
 
@@ -289,4 +323,108 @@ pub(crate) fn merchant(row: &PgRow) -> Result<Merchant> {
 /// A count column as `u64` (counts are never negative).
 pub(crate) fn count(row: &PgRow, column: &str) -> Result<u64> {
     u64::try_from(get::<i64>(row, column)?).map_err(|_| Error::backend("negative count"))
+}
+
+pub(crate) fn event(row: &PgRow) -> Result<Event> {
+    Ok(Event {
+        id: get::<Uuid>(row, "id")?.into(),
+        event_type: EventType::parse(&get::<String>(row, "type")?)
+            .map_err(|_| corrupt("event type"))?,
+        merchant_account: get::<Uuid>(row, "merchant_account")?.into(),
+        owner: owner(get(row, "owner_merchant")?),
+        payment_id: get::<Uuid>(row, "payment_id")?.into(),
+        refund_id: get::<Option<Uuid>>(row, "refund_id")?.map(Into::into),
+        created_at: timestamp(row, "created_at")?,
+        body: get(row, "body")?,
+    })
+}
+
+pub(crate) fn endpoint(row: &PgRow) -> Result<WebhookEndpoint> {
+    let events: Vec<String> = get(row, "events")?;
+    Ok(WebhookEndpoint {
+        id: get::<Uuid>(row, "id")?.into(),
+        owner: owner(get(row, "owner_merchant")?),
+        url: WebhookUrl::parse(&get::<String>(row, "url")?).map_err(|_| corrupt("endpoint url"))?,
+        subscription: Subscription::parse(&events).map_err(|_| corrupt("endpoint events"))?,
+        description: get::<Option<String>>(row, "description")?
+            .map(|d| Description::parse(d).map_err(|_| corrupt("endpoint description")))
+            .transpose()?,
+        secret: Secret::parse(&get::<String>(row, "secret")?)
+            .map_err(|_| corrupt("endpoint secret"))?,
+        created_at: timestamp(row, "created_at")?,
+    })
+}
+
+fn count_u32(row: &PgRow, column: &str) -> Result<u32> {
+    u32::try_from(get::<i32>(row, column)?).map_err(|_| corrupt("delivery count"))
+}
+
+pub(crate) fn delivery(row: &PgRow) -> Result<WebhookDelivery> {
+    Ok(WebhookDelivery {
+        id: get::<Uuid>(row, "id")?.into(),
+        event_id: get::<Uuid>(row, "event_id")?.into(),
+        endpoint_id: get::<Uuid>(row, "endpoint_id")?.into(),
+        status: DeliveryStatus::parse(&get::<String>(row, "status")?)
+            .map_err(|_| corrupt("delivery status"))?,
+        attempts: count_u32(row, "attempts")?,
+        failures: count_u32(row, "failures")?,
+        last_attempt_at: optional_timestamp(row, "last_attempt_at")?,
+        last_status_code: get::<Option<i32>>(row, "last_status_code")?
+            .map(|c| u16::try_from(c).map_err(|_| corrupt("delivery status code")))
+            .transpose()?,
+        last_error: get(row, "last_error")?,
+        next_attempt_at: optional_timestamp(row, "next_attempt_at")?,
+        resume_at: optional_timestamp(row, "resume_at")?,
+        manual: get(row, "manual")?,
+        created_at: timestamp(row, "created_at")?,
+    })
+}
+
+/// Deliveries as one array per column, to bind to `unnest` (one statement for any number).
+#[derive(Default)]
+pub(crate) struct DeliveryColumns {
+    pub(crate) ids: Vec<Uuid>,
+    pub(crate) event_ids: Vec<Uuid>,
+    pub(crate) endpoint_ids: Vec<Uuid>,
+    pub(crate) statuses: Vec<&'static str>,
+    pub(crate) attempts: Vec<i32>,
+    pub(crate) failures: Vec<i32>,
+    pub(crate) last_attempt_at: Vec<Option<OffsetDateTime>>,
+    pub(crate) last_status_code: Vec<Option<i32>>,
+    pub(crate) last_error: Vec<Option<String>>,
+    pub(crate) next_attempt_at: Vec<Option<OffsetDateTime>>,
+    pub(crate) resume_at: Vec<Option<OffsetDateTime>>,
+    pub(crate) manual: Vec<bool>,
+    pub(crate) created_at: Vec<OffsetDateTime>,
+}
+
+impl DeliveryColumns {
+    /// The columns of `deliveries`, in order.
+    pub(crate) fn of(deliveries: &[WebhookDelivery]) -> Result<Self> {
+        let mut columns = Self::default();
+        let count =
+            |n: u32| i32::try_from(n).map_err(|_| Error::backend("delivery count overflow"));
+        for d in deliveries {
+            columns.ids.push(d.id.as_uuid());
+            columns.event_ids.push(d.event_id.as_uuid());
+            columns.endpoint_ids.push(d.endpoint_id.as_uuid());
+            columns.statuses.push(d.status.as_str());
+            columns.attempts.push(count(d.attempts)?);
+            columns.failures.push(count(d.failures)?);
+            columns
+                .last_attempt_at
+                .push(d.last_attempt_at.map(|t| t.as_datetime()));
+            columns
+                .last_status_code
+                .push(d.last_status_code.map(i32::from));
+            columns.last_error.push(d.last_error.clone());
+            columns
+                .next_attempt_at
+                .push(d.next_attempt_at.map(|t| t.as_datetime()));
+            columns.resume_at.push(d.resume_at.map(|t| t.as_datetime()));
+            columns.manual.push(d.manual);
+            columns.created_at.push(d.created_at.as_datetime());
+        }
+        Ok(columns)
+    }
 }

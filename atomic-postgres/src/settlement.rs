@@ -1,11 +1,13 @@
 //! [`SettlementStore`] on [`PgStore`]: claims (one compare-and-set statement per batch),
 //! voids, releases, batched settlement ([`crate::ledger`]), the sweep of payments and refunds,
-//! and the expiry of authorizations.
+//! and the expiry of authorizations (with their `payment.canceled` events, in the same
+//! transaction).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use atomic_core::event::Event;
 use atomic_core::id::{PaymentId, RefundId};
 use atomic_core::payment::{Payment, PaymentStatus};
 use atomic_core::ports::{
@@ -18,6 +20,7 @@ use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
 use crate::error::from_sqlx;
+use crate::events::write_events;
 use crate::ledger::{BatchRefused, copy_error, error_for_each};
 use crate::rows::{self, micros, payment_columns, refund_columns};
 use crate::store::PgStore;
@@ -404,13 +407,21 @@ impl SettlementStore for PgStore {
         limit_to: usize,
     ) -> Result<Vec<Payment>> {
         self.call(async {
+            let mut tx = self.begin().await?;
             let found = sqlx::query(EXPIRE)
                 .bind(micros(authorization_ttl))
                 .bind(limit(limit_to))
-                .fetch_all(self.pool())
+                .fetch_all(&mut *tx)
                 .await
                 .map_err(from_sqlx)?;
-            found.iter().map(rows::payment).collect()
+            let canceled = found
+                .iter()
+                .map(rows::payment)
+                .collect::<Result<Vec<_>>>()?;
+            let events: Vec<Event> = canceled.iter().filter_map(Event::of_payment).collect();
+            write_events(&mut tx, &events).await?;
+            tx.commit().await.map_err(from_sqlx)?;
+            Ok(canceled)
         })
         .await
     }

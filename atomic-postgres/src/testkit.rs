@@ -336,7 +336,8 @@ impl Drop for TestDatabase {
 
 /// Time travel for a PostgreSQL store, whose clock is the database's `now()`: every stored
 /// time that a decision compares with `now()` (payment leases and sweep marks, idempotency
-/// locks and expiry, refund leases and sweep marks) is moved back by the interval. Triggers are bypassed for this session
+/// locks and expiry, refund leases and sweep marks, events, endpoints and the times of their
+/// deliveries) is moved back by the interval. Triggers are bypassed for this session
 /// only (`session_replication_role`), since the rows are otherwise immutable.
 pub struct PgTimeTravel {
     db: TestDatabase,
@@ -379,6 +380,32 @@ impl TimeTravel for PgTimeTravel {
             "UPDATE idempotency_keys SET \
              locked_at = locked_at - $1 * interval '1 microsecond', \
              expires_at = expires_at - $1 * interval '1 microsecond'",
+        )
+        .bind(by)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        sqlx::query("UPDATE events SET created_at = created_at - $1 * interval '1 microsecond'")
+            .bind(by)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        sqlx::query(
+            "UPDATE webhook_endpoints SET \
+             created_at = created_at - $1 * interval '1 microsecond', \
+             deleted_at = deleted_at - $1 * interval '1 microsecond'",
+        )
+        .bind(by)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        sqlx::query(
+            "UPDATE webhook_deliveries SET \
+             created_at = created_at - $1 * interval '1 microsecond', \
+             last_attempt_at = last_attempt_at - $1 * interval '1 microsecond', \
+             next_attempt_at = next_attempt_at - $1 * interval '1 microsecond', \
+             resume_at = resume_at - $1 * interval '1 microsecond', \
+             leased_until = leased_until - $1 * interval '1 microsecond'",
         )
         .bind(by)
         .execute(&mut *tx)
