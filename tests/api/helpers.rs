@@ -358,6 +358,30 @@ pub const ENTRY_FIELDS: &[&str] = &[
 /// The fields of a stored API key (API.md); a minted one adds `key`.
 pub const API_KEY_FIELDS: &[&str] = &["id", "prefix", "createdAt", "revokedAt"];
 
+/// The fields of an event (API.md v1.1); `data` is `{"object": payment or refund}`.
+pub const EVENT_FIELDS: &[&str] = &["id", "type", "merchantId", "createdAt", "data"];
+
+/// The fields of a stored webhook endpoint (API.md v1.1); a new one adds `secret`.
+pub const ENDPOINT_FIELDS: &[&str] = &["id", "url", "events", "description", "createdAt"];
+
+/// The fields of a webhook delivery (API.md v1.1).
+pub const DELIVERY_FIELDS: &[&str] = &[
+    "id",
+    "eventId",
+    "endpointId",
+    "status",
+    "attempts",
+    "lastAttemptAt",
+    "lastStatusCode",
+    "lastError",
+    "nextAttemptAt",
+    "createdAt",
+];
+
+/// The setting under which webhook endpoints may be on loopback (API.md): the only kind of
+/// endpoint the tests create, so nothing is ever sent off this machine.
+pub const ALLOW_PRIVATE_WEBHOOKS: (&str, &str) = ("WEBHOOK_ALLOW_PRIVATE", "true");
+
 /// A merchant onboarded through `POST /merchants`.
 #[derive(Clone, Debug)]
 pub struct Merchant {

@@ -37,6 +37,8 @@ macro_rules! suite {
         mod auth;
         #[path = "capture.rs"]
         mod capture;
+        #[path = "events.rs"]
+        mod events;
         #[path = "filters.rs"]
         mod filters;
         #[path = "headers.rs"]
@@ -67,6 +69,8 @@ macro_rules! suite {
         mod unicode;
         #[path = "validation.rs"]
         mod validation;
+        #[path = "webhooks.rs"]
+        mod webhooks;
     };
 }
 
