@@ -42,3 +42,8 @@ mod merchants {
     use super::*;
     atomic_core::merchant_store_conformance!(TestDatabase::create().await.kit());
 }
+
+mod outbox {
+    use super::*;
+    atomic_core::outbox_conformance!(TestDatabase::create().await.kit());
+}

@@ -39,3 +39,8 @@ mod merchants {
     use super::*;
     atomic_core::merchant_store_conformance!(TestDatabase::create().await.server_kit().await);
 }
+
+mod outbox {
+    use super::*;
+    atomic_core::outbox_conformance!(TestDatabase::create().await.server_kit().await);
+}
