@@ -319,7 +319,7 @@ pub async fn events_are_read_by_their_owner_and_the_platform(kit: &StoreKit) {
         .events(a.principal(), &EventFilter::default(), everything())
         .await
         .unwrap();
-    assert_eq!(mine.items, [ea.clone()]);
+    assert_eq!(mine.items, std::slice::from_ref(&ea));
     let cursor = PageRequest {
         starting_after: Some(eb.id),
         ..everything()
