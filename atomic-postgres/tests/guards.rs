@@ -311,7 +311,8 @@ async fn a_balance_the_journal_does_not_explain_is_refused_at_commit() {
 }
 
 /// Hand-written SQL that marks `payment` SUCCESS and writes its posting (transaction and both
-/// entries) in `tx`, moving no balance; returns the ledger transaction's id.
+/// entries) and its `payment.succeeded` event in `tx`, moving no balance; returns the ledger
+/// transaction's id.
 async fn post_by_hand(
     tx: &mut sqlx::PgConnection,
     payment: &Payment,
@@ -330,6 +331,15 @@ async fn post_by_hand(
             .await
             .unwrap();
     }
+    sqlx::query(
+        "INSERT INTO events (id, type, merchant_account, owner_merchant, payment_id, \
+         created_at, body) SELECT gen_random_uuid(), 'payment.succeeded', merchant_account, \
+         owner_merchant, id, updated_at, '{}' FROM payments WHERE id = $1",
+    )
+    .bind(payment.id.as_uuid())
+    .execute(&mut *tx)
+    .await
+    .unwrap();
     let transaction = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO ledger_transactions \
