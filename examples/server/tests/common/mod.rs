@@ -4,6 +4,7 @@
 pub mod books;
 pub mod fault;
 pub mod pg_cluster;
+pub mod receiver;
 
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
