@@ -736,33 +736,24 @@ async fn every_event_delivered(fault: &Fault, receiver: &Receiver, secret: &str)
 // ---------------------------------------------------------------------------------------------
 // Row 40: a name resolving to loopback, and a redirect to loopback.
 
+/// Refused at creation; and an endpoint naming `localhost` that is already stored (made by a
+/// process that allowed it) is refused at delivery, without connecting, by one that does not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn row40_localhost_is_refused_at_creation_and_never_reached() {
+async fn row40_localhost_is_refused_at_creation_and_at_delivery() {
     let _serial = SERIAL.lock().await;
-    // The default policy: no special-purpose address.
-    let (_child, api) = start_memory(&[("WEBHOOK_RETRY_SCHEDULE", SCHEDULE)]).await;
+    let fault = Fault::new().await;
     // Behind `localhost` on both of its addresses (::1 when the host has it).
     let behind = Receiver::start(Answer::Status(204)).await;
     let behind_v6 = Receiver::start_on_ipv6(behind.addr.port(), Answer::Status(204)).await;
     let url = format!("http://localhost:{}/hook", behind.addr.port());
+    let strict = [("WEBHOOK_RETRY_SCHEDULE", SCHEDULE)];
+
+    let (mut child, api) = start_pg(&fault, &strict).await;
     let (status, body) = api
         .post("/webhook-endpoints", &json!({"url": url, "events": ["*"]}))
         .await;
     let (_, listed) = api.get("/webhook-endpoints").await;
-    // Events happen after the refusal; the receiver behind `localhost` still gets nothing.
-    let account = merchant_account(&api.http, &api.base, "Local Shop").await;
-    api.pay(&account, "local", 20).await;
-    until("the events written", Duration::from_secs(30), || async {
-        api.events().await.len() == 20
-    })
-    .await;
-    println!(
-        "row 40 (localhost, WEBHOOK_ALLOW_PRIVATE=false): creation={status} {} events=20 \
-         requests_to_the_receiver_behind={} (on ::1: {:?})",
-        body["error"],
-        behind.count(),
-        behind_v6.as_ref().map(Receiver::count)
-    );
+    child.kill().await.unwrap();
     assert_eq!(status, 400, "{body}");
     assert!(
         body.to_string().contains("url"),
@@ -770,11 +761,58 @@ async fn row40_localhost_is_refused_at_creation_and_never_reached() {
     );
     let listed: Value = serde_json::from_str(&listed).unwrap();
     assert_eq!(listed["data"]["items"], json!([]), "no endpoint was made");
+
+    let (mut child, api) = start_pg(&fault, &webhook_vars("2s")).await;
+    let (endpoint, _) = api.endpoint(&url).await;
+    child.kill().await.unwrap();
+    let (_child, api) = start_pg(&fault, &strict).await;
+    let account = merchant_account(&api.http, &api.base, "Local Shop").await;
+    api.pay(&account, "local", 20).await;
+    let took = until(
+        "every delivery refused twice",
+        Duration::from_secs(30),
+        || async {
+            let deliveries = api.deliveries(&endpoint, None).await;
+            deliveries.len() == 20
+                && deliveries
+                    .iter()
+                    .all(|d| d["attempts"].as_u64().unwrap() >= 2 || d["status"] != "PENDING")
+        },
+    )
+    .await;
+    let deliveries = api.deliveries(&endpoint, None).await;
+    println!(
+        "row 40 (localhost, WEBHOOK_ALLOW_PRIVATE=false): creation={status} {}; stored endpoint: \
+         deliveries={} attempts={} lastError={} delivered={} within={took:?}; \
+         requests_to_the_receiver_behind={} (on ::1: {:?})",
+        body["error"],
+        deliveries.len(),
+        deliveries
+            .iter()
+            .map(|d| d["attempts"].as_u64().unwrap())
+            .sum::<u64>(),
+        deliveries[0]["lastError"],
+        deliveries
+            .iter()
+            .filter(|d| d["status"] == "DELIVERED")
+            .count(),
+        behind.count(),
+        behind_v6.as_ref().map(Receiver::count)
+    );
+    for d in &deliveries {
+        assert_eq!(d["status"], "PENDING", "refused, and retried: {d}");
+        assert!(
+            d["lastStatusCode"].is_null(),
+            "no answer, no connection: {d}"
+        );
+        assert!(d["lastError"].as_str().unwrap().contains("loopback"), "{d}");
+    }
     assert_eq!(
         behind.count(),
         0,
         "nothing reached the receiver behind localhost"
     );
+    assert_eq!(behind_v6.map_or(0, |r| r.count()), 0, "nor its ::1 side");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -788,14 +826,14 @@ async fn row40_a_redirect_to_loopback_is_not_followed() {
     api.pay(&account, "redirect", 5).await;
     // Each delivery answered 302 at least twice (first attempt and a retry).
     let took = until(
-        "every delivery retried after a 302",
+        "every delivery answered twice",
         Duration::from_secs(30),
         || async {
             let deliveries = api.deliveries(&endpoint, None).await;
             deliveries.len() == 5
                 && deliveries
                     .iter()
-                    .all(|d| d["attempts"].as_u64().unwrap() >= 2)
+                    .all(|d| d["attempts"].as_u64().unwrap() >= 2 || d["status"] != "PENDING")
         },
     )
     .await;
