@@ -5,17 +5,17 @@
 //! its lease runs out (at least once). At most `per_endpoint` attempts of one endpoint are in
 //! flight at once across dispatchers, so a receiver that hangs holds back only its own.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::error::Result;
 use crate::ports::{DueDelivery, LeaseId, OutboxStore, Ports, WebhookRequest, WebhookSender};
 use crate::service::Shutdown;
 use crate::time::Clock;
-use crate::webhook::{AddressPolicy, RetrySchedule};
+use crate::webhook::{AddressPolicy, RetrySchedule, WebhookDelivery};
 
 /// How a dispatcher runs.
 #[derive(Clone, Debug)]
@@ -38,8 +38,8 @@ pub struct DispatcherConfig {
 impl Default for DispatcherConfig {
     fn default() -> Self {
         Self {
-            concurrency: 64,
-            per_endpoint: 8,
+            concurrency: 128,
+            per_endpoint: 16,
             lease: Duration::from_secs(60),
             poll: Duration::from_millis(100),
             policy: AddressPolicy::default(),
@@ -85,9 +85,13 @@ impl Dispatcher {
         let mut attempts = JoinSet::new();
         for delivery in due {
             let this = self.clone();
-            attempts.spawn(async move { this.attempt(lease, delivery).await });
+            attempts.spawn(async move { (lease, this.attempt(delivery).await) });
         }
-        while attempts.join_next().await.is_some() {}
+        let mut done = Vec::new();
+        while let Some(ended) = attempts.join_next().await {
+            done.extend(ended.ok());
+        }
+        self.finish(done).await;
         Ok(n)
     }
 
@@ -97,86 +101,90 @@ impl Dispatcher {
             .await
     }
 
-    /// Makes one attempt (none for a deleted endpoint) and writes the outcome.
-    async fn attempt(&self, lease: LeaseId, due: DueDelivery) {
+    /// Makes one attempt (none for a deleted endpoint); the delivery as it now stands.
+    async fn attempt(&self, due: DueDelivery) -> WebhookDelivery {
         let DueDelivery {
             mut delivery,
             target,
         } = due;
-        match target {
-            None => delivery.endpoint_deleted(),
-            Some(target) => {
-                let now = self.clock.now();
-                let timestamp = now.unix_micros().div_euclid(1_000_000);
-                let id = delivery.event_id.to_string();
-                let body = bytes::Bytes::from(target.body);
-                let request = WebhookRequest {
-                    signature: atomic_webhook_signature::sign(
-                        &target.secret,
-                        &id,
-                        timestamp,
-                        &body,
-                    ),
-                    url: target.url,
-                    id,
-                    timestamp,
-                    body,
-                };
-                let outcome = self.sender.send(&request, self.config.policy).await;
-                delivery.attempted(self.clock.now(), &outcome, &self.config.schedule);
-                tracing::debug!(
-                    delivery_id = %delivery.id,
-                    status = delivery.status.as_str(),
-                    ?outcome,
-                    "webhook attempt"
+        let Some(target) = target else {
+            delivery.endpoint_deleted();
+            return delivery;
+        };
+        let timestamp = self.clock.now().unix_micros().div_euclid(1_000_000);
+        let id = delivery.event_id.to_string();
+        let body = bytes::Bytes::from(target.body);
+        let request = WebhookRequest {
+            signature: atomic_webhook_signature::sign(&target.secret, &id, timestamp, &body),
+            url: target.url,
+            id,
+            timestamp,
+            body,
+        };
+        let outcome = self.sender.send(&request, self.config.policy).await;
+        delivery.attempted(self.clock.now(), &outcome, &self.config.schedule);
+        tracing::debug!(
+            delivery_id = %delivery.id,
+            status = delivery.status.as_str(),
+            ?outcome,
+            "webhook attempt"
+        );
+        delivery
+    }
+
+    /// Writes the outcomes of finished attempts, one store call per claim they came from.
+    async fn finish(&self, done: Vec<(LeaseId, WebhookDelivery)>) {
+        let mut by_lease: HashMap<LeaseId, Vec<WebhookDelivery>> = HashMap::new();
+        for (lease, delivery) in done {
+            by_lease.entry(lease).or_default().push(delivery);
+        }
+        for (lease, deliveries) in by_lease {
+            if let Err(error) = self.outbox.finish_deliveries(lease, &deliveries).await {
+                tracing::warn!(
+                    ?error,
+                    "could not record webhook attempts; they are tried again when their lease runs out"
                 );
             }
         }
-        if let Err(error) = self.outbox.finish_deliveries(lease, &[delivery]).await {
-            tracing::warn!(
-                ?error,
-                "could not record a webhook attempt; it is tried again when its lease runs out"
-            );
-        }
     }
 
-    /// Dispatches until shutdown: claims as many due deliveries as it has room for, runs each
-    /// attempt in a task of its own, and looks again as soon as one ends or every `poll`.
-    /// On shutdown it stops claiming and lets the attempts in flight end.
+    /// Dispatches until shutdown. Each round writes the outcomes of the attempts that ended
+    /// (together, so a busy dispatcher writes many per statement), claims as many due
+    /// deliveries as it has room for and starts an attempt task for each; it waits for the
+    /// next attempt to end or `poll`, whichever comes first (attempts that hang must not keep
+    /// it from claiming what came due meanwhile). On shutdown it stops claiming,
+    /// lets the attempts in flight end and writes them.
     pub async fn run(self, mut shutdown: Shutdown) {
-        let room = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
-        let mut attempts = JoinSet::new();
+        let room = self.config.concurrency.max(1);
+        let mut attempts: JoinSet<(LeaseId, WebhookDelivery)> = JoinSet::new();
+        let mut done = Vec::new();
         while !shutdown.is_triggered() {
-            let free = room.available_permits();
+            while let Some(ended) = attempts.try_join_next() {
+                done.extend(ended.ok());
+            }
+            self.finish(std::mem::take(&mut done)).await;
+            let free = room.saturating_sub(attempts.len());
             let lease = LeaseId::generate();
-            let due = match free {
-                0 => Vec::new(),
-                _ => self.claim(lease, free).await.unwrap_or_else(|error| {
+            if free > 0 {
+                let due = self.claim(lease, free).await.unwrap_or_else(|error| {
                     tracing::warn!(?error, "could not claim webhook deliveries");
                     Vec::new()
-                }),
-            };
-            let claimed_all = free > 0 && due.len() == free;
-            for delivery in due {
-                let Ok(permit) = room.clone().try_acquire_owned() else {
-                    break;
-                };
-                let this = self.clone();
-                attempts.spawn(async move {
-                    this.attempt(lease, delivery).await;
-                    drop(permit);
                 });
-            }
-            while attempts.try_join_next().is_some() {}
-            if !claimed_all {
-                tokio::select! {
-                    () = tokio::time::sleep(self.config.poll) => {}
-                    Some(_) = attempts.join_next(), if room.available_permits() == 0 => {}
-                    () = shutdown.wait() => break,
+                for delivery in due {
+                    let this = self.clone();
+                    attempts.spawn(async move { (lease, this.attempt(delivery).await) });
                 }
             }
+            tokio::select! {
+                Some(ended) = attempts.join_next(), if !attempts.is_empty() => done.extend(ended.ok()),
+                () = tokio::time::sleep(self.config.poll) => {}
+                () = shutdown.wait() => break,
+            }
         }
-        while attempts.join_next().await.is_some() {}
+        while let Some(ended) = attempts.join_next().await {
+            done.extend(ended.ok());
+        }
+        self.finish(done).await;
         tracing::info!("webhook dispatcher stopped");
     }
 }
