@@ -38,8 +38,8 @@ pub struct DispatcherConfig {
 impl Default for DispatcherConfig {
     fn default() -> Self {
         Self {
-            concurrency: 128,
-            per_endpoint: 16,
+            concurrency: 256,
+            per_endpoint: 64,
             lease: Duration::from_secs(60),
             poll: Duration::from_millis(100),
             policy: AddressPolicy::default(),

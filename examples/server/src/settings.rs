@@ -171,7 +171,7 @@ pub struct WebhookSettings {
     /// Delays between a delivery's attempts (`WEBHOOK_RETRY_SCHEDULE`, default
     /// `5s,5m,30m,2h,5h,10h,10h`).
     pub retry_schedule: RetrySchedule,
-    /// Attempts in flight at once in this process (`WEBHOOK_CONCURRENCY`, default 128).
+    /// Attempts in flight at once in this process (`WEBHOOK_CONCURRENCY`, default 256).
     pub concurrency: usize,
     /// How long events (and their deliveries) are kept (`EVENT_RETENTION`, default 30d,
     /// 1h to 10 years).
@@ -400,7 +400,7 @@ impl Settings {
                     Some(v) => RetrySchedule::parse(&v)
                         .map_err(|e| bad("WEBHOOK_RETRY_SCHEDULE", format!("{e} (got {v:?})")))?,
                 },
-                concurrency: count("WEBHOOK_CONCURRENCY", 128, 1..=4096)? as usize,
+                concurrency: count("WEBHOOK_CONCURRENCY", 256, 1..=4096)? as usize,
                 event_retention: duration("EVENT_RETENTION", 30 * DAY, (HOUR, 3650 * DAY))?,
             },
         };
