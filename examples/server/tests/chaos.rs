@@ -9,7 +9,10 @@
 //!   least two 202s to compare;
 //! - every payment id a client saw in a 202 exists (L11), and every payment ends terminal
 //!   within T_heal (L12);
-//! - the books audit reports 0 on every invariant.
+//! - the books audit reports 0 on every invariant (L15 and L16, the outbox, included);
+//! - every event was delivered at least once to the endpoint subscribed to `*` at the start,
+//!   whose receiver the schedule also takes down (connections refused) and hangs (accepts,
+//!   never answers), and every delivery's signature verifies.
 //!
 //! The short form runs in CI (`ATOMIC_CHAOS_SECONDS`, default 20). The long form is the same
 //! test for ten minutes: `ATOMIC_CHAOS_SECONDS=600 cargo test -p atomic-server --test chaos --
@@ -29,12 +32,24 @@ use atomic_redis::testkit::RedisServer;
 use common::books::{Acked, assert_acked_stored};
 use common::fault::{Fault, KEY, T_HEAL};
 use common::pg_cluster::PgCluster;
+use common::receiver::{Answer, Hanging, Hit, Receiver, free_ports, hit_verifies};
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, RwLock};
 
 const CLIENTS: usize = 8;
-/// Short requests, so a claim a killed request held goes stale within seconds.
-const SHORT: [(&str, &str); 1] = [("REQUEST_TIMEOUT", "5s")];
+/// Short requests, so a claim a killed request held goes stale within seconds; webhooks to
+/// the loopback receiver, attempts bounded at 1 s, retried often enough for a minute.
+const SHORT: [(&str, &str); 4] = [
+    ("REQUEST_TIMEOUT", "5s"),
+    ("WEBHOOK_ALLOW_PRIVATE", "true"),
+    ("WEBHOOK_TIMEOUT", "1s"),
+    (
+        "WEBHOOK_RETRY_SCHEDULE",
+        "200ms,500ms,1s,1s,1s,2s,2s,2s,2s,2s,3s,3s,3s,3s,3s,5s,5s,5s,5s,5s,5s,5s,5s",
+    ),
+];
+/// How long the receiver stays down, or hangs, when the schedule says so.
+const RECEIVER_FAULT: Duration = Duration::from_millis(1_500);
 
 /// splitmix64: the one source of randomness, so a seed replays a run's schedule.
 fn mix(state: &mut u64) -> u64 {
@@ -52,6 +67,75 @@ enum FaultKind {
     FlushRedis,
     RestartRedis,
     CrashPostgres,
+    ReceiverDown,
+    ReceiverHangs,
+}
+
+/// The webhook receiver of the soak, on one port: up, down, or hanging. What it received while
+/// up is kept across its restarts.
+struct Switchable {
+    port: u16,
+    up: Option<Receiver>,
+    received: Vec<Hit>,
+}
+
+impl Switchable {
+    async fn start() -> Self {
+        let [port] = free_ports::<1>();
+        let up = Some(Receiver::start_on(port, Answer::Status(204)).await);
+        Self {
+            port,
+            up,
+            received: Vec::new(),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook", self.port)
+    }
+
+    /// Stops the receiver, and waits until its port is free (its task ends after the abort).
+    async fn down(&mut self) {
+        if let Some(up) = self.up.take() {
+            self.received.extend(up.hits());
+        }
+        for _ in 0..200 {
+            if std::net::TcpListener::bind(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "port {} still taken 2 s after the receiver stopped",
+            self.port
+        );
+    }
+
+    async fn up(&mut self) {
+        self.down().await;
+        self.up = Some(Receiver::start_on(self.port, Answer::Status(204)).await);
+    }
+
+    /// Down (connections refused) or hanging for [`RECEIVER_FAULT`], then up again.
+    async fn fault(&mut self, hang: bool) {
+        self.down().await;
+        let hanging = if hang {
+            Some(Hanging::start_on(self.port).await)
+        } else {
+            None
+        };
+        tokio::time::sleep(RECEIVER_FAULT).await;
+        drop(hanging);
+        tokio::task::yield_now().await;
+        self.up().await;
+    }
+
+    /// Every delivery received so far.
+    fn received(&self) -> Vec<Hit> {
+        let mut all = self.received.clone();
+        all.extend(self.up.iter().flat_map(Receiver::hits));
+        all
+    }
 }
 
 /// The fault schedule of a seed: (seconds from the start, fault), one every 2-4 s.
@@ -64,11 +148,13 @@ fn schedule(seed: u64, run_for: Duration) -> Vec<(Duration, FaultKind)> {
         if at >= run_for {
             return faults;
         }
-        let kind = match mix(&mut state) % 5 {
+        let kind = match mix(&mut state) % 7 {
             0 => FaultKind::KillApi,
             1 => FaultKind::KillWorker,
             2 => FaultKind::FlushRedis,
             3 => FaultKind::RestartRedis,
+            4 => FaultKind::ReceiverDown,
+            5 => FaultKind::ReceiverHangs,
             _ => FaultKind::CrashPostgres,
         };
         faults.push((at, kind));
@@ -117,6 +203,73 @@ async fn attempt(
     }
 }
 
+/// Subscribes an endpoint to every event at `url`; its secret.
+async fn subscribe(http: &reqwest::Client, api: &str, url: &str) -> String {
+    let made: Value = http
+        .post(format!("{api}/webhook-endpoints"))
+        .bearer_auth(KEY)
+        .json(&json!({"url": url, "events": ["*"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    made["data"]["secret"]
+        .as_str()
+        .expect("an endpoint with its secret")
+        .to_owned()
+}
+
+/// Waits until no delivery is `PENDING`, then checks every event reached the receiver and
+/// every delivery it got verifies; the figures, in words.
+async fn assert_every_event_delivered(
+    fault: &Fault,
+    receiver: &Switchable,
+    secret: &str,
+) -> String {
+    fault
+        .until(
+            "every delivery finished",
+            Duration::from_secs(90),
+            || async {
+                fault
+                    .count("SELECT count(*) FROM webhook_deliveries WHERE status = 'PENDING'")
+                    .await
+                    == 0
+            },
+        )
+        .await;
+    let events: Vec<(String,)> = sqlx::query_as("SELECT id::text FROM events")
+        .fetch_all(fault.store.pool())
+        .await
+        .unwrap();
+    let failed = fault
+        .count("SELECT count(*) FROM webhook_deliveries WHERE status <> 'DELIVERED'")
+        .await;
+    assert_eq!(failed, 0, "every delivery DELIVERED");
+    let hits = receiver.received();
+    let ids: BTreeSet<&str> = hits.iter().map(|h| h.id.as_str()).collect();
+    let missing = events
+        .iter()
+        .filter(|(id,)| !ids.contains(id.as_str()))
+        .count();
+    assert_eq!(
+        missing,
+        0,
+        "{missing} of {} events never reached the receiver",
+        events.len()
+    );
+    let forged = hits.iter().filter(|h| !hit_verifies(secret, h)).count();
+    assert_eq!(
+        forged,
+        0,
+        "{forged} of {} deliveries do not verify",
+        hits.len()
+    );
+    format!("events={} deliveries_received={}", events.len(), hits.len())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seeded_chaos_loses_nothing_doubles_nothing_and_heals() {
     let seed: u64 = std::env::var("ATOMIC_CHAOS_SEED")
@@ -146,6 +299,8 @@ async fn seeded_chaos_loses_nothing_doubles_nothing_and_heals() {
     let (worker, _) = fault.start_with("worker", None, &SHORT).await;
     let (api_process, api_url) = fault.start_with("api", None, &SHORT).await;
     let account = fault.merchant(&api_url).await;
+    let mut receiver = Switchable::start().await;
+    let secret = subscribe(&fault.http, &api_url, &receiver.url()).await;
     let api = Arc::new(RwLock::new(api_url));
 
     // The load driver: each client pays one key at a time and retries it (same key, same
@@ -237,6 +392,8 @@ async fn seeded_chaos_loses_nothing_doubles_nothing_and_heals() {
                     .await
                     .unwrap();
             }
+            FaultKind::ReceiverDown => receiver.fault(false).await,
+            FaultKind::ReceiverHangs => receiver.fault(true).await,
         }
         *applied.entry(format!("{kind:?}")).or_default() += 1;
     }
@@ -364,10 +521,12 @@ async fn seeded_chaos_loses_nothing_doubles_nothing_and_heals() {
     fault.assert_books(&account, stored.len() as i64).await;
     let audit = fault.store.audit(T_HEAL).await.unwrap();
     assert!(audit.is_clean(), "books audit:\n{audit}");
+    // Checker 4: every event delivered at least once, every delivery signed.
+    let delivered = assert_every_event_delivered(&fault, &receiver, &secret).await;
     println!(
         "chaos: seed={seed} run_for={run_for:?} faults={applied:?} keys={keys} attempts={} \
          answers_202={durable} (at least {least} per key) terminal_after_heal={took:?} \
-         (T_heal {T_HEAL:?}) violations=0",
+         (T_heal {T_HEAL:?}) {delivered} violations=0",
         attempts.load(Ordering::Relaxed),
     );
     drop(worker);

@@ -182,7 +182,12 @@ pub struct Hanging {
 
 impl Hanging {
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(0).await
+    }
+
+    /// On `port` of 127.0.0.1 (0: a free one).
+    pub async fn start_on(port: u16) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let held: Held = Arc::default();
         let record = held.clone();
