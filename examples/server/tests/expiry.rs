@@ -183,13 +183,32 @@ async fn authorizations_expire_exactly_once_and_a_capture_that_won_is_never_canc
     .await
     .unwrap();
     assert_eq!(postings, 0, "nothing is posted for a canceled payment");
+    // One `payment.canceled` event per expired payment, and none for a captured one.
+    let events: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT payment_id::text, count(*) FROM events WHERE type = 'payment.canceled' \
+         GROUP BY payment_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let events: std::collections::HashMap<String, i64> = events.into_iter().collect();
+    for id in accepted.keys().chain(expired.keys()) {
+        let expected = i64::from(expired.contains_key(id));
+        assert_eq!(
+            events.get(id).copied().unwrap_or(0),
+            expected,
+            "payment.canceled events of {id}"
+        );
+    }
     let audit = db.store().audit(Duration::from_secs(60)).await.unwrap();
     assert!(audit.is_clean(), "{audit}");
     let won = accepted.values().filter(|won| **won).count();
     println!(
         "row 42: authorized={PAYMENTS} captures_sent={} captures_accepted={won} \
-         expired={} (each once, two sweepers) postings_of_canceled=0 audit clean",
+         expired={} (each once, two sweepers) canceled_events={} (one each) \
+         postings_of_canceled=0 audit clean",
         accepted.len(),
-        expired.len()
+        expired.len(),
+        events.values().sum::<i64>()
     );
 }
