@@ -66,11 +66,15 @@ CREATE INDEX webhook_endpoints_owner_live ON webhook_endpoints (owner_merchant, 
     WHERE deleted_at IS NULL;
 
 -- ---------------------------------------------------------------------------------------------
--- Deliveries: one per (event, endpoint) (L16), deleted with their event.
+-- Deliveries: one per (event, endpoint) (L16), deleted with their event. The endpoint is not a
+-- foreign key: a platform endpoint receives every event, so its key check would share-lock one
+-- row from every concurrent settlement batch (multixacts, the cost migration 14 took off the
+-- accounts). Deliveries are made from the endpoints read in their own transaction, and
+-- endpoints are only ever marked deleted, never removed, so the reference cannot dangle.
 CREATE TABLE webhook_deliveries (
     id               uuid PRIMARY KEY,
     event_id         uuid NOT NULL REFERENCES events (id) ON DELETE CASCADE,
-    endpoint_id      uuid NOT NULL REFERENCES webhook_endpoints (id),
+    endpoint_id      uuid NOT NULL,
     status           text NOT NULL,
     attempts         integer NOT NULL,
     failures         integer NOT NULL,
