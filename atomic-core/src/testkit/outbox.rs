@@ -36,6 +36,29 @@ use crate::webhook::{
 
 const CLAIM: Duration = Duration::from_secs(60);
 
+/// Claims what is due under `lease` (10 at most, 10 per endpoint).
+async fn claim(kit: &StoreKit, lease: LeaseId) -> Vec<crate::ports::DueDelivery> {
+    kit.store
+        .outbox()
+        .claim_deliveries(lease, CLAIM, 10, 10)
+        .await
+        .unwrap()
+}
+
+/// Whether nothing is due for a new claim.
+async fn nothing_due(kit: &StoreKit) -> bool {
+    claim(kit, LeaseId::generate()).await.is_empty()
+}
+
+/// A merchant with an endpoint on every event and one settled payment, its delivery due.
+async fn one_due(kit: &StoreKit) -> (super::Onboarded, WebhookEndpoint) {
+    let a = onboard(kit, Currency::USD).await;
+    let e = stored_endpoint(kit, a.account.owner, &["*"]).await;
+    succeeded(kit, &a, 100).await;
+    then(kit).await;
+    (a, e)
+}
+
 /// Lets a little time pass, so that what was just written is due by every store's clock (a
 /// manual clock stands still while records are stamped with the real time).
 async fn then(kit: &StoreKit) {
@@ -569,27 +592,17 @@ pub async fn a_deleted_endpoint_is_gone_and_its_pending_deliveries_fail(kit: &St
             .unwrap()
             .is_none()
     );
-    assert!(
-        kit.store
-            .outbox()
-            .claim_deliveries(LeaseId::generate(), CLAIM, 10, 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(nothing_due(kit).await);
 }
 
 /// A due delivery is claimed by one holder at a time; an expired claim is claimed again; the
 /// outcome is written only under the lease that holds it; a failed attempt is due again
 /// only when the schedule says.
 pub async fn claims_hold_a_delivery_for_one_dispatcher(kit: &StoreKit) {
-    let a = onboard(kit, Currency::USD).await;
-    let e = stored_endpoint(kit, a.account.owner, &["*"]).await;
-    succeeded(kit, &a, 100).await;
+    let (_, e) = one_due(kit).await;
     let outbox = kit.store.outbox();
     let first = LeaseId::generate();
-    then(kit).await;
-    let claimed = outbox.claim_deliveries(first, CLAIM, 10, 10).await.unwrap();
+    let claimed = claim(kit, first).await;
     assert_eq!(claimed.len(), 1);
     let target = claimed[0].target.clone().expect("a live endpoint");
     assert_eq!(target.url, e.url);
@@ -598,20 +611,11 @@ pub async fn claims_hold_a_delivery_for_one_dispatcher(kit: &StoreKit) {
         .await
         .remove(0);
     assert_eq!(target.body, event.body, "the event's bytes, as rendered");
-    assert!(
-        outbox
-            .claim_deliveries(LeaseId::generate(), CLAIM, 10, 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(nothing_due(kit).await);
 
     kit.time.advance(CLAIM + Duration::from_secs(1)).await;
     let second = LeaseId::generate();
-    let again = outbox
-        .claim_deliveries(second, CLAIM, 10, 10)
-        .await
-        .unwrap();
+    let again = claim(kit, second).await;
     assert_eq!(again.len(), 1, "a claim whose holder died is claimed again");
     let mut failed = again[0].delivery.clone();
     let schedule = RetrySchedule::parse("1h").unwrap();
@@ -640,14 +644,7 @@ pub async fn claims_hold_a_delivery_for_one_dispatcher(kit: &StoreKit) {
         (stored.status, stored.attempts, stored.last_error.as_deref()),
         (DeliveryStatus::Pending, 1, Some("timeout"))
     );
-    assert!(
-        outbox
-            .claim_deliveries(LeaseId::generate(), CLAIM, 10, 10)
-            .await
-            .unwrap()
-            .is_empty(),
-        "not due yet"
-    );
+    assert!(nothing_due(kit).await, "not due yet");
     kit.time.advance(Duration::from_secs(3601)).await;
     assert_eq!(
         outbox
@@ -709,18 +706,10 @@ pub async fn claims_hold_at_most_per_endpoint(kit: &StoreKit) {
 
 /// A manual retry makes the delivery due now, whatever its status, and ends any hold.
 pub async fn a_manual_retry_is_due_at_once_and_ends_the_hold(kit: &StoreKit) {
-    let a = onboard(kit, Currency::USD).await;
-    let e = stored_endpoint(kit, a.account.owner, &["*"]).await;
-    succeeded(kit, &a, 100).await;
+    let (a, e) = one_due(kit).await;
     let outbox = kit.store.outbox();
     let lease = LeaseId::generate();
-    then(kit).await;
-    let mut d = outbox
-        .claim_deliveries(lease, CLAIM, 10, 10)
-        .await
-        .unwrap()
-        .remove(0)
-        .delivery;
+    let mut d = claim(kit, lease).await.remove(0).delivery;
     d.attempted(
         Timestamp::now(),
         &SendOutcome::Answered(200),
@@ -739,14 +728,7 @@ pub async fn a_manual_retry_is_due_at_once_and_ends_the_hold(kit: &StoreKit) {
         (DeliveryStatus::Pending, true)
     );
     let held = LeaseId::generate();
-    assert_eq!(
-        outbox
-            .claim_deliveries(held, CLAIM, 10, 10)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(claim(kit, held).await.len(), 1);
     kit.store
         .webhooks()
         .retry_delivery(e.id, d.id, a.principal(), Timestamp::now())
@@ -772,18 +754,10 @@ pub async fn a_manual_retry_is_due_at_once_and_ends_the_hold(kit: &StoreKit) {
 /// Deleting an endpoint while an attempt holds one of its deliveries: the attempt's outcome
 /// is not written, and the delivery is claimed no more.
 pub async fn deleting_an_endpoint_ends_the_holds_on_its_deliveries(kit: &StoreKit) {
-    let a = onboard(kit, Currency::USD).await;
-    let e = stored_endpoint(kit, a.account.owner, &["*"]).await;
-    succeeded(kit, &a, 100).await;
+    let (a, e) = one_due(kit).await;
     let outbox = kit.store.outbox();
     let lease = LeaseId::generate();
-    then(kit).await;
-    let mut d = outbox
-        .claim_deliveries(lease, CLAIM, 10, 10)
-        .await
-        .unwrap()
-        .remove(0)
-        .delivery;
+    let mut d = claim(kit, lease).await.remove(0).delivery;
     kit.store
         .webhooks()
         .delete_endpoint(e.id, a.principal(), Timestamp::now())
@@ -796,13 +770,7 @@ pub async fn deleting_an_endpoint_ends_the_holds_on_its_deliveries(kit: &StoreKi
         &RetrySchedule::default(),
     );
     assert_eq!(outbox.finish_deliveries(lease, &[d]).await.unwrap(), 0);
-    assert!(
-        outbox
-            .claim_deliveries(LeaseId::generate(), CLAIM, 10, 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(nothing_due(kit).await);
 }
 
 /// Retention deletes old events with their deliveries, and nothing newer.
