@@ -717,17 +717,29 @@ async fn a_payment_makes_one_delivery_per_receiving_endpoint_and_retry_is_202() 
         d["lastError"].is_null() || d["lastError"].is_string(),
         "{d}"
     );
-    let status = d["status"].as_str().unwrap();
-    let filtered = app
-        .get(
-            &format!(
-                "/webhook-endpoints/{}/deliveries?status={status}",
-                mine["id"].as_str().unwrap()
-            ),
-            &a.key,
-        )
-        .await;
-    assert_eq!(filtered.item_ids(), vec![delivery_id.clone()]);
+    // The receiver answers 204, so the delivery ends DELIVERED; filter once it has stopped
+    // moving, so the status asked for is the one it has.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while deliveries(&app, &mine, &a.key).await[0]["status"] != "DELIVERED" {
+        assert!(tokio::time::Instant::now() < deadline, "never delivered");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for (status, expected) in [
+        ("DELIVERED", vec![delivery_id.clone()]),
+        ("PENDING", Vec::new()),
+        ("FAILED", Vec::new()),
+    ] {
+        let filtered = app
+            .get(
+                &format!(
+                    "/webhook-endpoints/{}/deliveries?status={status}",
+                    mine["id"].as_str().unwrap()
+                ),
+                &a.key,
+            )
+            .await;
+        assert_eq!(filtered.item_ids(), expected, "status={status}");
+    }
 
     // Retry: 202 with the delivery, PENDING, due now; with an empty body too.
     let path = format!(
