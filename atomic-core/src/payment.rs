@@ -21,6 +21,8 @@ pub const DEFAULT_DESCRIPTION: &str = "API Payment";
 
 /// A payment's status as the API shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(rename_all = "UPPERCASE"))]
 pub enum PaymentStatus {
     /// Stored, not yet picked up by a worker.
     Pending,
@@ -98,6 +100,8 @@ impl fmt::Display for PaymentStatus {
 
 /// Why a payment failed (a snake_case code on the wire).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(rename_all = "snake_case"))]
 pub enum FailureReason {
     /// The card was declined.
     CardDeclined,
@@ -136,6 +140,8 @@ impl fmt::Display for FailureReason {
 
 /// Why an authorization was canceled (`cancellationReason` on the wire).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(rename_all = "snake_case"))]
 pub enum CancellationReason {
     /// `POST /payments/:id/cancel`.
     Requested,
@@ -164,6 +170,8 @@ impl CancellationReason {
 
 /// When the money of a payment is taken: at once, or on a later capture of an authorization.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(rename_all = "snake_case"))]
 pub enum CaptureMethod {
     /// The worker charges the card and posts the whole amount.
     #[default]

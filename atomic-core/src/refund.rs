@@ -20,6 +20,8 @@ use crate::time::Timestamp;
 
 /// A refund's status as the API shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(rename_all = "UPPERCASE"))]
 pub enum RefundStatus {
     /// Stored, not yet picked up by a worker.
     Pending,
@@ -78,6 +80,8 @@ impl fmt::Display for RefundStatus {
 
 /// Why the merchant refunds (Stripe's codes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(rename_all = "snake_case"))]
 pub enum RefundReason {
     /// The customer was charged twice.
     Duplicate,
@@ -112,6 +116,8 @@ impl RefundReason {
 
 /// Why a refund failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(rename_all = "snake_case"))]
 pub enum RefundFailureReason {
     /// The merchant's balance could not cover it when it was posted.
     InsufficientBalance,

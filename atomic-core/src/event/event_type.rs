@@ -4,18 +4,25 @@ use crate::error::Invalid;
 
 /// What happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum EventType {
     /// A manual-capture payment's card was authorized.
+    #[cfg_attr(feature = "openapi", schema(rename = "payment.authorized"))]
     PaymentAuthorized,
     /// A payment was charged or captured and posted.
+    #[cfg_attr(feature = "openapi", schema(rename = "payment.succeeded"))]
     PaymentSucceeded,
     /// A payment failed.
+    #[cfg_attr(feature = "openapi", schema(rename = "payment.failed"))]
     PaymentFailed,
     /// An authorization was canceled, on request or expired.
+    #[cfg_attr(feature = "openapi", schema(rename = "payment.canceled"))]
     PaymentCanceled,
     /// A refund was posted.
+    #[cfg_attr(feature = "openapi", schema(rename = "refund.succeeded"))]
     RefundSucceeded,
     /// A refund failed.
+    #[cfg_attr(feature = "openapi", schema(rename = "refund.failed"))]
     RefundFailed,
 }
 

@@ -13,23 +13,35 @@ use crate::refund::Refund;
 
 /// A payment.
 #[derive(Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentView {
+    #[cfg_attr(feature = "openapi", schema(format = "uuid"))]
     id: String,
+    #[cfg_attr(feature = "openapi", schema(format = "uuid"))]
     merchant_id: String,
+    /// Minor units (1..=99,999,999).
     amount: i64,
+    #[cfg_attr(feature = "openapi", schema(example = "USD"))]
     currency: String,
+    /// The card token the payment was made with.
     source: String,
     description: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::payment::PaymentStatus))]
     status: &'static str,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::payment::FailureReason>))]
     failure_reason: Option<&'static str>,
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::payment::CaptureMethod))]
     capture_method: &'static str,
     amount_captured: i64,
     amount_refunded: i64,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::payment::CancellationReason>))]
     cancellation_reason: Option<&'static str>,
     metadata: BTreeMap<String, String>,
     idempotency_key: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     created_at: String,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     updated_at: String,
 }
 
@@ -67,19 +79,30 @@ impl PaymentView {
 
 /// A refund.
 #[derive(Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RefundView {
+    #[cfg_attr(feature = "openapi", schema(format = "uuid"))]
     id: String,
+    #[cfg_attr(feature = "openapi", schema(format = "uuid"))]
     payment_id: String,
+    #[cfg_attr(feature = "openapi", schema(format = "uuid"))]
     merchant_id: String,
+    /// Minor units.
     amount: i64,
+    #[cfg_attr(feature = "openapi", schema(example = "USD"))]
     currency: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::refund::RefundReason>))]
     reason: Option<&'static str>,
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::refund::RefundStatus))]
     status: &'static str,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::refund::RefundFailureReason>))]
     failure_reason: Option<&'static str>,
     metadata: BTreeMap<String, String>,
     idempotency_key: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     created_at: String,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     updated_at: String,
 }
 

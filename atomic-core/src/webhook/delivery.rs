@@ -18,6 +18,8 @@ pub const ENDPOINT_DELETED: &str = "endpoint_deleted";
 
 /// Where a delivery stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(rename_all = "UPPERCASE"))]
 pub enum DeliveryStatus {
     /// An attempt is due (now or at `nextAttemptAt`).
     Pending,
