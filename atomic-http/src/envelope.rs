@@ -17,10 +17,13 @@ use crate::error::{ApiError, ErrorParts};
 use crate::request_id::RequestId;
 
 /// The `meta` object of every response.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Meta {
+    /// When the answer was made.
+    #[schema(format = DateTime)]
     timestamp: String,
+    /// The `X-Request-Id` of the request.
     request_id: String,
 }
 

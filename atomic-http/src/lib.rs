@@ -22,6 +22,7 @@ mod error;
 mod fields;
 mod gate;
 mod idempotency;
+mod openapi;
 mod query;
 mod rate_limit;
 mod request_id;
@@ -50,6 +51,7 @@ use tracing::Level;
 
 pub use body::BODY_LIMIT;
 pub use error::ApiError;
+pub use openapi::openapi;
 pub use request_id::{RequestId, X_REQUEST_ID};
 pub use serve::{MAX_HEAD_BYTES, ServeConfig, serve};
 

@@ -12,24 +12,27 @@ use atomic_core::webhook::{WebhookDelivery, WebhookEndpoint};
 use atomic_core::{Account, Entry};
 use serde::Serialize;
 use serde_json::value::RawValue;
+use utoipa::ToSchema;
 
 use crate::idempotency::Reveal;
 
 /// `{"payment": …}`, the shape of `GET /payments/:id`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct PaymentEnvelope {
     pub(crate) payment: atomic_core::event::PaymentView,
 }
 
 /// An account.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct AccountView {
+    #[schema(format = "uuid")]
     id: String,
     name: String,
     balance: i64,
     currency: String,
     allow_negative: bool,
+    #[schema(format = DateTime)]
     created_at: String,
 }
 
@@ -48,16 +51,23 @@ impl AccountView {
 }
 
 /// A ledger entry; `refundId` is `null` on a payment's charge posting.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct EntryView {
+    #[schema(format = "uuid")]
     id: String,
+    #[schema(format = "uuid")]
     transaction_id: String,
+    #[schema(format = "uuid")]
     payment_id: String,
+    #[schema(format = "uuid")]
     refund_id: Option<String>,
+    #[schema(format = "uuid")]
     account_id: String,
+    #[schema(value_type = Direction)]
     direction: &'static str,
     amount: i64,
+    #[schema(format = DateTime)]
     created_at: String,
 }
 
@@ -78,11 +88,13 @@ impl EntryView {
 }
 
 /// A merchant.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct MerchantView {
+    #[schema(format = "uuid")]
     id: String,
     name: String,
+    #[schema(format = DateTime)]
     created_at: String,
 }
 
@@ -98,14 +110,19 @@ impl MerchantView {
 }
 
 /// An API key; `key` (the raw secret) only in the response that minted it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ApiKeyView {
+    #[schema(format = "uuid")]
     id: String,
     prefix: String,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(format = DateTime)]
     revoked_at: Option<String>,
+    /// The raw key: only in the response that minted it.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     key: Option<String>,
 }
 
@@ -132,7 +149,7 @@ impl ApiKeyView {
 }
 
 /// `POST /merchants`' answer.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct OnboardingView {
     pub(crate) merchant: MerchantView,
@@ -141,15 +158,21 @@ pub(crate) struct OnboardingView {
 }
 
 /// A webhook endpoint; `secret` only in the response that made it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct EndpointView {
+    #[schema(format = "uuid")]
     id: String,
     url: String,
+    /// Event types, or `["*"]` for every type.
+    #[schema(value_type = Vec<String>)]
     events: Vec<&'static str>,
     description: Option<String>,
+    #[schema(format = DateTime)]
     created_at: String,
+    /// The signing secret (`whsec_…`): only in the response that made the endpoint.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     secret: Option<String>,
 }
 
@@ -177,18 +200,25 @@ impl EndpointView {
 }
 
 /// A webhook delivery: one event for one endpoint, and where its attempts stand.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct DeliveryView {
+    #[schema(format = "uuid")]
     id: String,
+    #[schema(format = "uuid")]
     event_id: String,
+    #[schema(format = "uuid")]
     endpoint_id: String,
+    #[schema(value_type = atomic_core::webhook::DeliveryStatus)]
     status: &'static str,
     attempts: u32,
+    #[schema(format = DateTime)]
     last_attempt_at: Option<String>,
     last_status_code: Option<u16>,
     last_error: Option<String>,
+    #[schema(format = DateTime)]
     next_attempt_at: Option<String>,
+    #[schema(format = DateTime)]
     created_at: String,
 }
 
@@ -218,8 +248,54 @@ pub(crate) fn event_view(e: &Event) -> Result<Box<RawValue>, atomic_core::Error>
     })
 }
 
+/// A ledger entry's side.
+#[derive(ToSchema)]
+#[schema(rename_all = "UPPERCASE")]
+#[allow(dead_code)]
+pub(crate) enum Direction {
+    /// Money out of the account.
+    Debit,
+    /// Money into the account.
+    Credit,
+}
+
+/// An event, as it was rendered when it was written.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "camelCase")]
+pub(crate) struct EventDoc {
+    #[schema(format = "uuid")]
+    id: String,
+    #[schema(rename = "type")]
+    event_type: atomic_core::event::EventType,
+    #[schema(format = "uuid")]
+    merchant_id: String,
+    #[schema(format = DateTime)]
+    created_at: String,
+    data: EventData,
+}
+
+/// What an event is about.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct EventData {
+    /// The payment or refund as `GET` rendered it right after the change.
+    object: EventObject,
+}
+
+/// A payment or a refund.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub(crate) enum EventObject {
+    /// For `payment.*` events.
+    Payment(atomic_core::event::PaymentView),
+    /// For `refund.*` events.
+    Refund(atomic_core::event::RefundView),
+}
+
 /// A page of items: `{"items": [...], "hasMore": bool}`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ListView<T> {
     items: Vec<T>,

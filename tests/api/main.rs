@@ -11,6 +11,7 @@
 
 mod commit;
 mod helpers;
+mod openapi;
 mod outage;
 mod proxy;
 mod ready_stall;

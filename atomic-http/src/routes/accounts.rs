@@ -5,15 +5,22 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 
+use super::shapes::NameAndCurrency;
 use super::{RequestMeta, name_and_currency, path_id};
 use crate::AppState;
 use crate::body::JsonBody;
 use crate::error::ApiError;
 use crate::gate::Caller;
 use crate::idempotency::IdempotencyHeader;
+use crate::openapi::{PageParams, Success};
 use crate::query::{self, List};
 use crate::views::{AccountView, EntryView, ListView};
 
+#[utoipa::path(
+    post, path = "/api/v1/accounts", tag = "accounts", operation_id = "createAccount",
+    request_body = NameAndCurrency,
+    responses((status = 201, description = "The account, empty", body = Success<AccountView>))
+)]
 pub(crate) async fn create(
     State(app): State<AppState>,
     Caller(caller): Caller,
@@ -35,6 +42,11 @@ pub(crate) async fn create(
         .await
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/accounts/{id}", tag = "accounts", operation_id = "getAccount",
+    params(("id" = String, Path, format = "uuid", description = "The account's id")),
+    responses((status = 200, description = "The account", body = Success<AccountView>))
+)]
 pub(crate) async fn show(
     State(app): State<AppState>,
     Caller(caller): Caller,
@@ -49,6 +61,11 @@ pub(crate) async fn show(
     Ok(meta.ok(&app, &AccountView::new(&account)))
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/accounts/{id}/entries", tag = "accounts", operation_id = "listEntries",
+    params(("id" = String, Path, format = "uuid", description = "The account's id"), PageParams),
+    responses((status = 200, description = "The account's ledger entries, newest first", body = Success<ListView<EntryView>>))
+)]
 pub(crate) async fn entries(
     State(app): State<AppState>,
     Caller(caller): Caller,

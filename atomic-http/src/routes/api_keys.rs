@@ -6,6 +6,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 
+use super::shapes::EmptyBody;
 use super::{RequestMeta, path_id};
 use crate::AppState;
 use crate::body::JsonBody;
@@ -13,9 +14,15 @@ use crate::error::ApiError;
 use crate::fields::Fields;
 use crate::gate::Caller;
 use crate::idempotency::IdempotencyHeader;
+use crate::openapi::{PageParams, Success};
 use crate::query::{self, List};
 use crate::views::{ApiKeyView, ListView};
 
+#[utoipa::path(
+    post, path = "/api/v1/api-keys", tag = "api-keys", operation_id = "createApiKey",
+    request_body(content = Option<EmptyBody>, description = "`{}` or no body"),
+    responses((status = 201, description = "A new key for the caller's merchant (the raw key only here)", body = Success<ApiKeyView>))
+)]
 pub(crate) async fn create(
     State(app): State<AppState>,
     Caller(caller): Caller,
@@ -37,6 +44,11 @@ pub(crate) async fn create(
         .await
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/api-keys", tag = "api-keys", operation_id = "listApiKeys",
+    params(PageParams),
+    responses((status = 200, description = "Keys, newest first (never a hash or a raw key)", body = Success<ListView<ApiKeyView>>))
+)]
 pub(crate) async fn list(
     State(app): State<AppState>,
     Caller(caller): Caller,
@@ -53,6 +65,11 @@ pub(crate) async fn list(
     Ok(meta.ok(&app, &data))
 }
 
+#[utoipa::path(
+    delete, path = "/api/v1/api-keys/{id}", tag = "api-keys", operation_id = "revokeApiKey",
+    params(("id" = String, Path, format = "uuid", description = "The key's id")),
+    responses((status = 200, description = "The key, revoked: it fails with 401 from the next request on", body = Success<ApiKeyView>))
+)]
 pub(crate) async fn revoke(
     State(app): State<AppState>,
     Caller(caller): Caller,

@@ -6,14 +6,22 @@ use atomic_core::id::EventId;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
 
+use super::shapes::EventListParams;
 use super::{RequestMeta, path_id};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::gate::Caller;
+use crate::openapi::{PageParams, Success};
 use crate::query::{self, List};
+use crate::views::EventDoc;
 use crate::views::{ListView, event_view};
 
 /// `GET /events/:id`: the event itself as `data`.
+#[utoipa::path(
+    get, path = "/api/v1/events/{id}", tag = "events", operation_id = "getEvent",
+    params(("id" = String, Path, format = "uuid", description = "The event's id")),
+    responses((status = 200, description = "The event", body = Success<EventDoc>))
+)]
 pub(crate) async fn show(
     State(app): State<AppState>,
     Caller(caller): Caller,
@@ -29,6 +37,11 @@ pub(crate) async fn show(
 }
 
 /// `GET /events`: `?type=`, the created range and the page, newest first.
+#[utoipa::path(
+    get, path = "/api/v1/events", tag = "events", operation_id = "listEvents",
+    params(PageParams, EventListParams),
+    responses((status = 200, description = "Events, newest first", body = Success<ListView<EventDoc>>))
+)]
 pub(crate) async fn list(
     State(app): State<AppState>,
     Caller(caller): Caller,

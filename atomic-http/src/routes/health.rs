@@ -10,17 +10,28 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::RequestMeta;
+use super::shapes::{Liveness, NotReady, Readiness};
 use crate::AppState;
 use crate::envelope::json_response;
+use crate::openapi::Success;
 
 /// How long readiness waits for each dependency (they are asked at once), so that the whole
 /// answer, rendering included, comes within a second.
 const READY_WITHIN: Duration = Duration::from_millis(750);
 
+#[utoipa::path(
+    get, path = "/api/v1/health", tag = "operations", operation_id = "getHealth",
+    responses((status = 200, description = "The process answers", body = Success<Liveness>))
+)]
 pub(crate) async fn live(State(app): State<AppState>, meta: RequestMeta) -> Response {
     meta.ok(&app, &json!({ "status": "healthy" }))
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/health/ready", tag = "operations", operation_id = "getReadiness",
+    responses((status = 200, description = "Every dependency answers", body = Success<Readiness>),
+              (status = 503, description = "A dependency is down (`success: false`, `data` as for 200)", body = NotReady))
+)]
 pub(crate) async fn ready(State(app): State<AppState>, meta: RequestMeta) -> Response {
     let readiness = app.services().readiness(READY_WITHIN).await;
     let state = |up: bool| if up { "up" } else { "down" };

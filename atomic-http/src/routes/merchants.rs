@@ -5,14 +5,21 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 
+use super::shapes::NameAndCurrency;
 use super::{RequestMeta, name_and_currency};
 use crate::AppState;
 use crate::body::JsonBody;
 use crate::error::ApiError;
 use crate::gate::Caller;
 use crate::idempotency::IdempotencyHeader;
+use crate::openapi::Success;
 use crate::views::{AccountView, ApiKeyView, MerchantView, OnboardingView};
 
+#[utoipa::path(
+    post, path = "/api/v1/merchants", tag = "merchants", operation_id = "createMerchant",
+    request_body = NameAndCurrency,
+    responses((status = 201, description = "The merchant, its account and its first key (the raw key only here)", body = Success<OnboardingView>))
+)]
 pub(crate) async fn create(
     State(app): State<AppState>,
     Caller(caller): Caller,

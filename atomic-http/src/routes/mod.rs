@@ -8,6 +8,7 @@ mod health;
 mod merchants;
 mod payments;
 mod refunds;
+mod shapes;
 mod webhooks;
 
 use atomic_core::idempotency::Fingerprint;
@@ -19,7 +20,9 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::middleware::from_fn_with_state;
 use axum::response::Response;
-use axum::routing::{MethodRouter, delete, get, post};
+use axum::routing::MethodRouter;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
+use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::body::JsonBody;
@@ -32,67 +35,52 @@ use crate::idempotency::{Create, IdempotencyHeader};
 use crate::request_id::RequestId;
 
 pub(crate) fn routes(app: &AppState) -> Router<AppState> {
-    let guarded = |methods: MethodRouter<AppState>| {
-        methods.route_layer(from_fn_with_state(app.clone(), gate))
-    };
-    health_routes()
-        .route(
-            "/api/v1/payments",
-            guarded(post(payments::create).get(payments::list)),
-        )
-        .route("/api/v1/payments/{id}", guarded(get(payments::show)))
-        .route(
-            "/api/v1/payments/{id}/capture",
-            guarded(post(payments::capture)),
-        )
-        .route(
-            "/api/v1/payments/{id}/cancel",
-            guarded(post(payments::cancel)),
-        )
-        .route(
-            "/api/v1/payments/{id}/refunds",
-            guarded(post(refunds::create)),
-        )
-        .route("/api/v1/refunds", guarded(get(refunds::list)))
-        .route("/api/v1/refunds/{id}", guarded(get(refunds::show)))
-        .route("/api/v1/accounts", guarded(post(accounts::create)))
-        .route("/api/v1/accounts/{id}", guarded(get(accounts::show)))
-        .route(
-            "/api/v1/accounts/{id}/entries",
-            guarded(get(accounts::entries)),
-        )
-        .route("/api/v1/merchants", guarded(post(merchants::create)))
-        .route(
-            "/api/v1/api-keys",
-            guarded(post(api_keys::create).get(api_keys::list)),
-        )
-        .route("/api/v1/api-keys/{id}", guarded(delete(api_keys::revoke)))
-        .route("/api/v1/events", guarded(get(events::list)))
-        .route("/api/v1/events/{id}", guarded(get(events::show)))
-        .route(
-            "/api/v1/webhook-endpoints",
-            guarded(post(webhooks::create).get(webhooks::list)),
-        )
-        .route(
-            "/api/v1/webhook-endpoints/{id}",
-            guarded(get(webhooks::show).delete(webhooks::delete)),
-        )
-        .route(
-            "/api/v1/webhook-endpoints/{id}/deliveries",
-            guarded(get(webhooks::deliveries)),
-        )
-        .route(
-            "/api/v1/webhook-endpoints/{id}/deliveries/{deliveryId}/retry",
-            guarded(post(webhooks::retry)),
-        )
-        .fallback(|| async { ApiError::NotFound })
+    let app = app.clone();
+    let (router, _) =
+        documented(move |methods| methods.route_layer(from_fn_with_state(app.clone(), gate)))
+            .split_for_parts();
+    router.fallback(|| async { ApiError::NotFound })
+}
+
+/// Every route of the contract with its document entry; `guard` wraps the methods of each
+/// keyed route (the key gate in the router, nothing when only the document is wanted).
+pub(crate) fn documented(
+    guard: impl Fn(MethodRouter<AppState>) -> MethodRouter<AppState>,
+) -> OpenApiRouter<AppState> {
+    let keyed =
+        |(schemas, paths, methods): UtoipaMethodRouter<AppState>| (schemas, paths, guard(methods));
+    OpenApiRouter::new()
+        .routes(routes!(health::live))
+        .routes(routes!(health::ready))
+        .routes(routes!(crate::openapi::serve))
+        .routes(keyed(routes!(payments::create, payments::list)))
+        .routes(keyed(routes!(payments::show)))
+        .routes(keyed(routes!(payments::capture)))
+        .routes(keyed(routes!(payments::cancel)))
+        .routes(keyed(routes!(refunds::create)))
+        .routes(keyed(routes!(refunds::list)))
+        .routes(keyed(routes!(refunds::show)))
+        .routes(keyed(routes!(accounts::create)))
+        .routes(keyed(routes!(accounts::show)))
+        .routes(keyed(routes!(accounts::entries)))
+        .routes(keyed(routes!(merchants::create)))
+        .routes(keyed(routes!(api_keys::create, api_keys::list)))
+        .routes(keyed(routes!(api_keys::revoke)))
+        .routes(keyed(routes!(events::list)))
+        .routes(keyed(routes!(events::show)))
+        .routes(keyed(routes!(webhooks::create, webhooks::list)))
+        .routes(keyed(routes!(webhooks::show, webhooks::delete)))
+        .routes(keyed(routes!(webhooks::deliveries)))
+        .routes(keyed(routes!(webhooks::retry)))
 }
 
 /// The health routes alone (liveness and readiness), which every role of the server serves.
 pub(crate) fn health_routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/health", get(health::live))
-        .route("/api/v1/health/ready", get(health::ready))
+    let (router, _) = OpenApiRouter::new()
+        .routes(routes!(health::live))
+        .routes(routes!(health::ready))
+        .split_for_parts();
+    router
 }
 
 /// What every handler needs to answer: the request id and path.

@@ -20,8 +20,16 @@ use crate::idempotency::IdempotencyHeader;
 use crate::query::{self, List};
 use atomic_core::event::PaymentView;
 
+use super::shapes::{CaptureBody, EmptyBody, PaymentCreate, PaymentListParams};
+use crate::openapi::{ErrorEnvelope, MetadataParams, PageParams, Success};
 use crate::views::{ListView, PaymentEnvelope};
 
+#[utoipa::path(
+    post, path = "/api/v1/payments", tag = "payments", operation_id = "createPayment",
+    request_body = PaymentCreate,
+    responses((status = 202, description = "Stored `PENDING`; a worker settles it", body = Success<PaymentView>),
+              (status = 404, description = "`merchantId` names no account (`merchant_not_found`)", body = ErrorEnvelope))
+)]
 pub(crate) async fn create(
     State(app): State<AppState>,
     Caller(caller): Caller,
@@ -114,6 +122,12 @@ fn payment_request(
 }
 
 /// `POST /payments/:id/capture` with `{"amount"?}` (all that was authorized by default).
+#[utoipa::path(
+    post, path = "/api/v1/payments/{id}/capture", tag = "payments", operation_id = "capturePayment",
+    params(("id" = String, Path, format = "uuid", description = "The payment's id")),
+    request_body(content = Option<CaptureBody>, description = "The amount to capture (all that was authorized by default)"),
+    responses((status = 202, description = "Now `PROCESSING`; a worker posts the capture", body = Success<PaymentView>))
+)]
 pub(crate) async fn capture(
     State(app): State<AppState>,
     Caller(caller): Caller,
@@ -146,6 +160,12 @@ pub(crate) async fn capture(
 }
 
 /// `POST /payments/:id/cancel` with `{}`.
+#[utoipa::path(
+    post, path = "/api/v1/payments/{id}/cancel", tag = "payments", operation_id = "cancelPayment",
+    params(("id" = String, Path, format = "uuid", description = "The payment's id")),
+    request_body(content = Option<EmptyBody>, description = "`{}`"),
+    responses((status = 200, description = "Now `CANCELED`", body = Success<PaymentView>))
+)]
 pub(crate) async fn cancel(
     State(app): State<AppState>,
     Caller(caller): Caller,
@@ -169,6 +189,11 @@ pub(crate) async fn cancel(
         .await
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/payments/{id}", tag = "payments", operation_id = "getPayment",
+    params(("id" = String, Path, format = "uuid", description = "The payment's id")),
+    responses((status = 200, description = "The payment", body = Success<PaymentEnvelope>))
+)]
 pub(crate) async fn show(
     State(app): State<AppState>,
     Caller(caller): Caller,
@@ -186,6 +211,11 @@ pub(crate) async fn show(
     Ok(meta.ok(&app, &data))
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/payments", tag = "payments", operation_id = "listPayments",
+    params(PageParams, PaymentListParams, MetadataParams),
+    responses((status = 200, description = "Payments, newest first", body = Success<ListView<PaymentView>>))
+)]
 pub(crate) async fn list(
     State(app): State<AppState>,
     Caller(caller): Caller,

@@ -17,10 +17,18 @@ use crate::idempotency::IdempotencyHeader;
 use crate::query::{self, List};
 use atomic_core::event::RefundView;
 
+use super::shapes::{RefundCreate, RefundListParams};
+use crate::openapi::{MetadataParams, PageParams, Success};
 use crate::views::ListView;
 
 /// `POST /payments/:id/refunds` with `{"amount"?, "reason"?, "metadata"?}`; the amount
 /// defaults to all that is still refundable.
+#[utoipa::path(
+    post, path = "/api/v1/payments/{id}/refunds", tag = "refunds", operation_id = "createRefund",
+    params(("id" = String, Path, format = "uuid", description = "The payment's id")),
+    request_body(content = Option<RefundCreate>, description = "The refund (all that is still refundable by default)"),
+    responses((status = 202, description = "Stored `PENDING`, its amount reserved; a worker posts it", body = Success<RefundView>))
+)]
 pub(crate) async fn create(
     State(app): State<AppState>,
     Caller(caller): Caller,
@@ -67,6 +75,11 @@ fn refund_request(body: &JsonBody) -> Result<RefundRequest, ApiError> {
 }
 
 /// `GET /refunds/:id`: the refund itself as `data`.
+#[utoipa::path(
+    get, path = "/api/v1/refunds/{id}", tag = "refunds", operation_id = "getRefund",
+    params(("id" = String, Path, format = "uuid", description = "The refund's id")),
+    responses((status = 200, description = "The refund", body = Success<RefundView>))
+)]
 pub(crate) async fn show(
     State(app): State<AppState>,
     Caller(caller): Caller,
@@ -83,6 +96,11 @@ pub(crate) async fn show(
 
 /// `GET /refunds`: `?paymentId=&status=`, the created range, metadata filters and the page.
 /// A `paymentId` the caller cannot see gives an empty list, as an unknown one does.
+#[utoipa::path(
+    get, path = "/api/v1/refunds", tag = "refunds", operation_id = "listRefunds",
+    params(PageParams, RefundListParams, MetadataParams),
+    responses((status = 200, description = "Refunds, newest first", body = Success<ListView<RefundView>>))
+)]
 pub(crate) async fn list(
     State(app): State<AppState>,
     Caller(caller): Caller,

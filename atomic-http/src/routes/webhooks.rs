@@ -15,6 +15,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::Value;
 
+use super::shapes::{DeliveryListParams, EmptyBody, EndpointCreate};
 use super::{RequestMeta, path_id};
 use crate::AppState;
 use crate::body::JsonBody;
@@ -22,10 +23,16 @@ use crate::error::ApiError;
 use crate::fields::{Fields, string};
 use crate::gate::Caller;
 use crate::idempotency::IdempotencyHeader;
+use crate::openapi::{PageParams, Success};
 use crate::query::{self, List};
 use crate::views::{DeliveryView, EndpointView, ListView};
 
 /// `POST /webhook-endpoints` with `{"url", "events", "description"?}`.
+#[utoipa::path(
+    post, path = "/api/v1/webhook-endpoints", tag = "webhooks", operation_id = "createWebhookEndpoint",
+    request_body = EndpointCreate,
+    responses((status = 201, description = "The endpoint (its secret only here)", body = Success<EndpointView>))
+)]
 pub(crate) async fn create(
     State(app): State<AppState>,
     Caller(caller): Caller,
@@ -82,6 +89,11 @@ fn events(value: &Value) -> Result<Subscription, Invalid> {
 }
 
 /// `GET /webhook-endpoints/:id` (no secret).
+#[utoipa::path(
+    get, path = "/api/v1/webhook-endpoints/{id}", tag = "webhooks", operation_id = "getWebhookEndpoint",
+    params(("id" = String, Path, format = "uuid", description = "The endpoint's id")),
+    responses((status = 200, description = "The endpoint (no secret)", body = Success<EndpointView>))
+)]
 pub(crate) async fn show(
     State(app): State<AppState>,
     Caller(caller): Caller,
@@ -97,6 +109,11 @@ pub(crate) async fn show(
 }
 
 /// `GET /webhook-endpoints`: the created range and the page, newest first.
+#[utoipa::path(
+    get, path = "/api/v1/webhook-endpoints", tag = "webhooks", operation_id = "listWebhookEndpoints",
+    params(PageParams),
+    responses((status = 200, description = "Endpoints, newest first", body = Success<ListView<EndpointView>>))
+)]
 pub(crate) async fn list(
     State(app): State<AppState>,
     Caller(caller): Caller,
@@ -113,6 +130,11 @@ pub(crate) async fn list(
 }
 
 /// `DELETE /webhook-endpoints/:id`: 200 with the endpoint as it was (no secret).
+#[utoipa::path(
+    delete, path = "/api/v1/webhook-endpoints/{id}", tag = "webhooks", operation_id = "deleteWebhookEndpoint",
+    params(("id" = String, Path, format = "uuid", description = "The endpoint's id")),
+    responses((status = 200, description = "The endpoint as it was; its pending deliveries end `FAILED`", body = Success<EndpointView>))
+)]
 pub(crate) async fn delete(
     State(app): State<AppState>,
     Caller(caller): Caller,
@@ -128,6 +150,11 @@ pub(crate) async fn delete(
 }
 
 /// `GET /webhook-endpoints/:id/deliveries`: `?status=`, the created range and the page.
+#[utoipa::path(
+    get, path = "/api/v1/webhook-endpoints/{id}/deliveries", tag = "webhooks", operation_id = "listDeliveries",
+    params(("id" = String, Path, format = "uuid", description = "The endpoint's id"), PageParams, DeliveryListParams),
+    responses((status = 200, description = "The endpoint's deliveries, newest first", body = Success<ListView<DeliveryView>>))
+)]
 pub(crate) async fn deliveries(
     State(app): State<AppState>,
     Caller(caller): Caller,
@@ -147,6 +174,12 @@ pub(crate) async fn deliveries(
 
 /// `POST /webhook-endpoints/:id/deliveries/:deliveryId/retry` with `{}` (or no body): 202
 /// with the delivery, now `PENDING`, its attempt due at once.
+#[utoipa::path(
+    post, path = "/api/v1/webhook-endpoints/{id}/deliveries/{deliveryId}/retry", tag = "webhooks", operation_id = "retryDelivery",
+    params(("id" = String, Path, format = "uuid", description = "The endpoint's id"), ("deliveryId" = String, Path, format = "uuid", description = "The delivery's id")),
+    request_body(content = Option<EmptyBody>, description = "`{}` or no body"),
+    responses((status = 202, description = "The delivery, now `PENDING`: one attempt now", body = Success<DeliveryView>))
+)]
 pub(crate) async fn retry(
     State(app): State<AppState>,
     Caller(caller): Caller,
