@@ -1,44 +1,92 @@
-//! Command-line options: a small `--name value` / `--name=value` parser (no parser crate), the
-//! token mix and durations. Everything here is pure, so it is unit-tested without a server.
+//! Command-line options: parsed by `clap` (derive), then checked and folded into [`Options`];
+//! the token mix and durations. Everything here is pure, so it is unit-tested without a server.
 
+use std::ffi::OsString;
 use std::fmt;
 use std::time::Duration;
 
-/// The usage text printed by `--help` and after a bad option.
-pub(crate) const USAGE: &str = "\
-loadgen: drive a running Atomic server and check its books
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
 
-USAGE:
-  loadgen [OPTIONS]                       closed loop: --payments M over --connections N
-  loadgen --rate R --duration S [OPTIONS] open loop: R payments/s for S seconds
-  loadgen --follow-only [OPTIONS]         follow settlement of payments already in the server
-  loadgen --mixed-backlog [OPTIONS]       capture every AUTHORIZED payment, refund half of every
-                                          SUCCESS one, and send --payments new charges
+/// The four ways to run, shown as the usage line of `--help` and of every error.
+const USAGE: &str = "\
+loadgen [OPTIONS]                       closed loop: --payments M over --connections N
+       loadgen --rate R --duration S [OPTIONS] open loop: R payments/s for S seconds
+       loadgen --follow-only [OPTIONS]         follow settlement of payments already in the server
+       loadgen --mixed-backlog [OPTIONS]       capture every AUTHORIZED payment, refund half of every
+                                               SUCCESS one, and send --payments new charges";
 
-OPTIONS:
-  --url URL              server base URL (default http://127.0.0.1:3000)
-  --key KEY              platform API key (default: env ATOMIC_KEY)
-  --connections N        HTTP/1.1 keep-alive connections (default 32)
-  --payments M           payments to send in closed loop (default 20000)
-  --merchants K          merchants to spread payments over; 1 = one hot merchant (default 1)
-  --rate R               open loop: payments per second (needs --duration)
-  --duration S           open loop: how long to send, e.g. 60 or 60s or 2m
-  --tokens MIX           card token mix, token=weight,... (default tok_visa=90,tok_chargeDeclined=10)
-  --manual PCT           percent of payments sent with captureMethod manual, spread evenly
-                         (default 0; above 0 skips the books check, which knows automatic only)
-  --currency CODE        currency of merchants and payments (default USD)
-  --follow-timeout D     give up following settlement after D once sending ends (default 300s)
-  --poll-interval D      settlement sampling period (default 500ms)
-  --poll-budget N        most list requests per sample for exact backlog counts (default 20)
-  --timeout D            per-request timeout (default 30s)
-  --threads N            runtime worker threads (default 2)
-  --no-follow            send only; do not follow settlement (implies --no-verify)
-  --follow-only          send nothing; follow every open payment the platform key sees
-  --follow-refunds       with --follow-only: follow the open refunds too
-  --no-verify            skip the books check
-  -h, --help             this text
-
-Durations are seconds or a number with ms, s, m or h.";
+/// The command line as clap sees it; [`parse`] turns it into [`Options`].
+#[derive(Debug, Parser)]
+#[command(
+    name = "loadgen",
+    about = "loadgen: drive a running Atomic server and check its books",
+    override_usage = USAGE,
+    after_help = "Durations are seconds or a number with ms, s, m or h.",
+    args_override_self = true
+)]
+struct Cli {
+    /// Server base URL
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:3000", value_parser = http_url)]
+    url: String,
+    /// Platform API key [default: env ATOMIC_KEY]
+    #[arg(long, value_name = "KEY")]
+    key: Option<String>,
+    /// HTTP/1.1 keep-alive connections
+    #[arg(long, value_name = "N", default_value = "32", value_parser = positive::<usize>)]
+    connections: usize,
+    /// Payments to send in closed loop (or new charges with --mixed-backlog) [default: 20000]
+    #[arg(long, value_name = "M", value_parser = positive::<u64>, conflicts_with_all = ["rate", "duration"])]
+    payments: Option<u64>,
+    /// Merchants to spread payments over; 1 = one hot merchant
+    #[arg(long, value_name = "K", default_value = "1", value_parser = positive::<usize>)]
+    merchants: usize,
+    /// Open loop: payments per second
+    #[arg(long, value_name = "R", value_parser = positive_f64, requires = "duration")]
+    rate: Option<f64>,
+    /// Open loop: how long to send, e.g. 60 or 60s or 2m
+    #[arg(long, value_name = "S", value_parser = nonzero_duration, requires = "rate")]
+    duration: Option<Duration>,
+    /// Card token mix, token=weight,...
+    #[arg(long, value_name = "MIX", default_value = "tok_visa=90,tok_chargeDeclined=10", value_parser = TokenMix::parse)]
+    tokens: TokenMix,
+    /// Percent of payments sent with captureMethod manual, spread evenly; above 0 skips the books check
+    #[arg(long = "manual", value_name = "PCT", default_value = "0", value_parser = clap::value_parser!(u64).range(0..=100))]
+    manual_percent: u64,
+    /// Currency of merchants and payments
+    #[arg(long, value_name = "CODE", default_value = "USD", value_parser = upper_case)]
+    currency: String,
+    /// Give up following settlement after D once sending ends
+    #[arg(long, value_name = "D", default_value = "300s", value_parser = nonzero_duration)]
+    follow_timeout: Duration,
+    /// Settlement sampling period
+    #[arg(long, value_name = "D", default_value = "500ms", value_parser = nonzero_duration)]
+    poll_interval: Duration,
+    /// Most list requests per sample for exact backlog counts
+    #[arg(long, value_name = "N", default_value = "20", value_parser = positive::<usize>)]
+    poll_budget: usize,
+    /// Per-request timeout
+    #[arg(long, value_name = "D", default_value = "30s", value_parser = nonzero_duration)]
+    timeout: Duration,
+    /// Runtime worker threads
+    #[arg(long, value_name = "N", default_value = "2", value_parser = positive::<usize>)]
+    threads: usize,
+    /// Send only; do not follow settlement (implies --no-verify)
+    #[arg(long)]
+    no_follow: bool,
+    /// Send nothing; follow every open payment the platform key sees
+    #[arg(long, conflicts_with_all = ["rate", "duration", "payments", "no_follow"])]
+    follow_only: bool,
+    /// With --follow-only: follow the open refunds too
+    #[arg(long, requires = "follow_only")]
+    follow_refunds: bool,
+    /// Skip the books check
+    #[arg(long)]
+    no_verify: bool,
+    /// Capture every AUTHORIZED payment, refund half of every SUCCESS one, send --payments new charges
+    #[arg(long, conflicts_with_all = ["follow_only", "rate", "duration"])]
+    mixed_backlog: bool,
+}
 
 /// How payments are offered to the server.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -127,16 +175,7 @@ pub(crate) struct Options {
     pub(crate) follow_refunds: bool,
 }
 
-/// What the command line asked for.
-#[derive(Debug)]
-pub(crate) enum Command {
-    /// Print the usage text.
-    Help,
-    /// Run with these options.
-    Run(Box<Options>),
-}
-
-/// A command-line error, shown with the usage text.
+/// A token-mix error, shown by clap as the reason `--tokens` was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ArgError(pub(crate) String);
 
@@ -152,171 +191,92 @@ fn err<T>(message: impl Into<String>) -> Result<T, ArgError> {
     Err(ArgError(message.into()))
 }
 
-/// Parses the arguments (without the program name); `env_key` is `ATOMIC_KEY` if set.
-pub(crate) fn parse<I>(args: I, env_key: Option<String>) -> Result<Command, ArgError>
+/// Parses the arguments (the program name first); `env_key` is `ATOMIC_KEY` if set. `--help`
+/// comes back as an error of kind `DisplayHelp`: `print` it and exit with its `exit_code`.
+pub(crate) fn parse<I, T>(args: I, env_key: Option<String>) -> Result<Options, clap::Error>
 where
-    I: IntoIterator<Item = String>,
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
 {
-    let mut url = String::from("http://127.0.0.1:3000");
-    let mut key = env_key.filter(|k| !k.is_empty());
-    let mut connections = 32usize;
-    let mut payments: Option<u64> = None;
-    let mut merchants = 1usize;
-    let mut rate: Option<f64> = None;
-    let mut duration: Option<Duration> = None;
-    let mut tokens = TokenMix::parse("tok_visa=90,tok_chargeDeclined=10")?;
-    let mut manual_percent = 0u64;
-    let mut currency = String::from("USD");
-    let mut follow_timeout = Duration::from_secs(300);
-    let mut poll_interval = Duration::from_millis(500);
-    let mut poll_budget = 20usize;
-    let mut timeout = Duration::from_secs(30);
-    let mut threads = 2usize;
-    let mut no_follow = false;
-    let mut follow_only = false;
-    let mut no_verify = false;
-    let mut follow_refunds = false;
-    let mut mixed = false;
-
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n.to_owned(), Some(v.to_owned())),
-            _ => (arg.clone(), None),
-        };
-        let flag = |on: &mut bool| match &inline {
-            Some(_) => err(format!("{name} takes no value")),
-            None => {
-                *on = true;
-                Ok(())
-            }
-        };
-        match name.as_str() {
-            "-h" | "--help" => return Ok(Command::Help),
-            "--no-follow" => flag(&mut no_follow)?,
-            "--follow-only" => flag(&mut follow_only)?,
-            "--no-verify" => flag(&mut no_verify)?,
-            "--follow-refunds" => flag(&mut follow_refunds)?,
-            "--mixed-backlog" => flag(&mut mixed)?,
-            _ => {
-                let value = match inline {
-                    Some(v) => v,
-                    None => match args.next() {
-                        Some(v) => v,
-                        None => return err(format!("{name} needs a value")),
-                    },
-                };
-                match name.as_str() {
-                    "--url" => url = value.trim_end_matches('/').to_owned(),
-                    "--key" => key = Some(value),
-                    "--connections" => connections = positive(&name, &value)?,
-                    "--payments" => payments = Some(positive(&name, &value)?),
-                    "--merchants" => merchants = positive(&name, &value)?,
-                    "--rate" => rate = Some(positive_f64(&name, &value)?),
-                    "--duration" => duration = Some(nonzero_duration(&name, &value)?),
-                    "--tokens" => tokens = TokenMix::parse(&value)?,
-                    "--manual" => manual_percent = percent(&name, &value)?,
-                    "--currency" => currency = value.to_ascii_uppercase(),
-                    "--follow-timeout" => follow_timeout = nonzero_duration(&name, &value)?,
-                    "--poll-interval" => poll_interval = nonzero_duration(&name, &value)?,
-                    "--poll-budget" => poll_budget = positive(&name, &value)?,
-                    "--timeout" => timeout = nonzero_duration(&name, &value)?,
-                    "--threads" => threads = positive(&name, &value)?,
-                    _ => return err(format!("unknown option {name}")),
-                }
-            }
-        }
-    }
-
-    let Some(key) = key else {
-        return err("no API key: pass --key or set ATOMIC_KEY (the server prints it at start-up)");
+    let cli = Cli::try_parse_from(args)?;
+    let Some(key) = cli.key.clone().or(env_key).filter(|k| !k.is_empty()) else {
+        return Err(Cli::command().error(
+            ErrorKind::MissingRequiredArgument,
+            "no API key: pass --key or set ATOMIC_KEY (the server prints it at start-up)",
+        ));
     };
-    if !url.starts_with("http://") {
-        return err("--url must start with http:// (this build speaks plain HTTP/1.1)");
-    }
-    if mixed && (follow_only || rate.is_some() || duration.is_some()) {
-        return err("--mixed-backlog is a closed loop: drop --follow-only, --rate, --duration");
-    }
-    if follow_refunds && !follow_only {
-        return err("--follow-refunds goes with --follow-only");
-    }
-    let load = match (follow_only, rate, duration, payments) {
-        _ if mixed => Load::Mixed {
-            charges: payments.unwrap_or(20_000),
-        },
-        (true, None, None, None) => Load::FollowOnly,
-        (true, ..) => {
-            return err("--follow-only sends nothing: drop --rate, --duration, --payments");
-        }
-        (false, Some(rate), Some(duration), None) => Load::Open { rate, duration },
-        (false, Some(_), Some(_), Some(_)) => {
-            return err("--payments is for the closed loop; the open loop sends rate x duration");
-        }
-        (false, Some(_), None, _) | (false, None, Some(_), _) => {
-            return err("the open loop needs both --rate and --duration");
-        }
-        (false, None, None, payments) => Load::Closed {
-            payments: payments.unwrap_or(20_000),
-        },
-    };
-    if follow_only && no_follow {
-        return err("--follow-only and --no-follow exclude each other");
-    }
-    Ok(Command::Run(Box::new(Options {
-        url,
-        key,
-        connections,
-        merchants,
-        load,
-        tokens,
-        currency,
-        follow_timeout,
-        poll_interval,
-        poll_budget,
-        timeout,
-        threads,
-        follow: !no_follow,
-        // The books check knows automatic capture only (a manual payment ends AUTHORIZED).
-        verify: !no_verify && !no_follow && !follow_only && !mixed && manual_percent == 0,
-        manual_percent,
-        follow_refunds,
-    })))
+    Ok(options(cli, key))
 }
 
-fn positive<T: std::str::FromStr + PartialOrd + Default>(
-    name: &str,
-    value: &str,
-) -> Result<T, ArgError> {
+/// Folds a parsed command line (its exclusions already checked by clap) into [`Options`].
+fn options(cli: Cli, key: String) -> Options {
+    let load = match (cli.rate, cli.duration) {
+        _ if cli.mixed_backlog => Load::Mixed {
+            charges: cli.payments.unwrap_or(20_000),
+        },
+        _ if cli.follow_only => Load::FollowOnly,
+        (Some(rate), Some(duration)) => Load::Open { rate, duration },
+        _ => Load::Closed {
+            payments: cli.payments.unwrap_or(20_000),
+        },
+    };
+    // The books check knows automatic capture only (a manual payment ends AUTHORIZED).
+    let verify = !cli.no_verify
+        && !cli.no_follow
+        && !cli.follow_only
+        && !cli.mixed_backlog
+        && cli.manual_percent == 0;
+    Options {
+        url: cli.url,
+        key,
+        connections: cli.connections,
+        merchants: cli.merchants,
+        load,
+        tokens: cli.tokens,
+        manual_percent: cli.manual_percent,
+        currency: cli.currency,
+        follow_timeout: cli.follow_timeout,
+        poll_interval: cli.poll_interval,
+        poll_budget: cli.poll_budget,
+        timeout: cli.timeout,
+        threads: cli.threads,
+        follow: !cli.no_follow,
+        verify,
+        follow_refunds: cli.follow_refunds,
+    }
+}
+
+/// `--url`: plain `http://` only (this build speaks HTTP/1.1 without TLS), no trailing slash.
+fn http_url(value: &str) -> Result<String, String> {
+    if !value.starts_with("http://") {
+        return Err("must start with http:// (this build speaks plain HTTP/1.1)".into());
+    }
+    Ok(value.trim_end_matches('/').to_owned())
+}
+
+fn upper_case(value: &str) -> Result<String, String> {
+    Ok(value.to_ascii_uppercase())
+}
+
+/// A whole number above zero; `_` may group digits (`20_000`).
+fn positive<T: std::str::FromStr + PartialOrd + Default>(value: &str) -> Result<T, String> {
     match value.trim().replace('_', "").parse::<T>() {
         Ok(n) if n > T::default() => Ok(n),
-        _ => err(format!(
-            "{name} needs a positive whole number, not {value:?}"
-        )),
+        _ => Err("needs a positive whole number".into()),
     }
 }
 
-fn percent(name: &str, value: &str) -> Result<u64, ArgError> {
-    match value.trim().parse::<u64>() {
-        Ok(n) if n <= 100 => Ok(n),
-        _ => err(format!(
-            "{name} needs a whole percent 0..=100, not {value:?}"
-        )),
-    }
-}
-
-fn positive_f64(name: &str, value: &str) -> Result<f64, ArgError> {
+fn positive_f64(value: &str) -> Result<f64, String> {
     match value.trim().replace('_', "").parse::<f64>() {
         Ok(n) if n.is_finite() && n > 0.0 => Ok(n),
-        _ => err(format!("{name} needs a positive number, not {value:?}")),
+        _ => Err("needs a positive number".into()),
     }
 }
 
-fn nonzero_duration(name: &str, value: &str) -> Result<Duration, ArgError> {
+fn nonzero_duration(value: &str) -> Result<Duration, String> {
     match parse_duration(value) {
         Some(d) if !d.is_zero() => Ok(d),
-        _ => err(format!(
-            "{name} needs a duration such as 30, 30s, 500ms or 2m, not {value:?}"
-        )),
+        _ => Err("needs a duration such as 30, 30s, 500ms or 2m".into()),
     }
 }
 
@@ -365,15 +325,15 @@ impl TokenMix {
             let (token, weight) = match part.split_once('=') {
                 Some((t, w)) => match w.trim().parse::<u32>() {
                     Ok(w) => (t.trim(), w),
-                    Err(_) => return err(format!("--tokens: bad weight in {part:?}")),
+                    Err(_) => return err(format!("bad weight in {part:?}")),
                 },
                 None => (part, 1),
             };
             if !token.starts_with("tok_") {
-                return err(format!("--tokens: {token:?} is not a card token (tok_...)"));
+                return err(format!("{token:?} is not a card token (tok_...)"));
             }
             if entries.iter().any(|(t, _)| t == token) {
-                return err(format!("--tokens: {token} is listed twice"));
+                return err(format!("{token} is listed twice"));
             }
             if weight > 0 {
                 entries.push((token.to_owned(), weight));
@@ -381,7 +341,7 @@ impl TokenMix {
         }
         let total = entries.iter().map(|(_, w)| u64::from(*w)).sum();
         if total == 0 {
-            return err("--tokens: give at least one token a positive weight");
+            return err("give at least one token a positive weight");
         }
         Ok(TokenMix { entries, total })
     }
@@ -428,11 +388,17 @@ pub(crate) fn splitmix64(x: u64) -> u64 {
 mod tests {
     use super::*;
 
-    fn run(args: &[&str]) -> Result<Options, ArgError> {
-        match parse(args.iter().map(|s| s.to_string()), Some("sk_env".into()))? {
-            Command::Run(o) => Ok(*o),
-            Command::Help => err("help"),
-        }
+    /// Parses `args` as the command line after the program name, with `ATOMIC_KEY=sk_env`.
+    fn run(args: &[&str]) -> Result<Options, clap::Error> {
+        parse(
+            std::iter::once("loadgen").chain(args.iter().copied()),
+            Some("sk_env".into()),
+        )
+    }
+
+    #[test]
+    fn the_clap_definition_is_consistent() {
+        Cli::command().debug_assert();
     }
 
     #[test]
@@ -512,12 +478,64 @@ mod tests {
         ] {
             assert!(run(bad).is_err(), "{bad:?}");
         }
-        let no_key = parse(Vec::<String>::new(), None).unwrap_err();
-        assert!(no_key.0.contains("ATOMIC_KEY"));
-        assert!(matches!(
-            parse(vec!["-h".to_string()], None),
-            Ok(Command::Help)
-        ));
+        let no_key = parse(["loadgen"], None).unwrap_err();
+        assert_eq!(no_key.kind(), ErrorKind::MissingRequiredArgument);
+        assert!(no_key.to_string().contains("ATOMIC_KEY"), "{no_key}");
+        assert_eq!(no_key.exit_code(), 2);
+        // An empty ATOMIC_KEY counts as unset; --key wins over the environment.
+        assert!(parse(["loadgen"], Some(String::new())).is_err());
+        let o = parse(["loadgen", "--key", "sk_flag"], Some("sk_env".into())).unwrap();
+        assert_eq!(o.key, "sk_flag");
+        let bad = run(&["--connections", "0"]).unwrap_err();
+        assert!(bad.to_string().contains("--connections"), "{bad}");
+        assert_eq!(bad.exit_code(), 2);
+    }
+
+    #[test]
+    fn help_is_not_an_error_and_lists_every_option() {
+        for flag in ["-h", "--help"] {
+            let help = parse(["loadgen", flag], None).unwrap_err();
+            assert_eq!(help.kind(), ErrorKind::DisplayHelp);
+            assert_eq!(help.exit_code(), 0);
+        }
+        let help = Cli::command().render_help().to_string();
+        for option in [
+            "--url",
+            "--key",
+            "--connections",
+            "--payments",
+            "--merchants",
+            "--rate",
+            "--duration",
+            "--tokens",
+            "--manual",
+            "--currency",
+            "--follow-timeout",
+            "--poll-interval",
+            "--poll-budget",
+            "--timeout",
+            "--threads",
+            "--no-follow",
+            "--follow-only",
+            "--follow-refunds",
+            "--no-verify",
+            "--mixed-backlog",
+            "ATOMIC_KEY",
+        ] {
+            assert!(help.contains(option), "{option} missing from:\n{help}");
+        }
+    }
+
+    #[test]
+    fn a_repeated_option_takes_its_last_value() {
+        let o = run(&[
+            "--connections",
+            "4",
+            "--connections=8",
+            "--no-verify",
+            "--no-verify",
+        ]);
+        assert_eq!(o.unwrap().connections, 8);
     }
 
     #[test]

@@ -21,18 +21,13 @@ mod verify;
 
 use std::process::ExitCode;
 
-use args::{Command, USAGE};
-
 fn main() -> ExitCode {
-    let options = match args::parse(std::env::args().skip(1), std::env::var("ATOMIC_KEY").ok()) {
-        Ok(Command::Help) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Ok(Command::Run(options)) => options,
+    let options = match args::parse(std::env::args_os(), std::env::var("ATOMIC_KEY").ok()) {
+        Ok(options) => options,
+        // clap's own message: the help text (exit 0) or one error with the usage (exit 2).
         Err(error) => {
-            eprintln!("loadgen: {error}\n\n{USAGE}");
-            return ExitCode::from(2);
+            let _ = error.print();
+            return ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2));
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
