@@ -22,7 +22,7 @@ loadgen [OPTIONS]                       closed loop: --payments M over --connect
     name = "loadgen",
     about = "loadgen: drive a running Atomic server and check its books",
     override_usage = USAGE,
-    after_help = "Durations are seconds or a number with ms, s, m or h.",
+    after_help = "Durations are seconds (60, 1.5) or humantime: 500ms, 30s, 2m, 1h, 1d, 1h 30m.",
     args_override_self = true
 )]
 struct Cli {
@@ -273,29 +273,24 @@ fn positive_f64(value: &str) -> Result<f64, String> {
     }
 }
 
+/// A duration above zero, with humantime's reason when it is not one.
 fn nonzero_duration(value: &str) -> Result<Duration, String> {
     match parse_duration(value) {
-        Some(d) if !d.is_zero() => Ok(d),
-        _ => Err("needs a duration such as 30, 30s, 500ms or 2m".into()),
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("needs a duration above zero".into()),
+        Err(error) => Err(format!("{error} (e.g. 30, 30s, 500ms, 2m)")),
     }
 }
 
-/// Parses `30`, `30s`, `500ms`, `2m`, `1h`, `1.5s` (seconds when there is no unit).
-pub(crate) fn parse_duration(value: &str) -> Option<Duration> {
+/// Parses a duration with `humantime` (`500ms`, `30s`, `2m`, `1h`, `1d`, `1.5s`, `1h 30m`),
+/// plus a bare number of seconds (`60`, `1.5`), which humantime refuses ("time unit needed")
+/// but bench/run passes (`--duration "$S3_SECONDS"`) and earlier versions accepted.
+pub(crate) fn parse_duration(value: &str) -> Result<Duration, humantime::DurationError> {
     let value = value.trim();
-    let split = value
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(value.len());
-    let (number, unit) = value.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let seconds = match unit {
-        "" | "s" => number,
-        "ms" => number / 1_000.0,
-        "m" => number * 60.0,
-        "h" => number * 3_600.0,
-        _ => return None,
-    };
-    Duration::try_from_secs_f64(seconds).ok()
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return humantime::parse_duration(&format!("{value}s"));
+    }
+    humantime::parse_duration(value)
 }
 
 /// Card tokens the server declines (API.md): every other `tok_*` settles as SUCCESS.
@@ -557,13 +552,26 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1_500)));
-        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3_600)));
-        assert_eq!(parse_duration("s"), None);
-        assert_eq!(parse_duration("5d"), None);
+        let ok = |v: &str| parse_duration(v).ok();
+        // Bare numbers are seconds (kept by hand: humantime wants a unit).
+        assert_eq!(ok("30"), Some(Duration::from_secs(30)));
+        assert_eq!(ok(" 60 "), Some(Duration::from_secs(60)));
+        assert_eq!(ok("1.5"), Some(Duration::from_millis(1_500)));
+        assert_eq!(ok("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(ok("1.5s"), Some(Duration::from_millis(1_500)));
+        assert_eq!(ok("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(ok("1h"), Some(Duration::from_secs(3_600)));
+        assert_eq!(ok("5d"), Some(Duration::from_secs(5 * 86_400)));
+        assert_eq!(ok("1h 30m"), Some(Duration::from_secs(5_400)));
+        for bad in ["", "s", ".", "1x", "-1s", "1.2.3"] {
+            assert_eq!(ok(bad), None, "{bad:?}");
+        }
+        let error = run(&["--timeout", "3x"]).unwrap_err().to_string();
+        assert!(
+            error.contains("--timeout") && error.contains("unknown time unit"),
+            "{error}"
+        );
+        assert!(run(&["--poll-interval", "0ms"]).is_err());
     }
 
     #[test]
