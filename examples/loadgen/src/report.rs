@@ -197,6 +197,25 @@ impl Report {
         if load > 0.0 {
             f.accepted_per_s = Some(self.accepted as f64 / load);
         }
+        self.latency_figures(&mut f);
+        if let Some(follow) = &self.follow {
+            self.backlog_figures(follow, &mut f);
+            if self.mode == Load::FollowOnly {
+                self.follow_only_figures(follow, &mut f);
+            } else if let Some(t) = self
+                .timeline
+                .clone()
+                .or_else(|| Timeline::from_samples(follow, self.accept_elapsed))
+            {
+                settlement_figures(&t, load, &mut f);
+            }
+        }
+        f.books = self.books.as_ref().map(Books::ok);
+        f
+    }
+
+    /// Latency quantiles of the accepted payments, in ms.
+    fn latency_figures(&self, f: &mut Figures) {
         if let Some(h) = self.histogram.as_ref().filter(|h| !h.is_empty()) {
             let ms = |q: f64| h.value_at_quantile(q) as f64 / 1_000.0;
             f.p50_ms = Some(ms(0.5));
@@ -204,55 +223,36 @@ impl Report {
             f.p999_ms = Some(ms(0.999));
             f.max_ms = Some(h.max() as f64 / 1_000.0);
         }
-        if let Some(follow) = &self.follow {
-            f.backlog_max = follow.samples.iter().map(|s| s.backlog).max();
-            f.backlog_at_load_end = follow
-                .samples
-                .iter()
-                .find(|s| s.at >= self.accept_elapsed)
-                .map(|s| s.backlog);
-            if let Load::Open { rate, .. } = self.mode {
-                f.flatness = Flatness::of(&follow.samples, self.accept_elapsed, rate);
-            }
-            if self.mode == Load::FollowOnly {
-                // Everything followed settled between the start and `drained`: all of it drain.
-                f.backlog_at_load_end = None;
-                if let Some(drained) = follow.drained_at {
-                    f.timeline_source = Some("samples");
-                    f.settled = Some(self.accepted);
-                    f.last_terminal_s = Some(drained.as_secs_f64());
-                    f.drain_s = f.last_terminal_s;
-                    if drained > Duration::ZERO {
-                        let rate = self.accepted as f64 / drained.as_secs_f64();
-                        f.settled_per_s = Some(rate);
-                        f.settled_after_per_s = Some(rate);
-                    }
-                }
-            } else if let Some(t) = self
-                .timeline
-                .clone()
-                .or_else(|| Timeline::from_samples(follow, self.accept_elapsed))
-            {
-                f.timeline_source = Some(t.source);
-                f.settled = Some(t.total);
-                f.last_terminal_s = Some(t.last_terminal);
-                if t.last_terminal > 0.0 {
-                    f.settled_per_s = Some(t.total as f64 / t.last_terminal);
-                }
-                if load > 0.0 {
-                    f.settled_during_per_s = Some(t.during as f64 / load);
-                    f.sustained_per_s = f.settled_during_per_s;
-                    let drain = (t.last_terminal - load).max(0.0);
-                    f.drain_s = Some(drain);
-                    if drain >= 0.05 {
-                        f.settled_after_per_s =
-                            Some((t.total - t.during.min(t.total)) as f64 / drain);
-                    }
-                }
+    }
+
+    /// The backlog's peak, its size when sending ended and (open loop) its trend.
+    fn backlog_figures(&self, follow: &FollowOutcome, f: &mut Figures) {
+        f.backlog_max = follow.samples.iter().map(|s| s.backlog).max();
+        f.backlog_at_load_end = follow
+            .samples
+            .iter()
+            .find(|s| s.at >= self.accept_elapsed)
+            .map(|s| s.backlog);
+        if let Load::Open { rate, .. } = self.mode {
+            f.flatness = Flatness::of(&follow.samples, self.accept_elapsed, rate);
+        }
+    }
+
+    /// Follow-only: everything followed settled between the start and `drained`, all of it
+    /// drain.
+    fn follow_only_figures(&self, follow: &FollowOutcome, f: &mut Figures) {
+        f.backlog_at_load_end = None;
+        if let Some(drained) = follow.drained_at {
+            f.timeline_source = Some("samples");
+            f.settled = Some(self.accepted);
+            f.last_terminal_s = Some(drained.as_secs_f64());
+            f.drain_s = f.last_terminal_s;
+            if drained > Duration::ZERO {
+                let rate = self.accepted as f64 / drained.as_secs_f64();
+                f.settled_per_s = Some(rate);
+                f.settled_after_per_s = Some(rate);
             }
         }
-        f.books = self.books.as_ref().map(Books::ok);
-        f
     }
 
     /// The error counts as `status:count,...` (`none` when there were none).
@@ -298,23 +298,37 @@ impl Report {
 
     /// The machine summary line: `summary key=value ...`.
     pub(crate) fn summary_line(&self, f: &Figures) -> String {
-        let flat = match (&f.flatness, self.mode) {
-            (Some(fl), _) => yes_no(fl.flat()),
-            (None, Load::Open { .. }) => "unknown",
-            _ => "na",
-        };
+        let mut line = String::from("summary");
+        for (k, v) in self
+            .load_pairs(f)
+            .into_iter()
+            .chain(self.settlement_pairs(f))
+        {
+            let _ = write!(line, " {k}={v}");
+        }
+        line
+    }
+
+    /// The summary's keys about sending: the run, what was offered, accepted and how fast.
+    fn load_pairs(&self, f: &Figures) -> Vec<(&'static str, String)> {
+        let open = matches!(self.mode, Load::Open { .. });
         let (rate, duration) = match self.mode {
             Load::Open { rate, duration } => {
                 (format!("{rate}"), format!("{}", duration.as_secs_f64()))
             }
             _ => ("na".to_owned(), "na".to_owned()),
         };
-        let kept_up = match self.mode {
-            Load::Open { .. } => yes_no(self.missed() == 0),
-            _ => "na",
+        let kept_up = if open {
+            yes_no(self.missed() == 0)
+        } else {
+            "na"
         };
-        let follow = self.follow.as_ref();
-        let pairs: Vec<(&str, String)> = vec![
+        let max_lag = if open {
+            format!("{:.3}", self.max_lag.as_secs_f64() * 1e3)
+        } else {
+            "na".to_owned()
+        };
+        vec![
             ("mode", self.mode.name().to_owned()),
             ("run", self.run_id.clone()),
             ("connections", self.connections.to_string()),
@@ -337,17 +351,26 @@ impl Report {
             ("p99_ms", num(f.p99_ms, 3)),
             ("p999_ms", num(f.p999_ms, 3)),
             ("max_ms", num(f.max_ms, 3)),
-            (
-                "max_lag_ms",
-                match self.mode {
-                    Load::Open { .. } => format!("{:.3}", self.max_lag.as_secs_f64() * 1e3),
-                    _ => "na".to_owned(),
-                },
-            ),
-            (
-                "settled",
-                f.settled.map_or("na".to_owned(), |n| n.to_string()),
-            ),
+            ("max_lag_ms", max_lag),
+        ]
+    }
+
+    /// The summary's keys about settlement, the backlog, following and the books.
+    fn settlement_pairs(&self, f: &Figures) -> Vec<(&'static str, String)> {
+        let flat = match (&f.flatness, self.mode) {
+            (Some(fl), _) => yes_no(fl.flat()),
+            (None, Load::Open { .. }) => "unknown",
+            _ => "na",
+        };
+        let follow = self.follow.as_ref();
+        let follow_word = match follow {
+            None => "off",
+            Some(o) if o.drained() => "drained",
+            Some(o) if o.timed_out => "timeout",
+            Some(_) => "stopped",
+        };
+        vec![
+            ("settled", count(f.settled)),
             ("settled_per_s", num(f.settled_per_s, 1)),
             ("settled_during_per_s", num(f.settled_during_per_s, 1)),
             ("settled_after_per_s", num(f.settled_after_per_s, 1)),
@@ -355,197 +378,114 @@ impl Report {
             ("time_to_last_terminal_s", num(f.last_terminal_s, 3)),
             ("drain_s", num(f.drain_s, 3)),
             ("timeline", f.timeline_source.unwrap_or("na").to_owned()),
-            (
-                "backlog_max",
-                f.backlog_max.map_or("na".to_owned(), |n| n.to_string()),
-            ),
-            (
-                "backlog_at_load_end",
-                f.backlog_at_load_end
-                    .map_or("na".to_owned(), |n| n.to_string()),
-            ),
+            ("backlog_max", count(f.backlog_max)),
+            ("backlog_at_load_end", count(f.backlog_at_load_end)),
             (
                 "backlog_slope_per_s",
                 num(f.flatness.as_ref().map(|x| x.slope), 2),
             ),
             ("backlog_flat", flat.to_owned()),
-            (
-                "follow",
-                match follow {
-                    None => "off",
-                    Some(o) if o.drained() => "drained",
-                    Some(o) if o.timed_out => "timeout",
-                    Some(_) => "stopped",
-                }
-                .to_owned(),
-            ),
-            (
-                "poll_requests",
-                follow.map_or("na".to_owned(), |o| o.requests.to_string()),
-            ),
+            ("follow", follow_word.to_owned()),
+            ("poll_requests", count(follow.map(|o| o.requests))),
             ("books", self.books_word().to_lowercase()),
-        ];
-        let mut line = String::from("summary");
-        for (k, v) in pairs {
-            let _ = write!(line, " {k}={v}");
-        }
-        line
+        ]
     }
 
     /// The end-of-run table, then both summary lines.
     pub(crate) fn render(&self) -> String {
         let f = self.figures();
         let mut out = String::new();
-        let mut row = |name: &str, value: String| {
-            let _ = writeln!(out, "  {name:<28} {value}");
-        };
-        row(
-            "mode",
-            match self.mode {
-                Load::Closed { payments } => format!("closed loop, {payments} payments"),
-                Load::Open { rate, duration } => {
-                    format!("open loop, {rate}/s for {:.1}s", duration.as_secs_f64())
-                }
-                Load::FollowOnly => "follow only".to_owned(),
-                Load::Mixed { charges } => {
-                    format!("mixed backlog: captures, refunds and {charges} charges")
-                }
-            },
-        );
+        row(&mut out, "mode", self.mode_description());
         if let Some(mix) = &self.mix {
-            row("jobs", mix.clone());
+            row(&mut out, "jobs", mix.clone());
         }
         if self.mode != Load::FollowOnly {
-            row(
-                "run / connections / merchants",
-                format!(
-                    "{} / {} / {}",
-                    self.run_id, self.connections, self.merchants
-                ),
-            );
-            row("tokens", self.tokens.clone());
-            row(
-                "sent / accepted",
-                format!("{} / {}", self.sent, self.accepted),
-            );
-            row("errors by status", self.errors_compact());
-            row(
-                "load time",
-                format!("{:.3} s", self.accept_elapsed.as_secs_f64()),
-            );
-            row("accepted/s", num(f.accepted_per_s, 1));
-            row(
-                "latency p50 / p99 / p99.9",
-                format!(
-                    "{} / {} / {} ms (max {} ms)",
-                    num(f.p50_ms, 2),
-                    num(f.p99_ms, 2),
-                    num(f.p999_ms, 2),
-                    num(f.max_ms, 2)
-                ),
-            );
-            if let Load::Open { .. } = self.mode {
-                row(
-                    "worst lag behind schedule",
-                    format!("{:.2} ms", self.max_lag.as_secs_f64() * 1e3),
-                );
-                row(
-                    "offered / missed",
-                    format!("{} / {}", self.offered, self.missed()),
-                );
-            }
+            self.render_load(&f, &mut out);
         } else {
-            row("jobs followed", self.accepted.to_string());
+            row(&mut out, "jobs followed", self.accepted.to_string());
         }
         if let Some(follow) = &self.follow {
-            row(
-                "settled",
-                f.settled.map_or("na".to_owned(), |n| n.to_string()),
-            );
-            row("settled/s overall", num(f.settled_per_s, 1));
-            row("settled/s while accepting", num(f.settled_during_per_s, 1));
-            row("settled/s after (drain)", num(f.settled_after_per_s, 1));
-            row("sustained/s", num(f.sustained_per_s, 1));
-            row(
-                "time to last terminal",
-                format!(
-                    "{} s (drain {} s, from {})",
-                    num(f.last_terminal_s, 3),
-                    num(f.drain_s, 3),
-                    f.timeline_source.unwrap_or("na")
-                ),
-            );
-            row(
-                "backlog max / at load end",
-                format!(
-                    "{} / {}",
-                    f.backlog_max.map_or("na".to_owned(), |n| n.to_string()),
-                    f.backlog_at_load_end
-                        .map_or("na".to_owned(), |n| n.to_string())
-                ),
-            );
-            if let Some(fl) = &f.flatness {
-                row(
-                    "backlog trend",
-                    format!(
-                        "{:+.2}/s, {:+.0} over the load (allowed {:.0}): {}",
-                        fl.slope,
-                        fl.growth,
-                        fl.allowed,
-                        if fl.flat() { "flat" } else { "GROWING" }
-                    ),
-                );
-            }
-            row(
-                "sampling",
-                format!(
-                    "{} samples, {} requests, {} failed{}",
-                    follow.samples.len(),
-                    follow.requests,
-                    follow.failed_samples,
-                    if follow.timed_out { ", TIMED OUT" } else { "" }
-                ),
-            );
-            let _ = writeln!(out, "  backlog over time (t s: accepted settled backlog):");
-            for s in downsample(&follow.samples, 20) {
-                let _ = writeln!(
-                    out,
-                    "    {:>8.2}: {:>9} {:>9} {:>9}{}",
-                    s.at.as_secs_f64(),
-                    s.accepted,
-                    s.settled(),
-                    s.backlog,
-                    if s.exact { "" } else { " (est.)" }
-                );
-            }
+            render_settlement(follow, &f, &mut out);
         }
-        match &self.books {
-            Some(b) => {
-                let _ = writeln!(
-                    out,
-                    "  {:<28} {} (SUCCESS {}, FAILED {}, entries {}, balance {}, {} requests)",
-                    "books",
-                    self.books_word(),
-                    b.success,
-                    b.failed,
-                    b.entries,
-                    b.balance,
-                    b.requests
-                );
-                for p in &b.problems {
-                    let _ = writeln!(out, "    problem: {p}");
-                }
-                for n in b.notes.iter().take(10) {
-                    let _ = writeln!(out, "    note: {n}");
-                }
-            }
-            None => {
-                let _ = writeln!(out, "  {:<28} skipped", "books");
-            }
-        }
+        self.render_books(&mut out);
         let _ = writeln!(out, "{}", self.human_line(&f));
         let _ = writeln!(out, "{}", self.summary_line(&f));
         out
+    }
+
+    /// The table's first row: which load, in words.
+    fn mode_description(&self) -> String {
+        match self.mode {
+            Load::Closed { payments } => format!("closed loop, {payments} payments"),
+            Load::Open { rate, duration } => {
+                format!("open loop, {rate}/s for {:.1}s", duration.as_secs_f64())
+            }
+            Load::FollowOnly => "follow only".to_owned(),
+            Load::Mixed { charges } => {
+                format!("mixed backlog: captures, refunds and {charges} charges")
+            }
+        }
+    }
+
+    /// The table's rows about sending: the run, answers, latency and (open loop) the schedule.
+    fn render_load(&self, f: &Figures, out: &mut String) {
+        let run = format!(
+            "{} / {} / {}",
+            self.run_id, self.connections, self.merchants
+        );
+        row(out, "run / connections / merchants", run);
+        row(out, "tokens", self.tokens.clone());
+        row(
+            out,
+            "sent / accepted",
+            format!("{} / {}", self.sent, self.accepted),
+        );
+        row(out, "errors by status", self.errors_compact());
+        let load = format!("{:.3} s", self.accept_elapsed.as_secs_f64());
+        row(out, "load time", load);
+        row(out, "accepted/s", num(f.accepted_per_s, 1));
+        let latency = format!(
+            "{} / {} / {} ms (max {} ms)",
+            num(f.p50_ms, 2),
+            num(f.p99_ms, 2),
+            num(f.p999_ms, 2),
+            num(f.max_ms, 2)
+        );
+        row(out, "latency p50 / p99 / p99.9", latency);
+        if let Load::Open { .. } = self.mode {
+            let lag = format!("{:.2} ms", self.max_lag.as_secs_f64() * 1e3);
+            row(out, "worst lag behind schedule", lag);
+            row(
+                out,
+                "offered / missed",
+                format!("{} / {}", self.offered, self.missed()),
+            );
+        }
+    }
+
+    /// The books row, then each problem and the first ten notes.
+    fn render_books(&self, out: &mut String) {
+        let Some(b) = &self.books else {
+            let _ = writeln!(out, "  {:<28} skipped", "books");
+            return;
+        };
+        let _ = writeln!(
+            out,
+            "  {:<28} {} (SUCCESS {}, FAILED {}, entries {}, balance {}, {} requests)",
+            "books",
+            self.books_word(),
+            b.success,
+            b.failed,
+            b.entries,
+            b.balance,
+            b.requests
+        );
+        for p in &b.problems {
+            let _ = writeln!(out, "    problem: {p}");
+        }
+        for n in b.notes.iter().take(10) {
+            let _ = writeln!(out, "    note: {n}");
+        }
     }
 
     /// Exit status: 0 unless the books are wrong or settlement did not finish.
@@ -557,6 +497,95 @@ impl Report {
 
 fn yes_no(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
+}
+
+/// Settlement figures from a timeline: overall, while accepting, and the drain after.
+fn settlement_figures(t: &Timeline, load: f64, f: &mut Figures) {
+    f.timeline_source = Some(t.source);
+    f.settled = Some(t.total);
+    f.last_terminal_s = Some(t.last_terminal);
+    if t.last_terminal > 0.0 {
+        f.settled_per_s = Some(t.total as f64 / t.last_terminal);
+    }
+    if load > 0.0 {
+        f.settled_during_per_s = Some(t.during as f64 / load);
+        f.sustained_per_s = f.settled_during_per_s;
+        let drain = (t.last_terminal - load).max(0.0);
+        f.drain_s = Some(drain);
+        if drain >= 0.05 {
+            f.settled_after_per_s = Some((t.total - t.during.min(t.total)) as f64 / drain);
+        }
+    }
+}
+
+/// The table's rows about settlement, the backlog's trend, sampling and the backlog over time.
+fn render_settlement(follow: &FollowOutcome, f: &Figures, out: &mut String) {
+    row(out, "settled", count(f.settled));
+    row(out, "settled/s overall", num(f.settled_per_s, 1));
+    row(
+        out,
+        "settled/s while accepting",
+        num(f.settled_during_per_s, 1),
+    );
+    row(
+        out,
+        "settled/s after (drain)",
+        num(f.settled_after_per_s, 1),
+    );
+    row(out, "sustained/s", num(f.sustained_per_s, 1));
+    let last = format!(
+        "{} s (drain {} s, from {})",
+        num(f.last_terminal_s, 3),
+        num(f.drain_s, 3),
+        f.timeline_source.unwrap_or("na")
+    );
+    row(out, "time to last terminal", last);
+    let backlog = format!(
+        "{} / {}",
+        count(f.backlog_max),
+        count(f.backlog_at_load_end)
+    );
+    row(out, "backlog max / at load end", backlog);
+    if let Some(fl) = &f.flatness {
+        let trend = format!(
+            "{:+.2}/s, {:+.0} over the load (allowed {:.0}): {}",
+            fl.slope,
+            fl.growth,
+            fl.allowed,
+            if fl.flat() { "flat" } else { "GROWING" }
+        );
+        row(out, "backlog trend", trend);
+    }
+    let sampling = format!(
+        "{} samples, {} requests, {} failed{}",
+        follow.samples.len(),
+        follow.requests,
+        follow.failed_samples,
+        if follow.timed_out { ", TIMED OUT" } else { "" }
+    );
+    row(out, "sampling", sampling);
+    let _ = writeln!(out, "  backlog over time (t s: accepted settled backlog):");
+    for s in downsample(&follow.samples, 20) {
+        let _ = writeln!(
+            out,
+            "    {:>8.2}: {:>9} {:>9} {:>9}{}",
+            s.at.as_secs_f64(),
+            s.accepted,
+            s.settled(),
+            s.backlog,
+            if s.exact { "" } else { " (est.)" }
+        );
+    }
+}
+
+/// One row of the end-of-run table: the name padded to a column, then the value.
+fn row(out: &mut String, name: &str, value: String) {
+    let _ = writeln!(out, "  {name:<28} {value}");
+}
+
+/// A count, or `na`.
+fn count(value: Option<u64>) -> String {
+    value.map_or("na".to_owned(), |n| n.to_string())
 }
 
 /// A number with `decimals`, or `na`.
