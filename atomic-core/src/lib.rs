@@ -69,6 +69,7 @@ pub mod principal;
 pub mod rate_limit;
 pub mod refund;
 pub mod service;
+pub mod telemetry;
 pub mod text;
 pub mod time;
 pub mod webhook;

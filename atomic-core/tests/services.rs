@@ -867,6 +867,10 @@ fn settlement_expiring_nothing() -> MockSettlementStore {
     ledger
         .expect_expire_authorizations()
         .returning(|_, _| Ok(Vec::new()));
+    // The sweep reports the backlog last; these tests are about what comes before.
+    ledger
+        .expect_open_payments()
+        .returning(|| Ok(atomic_core::ports::OpenPayments::default()));
     ledger
 }
 
@@ -1807,6 +1811,10 @@ impl SettlementStore for Watched {
             .expire_authorizations(authorization_ttl, limit)
             .await
     }
+
+    async fn open_payments(&self) -> atomic_core::Result<atomic_core::ports::OpenPayments> {
+        self.inner.open_payments().await
+    }
 }
 
 /// A horizon no payment of these tests reaches: the audit counts nothing as stuck.
@@ -2608,6 +2616,9 @@ async fn sweep_expires_authorizations_in_full_batches_with_the_configured_ttl() 
     };
     let mut ledger = MockSettlementStore::new();
     ledger.expect_sweep().returning(|_, _| Ok(Vec::new()));
+    ledger
+        .expect_open_payments()
+        .returning(|| Ok(atomic_core::ports::OpenPayments::default()));
     let mut seq = mockall::Sequence::new();
     let full = expired(2);
     ledger

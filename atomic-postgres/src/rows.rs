@@ -115,7 +115,7 @@ fn timestamp(row: &PgRow, column: &str) -> Result<Timestamp> {
     )?))
 }
 
-fn optional_timestamp(row: &PgRow, column: &str) -> Result<Option<Timestamp>> {
+pub(crate) fn optional_timestamp(row: &PgRow, column: &str) -> Result<Option<Timestamp>> {
     Ok(get::<Option<OffsetDateTime>>(row, column)?.map(Timestamp::from_datetime))
 }
 

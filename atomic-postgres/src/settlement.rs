@@ -11,7 +11,8 @@ use atomic_core::event::Event;
 use atomic_core::id::{PaymentId, RefundId};
 use atomic_core::payment::{Payment, PaymentStatus};
 use atomic_core::ports::{
-    BeginOutcome, Job, LeaseId, RefundBegin, SettleOutcome, Settlement, SettlementStore,
+    BeginOutcome, Job, LeaseId, OpenPayments, RefundBegin, SettleOutcome, Settlement,
+    SettlementStore,
 };
 use atomic_core::refund::{Refund, RefundStatus};
 use atomic_core::{Error, Result};
@@ -425,4 +426,25 @@ impl SettlementStore for PgStore {
         })
         .await
     }
+
+    async fn open_payments(&self) -> Result<OpenPayments> {
+        self.call(async {
+            let row = sqlx::query(OPEN_PAYMENTS)
+                .fetch_one(self.pool())
+                .await
+                .map_err(from_sqlx)?;
+            Ok(OpenPayments {
+                count: rows::count(&row, "open")?,
+                oldest: rows::optional_timestamp(&row, "oldest")?,
+            })
+        })
+        .await
+    }
 }
+
+// The backlog: open payments (the partial index `payments_open` holds exactly them) and when
+// the oldest became open, as the books audit counts stuck ones (L12): a capture from its
+// request, any other from its creation.
+const OPEN_PAYMENTS: &str = "SELECT count(*) AS open, \
+    min(CASE WHEN capture_requested IS NULL THEN created_at ELSE updated_at END) AS oldest \
+    FROM payments WHERE status IN ('PENDING', 'PROCESSING')";

@@ -11,7 +11,7 @@ use crate::event::Event;
 use crate::id::{PaymentId, RefundId};
 use crate::payment::{CancellationReason, Payment, PaymentStatus};
 use crate::ports::{
-    BeginOutcome, Job, LeaseId, RefundBegin, RefundResult, SettleOutcome, Settlement,
+    BeginOutcome, Job, LeaseId, OpenPayments, RefundBegin, RefundResult, SettleOutcome, Settlement,
     SettlementResult, SettlementStore,
 };
 use crate::refund::RefundStatus;
@@ -168,6 +168,28 @@ impl SettlementStore for MemoryStore {
             canceled.push(payment);
         }
         Ok(canceled)
+    }
+
+    async fn open_payments(&self) -> Result<OpenPayments> {
+        let state = self.lock();
+        let oldest = state
+            .open_payments
+            .iter()
+            .filter_map(|id| state.payments.get(id))
+            .map(|row| opened_at(&row.payment))
+            .min();
+        Ok(OpenPayments {
+            count: state.open_payments.len() as u64,
+            oldest,
+        })
+    }
+}
+
+/// When an open payment became open: its creation, or the capture's request.
+fn opened_at(payment: &Payment) -> Timestamp {
+    match payment.state().capture_requested() {
+        Some(_) => payment.updated_at(),
+        None => payment.created_at,
     }
 }
 

@@ -39,8 +39,8 @@ pub use payments::{PaymentFilter, PaymentStore, RefundFilter};
 pub use queue::{Delivery, Job, JobQueue};
 pub use rate_limit::RateLimiter;
 pub use settlement::{
-    BeginOutcome, LeaseId, RefundBegin, RefundResult, SettleOutcome, Settlement, SettlementResult,
-    SettlementStore,
+    BeginOutcome, LeaseId, OpenPayments, RefundBegin, RefundResult, SettleOutcome, Settlement,
+    SettlementResult, SettlementStore,
 };
 pub use webhooks::{DeliveryFilter, WebhookStore};
 

@@ -12,6 +12,7 @@ use crate::ledger::Transfer;
 use crate::payment::{FailureReason, Payment};
 use crate::ports::queue::Job;
 use crate::refund::{Refund, RefundFailureReason};
+use crate::time::Timestamp;
 
 crate::id::id_type!(
     /// Identifies one worker's hold on a payment or refund; settlement succeeds only for the
@@ -112,6 +113,17 @@ pub enum SettleOutcome {
     NotHeld,
 }
 
+/// The payments the workers still owe an outcome: `PENDING` or `PROCESSING` (an authorization
+/// waiting for its capture is not open; a requested capture is).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenPayments {
+    /// How many there are.
+    pub count: u64,
+    /// When the one waiting longest became open: its creation, or for a capture, when the
+    /// capture was asked. `None` when there are none.
+    pub oldest: Option<Timestamp>,
+}
+
 /// The steps of settlement. Each is atomic: it fully happens or leaves no trace.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
@@ -168,4 +180,9 @@ pub trait SettlementStore: Send + Sync + 'static {
         authorization_ttl: Duration,
         limit: usize,
     ) -> Result<Vec<Payment>>;
+
+    /// How many payments are open and since when the oldest has waited, in one read: what
+    /// the sweep reports as the backlog (`atomic_open_payments`). Cheap while the backlog is
+    /// small; it never reads settled payments.
+    async fn open_payments(&self) -> Result<OpenPayments>;
 }

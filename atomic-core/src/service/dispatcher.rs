@@ -139,11 +139,12 @@ impl Dispatcher {
             by_lease.entry(lease).or_default().push(delivery);
         }
         for (lease, deliveries) in by_lease {
-            if let Err(error) = self.outbox.finish_deliveries(lease, &deliveries).await {
-                tracing::warn!(
+            match self.outbox.finish_deliveries(lease, &deliveries).await {
+                Ok(_) => crate::telemetry::webhook_attempts(&deliveries),
+                Err(error) => tracing::warn!(
                     ?error,
                     "could not record webhook attempts; they are tried again when their lease runs out"
-                );
+                ),
             }
         }
     }

@@ -105,7 +105,10 @@ impl IdempotentWrites {
         if let Some(idempotency) = idempotency {
             match self.claim(caller, idempotency).await? {
                 ClaimOutcome::Acquired(claim) => guard.claim = Some(claim),
-                ClaimOutcome::Replay(stored) => return Ok(Written::Replayed(stored)),
+                ClaimOutcome::Replay(stored) => {
+                    crate::telemetry::idempotency_replay();
+                    return Ok(Written::Replayed(stored));
+                }
                 ClaimOutcome::Mismatch => return Err(Error::IdempotencyKeyReused),
                 ClaimOutcome::InProgress => return Err(Error::IdempotencyConflict),
             }

@@ -24,6 +24,7 @@ use crate::ports::{
     AccountStore, Job, JobQueue, MerchantStore, PaymentFilter, PaymentStore, Ports,
 };
 use crate::principal::{Owner, Principal};
+use crate::telemetry;
 use crate::time::Clock;
 
 use super::idempotent::{
@@ -261,6 +262,7 @@ impl PaymentService {
         completion: Option<Completion>,
     ) -> Result<()> {
         self.payments.create_payment(payment, completion).await?;
+        telemetry::payment_created(payment.capture_method);
         failpoint::hit(failpoint::PAYMENT_AFTER_INSERT).await;
         enqueue_hint(&self.queue, Job::Payment(payment.id)).await;
         tracing::info!(
@@ -460,6 +462,7 @@ impl PaymentService {
                 completion,
             )
             .await?;
+        telemetry::payment_written(&payment);
         tracing::info!(payment_id = %payment.id, "authorization canceled");
         Ok(payment)
     }

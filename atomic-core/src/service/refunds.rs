@@ -115,6 +115,7 @@ impl RefundService {
         let (payments, queue, refund) = (self.payments.clone(), self.queue.clone(), refund.clone());
         tokio::spawn(async move {
             payments.create_refund(&refund, completion).await?;
+            crate::telemetry::refund_created();
             enqueue_hint(&queue, Job::Refund(refund.id)).await;
             tracing::info!(
                 refund_id = %refund.id,

@@ -110,6 +110,11 @@ impl Sweeper {
         if requeued > 0 {
             tracing::info!(requeued, "sweep re-enqueued stale payments");
         }
+        // A metric only: a failed read leaves the gauges as they were and fails nothing.
+        match self.settlement.open_payments().await {
+            Ok(open) => crate::telemetry::open_payments(open, self.clock.now()),
+            Err(error) => tracing::warn!(?error, "could not count the open payments"),
+        }
         Ok(SweepReport {
             requeued,
             expired,
@@ -147,6 +152,7 @@ impl Sweeper {
                 .expire_authorizations(self.authorization_ttl, self.config.batch)
                 .await?;
             for payment in &canceled {
+                crate::telemetry::payment_written(payment);
                 tracing::info!(payment_id = %payment.id, "authorization expired; payment canceled");
             }
             expired += canceled.len();

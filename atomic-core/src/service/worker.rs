@@ -43,6 +43,7 @@ use crate::ports::{
 use crate::principal::Principal;
 use crate::refund::{Refund, RefundFailureReason, RefundStatus};
 use crate::service::Shutdown;
+use crate::telemetry;
 use crate::time::Clock;
 
 /// Exponential backoff with jitter: `base * 2^(attempt-1)`, capped at `max`, then between half
@@ -298,6 +299,15 @@ impl Worker {
     /// in one store call ([`SettlementStore::settle`]); each delivery then ends as
     /// [`Self::process`] would have ended it alone. One outcome per delivery, in order.
     pub async fn process_batch(&self, deliveries: &[Delivery]) -> Vec<Processed> {
+        let started = std::time::Instant::now();
+        let processed = self.process_batch_leased(deliveries).await;
+        if !deliveries.is_empty() {
+            telemetry::settlement_batch(deliveries.len(), started.elapsed());
+        }
+        processed
+    }
+
+    async fn process_batch_leased(&self, deliveries: &[Delivery]) -> Vec<Processed> {
         let lease = LeaseId::generate();
         let claimed = match self.claim_all(deliveries, lease).await {
             Ok(claimed) => claimed,
@@ -790,6 +800,7 @@ async fn ask_refund(
 fn log_settled(delivery: &Delivery, outcome: SettleOutcome) -> Processed {
     match outcome {
         SettleOutcome::Payment(payment) => {
+            telemetry::payment_written(&payment);
             tracing::info!(
                 payment_id = %payment.id,
                 status = %payment.status(),
@@ -799,6 +810,7 @@ fn log_settled(delivery: &Delivery, outcome: SettleOutcome) -> Processed {
             Processed::Settled(payment.status())
         }
         SettleOutcome::Refund(refund) => {
+            telemetry::refund_written(refund.status());
             tracing::info!(
                 refund_id = %refund.id,
                 payment_id = %refund.payment_id,

@@ -18,7 +18,8 @@ use crate::money::Currency;
 use crate::page::{CreatedRange, PageLimit, PageRequest};
 use crate::payment::{FailureReason, PaymentStatus};
 use crate::ports::{
-    BeginOutcome, Job, LeaseId, PaymentFilter, SettleOutcome, Settlement, SettlementResult,
+    BeginOutcome, Job, LeaseId, OpenPayments, PaymentFilter, SettleOutcome, Settlement,
+    SettlementResult,
 };
 use crate::principal::{Owner, Principal};
 use crate::time::Timestamp;
@@ -1057,6 +1058,57 @@ pub async fn entries_list_newest_first_with_cursor_and_are_scoped(kit: &StoreKit
     ));
 }
 
+/// The backlog the sweep reports: payments `PENDING` or `PROCESSING` (held or not), never
+/// finished ones, and the creation of the one waiting longest.
+pub async fn open_payments_are_counted_with_the_oldest(kit: &StoreKit) {
+    let settlement = kit.store.settlement();
+    assert_eq!(
+        settlement.open_payments().await.unwrap(),
+        OpenPayments::default(),
+        "a new store has nothing open"
+    );
+    let a = onboard(kit, Currency::USD).await;
+    let first = stored_payment(kit, &a, 1).await;
+    let held = stored_payment(kit, &a, 2).await;
+    let done = stored_payment(kit, &a, 3).await;
+    let (lease, claimed) = claim(kit, held.id).await;
+    post(kit, done.id).await;
+    let created = |id| async move {
+        kit.store
+            .payments()
+            .payment(id, Principal::Platform)
+            .await
+            .unwrap()
+            .unwrap()
+            .created_at
+    };
+    let open = settlement.open_payments().await.unwrap();
+    assert_eq!(
+        open.count, 2,
+        "pending and held count, the settled one does not"
+    );
+    assert_eq!(open.oldest, Some(created(first.id).await));
+
+    post(kit, first.id).await;
+    let open = settlement.open_payments().await.unwrap();
+    assert_eq!((open.count, open.oldest), (1, Some(created(held.id).await)));
+    let transfer = Transfer::for_payment(&claimed, Timestamp::now()).unwrap();
+    settle_one(
+        kit,
+        &Settlement::Payment {
+            payment_id: held.id,
+            lease,
+            result: SettlementResult::Posted(transfer),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        settlement.open_payments().await.unwrap(),
+        OpenPayments::default()
+    );
+}
+
 pub async fn sweep_returns_stale_work_once_per_interval(kit: &StoreKit) {
     let stale_after = Duration::from_secs(60);
     let a = onboard(kit, Currency::USD).await;
@@ -1489,6 +1541,7 @@ macro_rules! ledger_store_conformance {
                 concurrent_settlements_into_one_account_add_up_exactly,
                 entries_list_newest_first_with_cursor_and_are_scoped,
                 sweep_returns_stale_work_once_per_interval,
+                open_payments_are_counted_with_the_oldest,
                 begin_payments_claims_the_free_and_reports_the_rest,
                 settle_many_settles_each_once_and_sums_balances,
                 settle_many_isolates_a_refused_posting,
