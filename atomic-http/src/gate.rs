@@ -154,6 +154,7 @@ pub(crate) async fn gate(
     };
 
     let mut response = if let Some(refused) = decisions.iter().find(|d| !d.allowed) {
+        crate::telemetry::rate_limited(&refused.policy);
         refusal(&decisions, refused).into_response()
     } else {
         match (credentials, principal) {

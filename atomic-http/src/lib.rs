@@ -29,6 +29,7 @@ mod request_id;
 mod routes;
 mod security;
 mod serve;
+mod telemetry;
 mod views;
 
 use std::sync::Arc;
@@ -179,6 +180,7 @@ fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
     routes.with_state(state.clone()).layer(
         ServiceBuilder::new()
             .layer(from_fn(request_id::request_id))
+            .layer(from_fn(telemetry::record))
             .layer(SetSensitiveRequestHeadersLayer::new([
                 header::AUTHORIZATION,
             ]))
