@@ -3,6 +3,7 @@
 //! binds the listener; [`Application::run_until_stopped`] serves requests, runs the settlement
 //! workers, the recovery sweep and the webhook dispatcher in-process, and shuts all of them down gracefully.
 
+mod exporter;
 pub mod settings;
 
 use std::future::Future;
@@ -58,6 +59,18 @@ pub enum StartError {
     /// The core could not start (e.g. the store refused the system accounts).
     #[error("could not start the core: {0}")]
     Core(#[from] atomic_core::Error),
+    /// The metrics recorder could not be installed (e.g. the embedding application installed
+    /// another).
+    #[error("metrics (METRICS_ADDR): {0}")]
+    Metrics(String),
+    /// The metrics listener could not be bound.
+    #[error("could not listen on METRICS_ADDR {addr}: {source}")]
+    MetricsBind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The listener could not be bound.
     #[error("could not listen on {addr}: {source}")]
     Bind {
@@ -82,12 +95,19 @@ pub struct Application {
     role: Role,
     shutdown_timeout: std::time::Duration,
     serve: ServeConfig,
+    metrics: Option<exporter::MetricsServer>,
 }
 
 impl Application {
     /// Wires everything the settings ask for and binds the listener.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
-        let (ports, storage) = wire(&settings).await?;
+        // First, so a port that cannot be bound stops start-up before anything is touched.
+        let metrics = match settings.metrics_addr {
+            Some(addr) => Some(exporter::MetricsServer::bind(addr).await?),
+            None => None,
+        };
+        let (ports, storage, pg) = wire(&settings).await?;
+        let metrics = metrics.map(|server| server.with_pool(pg));
 
         let (platform_key, minted_platform_key) = match settings.platform_key_hash {
             Some(hash) => (hash, None),
@@ -166,7 +186,13 @@ impl Application {
                 max_connections: settings.max_connections,
                 drain_timeout: settings.shutdown_timeout,
             },
+            metrics,
         })
+    }
+
+    /// Where `GET /metrics` is served, unless `METRICS_ADDR=off`.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(exporter::MetricsServer::address)
     }
 
     /// The address the server listens on (with the real port when 0 was asked for).
@@ -207,6 +233,8 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let (trigger, stop) = shutdown_channel();
+        // Served to the end, so the last scrape sees the drain.
+        let metrics = self.metrics.map(|server| tokio::spawn(server.run()));
         let background = if self.role.settles() {
             vec![
                 tokio::spawn(self.services.worker(self.worker).run(stop.clone())),
@@ -230,18 +258,23 @@ impl Application {
                 "workers did not stop within the shutdown timeout; their leases will run out and the jobs come back"
             );
         }
+        if let Some(metrics) = metrics {
+            metrics.abort();
+        }
         Ok(())
     }
 }
 
-/// The ports the settings ask for, and what they are in words (logged at start-up).
-async fn wire(settings: &Settings) -> Result<(Ports, String), StartError> {
+/// The ports the settings ask for, what they are in words (logged at start-up), and the
+/// PostgreSQL store when there is one (its pool is reported as a metric).
+async fn wire(settings: &Settings) -> Result<(Ports, String, Option<PgStore>), StartError> {
     let mut ports = Ports::in_memory();
     let outbound = Arc::new(Outbound::new(OutboundConfig::new(
         settings.webhooks.timeout,
     ))?);
     ports.resolver = outbound.clone();
     ports.sender = outbound;
+    let mut pg_store = None;
     let store = match &settings.database_url {
         None => "in-memory store (no DATABASE_URL): data will not survive a restart",
         Some(url) => {
@@ -281,6 +314,7 @@ async fn wire(settings: &Settings) -> Result<(Ports, String), StartError> {
                     return Err(StartError::Unmigrated(missing.join(", ")));
                 }
             }
+            pg_store = Some(pg.clone());
             ports.store = Backend::new(Arc::new(pg));
             "PostgreSQL store of record (DATABASE_URL)"
         }
@@ -316,7 +350,7 @@ async fn wire(settings: &Settings) -> Result<(Ports, String), StartError> {
     if let Some(clock) = atomic_core::failpoint::skewed_clock() {
         ports.clock = clock;
     }
-    Ok((ports, format!("{store}; {queue}")))
+    Ok((ports, format!("{store}; {queue}"), pg_store))
 }
 
 /// Runs the books audit (L1–L12, TEST-MATRIX.md) on the store of `DATABASE_URL` in one

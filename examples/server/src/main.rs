@@ -92,6 +92,9 @@ async fn main() -> ExitCode {
         address = %app.address(),
         role = app.role().as_str(),
         storage = app.storage(),
+        metrics = %app
+            .metrics_address()
+            .map_or_else(|| "off".to_owned(), |a| format!("http://{a}/metrics")),
         "atomic-server listening"
     );
     if let Some(key) = app

@@ -2,7 +2,7 @@
 //! file when present) into a typed [`Settings`]. Nothing reads environment variables later.
 //! A bad value stops start-up with one line naming the variable and what it must be.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
@@ -157,6 +157,9 @@ pub struct Settings {
     pub max_connections: usize,
     /// Webhooks: what deliveries may reach and how they are retried.
     pub webhooks: WebhookSettings,
+    /// Where `GET /metrics` is served, on a listener of its own (`METRICS_ADDR`, default
+    /// `127.0.0.1:9464`; `off` serves none and installs no recorder).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// The webhook settings.
@@ -311,7 +314,18 @@ impl Settings {
                 ));
             }
         };
+        let metrics_addr = match var("METRICS_ADDR").as_deref() {
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            Some("off") => None,
+            Some(v) => Some(v.parse().map_err(|_| {
+                bad(
+                    "METRICS_ADDR",
+                    format!("must be an address and port like 127.0.0.1:9464, or off (got {v:?})"),
+                )
+            })?),
+        };
         let settings = Self {
+            metrics_addr,
             role,
             host,
             port,
@@ -504,6 +518,7 @@ mod tests {
         assert_eq!(s.database_statement_timeout, Duration::from_secs(5));
         assert!(s.migrate);
         assert!(s.database_migrate_url.is_none());
+        assert_eq!(s.metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
         assert_eq!(
             (s.worker_lease, s.sweep_interval, s.sweep_stale_after),
             (
@@ -544,8 +559,14 @@ mod tests {
             ("API_KEY_CACHE_TTL", "0"),
             ("SWEEP_INTERVAL", "500ms"),
             ("SWEEP_STALE_AFTER", "3s"),
+            ("METRICS_ADDR", "[::1]:9100"),
         ])
         .unwrap();
+        assert_eq!(s.metrics_addr, Some("[::1]:9100".parse().unwrap()));
+        assert_eq!(
+            parse(&[("METRICS_ADDR", "off")]).unwrap().metrics_addr,
+            None
+        );
         assert_eq!(s.port, 0);
         assert!(s.platform_key_hash.is_some());
         assert!(s.rate_limit_global.is_none());
@@ -635,6 +656,8 @@ mod tests {
             ("ROLE", "scheduler"),
             ("API_KEY_CACHE_TTL", "2m"),
             ("SWEEP_INTERVAL", "10ms"),
+            ("METRICS_ADDR", "9464"),
+            ("METRICS_ADDR", "localhost:9464"),
         ] {
             let message = parse(&[(var, value)]).unwrap_err().to_string();
             assert!(
