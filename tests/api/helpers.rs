@@ -44,11 +44,12 @@ pub struct TestApp {
     pub client: reqwest::Client,
 }
 
-/// A server on `backend` with these environment variables (over `PORT=0` and rate limits
-/// off; the rate-limit tests turn them on).
+/// A server on `backend` with these environment variables (over `PORT=0`, no metrics
+/// listener, and rate limits off; the rate-limit tests turn them on).
 pub async fn spawn_on(backend: Backend, vars: &[(&str, &str)]) -> TestApp {
     let mut env: HashMap<String, String> = HashMap::from([
         ("PORT".to_owned(), "0".to_owned()),
+        ("METRICS_ADDR".to_owned(), "off".to_owned()),
         ("RATE_LIMIT_GLOBAL".to_owned(), "off".to_owned()),
         ("RATE_LIMIT_PAYMENTS".to_owned(), "off".to_owned()),
     ]);

@@ -111,12 +111,14 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
-/// The server binary with a clean environment, port 0, JSON logs, piped output.
+/// The server binary with a clean environment, port 0, no metrics listener (servers run side
+/// by side; a test that scrapes sets `METRICS_ADDR`), JSON logs, piped output.
 pub fn server() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_atomic-server"));
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("PORT", "0")
+        .env("METRICS_ADDR", "off")
         .env("LOG_FORMAT", "json")
         // No .env file is read from here: the tests run in the package directory, which has none.
         .stdout(Stdio::piped())
