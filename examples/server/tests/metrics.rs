@@ -14,6 +14,9 @@ use common::receiver::{Answer, Receiver};
 use common::{KEY, KEY_HASH, merchant_account, server, wait_listening_keeping};
 use serde_json::{Value, json};
 
+/// A series (name, labels) and the value it must have.
+type Expected = (&'static str, Vec<(&'static str, &'static str)>, f64);
+
 /// One scrape: every sample, keyed by its series as written (`name{labels}`).
 #[derive(Debug)]
 struct Scrape(HashMap<String, f64>);
@@ -226,7 +229,7 @@ async fn a_flow_moves_each_counter_by_exactly_what_it_did() {
     );
 
     // Each counter exactly; waited for, since webhooks and the sweep's gauges come after.
-    let expected: Vec<(&str, Vec<(&str, &str)>, f64)> = vec![
+    let expected: Vec<Expected> = vec![
         (
             "atomic_payments_created_total",
             vec![("capture_method", "automatic")],
