@@ -76,21 +76,15 @@ impl Timestamp {
     }
 }
 
-/// RFC 3339 in UTC with six fractional digits, e.g. `2026-11-25T00:32:20.123456Z`.
+/// RFC 3339 in UTC with six fractional digits, e.g. `2026-11-25T00:32:20.123456Z`: always
+/// six, so every timestamp the API serves has one width (`Rfc3339` itself trims the fraction).
+const DISPLAY: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
+    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+);
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let t = self.0;
-        write!(
-            f,
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-            t.microsecond()
-        )
+        f.write_str(&self.0.format(DISPLAY).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -160,6 +154,8 @@ mod tests {
         let t = Timestamp::from_unix_micros(1_764_030_740_123_456).unwrap();
         assert_eq!(t.to_string(), "2025-11-25T00:32:20.123456Z");
         assert_eq!(Timestamp::from_unix_micros(t.unix_micros()), Some(t));
+        let epoch = Timestamp::from_unix_micros(0).unwrap();
+        assert_eq!(epoch.to_string(), "1970-01-01T00:00:00.000000Z");
     }
 
     #[test]
