@@ -182,30 +182,30 @@ mod tests {
     }
 }
 
-/// Parses a configuration duration: whole seconds (`90`) or a number with a unit
-/// `ms`, `s`, `m`, `h` or `d` (`500ms`, `15m`, `24h`). Zero is refused.
+/// Parses a configuration duration: whole seconds (`90`) or what `humantime` reads, whole
+/// numbers glued to a unit (`500ms`, `15m`, `24h`, `2d`, `1h30m`). Zero, fractions, spaces and
+/// anything finer than a millisecond are refused.
 pub fn parse_duration(text: &str) -> Result<Duration, crate::error::Invalid> {
     use crate::error::Invalid;
     const FORMS: &str = "must be seconds, or a number followed by ms, s, m, h or d";
     let text = text.trim();
-    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => text.split_at(i),
-        None => (text, "s"),
+    // humantime also reads `1.5h` and `1 h`; a configuration keeps to the compact forms.
+    if !text.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(Invalid::new(FORMS));
+    }
+    let parsed = if text.bytes().all(|b| b.is_ascii_digit()) {
+        humantime::parse_duration(&format!("{text}s"))
+    } else {
+        humantime::parse_duration(text)
     };
-    let millis_per_unit: u64 = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(Invalid::new(FORMS)),
-    };
-    let n: u64 = digits.parse().map_err(|_| Invalid::new(FORMS))?;
-    let millis = n
-        .checked_mul(millis_per_unit)
-        .filter(|ms| *ms > 0)
-        .ok_or(Invalid::new("must be a positive duration"))?;
-    Ok(Duration::from_millis(millis))
+    let duration = parsed.map_err(|_| Invalid::new(FORMS))?;
+    if duration.subsec_nanos() % 1_000_000 != 0 {
+        return Err(Invalid::new(FORMS));
+    }
+    if duration.is_zero() {
+        return Err(Invalid::new("must be a positive duration"));
+    }
+    Ok(duration)
 }
 
 #[cfg(test)]
@@ -219,6 +219,7 @@ mod duration_tests {
         assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
         assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5_400)));
         for bad in [
             "",
             "0",
