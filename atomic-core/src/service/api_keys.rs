@@ -4,9 +4,10 @@
 //! through this process takes effect from the next request on (the key is forgotten at once),
 //! through another process within that time.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
+
+use quick_cache::sync::Cache;
 
 use crate::api_key::{ApiKey, KeyHash, RawApiKey};
 use crate::error::{Error, Result};
@@ -18,8 +19,8 @@ use crate::principal::Principal;
 use crate::service::idempotent::{Idempotency, IdempotentWrites, Written};
 use crate::time::{Clock, Timestamp};
 
-/// Most keys remembered at once; past it the memory starts over (a flood of distinct valid keys
-/// cannot grow it).
+/// Most keys remembered at once; past it the least used are evicted (a flood of distinct valid
+/// keys cannot grow it).
 const CACHE_CAPACITY: usize = 100_000;
 
 /// API keys.
@@ -29,8 +30,10 @@ pub struct ApiKeyService {
     clock: Arc<dyn Clock>,
     platform_key: Option<KeyHash>,
     cache_ttl: Duration,
-    /// Active merchant keys recently found in the store, and until when to trust that.
-    cache: Arc<Mutex<HashMap<KeyHash, (MerchantId, Timestamp)>>>,
+    /// Active merchant keys recently found in the store, and until when to trust that. The
+    /// deadline is read on the core's [`Clock`] (so a test's manual clock and a skewed process
+    /// clock govern it), which no TTL cache crate can be given; the cache bounds the size.
+    cache: Arc<Cache<KeyHash, (MerchantId, Timestamp)>>,
     writes: IdempotentWrites,
 }
 
@@ -56,7 +59,7 @@ impl ApiKeyService {
             clock: ports.clock.clone(),
             platform_key,
             cache_ttl,
-            cache: Arc::default(),
+            cache: Arc::new(Cache::new(CACHE_CAPACITY)),
             writes,
         }
     }
@@ -65,15 +68,8 @@ impl ApiKeyService {
         if self.cache_ttl.is_zero() {
             return None;
         }
-        let now = self.clock.now();
-        let cache = self
-            .cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        cache
-            .get(hash)
-            .filter(|(_, until)| now < *until)
-            .map(|(merchant, _)| *merchant)
+        let (merchant, until) = self.cache.get(hash)?;
+        (self.clock.now() < until).then_some(merchant)
     }
 
     fn remember(&self, hash: KeyHash, merchant: MerchantId) {
@@ -81,22 +77,11 @@ impl ApiKeyService {
             return;
         }
         let until = self.clock.now().saturating_add(self.cache_ttl);
-        let mut cache = self
-            .cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if cache.len() >= CACHE_CAPACITY {
-            cache.clear();
-        }
-        cache.insert(hash, (merchant, until));
+        self.cache.insert(hash, (merchant, until));
     }
 
     fn forget(&self, hash: &KeyHash) {
-        let mut cache = self
-            .cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        cache.remove(hash);
+        self.cache.remove(hash);
     }
 
     /// Who a presented key is: the platform, a merchant, or nobody (`None`). A merchant key

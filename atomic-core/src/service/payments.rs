@@ -6,7 +6,9 @@
 //! still accepted, and the sweep enqueues its job later.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use quick_cache::sync::Cache;
 
 use crate::account::AccountKind;
 use crate::error::{Error, Invalid, Result};
@@ -31,7 +33,7 @@ use super::idempotent::{
     Idempotency, IdempotentWrites, Written, fingerprint, id_response, replayed_id,
 };
 
-/// Most merchant accounts remembered at once; past it the memory starts over.
+/// Most merchant accounts remembered at once; past it the least used are evicted.
 const ACCOUNT_CACHE_CAPACITY: usize = 100_000;
 
 /// What a payment needs of the account it credits. None of it ever changes after the account
@@ -109,7 +111,7 @@ pub struct PaymentService {
     queue: Arc<dyn JobQueue>,
     clock: Arc<dyn Clock>,
     system_accounts: Arc<HashMap<Currency, AccountId>>,
-    merchant_accounts: Arc<Mutex<HashMap<AccountId, Credited>>>,
+    merchant_accounts: Arc<Cache<AccountId, Credited>>,
     authorization_ttl: std::time::Duration,
     writes: IdempotentWrites,
 }
@@ -128,7 +130,7 @@ impl PaymentService {
             queue: ports.queue.clone(),
             clock: ports.clock.clone(),
             system_accounts,
-            merchant_accounts: Arc::default(),
+            merchant_accounts: Arc::new(Cache::new(ACCOUNT_CACHE_CAPACITY)),
             authorization_ttl,
             writes,
         }
@@ -136,13 +138,8 @@ impl PaymentService {
 
     /// The merchant account `id`, if it is one: remembered, or read once from the store.
     async fn merchant_account(&self, id: AccountId) -> Result<Option<Credited>> {
-        let cache = || {
-            self.merchant_accounts
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-        };
-        if let Some(known) = cache().get(&id) {
-            return Ok(Some(*known));
+        if let Some(known) = self.merchant_accounts.get(&id) {
+            return Ok(Some(known));
         }
         let Some(account) = self
             .accounts
@@ -157,11 +154,7 @@ impl PaymentService {
             owner: account.owner,
             currency: account.currency,
         };
-        let mut cache = cache();
-        if cache.len() >= ACCOUNT_CACHE_CAPACITY {
-            cache.clear();
-        }
-        cache.insert(id, credited);
+        self.merchant_accounts.insert(id, credited);
         Ok(Some(credited))
     }
 
