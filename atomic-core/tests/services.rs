@@ -1347,7 +1347,7 @@ async fn a_panicking_adapter_costs_one_job_not_the_workers() {
         .await
         .expect("start");
     let account = open_usd_account(&services).await;
-    let (trigger, stop) = atomic_core::service::shutdown_channel();
+    let stop = atomic_core::service::CancellationToken::new();
     let config = WorkerConfig {
         concurrency: 2,
         backoff: Backoff {
@@ -1357,7 +1357,7 @@ async fn a_panicking_adapter_costs_one_job_not_the_workers() {
         poll_wait: Duration::from_millis(50),
         ..WorkerConfig::default()
     };
-    let worker = tokio::spawn(services.worker(config).run(stop));
+    let worker = tokio::spawn(services.worker(config).run(stop.clone()));
     // More poison jobs than loops, ahead of a good one.
     for _ in 0..3 {
         services
@@ -1393,7 +1393,7 @@ async fn a_panicking_adapter_costs_one_job_not_the_workers() {
         !worker.is_finished(),
         "the workers survive a panicking adapter"
     );
-    trigger.trigger();
+    stop.cancel();
     worker.await.expect("the worker stops on shutdown");
 }
 

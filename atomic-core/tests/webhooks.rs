@@ -14,7 +14,7 @@ use atomic_core::memory::RecordingWebhooks;
 use atomic_core::page::PageRequest;
 use atomic_core::ports::{DeliveryFilter, SendOutcome, WebhookRequest, WebhookSender};
 use atomic_core::service::{
-    CoreConfig, DispatcherConfig, EndpointRequest, WorkerConfig, shutdown_channel,
+    CancellationToken, CoreConfig, DispatcherConfig, EndpointRequest, WorkerConfig,
 };
 use atomic_core::time::{Clock, ManualClock};
 use atomic_core::webhook::{
@@ -336,13 +336,13 @@ async fn a_receiver_that_hangs_holds_back_no_other_endpoint() {
         poll: Duration::from_millis(10),
         ..DispatcherConfig::default()
     });
-    let (stop, shutdown) = shutdown_channel();
-    let running = tokio::spawn(dispatcher.run(shutdown));
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(dispatcher.run(stop.clone()));
     shop.delivered_to(&healthy, 10).await;
     // Later events too, while the hanging receiver still holds its attempts.
     shop.pay(10).await;
     shop.delivered_to(&healthy, 20).await;
-    stop.trigger();
+    stop.cancel();
     running.abort();
     assert_eq!(
         sender.answered.lock().unwrap().get(healthy.url.as_str()),

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
 use crate::ports::{DueDelivery, LeaseId, OutboxStore, Ports, WebhookRequest, WebhookSender};
-use crate::service::Shutdown;
 use crate::time::Clock;
 use crate::webhook::{AddressPolicy, RetrySchedule, WebhookDelivery};
 
@@ -155,11 +155,11 @@ impl Dispatcher {
     /// next attempt to end or `poll`, whichever comes first (attempts that hang must not keep
     /// it from claiming what came due meanwhile). On shutdown it stops claiming,
     /// lets the attempts in flight end and writes them.
-    pub async fn run(self, mut shutdown: Shutdown) {
+    pub async fn run(self, shutdown: CancellationToken) {
         let room = self.config.concurrency.max(1);
         let mut attempts: JoinSet<(LeaseId, WebhookDelivery)> = JoinSet::new();
         let mut done = Vec::new();
-        while !shutdown.is_triggered() {
+        while !shutdown.is_cancelled() {
             while let Some(ended) = attempts.try_join_next() {
                 done.extend(ended.ok());
             }
@@ -179,7 +179,7 @@ impl Dispatcher {
             tokio::select! {
                 Some(ended) = attempts.join_next(), if !attempts.is_empty() => done.extend(ended.ok()),
                 () = tokio::time::sleep(self.config.poll) => {}
-                () = shutdown.wait() => break,
+                () = shutdown.cancelled() => break,
             }
         }
         while let Some(ended) = attempts.join_next().await {

@@ -12,7 +12,6 @@ mod idempotent;
 mod merchants;
 mod payments;
 mod refunds;
-mod shutdown;
 mod sweeper;
 mod webhooks;
 mod worker;
@@ -28,8 +27,10 @@ pub use idempotent::{Idempotency, IdempotentWrites, Written};
 pub use merchants::{MerchantService, Onboarded};
 pub use payments::{ENQUEUE_TIMEOUT, ENQUEUE_WAIT, PaymentRequest, PaymentService};
 pub use refunds::RefundService;
-pub use shutdown::{Shutdown, ShutdownTrigger, shutdown_channel};
 pub use sweeper::{SweepConfig, SweepReport, Sweeper};
+/// The shutdown signal the worker, the sweep and the dispatcher run until (`cancel()` it to
+/// stop them); re-exported so embedders need no tokio-util of their own.
+pub use tokio_util::sync::CancellationToken;
 pub use webhooks::{CreatedEndpoint, EndpointRequest, WebhookService};
 pub use worker::{Backoff, Processed, Worker, WorkerConfig};
 

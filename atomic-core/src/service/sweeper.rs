@@ -9,9 +9,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::error::Result;
 use crate::ports::{IdempotencyStore, JobQueue, OutboxStore, Ports, SettlementStore};
-use crate::service::Shutdown;
 use crate::time::Clock;
 
 /// How the sweep runs.
@@ -164,13 +165,13 @@ impl Sweeper {
     }
 
     /// Sweeps every `interval` until shutdown.
-    pub async fn run(self, mut shutdown: Shutdown) {
+    pub async fn run(self, shutdown: CancellationToken) {
         let mut ticker = tokio::time::interval(self.config.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
-                () = shutdown.wait() => break,
+                () = shutdown.cancelled() => break,
             }
             if let Err(error) = self.tick().await {
                 tracing::warn!(?error, "sweep failed; trying again next interval");

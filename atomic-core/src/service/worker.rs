@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::card::{CardOutcome, CardRefund, Charge};
 use crate::error::{Error, Invariant, Result};
@@ -42,7 +43,6 @@ use crate::ports::{
 };
 use crate::principal::Principal;
 use crate::refund::{Refund, RefundFailureReason, RefundStatus};
-use crate::service::Shutdown;
 use crate::telemetry;
 use crate::time::Clock;
 
@@ -204,7 +204,7 @@ impl Worker {
 
     /// Runs `concurrency` job loops until shutdown, then lets each finish the jobs it holds.
     /// A loop that dies (a panicking adapter) is started again.
-    pub async fn run(self, shutdown: Shutdown) {
+    pub async fn run(self, shutdown: CancellationToken) {
         let mut loops = JoinSet::new();
         let spawn = |loops: &mut JoinSet<()>| {
             let worker = self.clone();
@@ -216,7 +216,7 @@ impl Worker {
         }
         while let Some(ended) = loops.join_next().await {
             if let Err(error) = ended
-                && !shutdown.is_triggered()
+                && !shutdown.is_cancelled()
             {
                 tracing::error!(?error, "a worker loop died; starting another");
                 spawn(&mut loops);
@@ -225,12 +225,12 @@ impl Worker {
         tracing::info!("worker stopped");
     }
 
-    async fn run_loop(&self, mut shutdown: Shutdown) {
+    async fn run_loop(&self, shutdown: CancellationToken) {
         let mut failures: u32 = 0;
-        while !shutdown.is_triggered() {
+        while !shutdown.is_cancelled() {
             let reserved = tokio::select! {
                 reserved = self.queue.reserve(self.config.batch, self.config.lease, self.config.poll_wait) => reserved,
-                () = shutdown.wait() => break,
+                () = shutdown.cancelled() => break,
             };
             match reserved {
                 Ok(deliveries) => {
@@ -245,7 +245,7 @@ impl Worker {
                     tracing::warn!(?error, ?delay, "reserving jobs failed");
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
-                        () = shutdown.wait() => break,
+                        () = shutdown.cancelled() => break,
                     }
                 }
             }

@@ -15,7 +15,7 @@ use atomic_core::api_key::RawApiKey;
 use atomic_core::idempotency::IdempotencyPolicy;
 use atomic_core::ports::Backend;
 use atomic_core::service::{
-    CoreConfig, DispatcherConfig, SweepConfig, WorkerConfig, shutdown_channel,
+    CancellationToken, CoreConfig, DispatcherConfig, SweepConfig, WorkerConfig,
 };
 use atomic_core::webhook::AddressPolicy;
 use atomic_core::{Ports, Services};
@@ -232,21 +232,21 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let (trigger, stop) = shutdown_channel();
+        let stop = CancellationToken::new();
         // Served to the end, so the last scrape sees the drain.
         let metrics = self.metrics.map(|server| tokio::spawn(server.run()));
         let background = if self.role.settles() {
             vec![
                 tokio::spawn(self.services.worker(self.worker).run(stop.clone())),
                 tokio::spawn(self.services.sweeper(self.sweep).run(stop.clone())),
-                tokio::spawn(self.services.dispatcher(self.dispatch).run(stop)),
+                tokio::spawn(self.services.dispatcher(self.dispatch).run(stop.clone())),
             ]
         } else {
             Vec::new()
         };
         atomic_http::serve(self.listener, self.router, self.serve, shutdown).await;
         tracing::info!("no longer accepting requests; stopping the workers");
-        trigger.trigger();
+        stop.cancel();
         let drained = tokio::time::timeout(self.shutdown_timeout, async {
             for task in background {
                 let _ = task.await;
