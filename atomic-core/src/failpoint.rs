@@ -1,14 +1,26 @@
 //! Failpoints: named places on the money path where a fault test can make the process die at
 //! once (`abort`, as `kill -9` would: no destructors, no flush), to prove that a crash between
-//! two steps loses nothing and doubles nothing. They exist only in builds with the
-//! `failpoints` feature (the test builds); in every other build [`hit`] is an empty inline
-//! function and [`init_from_env`] does nothing.
+//! two steps loses nothing and doubles nothing. They act only in builds with the `failpoints`
+//! feature (the test builds, [`ENABLED`]); in every other build [`hit`] is an empty inline
+//! function and [`arm`] does nothing.
 //!
-//! Armed once at start-up from `ATOMIC_FAILPOINTS`: a comma-separated list of `name` (abort at
-//! the first hit), `name@N` (abort at the N-th hit) or `name=sleepMS` (pause that long at every
-//! hit, e.g. to make a worker outlive its lease): `worker.after_settle_commit@2`,
-//! `worker.after_claim=sleep1500`. The names are the `pub const`s below. `ATOMIC_CLOCK_SKEW`
-//! (`+600s`, `-10m`) shifts the process's clock, for clock-skew tests ([`skewed_clock`]).
+//! The core reads no environment: the embedder parses a [`Failpoints`] (the server, from
+//! `ATOMIC_FAILPOINTS`) and arms it once at start-up. The spec is a comma-separated list of
+//! `name` (abort at the first hit), `name@N` (abort at the N-th hit) or `name=sleepMS` (pause
+//! that long at every hit, e.g. to make a worker outlive its lease):
+//! `worker.after_claim, worker.after_settle_commit@2, worker.after_claim=sleep1500`. The names
+//! are the `pub const`s below. A [`ClockSkew`] (`+600s`, `-10m`; the server's
+//! `ATOMIC_CLOCK_SKEW`) gives a clock shifted from the system's, for clock-skew tests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::Invalid;
+use crate::time::{Clock, Timestamp, parse_duration};
+
+/// Whether this build carries failpoints (the `failpoints` feature): embedders read
+/// `ATOMIC_FAILPOINTS`-style settings only when it does.
+pub const ENABLED: bool = cfg!(feature = "failpoints");
 
 /// After a batch of payments is claimed (`PROCESSING` committed under a lease), before any
 /// card is charged or anything is posted.
@@ -25,102 +37,142 @@ pub const ALL: [&str; 3] = [
     PAYMENT_AFTER_INSERT,
 ];
 
+/// What an armed failpoint does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Abort the process at this hit (1-based).
+    AbortAt(u64),
+    /// Pause at every hit.
+    Sleep(Duration),
+}
+
+impl Action {
+    /// Reads one item of a spec: `name`, `name@N` or `name=sleepMS`.
+    fn parse(item: &str) -> Result<(&str, Self), Invalid> {
+        if let Some((name, what)) = item.split_once('=') {
+            return match what.strip_prefix("sleep").map(str::parse::<u64>) {
+                Some(Ok(ms)) => Ok((name, Self::Sleep(Duration::from_millis(ms)))),
+                _ => Err(Invalid::owned(format!(
+                    "failpoint {item:?}: the action after = is sleepMS"
+                ))),
+            };
+        }
+        match item.split_once('@') {
+            None => Ok((item, Self::AbortAt(1))),
+            Some((name, n)) => match n.parse::<u64>() {
+                Ok(n) if n >= 1 => Ok((name, Self::AbortAt(n))),
+                _ => Err(Invalid::owned(format!(
+                    "failpoint {item:?}: the hit after @ is a count >= 1"
+                ))),
+            },
+        }
+    }
+}
+
+/// Failpoints to arm: each a known name and what it does there. Empty by default.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Failpoints(Vec<(&'static str, Action)>);
+
+impl Failpoints {
+    /// Parses a spec (see the module docs); an empty spec arms nothing.
+    pub fn parse(spec: &str) -> Result<Self, Invalid> {
+        let mut points = Vec::new();
+        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (name, action) = Action::parse(item)?;
+            let Some(name) = ALL.iter().copied().find(|known| *known == name) else {
+                return Err(Invalid::owned(format!(
+                    "unknown failpoint {name:?} (known: {})",
+                    ALL.join(", ")
+                )));
+            };
+            points.push((name, action));
+        }
+        Ok(Self(points))
+    }
+
+    /// The armed points, in the spec's order.
+    pub fn points(&self) -> &[(&'static str, Action)] {
+        &self.0
+    }
+
+    /// Whether nothing is armed.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// How far a process's clock is set off the system clock, for clock-skew tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClockSkew {
+    /// Ahead of the system clock (`+`) or behind it (`-`).
+    pub ahead: bool,
+    /// By how much.
+    pub by: Duration,
+}
+
+impl ClockSkew {
+    /// Parses `+600s`, `-10m`: a sign, then a configuration duration.
+    pub fn parse(text: &str) -> Result<Self, Invalid> {
+        let text = text.trim();
+        let (ahead, rest) = match text.split_at_checked(1) {
+            Some(("+", rest)) => (true, rest),
+            Some(("-", rest)) => (false, rest),
+            _ => {
+                return Err(Invalid::owned(format!(
+                    "clock skew {text:?}: start with + or -"
+                )));
+            }
+        };
+        let by = parse_duration(rest)
+            .map_err(|e| Invalid::owned(format!("clock skew {text:?}: {e}")))?;
+        Ok(Self { ahead, by })
+    }
+
+    /// The system clock, shifted by this skew.
+    pub fn clock(self) -> Arc<dyn Clock> {
+        Arc::new(SkewedClock(self))
+    }
+}
+
+/// The system clock, shifted by a [`ClockSkew`].
+#[derive(Debug)]
+struct SkewedClock(ClockSkew);
+
+impl Clock for SkewedClock {
+    fn now(&self) -> Timestamp {
+        let now = Timestamp::now();
+        if self.0.ahead {
+            now.saturating_add(self.0.by)
+        } else {
+            now.saturating_sub(self.0.by)
+        }
+    }
+}
+
 #[cfg(feature = "failpoints")]
 mod armed {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
-    use std::time::Duration;
 
-    /// What an armed failpoint does.
-    #[derive(Clone, Copy, Debug, PartialEq)]
-    pub(super) enum Action {
-        /// Abort the process at this hit (1-based).
-        AbortAt(u64),
-        /// Pause at every hit.
-        Sleep(Duration),
+    use super::{Action, Failpoints};
+
+    /// One armed failpoint and how often it was hit.
+    struct Armed {
+        name: &'static str,
+        action: Action,
+        hits: AtomicU64,
     }
 
-    /// One armed failpoint.
-    pub(super) struct Armed {
-        pub(super) name: &'static str,
-        pub(super) action: Action,
-        pub(super) hits: AtomicU64,
-    }
+    static ARMED: OnceLock<Vec<Armed>> = OnceLock::new();
 
-    pub(super) static ARMED: OnceLock<Vec<Armed>> = OnceLock::new();
-
-    /// `ATOMIC_CLOCK_SKEW`: how far this process's clock runs ahead (`true`) or behind.
-    pub(super) static SKEW: OnceLock<Option<(bool, Duration)>> = OnceLock::new();
-
-    /// Parses `+600s`, `-10m` (a sign, then a configuration duration).
-    pub(super) fn parse_skew(text: &str) -> Result<Option<(bool, Duration)>, String> {
-        let text = text.trim();
-        if text.is_empty() {
-            return Ok(None);
-        }
-        let (ahead, rest) = match text.split_at(1) {
-            ("+", rest) => (true, rest),
-            ("-", rest) => (false, rest),
-            _ => return Err(format!("clock skew {text:?}: start with + or -")),
-        };
-        crate::time::parse_duration(rest)
-            .map(|by| Some((ahead, by)))
-            .map_err(|e| format!("clock skew {text:?}: {e}"))
-    }
-
-    /// The system clock, shifted by the skew.
-    #[derive(Debug)]
-    pub(super) struct SkewedClock {
-        pub(super) ahead: bool,
-        pub(super) by: Duration,
-    }
-
-    impl crate::time::Clock for SkewedClock {
-        fn now(&self) -> crate::time::Timestamp {
-            let now = crate::time::Timestamp::now();
-            if self.ahead {
-                now.saturating_add(self.by)
-            } else {
-                now.saturating_sub(self.by)
-            }
-        }
-    }
-
-    fn action(item: &str) -> Result<(&str, Action), String> {
-        if let Some((name, what)) = item.split_once('=') {
-            return match what.strip_prefix("sleep").map(str::parse::<u64>) {
-                Some(Ok(ms)) => Ok((name, Action::Sleep(Duration::from_millis(ms)))),
-                _ => Err(format!("failpoint {item:?}: the action after = is sleepMS")),
-            };
-        }
-        match item.split_once('@') {
-            None => Ok((item, Action::AbortAt(1))),
-            Some((name, n)) => match n.parse::<u64>() {
-                Ok(n) if n >= 1 => Ok((name, Action::AbortAt(n))),
-                _ => Err(format!(
-                    "failpoint {item:?}: the hit after @ is a count >= 1"
-                )),
-            },
-        }
-    }
-
-    pub(super) fn parse(spec: &str) -> Result<Vec<Armed>, String> {
-        let mut armed = Vec::new();
-        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let (name, action) = action(item)?;
-            let Some(name) = super::ALL.iter().copied().find(|known| *known == name) else {
-                return Err(format!(
-                    "unknown failpoint {name:?} (known: {})",
-                    super::ALL.join(", ")
-                ));
-            };
-            armed.push(Armed {
-                name,
-                action,
-                hits: AtomicU64::new(0),
-            });
-        }
-        Ok(armed)
+    pub(super) fn arm(failpoints: &Failpoints) {
+        let armed = failpoints.points().iter().map(|&(name, action)| Armed {
+            name,
+            action,
+            hits: AtomicU64::new(0),
+        });
+        // A second arming keeps the first.
+        let _ = ARMED.set(armed.collect());
     }
 
     pub(super) async fn hit(name: &str) {
@@ -139,43 +191,17 @@ mod armed {
     }
 }
 
-/// Arms the failpoints named in `ATOMIC_FAILPOINTS` (call once, at start-up). Without the
-/// `failpoints` feature this does nothing and always succeeds.
-pub fn init_from_env() -> Result<(), String> {
-    #[cfg(feature = "failpoints")]
-    {
-        let skew = armed::parse_skew(&std::env::var("ATOMIC_CLOCK_SKEW").unwrap_or_default())?;
-        if let Some((ahead, by)) = skew {
-            tracing::warn!(
-                ahead,
-                ?by,
-                "clock skew armed: this process's clock is off on purpose"
-            );
-        }
-        let _ = armed::SKEW.set(skew);
-        let spec = std::env::var("ATOMIC_FAILPOINTS").unwrap_or_default();
-        let parsed = armed::parse(&spec)?;
-        if !parsed.is_empty() {
-            tracing::warn!(failpoints = %spec, "failpoints armed: this process will abort on purpose");
-        }
-        // A second call keeps the first arming.
-        let _ = armed::ARMED.set(parsed);
+/// Arms `failpoints` for this process (call once, at start-up; a second call keeps the
+/// first arming). Without the `failpoints` feature this does nothing.
+pub fn arm(failpoints: &Failpoints) {
+    if !failpoints.is_empty() {
+        tracing::warn!(
+            ?failpoints,
+            "failpoints armed: this process will abort on purpose"
+        );
     }
-    Ok(())
-}
-
-/// Test builds only: the clock `ATOMIC_CLOCK_SKEW` asks for (`+600s`: ten minutes ahead of
-/// the system clock, `-10m`: behind), for clock-skew tests; `None` when unset or without the
-/// feature.
-pub fn skewed_clock() -> Option<std::sync::Arc<dyn crate::time::Clock>> {
     #[cfg(feature = "failpoints")]
-    if let Some(Some((ahead, by))) = armed::SKEW.get() {
-        return Some(std::sync::Arc::new(armed::SkewedClock {
-            ahead: *ahead,
-            by: *by,
-        }));
-    }
-    None
+    armed::arm(failpoints);
 }
 
 /// Marks a failpoint: aborts or pauses here if it is armed (without the feature: nothing).
@@ -187,20 +213,20 @@ pub async fn hit(name: &str) {
     let _ = name;
 }
 
-#[cfg(all(test, feature = "failpoints"))]
+#[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use super::armed::{Action, parse};
+    use super::{Action, ClockSkew, Failpoints};
 
     #[test]
     fn specs_name_known_points_hit_counts_and_pauses() {
-        let armed = parse(
+        let armed = Failpoints::parse(
             "worker.after_claim, worker.after_settle_commit@3, payment.after_insert_before_enqueue=sleep25",
         )
         .unwrap();
         assert_eq!(
-            armed.iter().map(|a| (a.name, a.action)).collect::<Vec<_>>(),
+            armed.points(),
             [
                 ("worker.after_claim", Action::AbortAt(1)),
                 ("worker.after_settle_commit", Action::AbortAt(3)),
@@ -210,26 +236,27 @@ mod tests {
                 ),
             ]
         );
-        assert!(parse("").unwrap().is_empty());
-        assert!(parse("worker.after_lunch").is_err());
-        assert!(parse("worker.after_claim@0").is_err());
-        assert!(parse("worker.after_claim@x").is_err());
-        assert!(parse("worker.after_claim=nap").is_err());
+        assert!(Failpoints::parse("").unwrap().is_empty());
+        for bad in [
+            "worker.after_lunch",
+            "worker.after_claim@0",
+            "worker.after_claim@x",
+            "worker.after_claim=nap",
+        ] {
+            assert!(Failpoints::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
     fn skews_have_a_sign_and_a_duration() {
-        use super::armed::parse_skew;
-        assert_eq!(
-            parse_skew("+600s").unwrap(),
-            Some((true, Duration::from_secs(600)))
-        );
-        assert_eq!(
-            parse_skew("-10m").unwrap(),
-            Some((false, Duration::from_secs(600)))
-        );
-        assert_eq!(parse_skew("").unwrap(), None);
-        assert!(parse_skew("10m").is_err());
-        assert!(parse_skew("+soon").is_err());
+        let skew = |ahead, secs| ClockSkew {
+            ahead,
+            by: Duration::from_secs(secs),
+        };
+        assert_eq!(ClockSkew::parse("+600s").unwrap(), skew(true, 600));
+        assert_eq!(ClockSkew::parse("-10m").unwrap(), skew(false, 600));
+        for bad in ["", "10m", "+soon"] {
+            assert!(ClockSkew::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -347,8 +347,12 @@ async fn wire(settings: &Settings) -> Result<(Ports, String, Option<PgStore>), S
         }
     };
     // Fault-test builds only: a process clock shifted on purpose (`ATOMIC_CLOCK_SKEW`).
-    if let Some(clock) = atomic_core::failpoint::skewed_clock() {
-        ports.clock = clock;
+    if let Some(skew) = settings.clock_skew {
+        tracing::warn!(
+            ?skew,
+            "clock skew armed: this process's clock is off on purpose"
+        );
+        ports.clock = skew.clock();
     }
     Ok((ports, format!("{store}; {queue}"), pg_store))
 }

@@ -75,12 +75,9 @@ async fn main() -> ExitCode {
     if let Command::Audit { stuck_after } = command {
         return audit(&settings, stuck_after).await;
     }
-    // Fault-test builds only (the `failpoints` feature); a no-op in every other build.
-    if let Err(error) = atomic_core::failpoint::init_from_env() {
-        eprintln!("atomic-server: ATOMIC_FAILPOINTS: {error}");
-        return ExitCode::FAILURE;
-    }
     init_logging(&settings);
+    // Fault-test builds only (the `failpoints` feature); a no-op in every other build.
+    atomic_core::failpoint::arm(&settings.failpoints);
     let app = match Application::build(settings).await {
         Ok(app) => app,
         Err(error) => {

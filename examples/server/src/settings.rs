@@ -7,6 +7,7 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use atomic_core::api_key::KeyHash;
+use atomic_core::failpoint::{self, ClockSkew, Failpoints};
 use atomic_core::money::Currencies;
 use atomic_core::rate_limit::RateLimitPolicy;
 use atomic_core::time::parse_duration;
@@ -160,6 +161,10 @@ pub struct Settings {
     /// Where `GET /metrics` is served, on a listener of its own (`METRICS_ADDR`, default
     /// `127.0.0.1:9464`; `off` serves none and installs no recorder).
     pub metrics_addr: Option<SocketAddr>,
+    /// Fault-test builds only (`failpoint::ENABLED`): failpoints to arm (`ATOMIC_FAILPOINTS`).
+    pub failpoints: Failpoints,
+    /// Fault-test builds only: this process's clock set off on purpose (`ATOMIC_CLOCK_SKEW`).
+    pub clock_skew: Option<ClockSkew>,
 }
 
 /// The webhook settings.
@@ -324,6 +329,7 @@ impl Settings {
                 )
             })?),
         };
+        let (failpoints, clock_skew) = faults(var)?;
         let settings = Self {
             metrics_addr,
             role,
@@ -417,10 +423,30 @@ impl Settings {
                 concurrency: count("WEBHOOK_CONCURRENCY", 256, 1..=4096)? as usize,
                 event_retention: duration("EVENT_RETENTION", 30 * DAY, (HOUR, 3650 * DAY))?,
             },
+            failpoints,
+            clock_skew,
         };
         settings.check_role()?;
         Ok(settings)
     }
+}
+
+/// `ATOMIC_FAILPOINTS` and `ATOMIC_CLOCK_SKEW`, read only by builds that carry failpoints
+/// (the fault tests'); every other build ignores them.
+fn faults(
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<(Failpoints, Option<ClockSkew>), ConfigError> {
+    if !failpoint::ENABLED {
+        return Ok((Failpoints::default(), None));
+    }
+    let failpoints = match var("ATOMIC_FAILPOINTS") {
+        None => Failpoints::default(),
+        Some(v) => Failpoints::parse(&v).map_err(|e| bad("ATOMIC_FAILPOINTS", e.to_string()))?,
+    };
+    let clock_skew = var("ATOMIC_CLOCK_SKEW")
+        .map(|v| ClockSkew::parse(&v).map_err(|e| bad("ATOMIC_CLOCK_SKEW", e.to_string())))
+        .transpose()?;
+    Ok((failpoints, clock_skew))
 }
 
 impl Settings {
@@ -603,6 +629,32 @@ mod tests {
                 Duration::from_secs(3)
             )
         );
+    }
+
+    #[test]
+    fn fault_settings_are_read_only_by_builds_with_failpoints() {
+        let s = parse(&[
+            ("ATOMIC_FAILPOINTS", "worker.after_claim@2"),
+            ("ATOMIC_CLOCK_SKEW", "-10m"),
+        ])
+        .unwrap();
+        // These tests link atomic-core with its `failpoints` feature (a dev-dependency).
+        const { assert!(failpoint::ENABLED) };
+        assert_eq!(s.failpoints.points().len(), 1);
+        assert_eq!(
+            s.clock_skew,
+            Some(ClockSkew {
+                ahead: false,
+                by: Duration::from_secs(600)
+            })
+        );
+        for (var, value) in [
+            ("ATOMIC_FAILPOINTS", "worker.after_lunch"),
+            ("ATOMIC_CLOCK_SKEW", "10m"),
+        ] {
+            let message = parse(&[(var, value)]).unwrap_err().to_string();
+            assert!(message.contains(var), "{message}");
+        }
     }
 
     #[test]
