@@ -311,16 +311,41 @@ impl Worker {
         let lease = LeaseId::generate();
         let claimed = match self.claim_all(deliveries, lease).await {
             Ok(claimed) => claimed,
-            Err(error) => {
-                let mut retried = Vec::with_capacity(deliveries.len());
-                for delivery in deliveries {
-                    retried.push(self.retry(delivery, None, &error).await);
-                }
-                return retried;
-            }
+            Err(error) => return self.retry_all(deliveries, &error).await,
         };
         failpoint::hit(failpoint::WORKER_AFTER_CLAIM).await;
         let mut outcomes: Vec<Option<Processed>> = vec![None; deliveries.len()];
+        let (asking, done) = self
+            .start_asking(deliveries, claimed, lease, &mut outcomes)
+            .await;
+        let decided = self
+            .collect_decisions(deliveries, lease, asking, &mut outcomes)
+            .await;
+        self.settle_decided(deliveries, lease, decided, &mut outcomes)
+            .await;
+        self.ack_all(&done).await;
+        gave_up_where_missing(deliveries, outcomes)
+    }
+
+    /// A batch whose claim failed as a whole: every delivery is retried (nothing is held).
+    async fn retry_all(&self, deliveries: &[Delivery], error: &Error) -> Vec<Processed> {
+        let mut retried = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            retried.push(self.retry(delivery, None, error).await);
+        }
+        retried
+    }
+
+    /// Ends what the claim already settled (nothing to do; a void begun earlier, which is
+    /// finished and never charged again) and starts asking the processor about the rest,
+    /// concurrently. Returns the asks in flight and the deliveries to acknowledge.
+    async fn start_asking(
+        &self,
+        deliveries: &[Delivery],
+        claimed: Vec<Claimed>,
+        lease: LeaseId,
+        outcomes: &mut [Option<Processed>],
+    ) -> (JoinSet<(usize, Asked)>, Vec<Delivery>) {
         let mut done: Vec<Delivery> = Vec::new();
         let mut asking = JoinSet::new();
         for (index, claimed) in claimed.into_iter().enumerate() {
@@ -349,6 +374,18 @@ impl Worker {
                 }
             }
         }
+        (asking, done)
+    }
+
+    /// Decides each processor answer as it arrives: a decision to settle, or an outcome
+    /// already reached (written into `outcomes`).
+    async fn collect_decisions(
+        &self,
+        deliveries: &[Delivery],
+        lease: LeaseId,
+        mut asking: JoinSet<(usize, Asked)>,
+        outcomes: &mut [Option<Processed>],
+    ) -> Vec<(usize, Decided)> {
         let mut decided = Vec::new();
         while let Some(joined) = asking.join_next().await {
             // A panicking card adapter: its job's lease runs out and the job comes back.
@@ -358,19 +395,7 @@ impl Worker {
                 Err(processed) => outcomes[index] = Some(processed),
             }
         }
-        self.settle_decided(deliveries, lease, decided, &mut outcomes)
-            .await;
-        self.ack_all(&done).await;
-        deliveries
-            .iter()
-            .zip(outcomes)
-            .map(|(delivery, outcome)| {
-                outcome.unwrap_or_else(|| {
-                    tracing::error!(job = ?delivery.job, "asking the processor panicked; the lease will run out");
-                    Processed::GaveUp
-                })
-            })
-            .collect()
+        decided
     }
 
     /// Settles every decided job in one store call and ends each delivery by its result.
@@ -747,6 +772,24 @@ fn claimed_refund(begun: RefundBegin) -> Claimed {
             Claimed::Nothing(Processed::Missing)
         }
     }
+}
+
+/// One outcome per delivery, in order; a delivery with none had its processor call panic,
+/// and its lease will run out.
+fn gave_up_where_missing(
+    deliveries: &[Delivery],
+    outcomes: Vec<Option<Processed>>,
+) -> Vec<Processed> {
+    deliveries
+        .iter()
+        .zip(outcomes)
+        .map(|(delivery, outcome)| {
+            outcome.unwrap_or_else(|| {
+                tracing::error!(job = ?delivery.job, "asking the processor panicked; the lease will run out");
+                Processed::GaveUp
+            })
+        })
+        .collect()
 }
 
 /// Asks the processor what a claimed payment's state calls for.
