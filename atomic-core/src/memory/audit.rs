@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::store::{MemoryStore, State};
+use super::store::{MemoryStore, ScopedKey, State};
 use crate::account::AccountKind;
 use crate::error::Result;
 use crate::event::EventType;
@@ -29,88 +29,9 @@ impl LedgerAudit for MemoryStore {
         let now = self.now();
         let state = self.lock();
         let mut report = AuditReport::default();
-
-        // L1 and L4: sums in i128, so the audit itself cannot overflow.
-        let mut per_currency: HashMap<Currency, i128> = HashMap::new();
-        let mut per_account: HashMap<_, i128> = HashMap::new();
-        let mut per_transaction: HashMap<TransactionId, Vec<&Entry>> = HashMap::new();
-        for entry in state.entries.values() {
-            let signed = i128::from(entry.signed_minor_units());
-            if let Some(account) = state.accounts.get(&entry.account_id) {
-                *per_currency.entry(account.currency).or_default() += signed;
-            }
-            *per_account.entry(entry.account_id).or_default() += signed;
-            per_transaction
-                .entry(entry.transaction_id)
-                .or_default()
-                .push(entry);
-        }
-        report.amount_out_of_domain += count(
-            state
-                .entries
-                .values()
-                .filter(|e| Amount::for_payment(e.amount.minor_units()).is_err())
-                .count(),
-        );
-        // L7: this journal has no update or delete path (entries are only ever inserted), so
-        // `mutable_ledger` stays 0.
-        report.zero_sum = count(per_currency.values().filter(|s| **s != 0).count());
-        report.cached_balance_mismatch = count(
-            state
-                .accounts
-                .values()
-                .filter(|a| {
-                    i128::from(a.balance.minor_units())
-                        != per_account.get(&a.id).copied().unwrap_or(0)
-                })
-                .count(),
-        );
-
-        // L2: each transaction is one DEBIT and one CREDIT of one amount: a charge from the
-        // funding to the merchant account of the captured amount, a refund back of its amount.
-        let mut transactions_of: HashMap<PaymentId, usize> = HashMap::new();
-        let mut refund_transactions_of: HashMap<RefundId, usize> = HashMap::new();
-        for entries in per_transaction.values() {
-            let (payment_id, refund_id) = (entries[0].payment_id, entries[0].refund_id);
-            match refund_id {
-                None => *transactions_of.entry(payment_id).or_default() += 1,
-                Some(id) => *refund_transactions_of.entry(id).or_default() += 1,
-            }
-            let expected = match refund_id {
-                None => state.payments.get(&payment_id).map(|r| {
-                    let p = &r.payment;
-                    (p.funding_account, p.merchant_account, p.amount_captured())
-                }),
-                Some(id) => state.refunds.get(&id).map(|r| {
-                    let f = &r.refund;
-                    (
-                        f.merchant_account,
-                        f.funding_account,
-                        f.amount.minor_units(),
-                    )
-                }),
-            };
-            let shaped = entries.len() == 2
-                && entries
-                    .iter()
-                    .all(|e| e.payment_id == payment_id && e.refund_id == refund_id)
-                && expected.is_some_and(|(debit, credit, amount)| {
-                    entries.iter().all(|e| {
-                        e.amount.minor_units() == amount
-                            && match e.direction {
-                                Direction::Debit => e.account_id == debit,
-                                Direction::Credit => e.account_id == credit,
-                            }
-                    }) && entries
-                        .iter()
-                        .filter(|e| e.direction == Direction::Debit)
-                        .count()
-                        == 1
-                });
-            if !shaped {
-                report.unbalanced_transactions += 1;
-            }
-        }
+        let per_transaction = audit_sums(&state, &mut report);
+        let (transactions_of, refund_transactions_of) =
+            audit_transactions(&state, &per_transaction, &mut report);
         audit_refunds(
             &state,
             &refund_transactions_of,
@@ -118,107 +39,224 @@ impl LedgerAudit for MemoryStore {
             stuck_after,
             &mut report,
         );
-
-        // L3, L10, L12 over payments; L8 gathers each key's creation times.
         let mut per_key: HashMap<_, Vec<Timestamp>> = HashMap::new();
         for row in state.payments.values() {
             let p = &row.payment;
-            let posted = transactions_of.get(&p.id).copied().unwrap_or(0);
-            let expected = usize::from(p.status() == PaymentStatus::Success);
-            if posted != expected {
-                report.status_posting_mismatch += 1;
-            }
-            let refunds = state
-                .refunds
-                .values()
-                .filter(|r| r.refund.payment_id == p.id)
-                .map(|r| &r.refund);
-            let (mut reserved, mut refunded) = (0i64, 0i64);
-            for refund in refunds {
-                if refund.status() != RefundStatus::Failed {
-                    reserved += refund.amount.minor_units();
-                }
-                if refund.status() == RefundStatus::Success {
-                    refunded += refund.amount.minor_units();
-                }
-            }
-            let within = reserved <= p.amount_captured()
-                && p.amount_captured() <= p.amount.minor_units()
-                && p.amount_refunded() == refunded
-                && p.amount_reserved() == reserved;
-            if !within {
-                report.refund_over_capture += 1;
-            }
+            audit_payment(&state, p, &transactions_of, now, stuck_after, &mut report);
             if let Some(key) = &p.idempotency_key {
                 per_key
                     .entry((p.created_by, key.clone()))
                     .or_default()
                     .push(p.created_at);
             }
-            let merchant = state.accounts.get(&p.merchant_account);
-            let funding = state.accounts.get(&p.funding_account);
-            let consistent = merchant.is_some_and(|m| {
-                m.currency == p.currency && m.owner == p.owner && m.kind == AccountKind::Merchant
-            }) && funding
-                .is_some_and(|f| f.currency == p.currency && f.kind == AccountKind::System);
-            if !consistent {
-                report.tenant_currency_mismatch += 1;
-            }
-            if Amount::for_payment(p.amount.minor_units()).is_err() {
-                report.amount_out_of_domain += 1;
-            }
-            let waiting = !p.status().is_terminal() && p.status() != PaymentStatus::Authorized;
-            // A capture is our work only from its request on; before it the merchant held it.
-            let since = match p.state() {
-                PaymentState::Capturing(_) => p.updated_at(),
-                _ => p.created_at,
-            };
-            if waiting && now.duration_since(since) > stuck_after {
-                report.stuck_payments += 1;
-            }
         }
-        // L8: two payments of one key created less than one window (its TTL) apart, whichever
-        // claim made them.
-        for created in per_key.values_mut() {
-            created.sort_unstable();
-        }
-        report.duplicate_idempotency_keys = count(
-            per_key
-                .iter()
-                .filter(|(scoped, created)| {
-                    state.idempotency.get(*scoped).is_some_and(|record| {
-                        let window = record.expires_at.duration_since(record.locked_at);
-                        created
-                            .windows(2)
-                            .any(|pair| pair[1].duration_since(pair[0]) < window)
-                    })
-                })
-                .count(),
-        );
-
-        // L5 and L6.
-        report.negative_balances = count(
-            state
-                .accounts
-                .values()
-                .filter(|a| !a.allow_negative() && a.balance.minor_units() < 0)
-                .count(),
-        );
-        report.illegal_transitions = count(
-            state
-                .transitions
-                .iter()
-                .filter(|(from, to)| !from.can_become(*to))
-                .count()
-                + state
-                    .refund_transitions
-                    .iter()
-                    .filter(|(from, to)| !from.can_become(*to))
-                    .count(),
-        );
+        audit_idempotency(&state, per_key, &mut report);
+        audit_balances_and_transitions(&state, &mut report);
         audit_outbox(&state, &mut report);
         Ok(report)
     }
+}
+
+/// L1, L4 and L7 (sums in i128, so the audit itself cannot overflow); returns the journal's
+/// entries by transaction.
+fn audit_sums<'s>(
+    state: &'s State,
+    report: &mut AuditReport,
+) -> HashMap<TransactionId, Vec<&'s Entry>> {
+    let mut per_currency: HashMap<Currency, i128> = HashMap::new();
+    let mut per_account: HashMap<_, i128> = HashMap::new();
+    let mut per_transaction: HashMap<TransactionId, Vec<&Entry>> = HashMap::new();
+    for entry in state.entries.values() {
+        let signed = i128::from(entry.signed_minor_units());
+        if let Some(account) = state.accounts.get(&entry.account_id) {
+            *per_currency.entry(account.currency).or_default() += signed;
+        }
+        *per_account.entry(entry.account_id).or_default() += signed;
+        per_transaction
+            .entry(entry.transaction_id)
+            .or_default()
+            .push(entry);
+    }
+    report.amount_out_of_domain += count(
+        state
+            .entries
+            .values()
+            .filter(|e| Amount::for_payment(e.amount.minor_units()).is_err())
+            .count(),
+    );
+    // L7: this journal has no update or delete path (entries are only ever inserted), so
+    // `mutable_ledger` stays 0.
+    report.zero_sum = count(per_currency.values().filter(|s| **s != 0).count());
+    report.cached_balance_mismatch = count(
+        state
+            .accounts
+            .values()
+            .filter(|a| {
+                i128::from(a.balance.minor_units()) != per_account.get(&a.id).copied().unwrap_or(0)
+            })
+            .count(),
+    );
+    per_transaction
+}
+
+/// L2: each transaction is one DEBIT and one CREDIT of one amount: a charge from the funding
+/// to the merchant account of the captured amount, a refund back of its amount. Returns the
+/// transactions of each payment's charge and of each refund.
+fn audit_transactions(
+    state: &State,
+    per_transaction: &HashMap<TransactionId, Vec<&Entry>>,
+    report: &mut AuditReport,
+) -> (HashMap<PaymentId, usize>, HashMap<RefundId, usize>) {
+    let mut transactions_of: HashMap<PaymentId, usize> = HashMap::new();
+    let mut refund_transactions_of: HashMap<RefundId, usize> = HashMap::new();
+    for entries in per_transaction.values() {
+        let (payment_id, refund_id) = (entries[0].payment_id, entries[0].refund_id);
+        match refund_id {
+            None => *transactions_of.entry(payment_id).or_default() += 1,
+            Some(id) => *refund_transactions_of.entry(id).or_default() += 1,
+        }
+        let expected = match refund_id {
+            None => state.payments.get(&payment_id).map(|r| {
+                let p = &r.payment;
+                (p.funding_account, p.merchant_account, p.amount_captured())
+            }),
+            Some(id) => state.refunds.get(&id).map(|r| {
+                let f = &r.refund;
+                (
+                    f.merchant_account,
+                    f.funding_account,
+                    f.amount.minor_units(),
+                )
+            }),
+        };
+        let shaped = entries.len() == 2
+            && entries
+                .iter()
+                .all(|e| e.payment_id == payment_id && e.refund_id == refund_id)
+            && expected.is_some_and(|(debit, credit, amount)| {
+                entries.iter().all(|e| {
+                    e.amount.minor_units() == amount
+                        && match e.direction {
+                            Direction::Debit => e.account_id == debit,
+                            Direction::Credit => e.account_id == credit,
+                        }
+                }) && entries
+                    .iter()
+                    .filter(|e| e.direction == Direction::Debit)
+                    .count()
+                    == 1
+            });
+        if !shaped {
+            report.unbalanced_transactions += 1;
+        }
+    }
+    (transactions_of, refund_transactions_of)
+}
+
+/// One payment's checks: posted as its status says, its refunds within what it captured, its
+/// accounts its owner's and of its currency, its amount in range, and not stuck.
+fn audit_payment(
+    state: &State,
+    p: &Payment,
+    transactions_of: &HashMap<PaymentId, usize>,
+    now: Timestamp,
+    stuck_after: Duration,
+    report: &mut AuditReport,
+) {
+    let posted = transactions_of.get(&p.id).copied().unwrap_or(0);
+    if posted != usize::from(p.status() == PaymentStatus::Success) {
+        report.status_posting_mismatch += 1;
+    }
+    let (mut reserved, mut refunded) = (0i64, 0i64);
+    for row in state
+        .refunds
+        .values()
+        .filter(|r| r.refund.payment_id == p.id)
+    {
+        let refund = &row.refund;
+        if refund.status() != RefundStatus::Failed {
+            reserved += refund.amount.minor_units();
+        }
+        if refund.status() == RefundStatus::Success {
+            refunded += refund.amount.minor_units();
+        }
+    }
+    let within = reserved <= p.amount_captured()
+        && p.amount_captured() <= p.amount.minor_units()
+        && p.amount_refunded() == refunded
+        && p.amount_reserved() == reserved;
+    if !within {
+        report.refund_over_capture += 1;
+    }
+    let merchant = state.accounts.get(&p.merchant_account);
+    let funding = state.accounts.get(&p.funding_account);
+    let consistent = merchant.is_some_and(|m| {
+        m.currency == p.currency && m.owner == p.owner && m.kind == AccountKind::Merchant
+    }) && funding
+        .is_some_and(|f| f.currency == p.currency && f.kind == AccountKind::System);
+    if !consistent {
+        report.tenant_currency_mismatch += 1;
+    }
+    if Amount::for_payment(p.amount.minor_units()).is_err() {
+        report.amount_out_of_domain += 1;
+    }
+    let waiting = !p.status().is_terminal() && p.status() != PaymentStatus::Authorized;
+    // A capture is our work only from its request on; before it the merchant held it.
+    let since = match p.state() {
+        PaymentState::Capturing(_) => p.updated_at(),
+        _ => p.created_at,
+    };
+    if waiting && now.duration_since(since) > stuck_after {
+        report.stuck_payments += 1;
+    }
+}
+
+/// L8: two payments of one key created less than one window (its TTL) apart, whichever claim
+/// made them.
+fn audit_idempotency(
+    state: &State,
+    mut per_key: HashMap<ScopedKey, Vec<Timestamp>>,
+    report: &mut AuditReport,
+) {
+    for created in per_key.values_mut() {
+        created.sort_unstable();
+    }
+    report.duplicate_idempotency_keys = count(
+        per_key
+            .iter()
+            .filter(|(scoped, created)| {
+                state.idempotency.get(*scoped).is_some_and(|record| {
+                    let window = record.expires_at.duration_since(record.locked_at);
+                    created
+                        .windows(2)
+                        .any(|pair| pair[1].duration_since(pair[0]) < window)
+                })
+            })
+            .count(),
+    );
+}
+
+/// L5 (no balance below zero where it may not be) and L6 (no transition a state forbids).
+fn audit_balances_and_transitions(state: &State, report: &mut AuditReport) {
+    report.negative_balances = count(
+        state
+            .accounts
+            .values()
+            .filter(|a| !a.allow_negative() && a.balance.minor_units() < 0)
+            .count(),
+    );
+    report.illegal_transitions = count(
+        state
+            .transitions
+            .iter()
+            .filter(|(from, to)| !from.can_become(*to))
+            .count()
+            + state
+                .refund_transitions
+                .iter()
+                .filter(|(from, to)| !from.can_become(*to))
+                .count(),
+    );
 }
 
 /// How many events of `event_type` a payment in its present state has written: exactly this
