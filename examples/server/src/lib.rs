@@ -12,21 +12,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atomic_core::api_key::RawApiKey;
-use atomic_core::idempotency::IdempotencyPolicy;
 use atomic_core::ports::Backend;
-use atomic_core::service::{
-    CancellationToken, CoreConfig, DispatcherConfig, SweepConfig, WorkerConfig,
-};
-use atomic_core::webhook::AddressPolicy;
+use atomic_core::service::{CancellationToken, DispatcherConfig, SweepConfig, WorkerConfig};
 use atomic_core::{Ports, Services};
-use atomic_http::{AppState, HttpConfig, ServeConfig};
-use atomic_postgres::{PgConfig, PgStore};
+use atomic_http::{AppState, ServeConfig};
+use atomic_postgres::PgStore;
 use atomic_redis::{Redis, RedisConfig};
 use atomic_webhook_sender::{Outbound, OutboundConfig};
 use axum::Router;
-use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
+use settings::DatabaseSettings;
 pub use settings::{ConfigError, LogFormat, Role, Settings};
 
 /// Why the server could not start.
@@ -93,7 +89,7 @@ pub struct Application {
     minted_platform_key: Option<RawApiKey>,
     storage: String,
     role: Role,
-    shutdown_timeout: std::time::Duration,
+    shutdown_timeout: Duration,
     serve: ServeConfig,
     metrics: Option<exporter::MetricsServer>,
 }
@@ -102,51 +98,29 @@ impl Application {
     /// Wires everything the settings ask for and binds the listener.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         // First, so a port that cannot be bound stops start-up before anything is touched.
-        let metrics = match settings.metrics_addr {
+        let metrics = match settings.metrics.addr {
             Some(addr) => Some(exporter::MetricsServer::bind(addr).await?),
             None => None,
         };
         let (ports, storage, pg) = wire(&settings).await?;
         let metrics = metrics.map(|server| server.with_pool(pg));
 
-        let (platform_key, minted_platform_key) = match settings.platform_key_hash {
+        let (platform_key, minted_platform_key) = match settings.core.platform_key_hash {
             Some(hash) => (hash, None),
             None => {
                 let raw = RawApiKey::generate()?;
                 (raw.hash(), Some(raw))
             }
         };
-        let core = CoreConfig {
-            api_key_cache_ttl: settings.api_key_cache_ttl,
-            currencies: settings.currencies.clone(),
-            platform_key: Some(platform_key),
-            idempotency: IdempotencyPolicy {
-                ttl: settings.idempotency_ttl,
-                // Longer than any request may run, so a live request is never overtaken.
-                lock_timeout: settings.request_timeout.saturating_mul(2),
-            },
-            authorization_ttl: settings.authorization_ttl,
-            webhook_policy: AddressPolicy {
-                allow_private: settings.webhooks.allow_private,
-            },
-            event_retention: settings.webhooks.event_retention,
-        };
-        let services = Services::start(ports, core).await?;
-        let http = HttpConfig {
-            global_limit: settings.rate_limit_global.clone(),
-            payments_limit: settings.rate_limit_payments.clone(),
-            rate_limit_fail_closed: settings.rate_limit_fail_closed,
-            trusted_proxy_hops: settings.trusted_proxy_hops,
-            cors: settings.cors.clone(),
-            request_timeout: settings.request_timeout,
-        };
-        let state = AppState::new(services.clone(), http);
+        let services = Services::start(ports, settings.core_config(platform_key)).await?;
+        let server = settings.server;
+        let (addr, shutdown_timeout) = (server.address(), server.shutdown_timeout());
+        let state = AppState::new(services.clone(), server.http);
         let router = if settings.role.serves_api() {
             atomic_http::router(state)
         } else {
             atomic_http::health_router(state)
         };
-        let addr = SocketAddr::new(settings.host, settings.port);
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
@@ -158,34 +132,14 @@ impl Application {
             address,
             router,
             services,
-            worker: WorkerConfig {
-                concurrency: settings.worker_concurrency,
-                batch: settings.worker_batch,
-                lease: settings.worker_lease,
-                ..WorkerConfig::default()
-            },
-            sweep: SweepConfig {
-                interval: settings.sweep_interval,
-                stale_after: settings.sweep_stale_after,
-                ..SweepConfig::default()
-            },
-            dispatch: DispatcherConfig {
-                concurrency: settings.webhooks.concurrency,
-                // A claim outlives the longest attempt, so no attempt's delivery is claimed
-                // twice while it runs.
-                lease: settings.webhooks.timeout.saturating_mul(2) + Duration::from_secs(5),
-                schedule: settings.webhooks.retry_schedule.clone(),
-                ..DispatcherConfig::default()
-            },
+            worker: settings.worker,
+            sweep: settings.sweep,
+            dispatch: settings.webhooks.dispatcher(),
             minted_platform_key,
             storage,
             role: settings.role,
-            shutdown_timeout: settings.shutdown_timeout,
-            serve: ServeConfig {
-                header_read_timeout: settings.header_read_timeout,
-                max_connections: settings.max_connections,
-                drain_timeout: settings.shutdown_timeout,
-            },
+            shutdown_timeout,
+            serve: server.serve,
             metrics,
         })
     }
@@ -274,80 +228,28 @@ async fn wire(settings: &Settings) -> Result<(Ports, String, Option<PgStore>), S
     ))?);
     ports.resolver = outbound.clone();
     ports.sender = outbound;
-    let mut pg_store = None;
-    let store = match &settings.database_url {
+    let pg_store = connect_postgres(&settings.database).await?;
+    let store = match &pg_store {
         None => "in-memory store (no DATABASE_URL): data will not survive a restart",
-        Some(url) => {
-            let config = PgConfig {
-                max_connections: settings.database_pool_size,
-                acquire_timeout: settings.database_acquire_timeout,
-                statement_timeout: settings.database_statement_timeout,
-                // One call may run a few statements; it is bounded as a whole too.
-                call_timeout: settings.database_statement_timeout.saturating_mul(2),
-                group_commit_writers: settings.database_group_writers,
-                ..PgConfig::new(url.expose_secret())
-            };
-            let pg = PgStore::connect(&config).await?;
-            if settings.migrate {
-                match &settings.database_migrate_url {
-                    // As the schema's owner, on a connection of its own; the server's role
-                    // owns nothing.
-                    Some(owner) => {
-                        let owner = PgConfig {
-                            url: owner.expose_secret().to_owned(),
-                            max_connections: 1,
-                            ..config.clone()
-                        };
-                        let owner = PgStore::connect(&owner)
-                            .await
-                            .map_err(StartError::Migrate)?;
-                        let migrated = owner.migrate().await.map_err(StartError::Migrate);
-                        owner.close().await;
-                        migrated?;
-                    }
-                    None => pg.migrate().await?,
-                }
-                tracing::info!("database migrations applied");
-            } else {
-                let missing = pg.missing_migrations().await?;
-                if !missing.is_empty() {
-                    return Err(StartError::Unmigrated(missing.join(", ")));
-                }
-            }
-            pg_store = Some(pg.clone());
-            ports.store = Backend::new(Arc::new(pg));
+        Some(pg) => {
+            ports.store = Backend::new(Arc::new(pg.clone()));
             "PostgreSQL store of record (DATABASE_URL)"
         }
     };
-    let queue = match &settings.redis_url {
+    let queue = match settings.redis.config() {
         None => {
             "in-memory queue and rate limiter (no REDIS_URL): queued jobs are hints, the \
              recovery sweep finds unfinished payments after a restart"
         }
-        Some(url) => {
-            let defaults = RedisConfig::new(url.expose_secret());
-            // A blocking read must end before the response timeout it runs under.
-            let block = defaults.block.min(settings.redis_response_timeout / 2);
-            let connect = defaults.connect_timeout;
-            let config = defaults
-                .with_prefix(&settings.redis_key_prefix)
-                .with_timeouts(block, settings.redis_response_timeout, connect);
-            // Connects lazily: Redis being down never stops the server. Payments are still
-            // accepted and stored; the sweep enqueues them once Redis answers.
-            let redis = Redis::new(config)?;
-            if let Err(error) = redis.ping().await {
-                tracing::warn!(
-                    %error,
-                    "Redis is not answering at start-up; payments are accepted and stored, and settle once it answers"
-                );
-            }
+        Some(config) => {
+            let redis = connect_redis(config).await?;
             ports.queue = Arc::new(redis.job_queue());
             ports.limiter = Arc::new(redis.rate_limiter());
             "Redis job queue and rate limiter (REDIS_URL)"
         }
     };
     // Fault-test builds only: a process clock shifted on purpose (`ATOMIC_CLOCK_SKEW`).
-    if let Some(skew) = settings.clock_skew {
+    if let Some(skew) = settings.faults.clock_skew {
         tracing::warn!(
             ?skew,
             "clock skew armed: this process's clock is off on purpose"
@@ -357,29 +259,64 @@ async fn wire(settings: &Settings) -> Result<(Ports, String, Option<PgStore>), S
     Ok((ports, format!("{store}; {queue}"), pg_store))
 }
 
+/// Connects to `DATABASE_URL`, if set, and migrates it (`MIGRATE`) or checks that it needs
+/// no migration.
+async fn connect_postgres(database: &DatabaseSettings) -> Result<Option<PgStore>, StartError> {
+    let Some(config) = database.pool() else {
+        return Ok(None);
+    };
+    let pg = PgStore::connect(&config).await?;
+    if !database.migrate {
+        let missing = pg.missing_migrations().await?;
+        if !missing.is_empty() {
+            return Err(StartError::Unmigrated(missing.join(", ")));
+        }
+        return Ok(Some(pg));
+    }
+    match database.owner(&config) {
+        // As the schema's owner, on a connection of its own; the server's role owns nothing.
+        Some(owner) => {
+            let owner = PgStore::connect(&owner)
+                .await
+                .map_err(StartError::Migrate)?;
+            let migrated = owner.migrate().await.map_err(StartError::Migrate);
+            owner.close().await;
+            migrated?;
+        }
+        None => pg.migrate().await?,
+    }
+    tracing::info!("database migrations applied");
+    Ok(Some(pg))
+}
+
+/// The Redis adapter. It connects lazily: Redis being down never stops the server. Payments
+/// are still accepted and stored; the sweep enqueues them once Redis answers.
+async fn connect_redis(config: RedisConfig) -> Result<Redis, StartError> {
+    let redis = Redis::new(config)?;
+    if let Err(error) = redis.ping().await {
+        tracing::warn!(
+            %error,
+            "Redis is not answering at start-up; payments are accepted and stored, and settle once it answers"
+        );
+    }
+    Ok(redis)
+}
+
 /// Runs the books audit (L1–L12, TEST-MATRIX.md) on the store of `DATABASE_URL` in one
 /// snapshot: what `atomic-server audit` prints. Payments open longer than `stuck_after` count
 /// as stuck (L12). The audit reads every row, so it runs without the request-path statement
 /// timeout.
 pub async fn audit_books(
     settings: &Settings,
-    stuck_after: std::time::Duration,
+    stuck_after: Duration,
 ) -> Result<atomic_core::ports::AuditReport, StartError> {
     use atomic_core::ports::LedgerAudit;
 
-    let Some(url) = &settings.database_url else {
+    let Some(config) = settings.database.unbounded() else {
         return Err(StartError::Unsupported(
             "the audit reads the store of record: set DATABASE_URL (an in-memory store lives \
              only inside its server process)",
         ));
-    };
-    let unbounded = std::time::Duration::from_secs(24 * 60 * 60);
-    let config = PgConfig {
-        max_connections: 1,
-        acquire_timeout: settings.database_acquire_timeout,
-        statement_timeout: unbounded,
-        call_timeout: unbounded,
-        ..PgConfig::new(url.expose_secret())
     };
     let pg = PgStore::connect(&config).await?;
     Ok(pg.audit(stuck_after).await?)

@@ -77,7 +77,7 @@ async fn main() -> ExitCode {
     }
     init_logging(&settings);
     // Fault-test builds only (the `failpoints` feature); a no-op in every other build.
-    atomic_core::failpoint::arm(&settings.failpoints);
+    atomic_core::failpoint::arm(&settings.faults.failpoints);
     let app = match Application::build(settings).await {
         Ok(app) => app,
         Err(error) => {
@@ -138,14 +138,14 @@ async fn audit(settings: &Settings, stuck_after: Duration) -> ExitCode {
 
 fn init_logging(settings: &Settings) {
     let filter =
-        EnvFilter::try_new(&settings.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+        EnvFilter::try_new(&settings.log.filter).unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only for a terminal: a log file or collector gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
-    match settings.log_format {
+    match settings.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Pretty => builder.compact().init(),
     }
