@@ -953,6 +953,41 @@ mod tests {
     }
 
     #[test]
+    fn library_configs_are_built_with_the_bounds_they_had() {
+        let s = parse(&[
+            ("DATABASE_URL", "postgres://atomic@db/atomic"),
+            ("DATABASE_MIGRATE_URL", "postgres://owner@db/atomic"),
+            ("DATABASE_STATEMENT_TIMEOUT", "3s"),
+            ("REDIS_URL", "redis://cache"),
+            ("REDIS_RESPONSE_TIMEOUT", "1s"),
+            ("REQUEST_TIMEOUT", "10s"),
+            ("WEBHOOK_TIMEOUT", "4s"),
+            ("SHUTDOWN_TIMEOUT", "7s"),
+        ])
+        .unwrap();
+        let pool = s.database.pool().unwrap();
+        assert_eq!(pool.call_timeout, Duration::from_secs(6));
+        let owner = s.database.owner(&pool).unwrap();
+        assert_eq!(
+            (owner.url.as_str(), owner.max_connections),
+            ("postgres://owner@db/atomic", 1)
+        );
+        assert_eq!(s.database.unbounded().unwrap().statement_timeout, 24 * HOUR);
+        let redis = s.redis.config().unwrap();
+        assert_eq!(
+            (redis.response_timeout, redis.prefix.as_str()),
+            (SECOND, "atomic")
+        );
+        assert!(redis.block <= Duration::from_millis(500));
+        assert_eq!(s.webhooks.dispatcher().lease, Duration::from_secs(13));
+        let core = s.core_config(KeyHash::from_hex(&"ab".repeat(32)).unwrap());
+        assert_eq!(core.idempotency.lock_timeout, Duration::from_secs(20));
+        assert_eq!(s.server.shutdown_timeout(), Duration::from_secs(7));
+        let none = parse(&[]).unwrap();
+        assert!(none.database.pool().is_none() && none.redis.config().is_none());
+    }
+
+    #[test]
     fn a_bad_value_names_its_variable_in_one_line() {
         for (var, value) in [
             ("PORT", "http"),
