@@ -32,7 +32,7 @@ use atomic_redis::testkit::RedisServer;
 use common::books::{Acked, assert_acked_stored};
 use common::fault::{Fault, KEY, T_HEAL};
 use common::pg_cluster::PgCluster;
-use common::receiver::{Answer, Hanging, Hit, Receiver, free_ports, hit_verifies};
+use common::receiver::{Answer, Hanging, Hit, HitLog, Receiver, free_ports, hit_verifies};
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, RwLock};
 
@@ -71,22 +71,23 @@ enum FaultKind {
     ReceiverHangs,
 }
 
-/// The webhook receiver of the soak, on one port: up, down, or hanging. What it received while
-/// up is kept across its restarts.
+/// The webhook receiver of the soak, on one port: up, down, or hanging. What each of its
+/// incarnations received is kept across its restarts, including what a connection it accepted
+/// before going down carried afterwards (keep-alive), which it recorded and answered.
 struct Switchable {
     port: u16,
     up: Option<Receiver>,
-    received: Vec<Hit>,
+    logs: Vec<HitLog>,
 }
 
 impl Switchable {
     async fn start() -> Self {
         let [port] = free_ports::<1>();
-        let up = Some(Receiver::start_on(port, Answer::Status(204)).await);
+        let up = Receiver::start_on(port, Answer::Status(204)).await;
         Self {
             port,
-            up,
-            received: Vec::new(),
+            logs: vec![up.log()],
+            up: Some(up),
         }
     }
 
@@ -96,9 +97,7 @@ impl Switchable {
 
     /// Stops the receiver, and waits until its port is free (its task ends after the abort).
     async fn down(&mut self) {
-        if let Some(up) = self.up.take() {
-            self.received.extend(up.hits());
-        }
+        drop(self.up.take());
         for _ in 0..200 {
             if std::net::TcpListener::bind(("127.0.0.1", self.port)).is_ok() {
                 return;
@@ -113,7 +112,9 @@ impl Switchable {
 
     async fn up(&mut self) {
         self.down().await;
-        self.up = Some(Receiver::start_on(self.port, Answer::Status(204)).await);
+        let up = Receiver::start_on(self.port, Answer::Status(204)).await;
+        self.logs.push(up.log());
+        self.up = Some(up);
     }
 
     /// Down (connections refused) or hanging for [`RECEIVER_FAULT`], then up again.
@@ -132,9 +133,7 @@ impl Switchable {
 
     /// Every delivery received so far.
     fn received(&self) -> Vec<Hit> {
-        let mut all = self.received.clone();
-        all.extend(self.up.iter().flat_map(Receiver::hits));
-        all
+        self.logs.iter().flat_map(HitLog::hits).collect()
     }
 }
 

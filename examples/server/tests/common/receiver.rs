@@ -107,6 +107,12 @@ impl Receiver {
         self.shared.hits.lock().unwrap().clone()
     }
 
+    /// What this receiver records, readable after it is dropped: a connection it accepted
+    /// before it stopped may still carry a request (keep-alive), which it records and answers.
+    pub fn log(&self) -> HitLog {
+        HitLog(self.shared.clone())
+    }
+
     pub fn count(&self) -> usize {
         self.shared.hits.lock().unwrap().len()
     }
@@ -167,6 +173,17 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
         answering.remove(at);
     }
     response
+}
+
+/// The requests a [`Receiver`] recorded, kept past its end.
+#[derive(Clone)]
+pub struct HitLog(Arc<Shared>);
+
+impl HitLog {
+    /// Every request so far.
+    pub fn hits(&self) -> Vec<Hit> {
+        self.0.hits.lock().unwrap().clone()
+    }
 }
 
 /// When each connection of a [`Hanging`] receiver opened, and when the sender closed it.
