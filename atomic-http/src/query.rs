@@ -173,74 +173,87 @@ pub(crate) fn parse(raw: Option<&str>, list: List) -> Result<ListQuery, ApiError
     let known = list.known();
     let split = split(raw.unwrap_or(""), list);
     let mut fields = Fields::new(&split.plain, known);
-    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
-    let takes = |name: &str| known.contains(&name);
-    let limit = fields.optional("limit", |v| {
-        let n: i64 = text(v)
-            .parse()
-            .map_err(|_| Invalid::new("must be an integer from 1 to 100"))?;
-        PageLimit::new(n)
-    });
-    let starting_after =
-        fields.optional("startingAfter", |v| atomic_core::id::parse_uuid(&text(v)));
-    let (gte, lt) = if takes("createdGte") {
-        (
-            fields.optional("createdGte", |v| created_bound(&text(v))),
-            fields.optional("createdLt", |v| created_bound(&text(v))),
-        )
-    } else {
-        (None, None)
-    };
-    let payment_status = (list == List::Payments)
-        .then(|| fields.optional("status", |v| PaymentStatus::parse(&text(v))))
-        .flatten();
-    let refund_status = (list == List::Refunds)
-        .then(|| fields.optional("status", |v| RefundStatus::parse(&text(v))))
-        .flatten();
-    let delivery_status = (list == List::Deliveries)
-        .then(|| fields.optional("status", |v| DeliveryStatus::parse(&text(v))))
-        .flatten();
-    let event_type = takes("type")
-        .then(|| fields.optional("type", |v| EventType::parse(&text(v))))
-        .flatten();
-    let payment_id = takes("paymentId")
-        .then(|| fields.optional("paymentId", |v| text(v).parse::<PaymentId>()))
-        .flatten();
-    for name in split.repeated {
-        if let Some(known) = known.iter().find(|k| **k == name) {
+    let mut query = read(&mut fields, list);
+    for name in &split.repeated {
+        if let Some(known) = known.iter().find(|k| *k == name) {
             fields.fail(known, Invalid::new("must be given at most once"));
         }
     }
-    let metadata = if split.malformed_metadata {
+    query.metadata =
+        metadata_filter(&mut fields, split.malformed_metadata, split.metadata).unwrap_or_default();
+    fields.finish()?;
+    Ok(query)
+}
+
+/// The plain parameters `list` knows, each read from `fields`; a refused one is recorded in
+/// `fields` and read as absent. The metadata filter is left empty.
+fn read(fields: &mut Fields<'_>, list: List) -> ListQuery {
+    let takes = |name: &str| list.known().contains(&name);
+    ListQuery {
+        limit: param(fields, "limit", |text| {
+            let n: i64 = text
+                .parse()
+                .map_err(|_| Invalid::new("must be an integer from 1 to 100"))?;
+            PageLimit::new(n)
+        })
+        .unwrap_or_default(),
+        starting_after: param(fields, "startingAfter", atomic_core::id::parse_uuid),
+        created: CreatedRange {
+            gte: takes("createdGte")
+                .then(|| param(fields, "createdGte", created_bound))
+                .flatten(),
+            lt: takes("createdLt")
+                .then(|| param(fields, "createdLt", created_bound))
+                .flatten(),
+        },
+        metadata: MetadataFilter::default(),
+        payment_status: (list == List::Payments)
+            .then(|| param(fields, "status", PaymentStatus::parse))
+            .flatten(),
+        refund_status: (list == List::Refunds)
+            .then(|| param(fields, "status", RefundStatus::parse))
+            .flatten(),
+        delivery_status: (list == List::Deliveries)
+            .then(|| param(fields, "status", DeliveryStatus::parse))
+            .flatten(),
+        event_type: takes("type")
+            .then(|| param(fields, "type", EventType::parse))
+            .flatten(),
+        payment_id: takes("paymentId")
+            .then(|| param(fields, "paymentId", |text| text.parse::<PaymentId>()))
+            .flatten(),
+    }
+}
+
+/// One query parameter parsed from its text; `None` when absent or refused (the refusal is
+/// recorded in `fields`).
+fn param<T>(
+    fields: &mut Fields<'_>,
+    name: &'static str,
+    parse: impl FnOnce(&str) -> Result<T, Invalid>,
+) -> Option<T> {
+    fields
+        .optional(name, |value| parse(value.as_str().unwrap_or_default()))
+        .flatten()
+}
+
+/// The `metadata[<key>]=<value>` filters, or `None` when they are refused (recorded in
+/// `fields`).
+fn metadata_filter(
+    fields: &mut Fields<'_>,
+    malformed: bool,
+    pairs: Vec<(String, String)>,
+) -> Option<MetadataFilter> {
+    if malformed {
         fields.fail(
             "metadata",
             Invalid::new("filters are metadata[<key>]=<value>, each key at most once"),
         );
-        None
-    } else {
-        match MetadataFilter::new(split.metadata) {
-            Ok(filter) => Some(filter),
-            Err(invalid) => {
-                fields.fail("metadata", invalid);
-                None
-            }
-        }
-    };
-    fields.finish()?;
-    Ok(ListQuery {
-        limit: limit.flatten().unwrap_or_default(),
-        starting_after: starting_after.flatten(),
-        created: CreatedRange {
-            gte: gte.flatten(),
-            lt: lt.flatten(),
-        },
-        metadata: metadata.unwrap_or_default(),
-        payment_status: payment_status.flatten(),
-        refund_status: refund_status.flatten(),
-        payment_id: payment_id.flatten(),
-        event_type: event_type.flatten(),
-        delivery_status: delivery_status.flatten(),
-    })
+        return None;
+    }
+    MetadataFilter::new(pairs)
+        .map_err(|invalid| fields.fail("metadata", invalid))
+        .ok()
 }
 
 /// An RFC 3339 date-time as a bound of a creation range. Records are stamped to the
