@@ -7,7 +7,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use atomic_core::Principal;
-use atomic_core::rate_limit::Hit;
+use atomic_core::rate_limit::{Decision, Hit};
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
@@ -114,45 +114,21 @@ pub(crate) async fn gate(
     next: Next,
 ) -> Response {
     let credentials = credentials(request.headers());
-    let principal = match &credentials {
-        Credentials::Bearer(key) => {
-            let keys = &app.services().api_keys;
-            let checked = if manages_keys(request.method(), request.uri().path()) {
-                keys.authenticate_fresh(key).await
-            } else {
-                keys.authenticate(key).await
-            };
-            match checked {
-                Ok(principal) => principal,
-                Err(error) => return ApiError::from(error).into_response(),
-            }
-        }
-        _ => None,
+    let fresh = manages_keys(request.method(), request.uri().path());
+    let principal = match authenticate(&app, &credentials, fresh).await {
+        Ok(principal) => principal,
+        Err(refused) => return refused,
     };
     let identity = match principal {
         Some(Principal::Platform) => "platform".to_owned(),
         Some(Principal::Merchant(id)) => format!("merchant:{id}"),
         None => ip_identity(client_ip(&request, app.config().trusted_proxy_hops)),
     };
-
     let hits = hits_for(&app, request.method(), request.uri().path(), &identity);
-    let decisions = if hits.is_empty() {
-        Vec::new()
-    } else {
-        match app.services().ports().limiter.hit(&hits).await {
-            Ok(decisions) => decisions,
-            Err(error) if app.config().rate_limit_fail_closed => {
-                tracing::warn!(?error, "rate limiter unreachable; failing closed");
-                return ApiError::Unavailable.into_response();
-            }
-            Err(error) => {
-                let failures = app.record_limiter_failure();
-                tracing::warn!(?error, failures, "rate limiter unreachable; failing open");
-                Vec::new()
-            }
-        }
+    let decisions = match limit(&app, &hits).await {
+        Ok(decisions) => decisions,
+        Err(refused) => return refused,
     };
-
     let mut response = if let Some(refused) = decisions.iter().find(|d| !d.allowed) {
         crate::telemetry::rate_limited(&refused.policy);
         refusal(&decisions, refused).into_response()
@@ -172,6 +148,46 @@ pub(crate) async fn gate(
     };
     apply_headers(response.headers_mut(), &decisions);
     response
+}
+
+/// The principal a bearer key names (`None` without one, or for an unknown key); `fresh`
+/// (key management) checks the key store itself, never the cache. A store failure is the
+/// answer.
+async fn authenticate(
+    app: &AppState,
+    credentials: &Credentials,
+    fresh: bool,
+) -> Result<Option<Principal>, Response> {
+    let Credentials::Bearer(key) = credentials else {
+        return Ok(None);
+    };
+    let keys = &app.services().api_keys;
+    let checked = if fresh {
+        keys.authenticate_fresh(key).await
+    } else {
+        keys.authenticate(key).await
+    };
+    checked.map_err(|error| ApiError::from(error).into_response())
+}
+
+/// The limiters' decisions on `hits`. An unreachable limiter refuses with 503 when
+/// `rate_limit_fail_closed`, else lets the request through unlimited (and is counted).
+async fn limit(app: &AppState, hits: &[Hit]) -> Result<Vec<Decision>, Response> {
+    if hits.is_empty() {
+        return Ok(Vec::new());
+    }
+    match app.services().ports().limiter.hit(hits).await {
+        Ok(decisions) => Ok(decisions),
+        Err(error) if app.config().rate_limit_fail_closed => {
+            tracing::warn!(?error, "rate limiter unreachable; failing closed");
+            Err(ApiError::Unavailable.into_response())
+        }
+        Err(error) => {
+            let failures = app.record_limiter_failure();
+            tracing::warn!(?error, failures, "rate limiter unreachable; failing open");
+            Ok(Vec::new())
+        }
+    }
 }
 
 /// Key management (API.md): minting and revoking keys, onboarding a merchant (which mints
