@@ -10,6 +10,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -24,7 +25,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
 use tower::ServiceExt;
 
@@ -70,46 +71,8 @@ pub async fn serve(
         // A request head larger than this is refused with 431 (bodies stream through it).
         .max_buf_size(MAX_HEAD_BYTES);
     let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        // A permit first: at the cap, the next connection is not even accepted.
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            () = &mut shutdown => break,
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of descriptors or a connection reset before accept: keep serving.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let service = router
-            .clone()
-            .map_request(move |mut request: axum::http::Request<Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(peer));
-                request.map(Body::new)
-            })
-            .map_err(|never: Infallible| match never {});
-        let connection = http.serve_connection(
-            TokioIo::new(Lingering::new(stream)),
-            TowerToHyperService::new(service),
-        );
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, %peer, "connection ended with an error");
-            }
-            drop(permit);
-        });
+    while let Some(accepted) = accept(&listener, &permits, shutdown.as_mut()).await {
+        spawn_connection(&http, &graceful, &router, accepted);
     }
     drop(listener);
     if tokio::time::timeout(config.drain_timeout, graceful.shutdown())
@@ -118,6 +81,73 @@ pub async fn serve(
     {
         tracing::warn!("connections still open after the drain timeout; dropping them");
     }
+}
+
+/// A connection accepted under a permit of the cap, which it holds until it closes.
+struct Accepted {
+    permit: OwnedSemaphorePermit,
+    stream: TcpStream,
+    peer: SocketAddr,
+}
+
+/// The next connection, or `None` once `shutdown` resolves. The permit comes first: at the
+/// cap, the next connection is not even accepted. A failed accept (out of descriptors, a
+/// connection reset before accept) is logged and retried.
+async fn accept<F: Future<Output = ()>>(
+    listener: &TcpListener,
+    permits: &Arc<Semaphore>,
+    mut shutdown: Pin<&mut F>,
+) -> Option<Accepted> {
+    let permit = tokio::select! {
+        permit = permits.clone().acquire_owned() => permit.ok()?,
+        () = shutdown.as_mut() => return None,
+    };
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => return Some(Accepted { permit, stream, peer }),
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            () = shutdown.as_mut() => return None,
+        }
+    }
+}
+
+/// Serves one connection on its own task, watched by `graceful`, with the peer's address in
+/// every request's extensions.
+fn spawn_connection(
+    http: &hyper::server::conn::http1::Builder,
+    graceful: &GracefulShutdown,
+    router: &Router,
+    accepted: Accepted,
+) {
+    let Accepted {
+        permit,
+        stream,
+        peer,
+    } = accepted;
+    let _ = stream.set_nodelay(true);
+    let service = router
+        .clone()
+        .map_request(move |mut request: axum::http::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            request.map(Body::new)
+        })
+        .map_err(|never: Infallible| match never {});
+    let connection = http.serve_connection(
+        TokioIo::new(Lingering::new(stream)),
+        TowerToHyperService::new(service),
+    );
+    let connection = graceful.watch(connection);
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, %peer, "connection ended with an error");
+        }
+        drop(permit);
+    });
 }
 
 /// How much of a request the server still reads, and discards, after it has answered, before
