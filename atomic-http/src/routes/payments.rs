@@ -56,6 +56,17 @@ pub(crate) async fn create(
         .await
 }
 
+/// The fields `POST /payments` takes.
+const PAYMENT_FIELDS: &[&str] = &[
+    "merchantId",
+    "amount",
+    "currency",
+    "source",
+    "description",
+    "captureMethod",
+    "metadata",
+];
+
 /// The body of `POST /payments`, every field checked.
 fn payment_request(
     app: &AppState,
@@ -63,18 +74,7 @@ fn payment_request(
     body: &JsonBody,
 ) -> Result<PaymentRequest, ApiError> {
     let currencies = &app.services().config().currencies;
-    let mut f = Fields::new(
-        &body.object,
-        &[
-            "merchantId",
-            "amount",
-            "currency",
-            "source",
-            "description",
-            "captureMethod",
-            "metadata",
-        ],
-    );
+    let mut f = Fields::new(&body.object, PAYMENT_FIELDS);
     let merchant_account = f.optional("merchantId", |v| string(v)?.parse::<AccountId>());
     let amount = f.required("amount", |v| Amount::for_payment(integer(v)?));
     let currency = f.required("currency", |v| currencies.parse(string(v)?));
@@ -90,35 +90,19 @@ fn payment_request(
         );
     }
     f.finish()?;
-    let (
-        Some(merchant_account),
-        Some(amount),
-        Some(currency),
-        Some(source),
-        Some(description),
-        Some(capture_method),
-        Some(metadata),
-    ) = (
-        merchant_account,
-        amount,
-        currency,
-        source,
-        description,
-        capture_method,
-        metadata,
-    )
-    else {
-        return Err(ApiError::Validation(Vec::new()));
+    // Every field parsed once nothing was refused.
+    let request = || {
+        Some(PaymentRequest {
+            merchant_account: merchant_account?,
+            amount: amount?,
+            currency: currency?,
+            source: source?,
+            description: description?,
+            capture_method: capture_method?.unwrap_or_default(),
+            metadata: metadata?.unwrap_or_default(),
+        })
     };
-    Ok(PaymentRequest {
-        merchant_account,
-        amount,
-        currency,
-        source,
-        description,
-        capture_method: capture_method.unwrap_or_default(),
-        metadata: metadata.unwrap_or_default(),
-    })
+    request().ok_or(ApiError::Validation(Vec::new()))
 }
 
 /// `POST /payments/:id/capture` with `{"amount"?}` (all that was authorized by default).
