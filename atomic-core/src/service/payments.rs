@@ -176,38 +176,9 @@ impl PaymentService {
         let funding = *self.system_accounts.get(&request.currency).ok_or_else(|| {
             Error::invalid_field("currency", Invalid::new("unsupported currency"))
         })?;
-        let target = match (request.merchant_account, caller) {
-            (Some(id), _) => id,
-            (None, Principal::Merchant(merchant)) => {
-                self.merchants
-                    .merchant(merchant)
-                    .await?
-                    .ok_or(Error::MerchantNotFound)?
-                    .primary_account
-            }
-            (None, Principal::Platform) => {
-                return Err(Error::invalid_field(
-                    "merchantId",
-                    Invalid::new("is required with the platform key"),
-                ));
-            }
-        };
-        // Read as the platform, then decide: 404 for nothing or a system account, 403 for an
-        // account of another merchant (API.md), and only then compare currencies, so a
-        // foreign account's currency is never revealed.
         let account = self
-            .merchant_account(target)
-            .await?
-            .ok_or(Error::MerchantNotFound)?;
-        if !caller.can_access(account.owner) {
-            return Err(Error::Forbidden);
-        }
-        if account.currency != request.currency {
-            return Err(Error::CurrencyMismatch {
-                account: account.currency,
-                payment: request.currency,
-            });
-        }
+            .credited_account(caller, request.merchant_account, request.currency)
+            .await?;
         Ok(Payment::new(
             NewPayment {
                 merchant_account: account.id,
@@ -224,6 +195,48 @@ impl PaymentService {
             },
             self.clock.now(),
         ))
+    }
+
+    /// The account a payment credits: the one named, or the calling merchant's primary
+    /// account. Read as the platform, then decided: 404 for nothing or a system account, 403
+    /// for an account of another merchant (API.md), and only then the currency compared, so
+    /// a foreign account's currency is never revealed.
+    async fn credited_account(
+        &self,
+        caller: Principal,
+        named: Option<AccountId>,
+        currency: Currency,
+    ) -> Result<Credited> {
+        let target = match (named, caller) {
+            (Some(id), _) => id,
+            (None, Principal::Merchant(merchant)) => {
+                self.merchants
+                    .merchant(merchant)
+                    .await?
+                    .ok_or(Error::MerchantNotFound)?
+                    .primary_account
+            }
+            (None, Principal::Platform) => {
+                return Err(Error::invalid_field(
+                    "merchantId",
+                    Invalid::new("is required with the platform key"),
+                ));
+            }
+        };
+        let account = self
+            .merchant_account(target)
+            .await?
+            .ok_or(Error::MerchantNotFound)?;
+        if !caller.can_access(account.owner) {
+            return Err(Error::Forbidden);
+        }
+        if account.currency != currency {
+            return Err(Error::CurrencyMismatch {
+                account: account.currency,
+                payment: currency,
+            });
+        }
+        Ok(account)
     }
 
     /// Stores a prepared payment (and its idempotency completion) in one transaction, then
