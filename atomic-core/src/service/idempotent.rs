@@ -129,8 +129,19 @@ impl IdempotentWrites {
             response: render(&prepared),
         });
         began();
+        self.write_to_end(submit(prepared, completion), claim)
+            .await
+            .map(Written::New)
+    }
+
+    /// Runs a write that began to its end in a task of its own, whatever becomes of the
+    /// caller; a write that fails releases its claim.
+    async fn write_to_end<U, Write>(&self, write: Write, claim: Option<Claim>) -> Result<U>
+    where
+        Write: Future<Output = Result<U>> + Send + 'static,
+        U: Send + 'static,
+    {
         let writes = self.clone();
-        let write = submit(prepared, completion);
         tokio::spawn(async move {
             let result = write.await;
             if result.is_err()
@@ -142,7 +153,6 @@ impl IdempotentWrites {
         })
         .await
         .map_err(Error::backend)?
-        .map(Written::New)
     }
 
     async fn claim(&self, caller: Principal, idempotency: &Idempotency) -> Result<ClaimOutcome> {
