@@ -283,6 +283,14 @@ fn payment_events(payment: &Payment, event_type: EventType) -> Option<usize> {
 
 /// L15 and L16 (see [`AuditReport`]).
 fn audit_outbox(state: &State, report: &mut AuditReport) {
+    report.outbox_mismatch += events_mismatched(state);
+    report.delivery_mismatch += deliveries_mismatched(state);
+}
+
+/// L15: events of unknown records, and records kept since the oldest event whose events are
+/// not the ones their state implies.
+fn events_mismatched(state: &State) -> u64 {
+    let mut mismatched = 0;
     let mut written: HashMap<(PaymentId, Option<RefundId>, EventType), usize> = HashMap::new();
     for event in state.events.values() {
         *written
@@ -295,9 +303,7 @@ fn audit_outbox(state: &State, report: &mut AuditReport) {
                 .get(&id)
                 .is_some_and(|r| r.refund.payment_id == event.payment_id),
         };
-        if !known {
-            report.outbox_mismatch += 1;
-        }
+        mismatched += u64::from(!known);
     }
     let kept_since = state.events.values().map(|e| e.created_at).min();
     let kept = |at: Timestamp| kept_since.is_none_or(|since| at >= since);
@@ -314,7 +320,7 @@ fn audit_outbox(state: &State, report: &mut AuditReport) {
                 Some(expected) => n((p.id, None, t)) != expected,
                 None => n((p.id, None, t)) > 1,
             });
-        report.outbox_mismatch += u64::from(wrong);
+        mismatched += u64::from(wrong);
     }
     for row in state
         .refunds
@@ -326,16 +332,22 @@ fn audit_outbox(state: &State, report: &mut AuditReport) {
             |t, status| usize::from(r.status() == status) != n((r.payment_id, Some(r.id), t));
         let wrong = expect(EventType::RefundSucceeded, RefundStatus::Success)
             || expect(EventType::RefundFailed, RefundStatus::Failed);
-        report.outbox_mismatch += u64::from(wrong);
+        mismatched += u64::from(wrong);
     }
+    mismatched
+}
+
+/// L16: deliveries marked delivered without a 2xx, and (event, endpoint) pairs without
+/// exactly one delivery where the endpoint was live and subscribed when the event was written
+/// (or with more than one anywhere).
+fn deliveries_mismatched(state: &State) -> u64 {
+    let mut mismatched = 0;
     let mut delivered: HashMap<(EventId, WebhookEndpointId), usize> = HashMap::new();
     for row in state.deliveries.values() {
         let d = &row.delivery;
         *delivered.entry((d.event_id, d.endpoint_id)).or_default() += 1;
         let got_2xx = d.last_status_code.is_some_and(|c| (200..300).contains(&c));
-        if d.status == DeliveryStatus::Delivered && !got_2xx {
-            report.delivery_mismatch += 1;
-        }
+        mismatched += u64::from(d.status == DeliveryStatus::Delivered && !got_2xx);
     }
     for event in state.events.values() {
         for row in state.endpoints.values() {
@@ -346,11 +358,10 @@ fn audit_outbox(state: &State, report: &mut AuditReport) {
                 .get(&(event.id, row.endpoint.id))
                 .copied()
                 .unwrap_or(0);
-            if (owed && got != 1) || got > 1 {
-                report.delivery_mismatch += 1;
-            }
+            mismatched += u64::from((owed && got != 1) || got > 1);
         }
     }
+    mismatched
 }
 
 /// L12 and L13 over refunds: a `SUCCESS` refund has exactly one posting, any other none; an
