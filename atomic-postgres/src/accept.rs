@@ -28,7 +28,7 @@ pub(crate) struct Insert {
     pub(crate) answer: oneshot::Sender<Result<()>>,
 }
 
-const INSERT_GROUP: &str = "\
+pub(crate) const INSERT_GROUP: &str = "\
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::bigint[],
         $6::text[], $7::text[], $8::text[], $9::text[], $10::uuid[], $11::uuid[],

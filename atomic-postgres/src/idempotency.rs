@@ -33,7 +33,7 @@ RETURNING token";
 
 // CLAIM for a group of keys in one statement (rows in key order, so two groups never
 // deadlock); every row shares the group's lock timeout ($6).
-const CLAIM_MANY: &str = "\
+pub(crate) const CLAIM_MANY: &str = "\
 INSERT INTO idempotency_keys AS k (scope, key, fingerprint, token, locked_at, expires_at)
 SELECT i.scope, i.key, i.fingerprint, i.token, now(), now() + i.ttl * interval '1 microsecond'
 FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::uuid[], $5::bigint[])

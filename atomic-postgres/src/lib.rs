@@ -39,6 +39,7 @@ mod audit;
 mod config;
 mod error;
 mod events;
+pub mod floor;
 mod group;
 mod idempotency;
 mod ledger;
