@@ -50,6 +50,9 @@ pub mod names {
     pub const RATE_LIMITED: &str = "atomic_rate_limited_total";
     /// Gauge `{state}`: database pool connections `idle` and `in_use`.
     pub const DB_POOL_CONNECTIONS: &str = "atomic_db_pool_connections";
+    /// Histogram `{statement}`: requests one group-commit statement wrote together
+    /// (`claim`: idempotency claims, `insert`: payment inserts).
+    pub const DB_GROUP_SIZE: &str = "atomic_db_group_size";
 }
 
 /// Registers every metric's help text and unit with the installed recorder. Call it once,
@@ -110,6 +113,17 @@ pub fn describe() {
         DB_POOL_CONNECTIONS,
         "Database pool connections, by state (idle, in_use)"
     );
+    describe_histogram!(
+        DB_GROUP_SIZE,
+        Unit::Count,
+        "Requests one group-commit statement wrote together, by statement (claim, insert)"
+    );
+}
+
+/// A group-commit writer of an adapter wrote `size` requests of `statement` (a fixed name
+/// per statement kind) with one statement.
+pub fn group_written(statement: &'static str, size: usize) {
+    metrics::histogram!(names::DB_GROUP_SIZE, "statement" => statement).record(size as f64);
 }
 
 /// A payment was stored.

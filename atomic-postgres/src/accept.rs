@@ -58,9 +58,15 @@ RETURNING id";
 
 /// Starts `writers` writer tasks on `pool`; returns where to send inserts.
 pub(crate) fn start(pool: PgPool, writers: usize) -> mpsc::Sender<Queued<Insert>> {
-    crate::group::start(pool, writers, MAX_GROUP, |pool, group| async move {
-        write(&pool, group).await;
-    })
+    crate::group::start(
+        pool,
+        writers,
+        "insert",
+        MAX_GROUP,
+        |pool, group| async move {
+            write(&pool, group).await;
+        },
+    )
 }
 
 /// Writes one group and answers each request.

@@ -91,11 +91,13 @@ pub(crate) async fn submit<T, R>(
 }
 
 /// Starts `writers` tasks that pass groups of at most `max` requests to `write`, less those
-/// their callers withdrew; returns where to send requests ([`submit`]). The tasks end when every
+/// their callers withdrew, each group's size recorded under `statement`; returns where to send
+/// requests ([`submit`]). The tasks end when every
 /// sender is dropped; a write that panics costs its own group, never the writer.
 pub(crate) fn start<T, F, Fut>(
     pool: PgPool,
     writers: usize,
+    statement: &'static str,
     max: usize,
     write: F,
 ) -> mpsc::Sender<Queued<T>>
@@ -133,6 +135,7 @@ where
                 if group.is_empty() {
                     continue;
                 }
+                atomic_core::telemetry::group_written(statement, group.len());
                 // In a task of its own, so a panic in one write (its requests then see their
                 // answer channels closed: unavailable) does not stop the writer.
                 if let Err(error) = tokio::spawn(write(pool.clone(), group)).await {

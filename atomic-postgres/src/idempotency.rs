@@ -65,9 +65,15 @@ pub(crate) fn start_takers(
     pool: PgPool,
     writers: usize,
 ) -> mpsc::Sender<crate::group::Queued<TakeRequest>> {
-    crate::group::start(pool, writers, MAX_CLAIMS, |pool, group| async move {
-        take_group(&pool, group).await;
-    })
+    crate::group::start(
+        pool,
+        writers,
+        "claim",
+        MAX_CLAIMS,
+        |pool, group| async move {
+            take_group(&pool, group).await;
+        },
+    )
 }
 
 async fn take_group(pool: &PgPool, group: Vec<TakeRequest>) {

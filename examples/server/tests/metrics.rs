@@ -353,6 +353,17 @@ async fn a_flow_moves_each_counter_by_exactly_what_it_did() {
         scraped.get("atomic_settlement_duration_seconds_count", &[]) >= 1.0,
         "{last}"
     );
+    // Group commit wrote the three payments, each once, in groups of at least one.
+    assert_eq!(
+        scraped.get("atomic_db_group_size_sum", &[("statement", "insert")]),
+        3.0,
+        "{last}"
+    );
+    assert!(
+        (1.0..=3.0)
+            .contains(&scraped.get("atomic_db_group_size_count", &[("statement", "insert")])),
+        "{last}"
+    );
     // The pool is reported, and it has connections.
     let pool = scraped.get("atomic_db_pool_connections", &[("state", "idle")])
         + scraped.get("atomic_db_pool_connections", &[("state", "in_use")]);
