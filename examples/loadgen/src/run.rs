@@ -12,13 +12,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::args::{Load, Options, TokenMix, is_manual, splitmix64, token_succeeds};
 use crate::client::{Api, Capture, Failure, Key, Merchant, NewPayment};
-use crate::follow::{Follower, Sample};
+use crate::follow::{FollowOutcome, Follower, Sample};
 use crate::report::{Report, Timeline};
-use crate::verify;
+use crate::verify::{self, Books};
 
 /// What an accepted request left for a worker to settle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,14 +137,48 @@ impl Shared {
     }
 }
 
-/// What one connection did.
+/// What one connection did, or all of them merged.
 struct ConnectionResult {
     histogram: Histogram<u64>,
     errors: BTreeMap<String, u64>,
     max_lag: Duration,
 }
 
-/// Everything the connections share, read-only.
+impl ConnectionResult {
+    /// Nothing recorded yet.
+    fn new() -> Result<ConnectionResult, String> {
+        Ok(ConnectionResult {
+            histogram: new_histogram()?,
+            errors: BTreeMap::new(),
+            max_lag: Duration::ZERO,
+        })
+    }
+
+    /// Records an accepted payment's latency, counted from `scheduled` (at least 1 µs).
+    fn record_latency(&mut self, scheduled: Instant) {
+        let micros = u64::try_from(scheduled.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.histogram.saturating_record(micros.max(1));
+    }
+
+    /// Counts a failed payment under its label.
+    fn count_failure(&mut self, failure: &Failure) {
+        *self.errors.entry(failure.label()).or_default() += 1;
+    }
+
+    /// Adds another connection's latencies and errors; the lag is the larger of the two.
+    fn merge(&mut self, other: ConnectionResult) -> Result<(), String> {
+        self.histogram
+            .add(&other.histogram)
+            .map_err(|e| format!("histogram merge: {e}"))?;
+        for (label, n) in other.errors {
+            *self.errors.entry(label).or_default() += n;
+        }
+        self.max_lag = self.max_lag.max(other.max_lag);
+        Ok(())
+    }
+}
+
+/// Everything the connections share, read-only but for `next`.
 struct LoadPlan {
     api: Api,
     merchants: Vec<Merchant>,
@@ -160,6 +195,62 @@ struct LoadPlan {
     next: AtomicU64,
 }
 
+impl LoadPlan {
+    /// The plan of a closed or open loop over `merchants`; an open loop's schedule counts from
+    /// `start`.
+    fn new(
+        opts: &Options,
+        api: &Api,
+        merchants: &[Merchant],
+        run_id: &str,
+        seed: u64,
+        start: Instant,
+    ) -> LoadPlan {
+        LoadPlan {
+            api: api.clone(),
+            merchants: merchants.to_vec(),
+            tokens: opts.tokens.clone(),
+            manual_percent: opts.manual_percent,
+            currency: opts.currency.clone(),
+            run_id: run_id.to_owned(),
+            seed,
+            total: opts.load.total(),
+            interval: match opts.load {
+                Load::Open { rate, .. } => Some(Duration::from_secs_f64(1.0 / rate)),
+                _ => None,
+            },
+            deadline: match opts.load {
+                Load::Open { duration, .. } => Some(start + duration + OPEN_LOOP_GRACE),
+                _ => None,
+            },
+            next: AtomicU64::new(0),
+        }
+    }
+}
+
+/// When a payment goes out.
+struct Slot {
+    /// What its latency counts from: its scheduled time (open loop) or now (closed loop).
+    at: Instant,
+    /// Open loop: how late the send started past `at` (zero in the closed loop).
+    lag: Duration,
+}
+
+/// What a closed or open loop left once its load ended and the follower (if any) was done.
+struct LoadOutcome {
+    /// The connections' latencies, errors and lag, merged.
+    totals: ConnectionResult,
+    /// Time from start to the last answer.
+    accept_elapsed: Duration,
+    follow: Option<FollowOutcome>,
+    /// Payments handed to a connection.
+    sent: u64,
+    /// The accepted payments, in answer order.
+    accepted: Vec<Accepted>,
+    /// Wall-clock start of the load (µs since the epoch), to line up the server's timestamps.
+    wall_start_us: i64,
+}
+
 /// Open loop: how far past its duration a run may still start sends before it stops and counts
 /// the rest as missed (the server fell behind the offered rate).
 const OPEN_LOOP_GRACE: Duration = Duration::from_secs(1);
@@ -171,6 +262,23 @@ pub(crate) fn new_histogram() -> Result<Histogram<u64>, String> {
 
 /// Runs the whole thing and returns the report (or why it could not run).
 pub(crate) async fn run(opts: &Options) -> Result<Report, String> {
+    let (api, platform) = connect(opts).await?;
+    let seed = run_seed();
+    let run_id = format!("{:08x}", seed as u32);
+    announce(opts, &run_id);
+    match opts.load {
+        Load::FollowOnly => follow_only(opts, api, platform, run_id).await,
+        Load::Mixed { charges } => {
+            crate::mixed::run(opts, &api, &platform, &run_id, seed, charges).await
+        }
+        Load::Closed { .. } | Load::Open { .. } => {
+            offer_payments(opts, &api, &platform, run_id, seed).await
+        }
+    }
+}
+
+/// The API client and the platform key, once the server answers its health check.
+async fn connect(opts: &Options) -> Result<(Api, Key), String> {
     let api = Api::new(&opts.url, opts.connections + 4, opts.timeout)?;
     let platform = Key::new(&opts.key).map_err(|e| e.to_string())?;
     api.health().await.map_err(|e| {
@@ -179,8 +287,11 @@ pub(crate) async fn run(opts: &Options) -> Result<Report, String> {
             opts.url
         )
     })?;
-    let seed = run_seed();
-    let run_id = format!("{:08x}", seed as u32);
+    Ok((api, platform))
+}
+
+/// Prints the run's first line to stderr: its id and the load it offers.
+fn announce(opts: &Options, run_id: &str) {
     if opts.load == Load::FollowOnly {
         eprintln!(
             "loadgen: run {run_id}, following the open payments at {}",
@@ -196,97 +307,28 @@ pub(crate) async fn run(opts: &Options) -> Result<Report, String> {
             opts.tokens.describe()
         );
     }
+}
 
-    if opts.load == Load::FollowOnly {
-        return follow_only(opts, api, platform, run_id).await;
-    }
-    if let Load::Mixed { charges } = opts.load {
-        return crate::mixed::run(opts, &api, &platform, &run_id, seed, charges).await;
-    }
-
-    let merchants = create_merchants(&api, &platform, opts, &run_id).await?;
-    let shared = Arc::new(Shared::new());
-    let wall_start_us = unix_micros(SystemTime::now());
-    let progress = tokio::spawn(crate::report::progress_lines(
-        shared.clone(),
-        opts.load.total(),
-    ));
-
-    let follower = opts.follow.then(|| {
-        let follower = Follower::new(
-            api.clone(),
-            platform.clone(),
-            merchants.iter().map(|m| m.key.clone()).collect(),
-            opts,
-        );
-        let shared = shared.clone();
-        tokio::spawn(async move { follower.follow(&shared).await })
-    });
-
-    let plan = Arc::new(LoadPlan {
-        api: api.clone(),
-        merchants: merchants.clone(),
-        tokens: opts.tokens.clone(),
-        manual_percent: opts.manual_percent,
-        currency: opts.currency.clone(),
-        run_id: run_id.clone(),
-        seed,
-        total: opts.load.total(),
-        interval: match opts.load {
-            Load::Open { rate, .. } => Some(Duration::from_secs_f64(1.0 / rate)),
-            _ => None,
-        },
-        deadline: match opts.load {
-            Load::Open { duration, .. } => Some(shared.start + duration + OPEN_LOOP_GRACE),
-            _ => None,
-        },
-        next: AtomicU64::new(0),
-    });
-    let mut connections = tokio::task::JoinSet::new();
-    for _ in 0..opts.connections {
-        connections.spawn(connection(plan.clone(), shared.clone()));
-    }
-    let mut histogram = new_histogram()?;
-    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-    let mut max_lag = Duration::ZERO;
-    while let Some(joined) = connections.join_next().await {
-        let done = joined.map_err(|e| format!("a connection task failed: {e}"))??;
-        histogram
-            .add(&done.histogram)
-            .map_err(|e| format!("histogram merge: {e}"))?;
-        for (label, n) in done.errors {
-            *errors.entry(label).or_default() += n;
-        }
-        max_lag = max_lag.max(done.max_lag);
-    }
-    shared.end_load();
-    let accept_elapsed = shared.load_done_at().unwrap_or_default();
-
-    let outcome = match follower {
-        Some(task) => Some(
-            task.await
-                .map_err(|e| format!("the follower failed: {e}"))?,
-        ),
-        None => None,
-    };
-    progress.abort();
-
-    let accepted = shared.accepted_snapshot();
-    let books = if opts.verify && outcome.as_ref().is_some_and(|o| o.drained()) {
-        eprintln!("loadgen: checking the books through the API ...");
-        Some(verify::check(&api, &merchants, &accepted).await)
-    } else {
-        None
-    };
+/// Closed or open loop: creates the run's merchants, sends the payments while the follower
+/// samples settlement, then checks the books.
+async fn offer_payments(
+    opts: &Options,
+    api: &Api,
+    platform: &Key,
+    run_id: String,
+    seed: u64,
+) -> Result<Report, String> {
+    let merchants = create_merchants(api, platform, opts, &run_id).await?;
+    let load = send_payments(opts, api, platform, &merchants, &run_id, seed).await?;
+    let books = check_books(opts, api, &merchants, &load.accepted, load.follow.as_ref()).await;
     let timeline = books.as_ref().and_then(|b| {
         Timeline::from_server_times(
             &b.terminal_times,
-            wall_start_us,
-            accept_elapsed,
-            accepted.len(),
+            load.wall_start_us,
+            load.accept_elapsed,
+            load.accepted.len(),
         )
     });
-
     Ok(Report {
         mode: opts.load,
         run_id,
@@ -295,16 +337,110 @@ pub(crate) async fn run(opts: &Options) -> Result<Report, String> {
         tokens: opts.tokens.describe(),
         mix: None,
         offered: opts.load.total(),
-        sent: shared.sent.load(Ordering::Relaxed),
-        accepted: accepted.len() as u64,
-        errors,
-        accept_elapsed,
-        histogram: Some(histogram),
-        max_lag,
-        follow: outcome,
+        sent: load.sent,
+        accepted: load.accepted.len() as u64,
+        errors: load.totals.errors,
+        accept_elapsed: load.accept_elapsed,
+        histogram: Some(load.totals.histogram),
+        max_lag: load.totals.max_lag,
+        follow: load.follow,
         timeline,
         books,
     })
+}
+
+/// Sends the plan's payments over `--connections` connections, with the progress line and
+/// (when following) the follower running alongside; returns once both the load and the
+/// follower are done.
+async fn send_payments(
+    opts: &Options,
+    api: &Api,
+    platform: &Key,
+    merchants: &[Merchant],
+    run_id: &str,
+    seed: u64,
+) -> Result<LoadOutcome, String> {
+    let shared = Arc::new(Shared::new());
+    let wall_start_us = unix_micros(SystemTime::now());
+    let progress = tokio::spawn(crate::report::progress_lines(
+        shared.clone(),
+        opts.load.total(),
+    ));
+    let follower = opts.follow.then(|| {
+        let scopes = merchants.iter().map(|m| m.key.clone()).collect();
+        let follower = Follower::new(api.clone(), platform.clone(), scopes, opts);
+        spawn_follower(follower, &shared)
+    });
+    let plan = LoadPlan::new(opts, api, merchants, run_id, seed, shared.start);
+    let totals = run_connections(Arc::new(plan), &shared, opts.connections).await?;
+    shared.end_load();
+    let accept_elapsed = shared.load_done_at().unwrap_or_default();
+    let follow = join_follower(follower).await?;
+    progress.abort();
+    Ok(LoadOutcome {
+        totals,
+        accept_elapsed,
+        follow,
+        sent: shared.sent.load(Ordering::Relaxed),
+        accepted: shared.accepted_snapshot(),
+        wall_start_us,
+    })
+}
+
+/// Runs `count` connections over the plan until it is used up and merges what they did.
+async fn run_connections(
+    plan: Arc<LoadPlan>,
+    shared: &Arc<Shared>,
+    count: usize,
+) -> Result<ConnectionResult, String> {
+    let mut connections = tokio::task::JoinSet::new();
+    for _ in 0..count {
+        connections.spawn(connection(plan.clone(), shared.clone()));
+    }
+    let mut totals = ConnectionResult::new()?;
+    while let Some(joined) = connections.join_next().await {
+        let done = joined.map_err(|e| format!("a connection task failed: {e}"))??;
+        totals.merge(done)?;
+    }
+    Ok(totals)
+}
+
+/// Starts the follower on its own task, sampling settlement until the backlog drains.
+pub(crate) fn spawn_follower(
+    follower: Follower,
+    shared: &Arc<Shared>,
+) -> JoinHandle<FollowOutcome> {
+    let shared = shared.clone();
+    tokio::spawn(async move { follower.follow(&shared).await })
+}
+
+/// What the follower saw, once it is done (`None` when the run does not follow).
+pub(crate) async fn join_follower(
+    follower: Option<JoinHandle<FollowOutcome>>,
+) -> Result<Option<FollowOutcome>, String> {
+    match follower {
+        Some(task) => task
+            .await
+            .map(Some)
+            .map_err(|e| format!("the follower failed: {e}")),
+        None => Ok(None),
+    }
+}
+
+/// The books check, when the run checks its books (no `--no-verify`) and the follower saw the
+/// backlog drain: a payment still open would read as a problem.
+async fn check_books(
+    opts: &Options,
+    api: &Api,
+    merchants: &[Merchant],
+    accepted: &[Accepted],
+    follow: Option<&FollowOutcome>,
+) -> Option<Books> {
+    if !(opts.verify && follow.is_some_and(FollowOutcome::drained)) {
+        return None;
+    }
+    eprintln!("loadgen: checking the books through the API ...");
+    Some(verify::check(api, merchants, accepted).await)
 }
 
 /// Follow-only: snapshot every open payment the platform key sees, then follow it to the end.
@@ -394,65 +530,82 @@ async fn create_merchants(
 /// One keep-alive connection's loop: take the next payment number, (open loop: wait for its
 /// slot), send it, record the answer.
 async fn connection(plan: Arc<LoadPlan>, shared: Arc<Shared>) -> Result<ConnectionResult, String> {
-    let mut histogram = new_histogram()?;
-    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-    let mut max_lag = Duration::ZERO;
-    let merchant_count = plan.merchants.len() as u64;
+    let mut done = ConnectionResult::new()?;
     loop {
         let i = plan.next.fetch_add(1, Ordering::Relaxed);
         if i >= plan.total {
             break;
         }
-        let scheduled = match plan.interval {
-            Some(gap) => {
-                let at = shared.start + gap.mul_f64(i as f64);
-                tokio::time::sleep_until(at.into()).await;
-                if plan.deadline.is_some_and(|d| Instant::now() > d) {
-                    break;
-                }
-                max_lag = max_lag.max(at.elapsed());
-                at
-            }
-            None => Instant::now(),
+        let Some(slot) = wait_for_slot(&plan, &shared, i).await else {
+            break;
         };
-        let m = (i % merchant_count) as usize;
-        let merchant = &plan.merchants[m];
-        let token = plan.tokens.pick(plan.seed, i);
-        let amount = payment_amount(plan.seed, i);
-        let idempotency_key = format!("lg-{}-{i}", plan.run_id);
-        let capture = match is_manual(plan.manual_percent, i) {
-            true => Capture::Manual,
-            false => Capture::Automatic,
-        };
-        let payment = NewPayment::new(merchant.account, amount, &plan.currency, token, capture);
-        shared.sent.fetch_add(1, Ordering::Relaxed);
-        match plan
-            .api
-            .create_payment(&merchant.key, &idempotency_key, &payment)
-            .await
-        {
-            Ok(id) => {
-                let micros = u64::try_from(scheduled.elapsed().as_micros()).unwrap_or(u64::MAX);
-                histogram.saturating_record(micros.max(1));
-                shared.push_accepted(Accepted {
-                    id,
-                    kind: Kind::Payment,
-                    merchant: m as u32,
-                    amount,
-                    succeeds: token_succeeds(token),
-                });
-            }
-            Err(failure) => {
-                shared.note_failure("POST /payments", &failure);
-                *errors.entry(failure.label()).or_default() += 1;
-            }
+        done.max_lag = done.max_lag.max(slot.lag);
+        send_payment(&plan, &shared, i, slot.at, &mut done).await;
+    }
+    Ok(done)
+}
+
+/// When payment `i` goes out. Closed loop: now. Open loop: its scheduled time, slept until;
+/// `None` once that is past the deadline (the rest are missed).
+async fn wait_for_slot(plan: &LoadPlan, shared: &Shared, i: u64) -> Option<Slot> {
+    let Some(gap) = plan.interval else {
+        return Some(Slot {
+            at: Instant::now(),
+            lag: Duration::ZERO,
+        });
+    };
+    let at = shared.start + gap.mul_f64(i as f64);
+    tokio::time::sleep_until(at.into()).await;
+    if plan.deadline.is_some_and(|d| Instant::now() > d) {
+        return None;
+    }
+    Some(Slot {
+        at,
+        lag: at.elapsed(),
+    })
+}
+
+/// Sends payment `i` and records the answer: accepted, its latency from `scheduled` and the
+/// payment for the follower; refused or unanswered, the failure. Its merchant is `i` round
+/// robin; token, amount and capture are drawn from the run's seed and `i`.
+async fn send_payment(
+    plan: &LoadPlan,
+    shared: &Shared,
+    i: u64,
+    scheduled: Instant,
+    done: &mut ConnectionResult,
+) {
+    let m = (i % plan.merchants.len() as u64) as usize;
+    let merchant = &plan.merchants[m];
+    let token = plan.tokens.pick(plan.seed, i);
+    let amount = payment_amount(plan.seed, i);
+    let idempotency_key = format!("lg-{}-{i}", plan.run_id);
+    let capture = match is_manual(plan.manual_percent, i) {
+        true => Capture::Manual,
+        false => Capture::Automatic,
+    };
+    let payment = NewPayment::new(merchant.account, amount, &plan.currency, token, capture);
+    shared.sent.fetch_add(1, Ordering::Relaxed);
+    match plan
+        .api
+        .create_payment(&merchant.key, &idempotency_key, &payment)
+        .await
+    {
+        Ok(id) => {
+            done.record_latency(scheduled);
+            shared.push_accepted(Accepted {
+                id,
+                kind: Kind::Payment,
+                merchant: m as u32,
+                amount,
+                succeeds: token_succeeds(token),
+            });
+        }
+        Err(failure) => {
+            shared.note_failure("POST /payments", &failure);
+            done.count_failure(&failure);
         }
     }
-    Ok(ConnectionResult {
-        histogram,
-        errors,
-        max_lag,
-    })
 }
 
 /// The amount of payment `index`: 1.00 to 99.99, varied so the balance check means something.
