@@ -15,9 +15,11 @@ use uuid::Uuid;
 
 use crate::args::{Options, TokenMix, splitmix64, token_succeeds};
 use crate::client::{Api, Capture, Failure, Key, NewPayment, PaymentView};
-use crate::follow::Follower;
+use crate::follow::{FollowOutcome, Follower};
 use crate::report::Report;
-use crate::run::{Accepted, Kind, Shared, new_histogram, payment_amount};
+use crate::run::{
+    Accepted, Kind, Shared, join_follower, new_histogram, payment_amount, spawn_follower,
+};
 
 /// One request of the backlog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,10 +55,46 @@ struct Plan {
     next: AtomicU64,
 }
 
-/// What one connection did.
+/// What one connection did, or all of them merged.
 struct Done {
     histogram: hdrhistogram::Histogram<u64>,
     errors: BTreeMap<String, u64>,
+}
+
+impl Done {
+    /// Adds another connection's latencies and errors.
+    fn merge(&mut self, other: Done) -> Result<(), String> {
+        self.histogram
+            .add(&other.histogram)
+            .map_err(|e| format!("histogram merge: {e}"))?;
+        for (label, n) in other.errors {
+            *self.errors.entry(label).or_default() += n;
+        }
+        Ok(())
+    }
+}
+
+/// The payments the backlog works on.
+struct Backlog {
+    /// Every `AUTHORIZED` payment the platform key sees: one capture each.
+    authorized: Vec<PaymentView>,
+    /// Every `SUCCESS` payment the platform key sees: one refund each.
+    succeeded: Vec<PaymentView>,
+    /// The merchant of the first of them; the new charges go to it.
+    merchant: Uuid,
+}
+
+/// What sending the backlog left once the load ended and the follower (if any) was done.
+struct Sent {
+    /// The connections' latencies and errors, merged.
+    done: Done,
+    follow: Option<FollowOutcome>,
+    /// Requests handed to a connection.
+    sent: u64,
+    /// Requests answered 202.
+    accepted: u64,
+    /// Time from start to the last answer.
+    accept_elapsed: Duration,
 }
 
 /// Lists the payments to capture and refund, sends the backlog, follows it if asked.
@@ -68,6 +106,50 @@ pub(crate) async fn run(
     seed: u64,
     charges: u64,
 ) -> Result<Report, String> {
+    let backlog = list_backlog(api, platform).await?;
+    let work = interleave(&backlog.authorized, &backlog.succeeded, charges, seed);
+    let mix = format!(
+        "captures {} / refunds {} / charges {charges}",
+        backlog.authorized.len(),
+        backlog.succeeded.len()
+    );
+    eprintln!("loadgen: mixed backlog: {mix}");
+    let offered = work.len() as u64;
+    let plan = Plan {
+        api: api.clone(),
+        key: platform.clone(),
+        merchant: backlog.merchant,
+        tokens: opts.tokens.clone(),
+        currency: opts.currency.clone(),
+        run_id: run_id.to_owned(),
+        seed,
+        work,
+        next: AtomicU64::new(0),
+    };
+    let sent = send_backlog(opts, plan).await?;
+    Ok(Report {
+        mode: opts.load,
+        run_id: run_id.to_owned(),
+        connections: opts.connections,
+        merchants: 1,
+        tokens: opts.tokens.describe(),
+        mix: Some(mix),
+        offered,
+        sent: sent.sent,
+        accepted: sent.accepted,
+        errors: sent.done.errors,
+        accept_elapsed: sent.accept_elapsed,
+        histogram: Some(sent.done.histogram),
+        max_lag: Duration::ZERO,
+        follow: sent.follow,
+        timeline: None,
+        books: None,
+    })
+}
+
+/// Every `AUTHORIZED` and `SUCCESS` payment the platform key sees, and their merchant; with
+/// neither there is nothing to capture or refund, and no merchant to charge.
+async fn list_backlog(api: &Api, platform: &Key) -> Result<Backlog, String> {
     let authorized = all_payments(api, platform, "AUTHORIZED").await?;
     let succeeded = all_payments(api, platform, "SUCCESS").await?;
     let merchant = authorized
@@ -79,75 +161,57 @@ pub(crate) async fn run(
             "no AUTHORIZED or SUCCESS payment to capture or refund: settle some first \
              (e.g. loadgen --payments 4000 --manual 50 --tokens tok_visa)",
         )?;
-    let work = interleave(&authorized, &succeeded, charges, seed);
-    let mix = format!(
-        "captures {} / refunds {} / charges {charges}",
-        authorized.len(),
-        succeeded.len()
-    );
-    eprintln!("loadgen: mixed backlog: {mix}");
+    Ok(Backlog {
+        authorized,
+        succeeded,
+        merchant,
+    })
+}
 
+/// Sends the plan's requests over `--connections` connections, with the progress line and
+/// (when following) the follower running alongside; returns once both the load and the
+/// follower are done.
+async fn send_backlog(opts: &Options, plan: Plan) -> Result<Sent, String> {
     let shared = Arc::new(Shared::new());
-    let total = work.len() as u64;
+    let total = plan.work.len() as u64;
     let progress = tokio::spawn(crate::report::progress_lines(shared.clone(), total));
     let follower = opts.follow.then(|| {
-        let follower = Follower::new(api.clone(), platform.clone(), vec![platform.clone()], opts);
-        let shared = shared.clone();
-        tokio::spawn(async move { follower.follow(&shared).await })
+        let scopes = vec![plan.key.clone()];
+        let follower = Follower::new(plan.api.clone(), plan.key.clone(), scopes, opts);
+        spawn_follower(follower, &shared)
     });
-    let plan = Arc::new(Plan {
-        api: api.clone(),
-        key: platform.clone(),
-        merchant,
-        tokens: opts.tokens.clone(),
-        currency: opts.currency.clone(),
-        run_id: run_id.to_owned(),
-        seed,
-        work,
-        next: AtomicU64::new(0),
-    });
-    let mut connections = tokio::task::JoinSet::new();
-    for _ in 0..opts.connections {
-        connections.spawn(connection(plan.clone(), shared.clone()));
-    }
-    let mut histogram = new_histogram()?;
-    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-    while let Some(joined) = connections.join_next().await {
-        let done = joined.map_err(|e| format!("a connection task failed: {e}"))??;
-        histogram
-            .add(&done.histogram)
-            .map_err(|e| format!("histogram merge: {e}"))?;
-        for (label, n) in done.errors {
-            *errors.entry(label).or_default() += n;
-        }
-    }
+    let done = run_connections(Arc::new(plan), &shared, opts.connections).await?;
     shared.end_load();
-    let follow = match follower {
-        Some(task) => Some(
-            task.await
-                .map_err(|e| format!("the follower failed: {e}"))?,
-        ),
-        None => None,
-    };
+    let follow = join_follower(follower).await?;
     progress.abort();
-    Ok(Report {
-        mode: opts.load,
-        run_id: run_id.to_owned(),
-        connections: opts.connections,
-        merchants: 1,
-        tokens: opts.tokens.describe(),
-        mix: Some(mix),
-        offered: total,
+    Ok(Sent {
+        done,
+        follow,
         sent: shared.sent.load(Ordering::Relaxed),
         accepted: shared.accepted.load(Ordering::Relaxed),
-        errors,
         accept_elapsed: shared.load_done_at().unwrap_or_default(),
-        histogram: Some(histogram),
-        max_lag: Duration::ZERO,
-        follow,
-        timeline: None,
-        books: None,
     })
+}
+
+/// Runs `count` connections over the plan until it is used up and merges what they did.
+async fn run_connections(
+    plan: Arc<Plan>,
+    shared: &Arc<Shared>,
+    count: usize,
+) -> Result<Done, String> {
+    let mut connections = tokio::task::JoinSet::new();
+    for _ in 0..count {
+        connections.spawn(connection(plan.clone(), shared.clone()));
+    }
+    let mut totals = Done {
+        histogram: new_histogram()?,
+        errors: BTreeMap::new(),
+    };
+    while let Some(joined) = connections.join_next().await {
+        let done = joined.map_err(|e| format!("a connection task failed: {e}"))??;
+        totals.merge(done)?;
+    }
+    Ok(totals)
 }
 
 /// Every payment of `status` the key sees.
