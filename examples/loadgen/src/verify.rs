@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 
 use uuid::Uuid;
 
-use crate::client::{Api, Failure, Key, Merchant, OPEN_STATUSES, PaymentView};
+use crate::client::{Api, EntryView, Failure, Key, Merchant, OPEN_STATUSES, PaymentView};
 use crate::run::Accepted;
 
 /// Accepted payments missing from the lists that are looked up one by one (to say why).
@@ -71,6 +71,30 @@ pub(crate) async fn check(api: &Api, merchants: &[Merchant], accepted: &[Accepte
     books
 }
 
+/// One merchant under check, and the run's payments to it.
+struct MerchantCheck<'a> {
+    api: &'a Api,
+    /// Its place in the run's merchant list; problems name it by this.
+    index: usize,
+    merchant: &'a Merchant,
+    /// The run's accepted payments to this merchant, by id.
+    ours: &'a HashMap<Uuid, Accepted>,
+}
+
+/// What the API shows of one merchant's books.
+struct MerchantLists {
+    /// Its `SUCCESS` payments.
+    success: Vec<PaymentView>,
+    /// Its `FAILED` payments.
+    failed: Vec<PaymentView>,
+    /// Its account's balance.
+    balance: i64,
+    /// The ledger entries on its account.
+    entries: Vec<EntryView>,
+}
+
+/// Checks one merchant's books (the rules in the module doc), adding what it finds to `books`;
+/// a request that fails ends the check with that failure.
 async fn check_merchant(
     api: &Api,
     index: usize,
@@ -78,105 +102,182 @@ async fn check_merchant(
     ours: &HashMap<Uuid, Accepted>,
     books: &mut Books,
 ) -> Result<(), Failure> {
-    let key = &merchant.key;
-    for status in OPEN_STATUSES {
-        books.requests += 1;
-        let page = api.payments(key, status, 1, None).await?;
-        if !page.items.is_empty() {
-            books
-                .problems
-                .push(format!("merchant {index}: payments still {status}"));
-        }
-    }
-    let success = all_payments(api, key, "SUCCESS", &mut books.requests).await?;
-    let failed = all_payments(api, key, "FAILED", &mut books.requests).await?;
-    books.requests += 1;
-    let balance = api.account(key, merchant.account).await?.balance;
-    let entries = all_entries(api, key, merchant.account, &mut books.requests).await?;
-
-    let success_sum: i64 = success.iter().map(|p| p.amount).sum();
-    if balance != success_sum {
-        books.problems.push(format!(
-            "merchant {index}: balance {balance} but its SUCCESS payments sum to {success_sum}"
-        ));
-    }
-    // Each entry is the CREDIT of one of this account's SUCCESS payments, of its amount.
-    let success_amounts: HashMap<Uuid, i64> = success
-        .iter()
-        .filter(|p| p.merchant_id == merchant.account)
-        .map(|p| (p.id, p.amount))
-        .collect();
-    let mut posted: HashSet<Uuid> = HashSet::new();
-    let mut stray = 0u64;
-    let mut journal = 0i64;
-    for entry in &entries {
-        journal += match entry.direction.as_str() {
-            "CREDIT" => entry.amount,
-            _ => -entry.amount,
-        };
-        let expected = success_amounts.get(&entry.payment_id);
-        let right = entry.direction == "CREDIT"
-            && entry.account_id == merchant.account
-            && expected == Some(&entry.amount);
-        if right {
-            posted.insert(entry.payment_id);
-        } else {
-            stray += 1;
-        }
-    }
-    if journal != balance {
-        books.problems.push(format!(
-            "merchant {index}: balance {balance} but its entries add up to {journal}"
-        ));
-    }
-    if stray > 0 {
-        books.problems.push(format!(
-            "merchant {index}: {stray} entr(ies) are not the CREDIT of a SUCCESS payment of this account, of its amount"
-        ));
-    }
-    let unposted = success.iter().filter(|p| !posted.contains(&p.id)).count();
-    if unposted > 0 {
-        books.problems.push(format!(
-            "merchant {index}: {unposted} SUCCESS payment(s) without their CREDIT entry"
-        ));
-    }
-
-    // The run's own payments: each ended as its token says, none went missing.
-    let mut wrong = 0u64;
-    let mut seen = 0usize;
-    for (payment, ended_ok) in success
-        .iter()
-        .map(|p| (p, true))
-        .chain(failed.iter().map(|p| (p, false)))
-    {
-        match ours.get(&payment.id) {
-            Some(a) => {
-                seen += 1;
-                if a.succeeds != ended_ok || a.amount != payment.amount {
-                    wrong += 1;
-                }
-                if payment.merchant_id != merchant.account {
-                    wrong += 1;
-                }
-                if let Some(t) = parse_timestamp(&payment.updated_at) {
-                    books.terminal_times.push(t);
-                }
-            }
-            None => books.notes.push(format!(
-                "merchant {index}: payment {} was not answered 202 to this run (a timed-out request?)",
-                payment.id
-            )),
-        }
-    }
-    if wrong > 0 {
-        books.problems.push(format!(
-            "merchant {index}: {wrong} payment(s) ended otherwise than their token and amount say"
-        ));
-    }
+    let check = MerchantCheck {
+        api,
+        index,
+        merchant,
+        ours,
+    };
+    check.nothing_left_open(books).await?;
+    let lists = check.read_lists(&mut books.requests).await?;
+    check.balance_matches_payments(&lists, books);
+    check.entries_match_payments(&lists, books);
+    let seen = check.run_payments_ended_as_sent(&lists, books);
     if seen < ours.len() {
-        // Set-based above; only the missing ones are looked up one by one.
-        let listed: HashSet<Uuid> = success.iter().chain(&failed).map(|p| p.id).collect();
-        let missing: Vec<Uuid> = ours
+        check.report_missing_payments(&lists, books).await?;
+    }
+    books.success += lists.success.len() as u64;
+    books.failed += lists.failed.len() as u64;
+    books.balance += lists.balance;
+    books.entries += lists.entries.len() as u64;
+    Ok(())
+}
+
+impl MerchantCheck<'_> {
+    /// No payment of the merchant is left in an open status.
+    async fn nothing_left_open(&self, books: &mut Books) -> Result<(), Failure> {
+        let index = self.index;
+        for status in OPEN_STATUSES {
+            books.requests += 1;
+            let page = self
+                .api
+                .payments(&self.merchant.key, status, 1, None)
+                .await?;
+            if !page.items.is_empty() {
+                books
+                    .problems
+                    .push(format!("merchant {index}: payments still {status}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the merchant's terminal payments, balance and entries, counting the requests.
+    async fn read_lists(&self, requests: &mut u64) -> Result<MerchantLists, Failure> {
+        let (api, key, account) = (self.api, &self.merchant.key, self.merchant.account);
+        let success = all_payments(api, key, "SUCCESS", requests).await?;
+        let failed = all_payments(api, key, "FAILED", requests).await?;
+        *requests += 1;
+        let balance = api.account(key, account).await?.balance;
+        let entries = all_entries(api, key, account, requests).await?;
+        Ok(MerchantLists {
+            success,
+            failed,
+            balance,
+            entries,
+        })
+    }
+
+    /// The balance equals the sum of the merchant's `SUCCESS` payments.
+    fn balance_matches_payments(&self, lists: &MerchantLists, books: &mut Books) {
+        let (index, balance) = (self.index, lists.balance);
+        let success_sum: i64 = lists.success.iter().map(|p| p.amount).sum();
+        if balance != success_sum {
+            books.problems.push(format!(
+                "merchant {index}: balance {balance} but its SUCCESS payments sum to {success_sum}"
+            ));
+        }
+    }
+
+    /// Each entry is the CREDIT of one of this account's `SUCCESS` payments, of its amount;
+    /// every `SUCCESS` payment has one; the entries (CREDITs minus DEBITs) add up to the
+    /// balance.
+    fn entries_match_payments(&self, lists: &MerchantLists, books: &mut Books) {
+        let (index, balance, account) = (self.index, lists.balance, self.merchant.account);
+        let success_amounts: HashMap<Uuid, i64> = lists
+            .success
+            .iter()
+            .filter(|p| p.merchant_id == account)
+            .map(|p| (p.id, p.amount))
+            .collect();
+        let mut posted: HashSet<Uuid> = HashSet::new();
+        let mut stray = 0u64;
+        let mut journal = 0i64;
+        for entry in &lists.entries {
+            journal += match entry.direction.as_str() {
+                "CREDIT" => entry.amount,
+                _ => -entry.amount,
+            };
+            let expected = success_amounts.get(&entry.payment_id);
+            let right = entry.direction == "CREDIT"
+                && entry.account_id == account
+                && expected == Some(&entry.amount);
+            if right {
+                posted.insert(entry.payment_id);
+            } else {
+                stray += 1;
+            }
+        }
+        if journal != balance {
+            books.problems.push(format!(
+                "merchant {index}: balance {balance} but its entries add up to {journal}"
+            ));
+        }
+        if stray > 0 {
+            books.problems.push(format!(
+                "merchant {index}: {stray} entr(ies) are not the CREDIT of a SUCCESS payment of this account, of its amount"
+            ));
+        }
+        let unposted = lists
+            .success
+            .iter()
+            .filter(|p| !posted.contains(&p.id))
+            .count();
+        if unposted > 0 {
+            books.problems.push(format!(
+                "merchant {index}: {unposted} SUCCESS payment(s) without their CREDIT entry"
+            ));
+        }
+    }
+
+    /// Each of the run's payments in the lists ended as its token says, with the amount and
+    /// merchant account it was sent with; keeps its `updatedAt` for the timeline. A listed
+    /// payment the run was not answered 202 for is a note. Returns how many of the run's
+    /// payments the lists hold.
+    fn run_payments_ended_as_sent(&self, lists: &MerchantLists, books: &mut Books) -> usize {
+        let index = self.index;
+        let mut wrong = 0u64;
+        let mut seen = 0usize;
+        for (payment, ended_ok) in lists
+            .success
+            .iter()
+            .map(|p| (p, true))
+            .chain(lists.failed.iter().map(|p| (p, false)))
+        {
+            match self.ours.get(&payment.id) {
+                Some(a) => {
+                    seen += 1;
+                    if a.succeeds != ended_ok || a.amount != payment.amount {
+                        wrong += 1;
+                    }
+                    if payment.merchant_id != self.merchant.account {
+                        wrong += 1;
+                    }
+                    if let Some(t) = parse_timestamp(&payment.updated_at) {
+                        books.terminal_times.push(t);
+                    }
+                }
+                None => books.notes.push(format!(
+                    "merchant {index}: payment {} was not answered 202 to this run (a timed-out request?)",
+                    payment.id
+                )),
+            }
+        }
+        if wrong > 0 {
+            books.problems.push(format!(
+                "merchant {index}: {wrong} payment(s) ended otherwise than their token and amount say"
+            ));
+        }
+        seen
+    }
+
+    /// The run's payments missing from both lists are a problem. The first
+    /// [`MISSING_LOOKUPS`] of them are looked up one by one, to tell a 202 that was not
+    /// durable (not stored) from a payment still open or one the lists left out.
+    async fn report_missing_payments(
+        &self,
+        lists: &MerchantLists,
+        books: &mut Books,
+    ) -> Result<(), Failure> {
+        let index = self.index;
+        let listed: HashSet<Uuid> = lists
+            .success
+            .iter()
+            .chain(&lists.failed)
+            .map(|p| p.id)
+            .collect();
+        let missing: Vec<Uuid> = self
+            .ours
             .keys()
             .filter(|id| !listed.contains(id))
             .copied()
@@ -184,7 +285,7 @@ async fn check_merchant(
         let (mut lost, mut open, mut elsewhere) = (Vec::new(), 0usize, 0usize);
         for id in missing.iter().take(MISSING_LOOKUPS) {
             books.requests += 1;
-            match api.payment(key, *id).await {
+            match self.api.payment(&self.merchant.key, *id).await {
                 Err(Failure::Status { status: 404, .. }) => lost.push(*id),
                 Ok(p) if !p.is_terminal() => open += 1,
                 Ok(_) => elsewhere += 1,
@@ -200,12 +301,8 @@ async fn check_merchant(
             lost.len(),
             &lost[..lost.len().min(5)],
         ));
+        Ok(())
     }
-    books.success += success.len() as u64;
-    books.failed += failed.len() as u64;
-    books.balance += balance;
-    books.entries += entries.len() as u64;
-    Ok(())
 }
 
 async fn all_payments(
@@ -233,7 +330,7 @@ async fn all_entries(
     key: &Key,
     account: Uuid,
     requests: &mut u64,
-) -> Result<Vec<crate::client::EntryView>, Failure> {
+) -> Result<Vec<EntryView>, Failure> {
     let mut all = Vec::new();
     let mut after = None;
     loop {
