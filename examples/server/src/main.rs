@@ -53,17 +53,7 @@ async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let command = match parse_args(&args) {
         Ok(command) => command,
-        Err(why) => {
-            if !why.is_empty() {
-                eprintln!("atomic-server: {why}");
-            }
-            eprintln!("{USAGE}");
-            return if why.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(2)
-            };
-        }
+        Err(why) => return refuse_command_line(&why),
     };
     let settings = match Settings::from_env() {
         Ok(settings) => settings,
@@ -72,9 +62,29 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Command::Audit { stuck_after } = command {
-        return audit(&settings, stuck_after).await;
+    match command {
+        Command::Audit { stuck_after } => audit(&settings, stuck_after).await,
+        Command::Serve => serve(settings).await,
     }
+}
+
+/// Prints why the command line was refused, then the usage, to stderr. An empty `why` is a
+/// request for help: usage only, exit 0; anything else exits 2.
+fn refuse_command_line(why: &str) -> ExitCode {
+    if !why.is_empty() {
+        eprintln!("atomic-server: {why}");
+    }
+    eprintln!("{USAGE}");
+    if why.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
+}
+
+/// Serves until SIGTERM or ctrl-c: exit 0 after a clean stop, 1 if the application cannot be
+/// built or stops on an error.
+async fn serve(settings: Settings) -> ExitCode {
     init_logging(&settings);
     // Fault-test builds only (the `failpoints` feature); a no-op in every other build.
     atomic_core::failpoint::arm(&settings.faults.failpoints);
@@ -85,6 +95,22 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    announce(&app);
+    match app.run_until_stopped(shutdown_signal()).await {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("atomic-server: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs where the server listens, its role, storage and metrics address; a process that
+/// serves the API and minted the platform key also prints the walkthrough with that key.
+fn announce(app: &Application) {
     tracing::info!(
         address = %app.address(),
         role = app.role().as_str(),
@@ -100,16 +126,6 @@ async fn main() -> ExitCode {
     {
         // Printed, never logged: the raw key must not reach log files.
         println!("{}", walkthrough(app.address(), key));
-    }
-    match app.run_until_stopped(shutdown_signal()).await {
-        Ok(()) => {
-            tracing::info!("stopped");
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("atomic-server: {error}");
-            ExitCode::FAILURE
-        }
     }
 }
 
