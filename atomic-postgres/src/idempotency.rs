@@ -13,6 +13,7 @@ use atomic_core::idempotency::{
 use atomic_core::ports::IdempotencyStore;
 use atomic_core::principal::Principal;
 use atomic_core::{Error, Result};
+use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -181,6 +182,8 @@ pub(crate) async fn complete_in(conn: &mut PgConnection, completion: &Completion
 }
 
 impl PgStore {
+    /// One round of a claim: takes the key, or says why it is not ours; `None` when the key
+    /// vanished between the two statements (try again).
     async fn try_claim(
         &self,
         scope: Principal,
@@ -189,45 +192,9 @@ impl PgStore {
         policy: IdempotencyPolicy,
     ) -> Result<Option<ClaimOutcome>> {
         let token = ClaimToken::generate();
-        let taken = match self.takers() {
-            // Group commit: one statement (and one commit) for all concurrent claims.
-            Some(takers) => {
-                let (answer, answered) = oneshot::channel();
-                let request = TakeRequest {
-                    scope: scope_uuid(scope),
-                    key: key.as_str().to_owned(),
-                    fingerprint: *fingerprint.as_bytes(),
-                    token: token.as_uuid(),
-                    ttl: micros(policy.ttl),
-                    lock_timeout: micros(policy.lock_timeout),
-                    answer,
-                };
-                // A claim withdrawn before a writer took it holds no key.
-                crate::group::submit(takers, request, answered, self.call_timeout()).await?
-            }
-            None => {
-                let stored = self
-                    .call(async {
-                        sqlx::query(CLAIM)
-                            .bind(scope_uuid(scope))
-                            .bind(key.as_str())
-                            .bind(fingerprint.as_bytes().as_slice())
-                            .bind(token.as_uuid())
-                            .bind(micros(policy.ttl))
-                            .bind(micros(policy.lock_timeout))
-                            .fetch_optional(self.pool())
-                            .await
-                            .map_err(from_sqlx)
-                    })
-                    .await?;
-                match stored {
-                    Some(row) => {
-                        row.try_get::<Uuid, _>("token").map_err(from_sqlx)? == token.as_uuid()
-                    }
-                    None => false,
-                }
-            }
-        };
+        let taken = self
+            .take_key(scope, key, fingerprint, policy, token)
+            .await?;
         if taken {
             return Ok(Some(ClaimOutcome::Acquired(Claim {
                 scope,
@@ -235,8 +202,77 @@ impl PgStore {
                 token,
             })));
         }
-        // The key is live and not ours: say why. It may have changed since (completed,
-        // expired, purged); an absent row means "try again".
+        self.why_not_taken(scope, key, fingerprint).await
+    }
+
+    /// Takes the key for `token` when it is new, expired, or held unfinished past the lock
+    /// timeout (whatever the body); whether it was taken. With group commit on, one statement
+    /// (and one commit) takes the keys of all concurrent claims.
+    async fn take_key(
+        &self,
+        scope: Principal,
+        key: &IdempotencyKey,
+        fingerprint: Fingerprint,
+        policy: IdempotencyPolicy,
+        token: ClaimToken,
+    ) -> Result<bool> {
+        let Some(takers) = self.takers() else {
+            return self
+                .take_key_alone(scope, key, fingerprint, policy, token)
+                .await;
+        };
+        let (answer, answered) = oneshot::channel();
+        let request = TakeRequest {
+            scope: scope_uuid(scope),
+            key: key.as_str().to_owned(),
+            fingerprint: *fingerprint.as_bytes(),
+            token: token.as_uuid(),
+            ttl: micros(policy.ttl),
+            lock_timeout: micros(policy.lock_timeout),
+            answer,
+        };
+        // A claim withdrawn before a writer took it holds no key.
+        crate::group::submit(takers, request, answered, self.call_timeout()).await
+    }
+
+    /// [`CLAIM`] on its own: the key is taken when the token stored is `token`.
+    async fn take_key_alone(
+        &self,
+        scope: Principal,
+        key: &IdempotencyKey,
+        fingerprint: Fingerprint,
+        policy: IdempotencyPolicy,
+        token: ClaimToken,
+    ) -> Result<bool> {
+        let stored = self
+            .call(async {
+                sqlx::query(CLAIM)
+                    .bind(scope_uuid(scope))
+                    .bind(key.as_str())
+                    .bind(fingerprint.as_bytes().as_slice())
+                    .bind(token.as_uuid())
+                    .bind(micros(policy.ttl))
+                    .bind(micros(policy.lock_timeout))
+                    .fetch_optional(self.pool())
+                    .await
+                    .map_err(from_sqlx)
+            })
+            .await?;
+        let Some(row) = stored else {
+            return Ok(false);
+        };
+        let stored_token: Uuid = row.try_get("token").map_err(from_sqlx)?;
+        Ok(stored_token == token.as_uuid())
+    }
+
+    /// Why a key that could not be taken is not ours, read from the key as it is now. It may
+    /// have changed since (completed, expired, purged): `None` when it is gone (try again).
+    async fn why_not_taken(
+        &self,
+        scope: Principal,
+        key: &IdempotencyKey,
+        fingerprint: Fingerprint,
+    ) -> Result<Option<ClaimOutcome>> {
         let current = self.call(async {
             sqlx::query(CURRENT)
                 .bind(scope_uuid(scope))
@@ -248,20 +284,27 @@ impl PgStore {
         let Some(row) = current.await? else {
             return Ok(None);
         };
-        let stored: Vec<u8> = row.try_get("fingerprint").map_err(from_sqlx)?;
-        if stored.as_slice() != fingerprint.as_bytes().as_slice() {
-            return Ok(Some(ClaimOutcome::Mismatch));
-        }
-        let status: Option<i16> = row.try_get("response_status").map_err(from_sqlx)?;
-        let body: Option<Vec<u8>> = row.try_get("response_body").map_err(from_sqlx)?;
-        Ok(Some(match (status, body) {
-            (Some(status), Some(body)) => ClaimOutcome::Replay(StoredResponse {
-                status: u16::try_from(status).map_err(|_| corrupt("response status"))?,
-                body: body.into(),
-            }),
-            _ => ClaimOutcome::InProgress,
-        }))
+        held_key_outcome(&row, fingerprint).map(Some)
     }
+}
+
+/// What a live key held by another claim answers a request with `fingerprint`: another body
+/// is a mismatch whatever the key's state; the same body replays the stored response, or is
+/// in progress while the holder has stored none.
+fn held_key_outcome(row: &PgRow, fingerprint: Fingerprint) -> Result<ClaimOutcome> {
+    let stored: Vec<u8> = row.try_get("fingerprint").map_err(from_sqlx)?;
+    if stored.as_slice() != fingerprint.as_bytes().as_slice() {
+        return Ok(ClaimOutcome::Mismatch);
+    }
+    let status: Option<i16> = row.try_get("response_status").map_err(from_sqlx)?;
+    let body: Option<Vec<u8>> = row.try_get("response_body").map_err(from_sqlx)?;
+    Ok(match (status, body) {
+        (Some(status), Some(body)) => ClaimOutcome::Replay(StoredResponse {
+            status: u16::try_from(status).map_err(|_| corrupt("response status"))?,
+            body: body.into(),
+        }),
+        _ => ClaimOutcome::InProgress,
+    })
 }
 
 #[async_trait]
