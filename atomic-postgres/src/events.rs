@@ -11,8 +11,9 @@ use atomic_core::id::EventId;
 use atomic_core::page::{Page, PageRequest};
 use atomic_core::ports::EventStore;
 use atomic_core::principal::Principal;
-use atomic_core::webhook::deliveries_for;
+use atomic_core::webhook::{WebhookEndpoint, deliveries_for};
 use sqlx::PgConnection;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::accounts::limit_plus_one;
@@ -74,78 +75,98 @@ pub(crate) async fn write_events(conn: &mut PgConnection, events: &[Event]) -> R
     if events.is_empty() {
         return Ok(());
     }
-    let owners: Vec<Uuid> = events
+    let endpoints = receiving_endpoints(&mut *conn, &owners_of(events)).await?;
+    let deliveries = DeliveryColumns::of(&deliveries_for(events, &endpoints))?;
+    insert_events(conn, events, deliveries).await
+}
+
+/// The merchants owning `events`, each once, in id order (platform-owned events add none).
+fn owners_of(events: &[Event]) -> Vec<Uuid> {
+    events
         .iter()
         .filter_map(|e| owner_uuid(e.owner))
         .collect::<BTreeSet<_>>()
         .into_iter()
-        .collect();
+        .collect()
+}
+
+/// The live endpoints that may receive an event of `owners`: the platform's and the owners'.
+async fn receiving_endpoints(
+    conn: &mut PgConnection,
+    owners: &[Uuid],
+) -> Result<Vec<WebhookEndpoint>> {
     let found = sqlx::query(RECEIVING_ENDPOINTS)
-        .bind(&owners)
-        .fetch_all(&mut *conn)
+        .bind(owners)
+        .fetch_all(conn)
         .await
         .map_err(from_sqlx)?;
-    let endpoints = found
-        .iter()
-        .map(rows::endpoint)
-        .collect::<Result<Vec<_>>>()?;
-    let d = DeliveryColumns::of(&deliveries_for(events, &endpoints))?;
+    found.iter().map(rows::endpoint).collect()
+}
+
+/// Writes `events` and their `deliveries` with [`INSERT_EVENTS`]: one statement.
+async fn insert_events(
+    conn: &mut PgConnection,
+    events: &[Event],
+    deliveries: DeliveryColumns,
+) -> Result<()> {
+    let events = EventColumns::of(events);
     sqlx::query(INSERT_EVENTS)
-        .bind(events.iter().map(|e| e.id.as_uuid()).collect::<Vec<_>>())
-        .bind(
-            events
-                .iter()
-                .map(|e| e.event_type.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            events
-                .iter()
-                .map(|e| e.merchant_account.as_uuid())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            events
-                .iter()
-                .map(|e| owner_uuid(e.owner))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            events
-                .iter()
-                .map(|e| e.payment_id.as_uuid())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            events
-                .iter()
-                .map(|e| e.refund_id.map(|r| r.as_uuid()))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            events
-                .iter()
-                .map(|e| e.created_at.as_datetime())
-                .collect::<Vec<_>>(),
-        )
-        .bind(events.iter().map(|e| e.body.as_str()).collect::<Vec<_>>())
-        .bind(d.ids)
-        .bind(d.event_ids)
-        .bind(d.endpoint_ids)
-        .bind(d.statuses)
-        .bind(d.attempts)
-        .bind(d.failures)
-        .bind(d.last_attempt_at)
-        .bind(d.last_status_code)
-        .bind(d.last_error)
-        .bind(d.next_attempt_at)
-        .bind(d.resume_at)
-        .bind(d.manual)
-        .bind(d.created_at)
-        .execute(&mut *conn)
+        .bind(events.ids)
+        .bind(events.types)
+        .bind(events.merchant_accounts)
+        .bind(events.owners)
+        .bind(events.payment_ids)
+        .bind(events.refund_ids)
+        .bind(events.created_at)
+        .bind(events.bodies)
+        .bind(deliveries.ids)
+        .bind(deliveries.event_ids)
+        .bind(deliveries.endpoint_ids)
+        .bind(deliveries.statuses)
+        .bind(deliveries.attempts)
+        .bind(deliveries.failures)
+        .bind(deliveries.last_attempt_at)
+        .bind(deliveries.last_status_code)
+        .bind(deliveries.last_error)
+        .bind(deliveries.next_attempt_at)
+        .bind(deliveries.resume_at)
+        .bind(deliveries.manual)
+        .bind(deliveries.created_at)
+        .execute(conn)
         .await
         .map_err(from_sqlx)?;
     Ok(())
+}
+
+/// The columns of events, one array per column (bound with `unnest`).
+#[derive(Default)]
+struct EventColumns<'a> {
+    ids: Vec<Uuid>,
+    types: Vec<&'static str>,
+    merchant_accounts: Vec<Uuid>,
+    owners: Vec<Option<Uuid>>,
+    payment_ids: Vec<Uuid>,
+    refund_ids: Vec<Option<Uuid>>,
+    created_at: Vec<OffsetDateTime>,
+    bodies: Vec<&'a str>,
+}
+
+impl<'a> EventColumns<'a> {
+    /// The columns of `events`, in order.
+    fn of(events: &'a [Event]) -> Self {
+        let mut columns = Self::default();
+        for e in events {
+            columns.ids.push(e.id.as_uuid());
+            columns.types.push(e.event_type.as_str());
+            columns.merchant_accounts.push(e.merchant_account.as_uuid());
+            columns.owners.push(owner_uuid(e.owner));
+            columns.payment_ids.push(e.payment_id.as_uuid());
+            columns.refund_ids.push(e.refund_id.map(|r| r.as_uuid()));
+            columns.created_at.push(e.created_at.as_datetime());
+            columns.bodies.push(e.body.as_str());
+        }
+        columns
+    }
 }
 
 #[async_trait]
