@@ -359,10 +359,30 @@ fn needs_cover(settlements: &[Settlement]) -> bool {
 async fn lock(conn: &mut PgConnection, settlements: &[Settlement]) -> Result<Batch> {
     let (payment_ids, refund_ids) = batch_ids(settlements);
     let mut batch = Batch::default();
+    lock_payments(&mut *conn, &mut batch, &payment_ids, &refund_ids).await?;
+    if !refund_ids.is_empty() {
+        lock_refunds(&mut *conn, &mut batch, &refund_ids).await?;
+    }
+    let accounts = posted_accounts(settlements);
+    if !accounts.is_empty() {
+        batch.accounts_locked = needs_cover(settlements);
+        read_accounts(conn, &mut batch, &accounts).await?;
+    }
+    Ok(batch)
+}
+
+/// Locks the batch's payments (its own, and those of its refunds) in id order and reads them
+/// into `batch`, each with its lease and its void in progress, and the transaction's time.
+async fn lock_payments(
+    conn: &mut PgConnection,
+    batch: &mut Batch,
+    payment_ids: &[Uuid],
+    refund_ids: &[Uuid],
+) -> Result<()> {
     let found = sqlx::query(LOCK_PAYMENTS)
-        .bind(&payment_ids)
-        .bind(&refund_ids)
-        .fetch_all(&mut *conn)
+        .bind(payment_ids)
+        .bind(refund_ids)
+        .fetch_all(conn)
         .await
         .map_err(from_sqlx)?;
     for row in &found {
@@ -383,41 +403,54 @@ async fn lock(conn: &mut PgConnection, settlements: &[Settlement]) -> Result<Bat
         };
         batch.payments.insert(held.row.id, held);
     }
-    if !refund_ids.is_empty() {
-        let found = sqlx::query(LOCK_REFUNDS)
-            .bind(&refund_ids)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(from_sqlx)?;
-        for row in &found {
-            let lease: Option<Uuid> = row.try_get("lease_id").map_err(from_sqlx)?;
-            let held = Held {
-                row: rows::refund(row)?,
-                lease,
-                changed: false,
-            };
-            batch.refunds.insert(held.row.id, held);
-        }
-    }
-    let accounts = posted_accounts(settlements);
-    if !accounts.is_empty() {
-        batch.accounts_locked = needs_cover(settlements);
-        let sql = if batch.accounts_locked {
-            LOCK_ACCOUNTS
-        } else {
-            READ_ACCOUNTS
+    Ok(())
+}
+
+/// Locks the batch's refunds in id order and reads them into `batch`, each with its lease.
+async fn lock_refunds(
+    conn: &mut PgConnection,
+    batch: &mut Batch,
+    refund_ids: &[Uuid],
+) -> Result<()> {
+    let found = sqlx::query(LOCK_REFUNDS)
+        .bind(refund_ids)
+        .fetch_all(conn)
+        .await
+        .map_err(from_sqlx)?;
+    for row in &found {
+        let lease: Option<Uuid> = row.try_get("lease_id").map_err(from_sqlx)?;
+        let held = Held {
+            row: rows::refund(row)?,
+            lease,
+            changed: false,
         };
-        for row in sqlx::query(sql)
-            .bind(&accounts)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(from_sqlx)?
-        {
-            let account = rows::account(&row)?;
-            batch.accounts.insert(account.id, account);
-        }
+        batch.refunds.insert(held.row.id, held);
     }
-    Ok(batch)
+    Ok(())
+}
+
+/// Reads the batch's `accounts` into it: under their locks, in id order, when its decisions
+/// need the balances ([`Batch::accounts_locked`]); else as they are, without a lock.
+async fn read_accounts(
+    conn: &mut PgConnection,
+    batch: &mut Batch,
+    accounts: &[Uuid],
+) -> Result<()> {
+    let sql = if batch.accounts_locked {
+        LOCK_ACCOUNTS
+    } else {
+        READ_ACCOUNTS
+    };
+    for row in sqlx::query(sql)
+        .bind(accounts)
+        .fetch_all(conn)
+        .await
+        .map_err(from_sqlx)?
+    {
+        let account = rows::account(&row)?;
+        batch.accounts.insert(account.id, account);
+    }
+    Ok(())
 }
 
 /// Writes what the batch decided: statuses and counters, the events of the changes (with
