@@ -457,73 +457,107 @@ async fn read_accounts(
 /// their deliveries), the postings, then the balances (under their locks, taken here if the
 /// batch decided without them).
 async fn write(conn: &mut PgConnection, batch: Batch, events: &[Event]) -> Result<()> {
-    let mut p = (
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-    );
-    for held in batch.payments.values().filter(|h| h.changed) {
-        let payment = &held.row;
-        p.0.push(payment.id.as_uuid());
-        p.1.push(payment.status().as_str());
-        p.2.push(payment.failure_reason().map(|r| r.as_str()));
-        p.3.push(payment.amount_captured());
-        p.4.push(payment.amount_reserved());
-        p.5.push(payment.amount_refunded());
-    }
-    if !p.0.is_empty() {
-        sqlx::query(WRITE_PAYMENTS)
-            .bind(p.0)
-            .bind(p.1)
-            .bind(p.2)
-            .bind(p.3)
-            .bind(p.4)
-            .bind(p.5)
-            .execute(&mut *conn)
-            .await
-            .map_err(from_sqlx)?;
-    }
-    let mut r = (Vec::new(), Vec::new(), Vec::new());
-    for held in batch.refunds.values().filter(|h| h.changed) {
-        r.0.push(held.row.id.as_uuid());
-        r.1.push(held.row.status().as_str());
-        r.2.push(held.row.failure_reason().map(|r| r.as_str()));
-    }
-    if !r.0.is_empty() {
-        sqlx::query(WRITE_REFUNDS)
-            .bind(r.0)
-            .bind(r.1)
-            .bind(r.2)
-            .execute(&mut *conn)
-            .await
-            .map_err(from_sqlx)?;
-    }
+    write_payments(&mut *conn, &batch.payments).await?;
+    write_refunds(&mut *conn, &batch.refunds).await?;
     write_events(&mut *conn, events).await?;
     if !batch.postings.is_empty() {
-        batch
-            .postings
-            .query()
-            .execute(&mut *conn)
-            .await
-            .map_err(from_sqlx)?;
-        let (accounts, deltas): (Vec<Uuid>, Vec<i64>) = batch.deltas.into_iter().unzip();
-        if !batch.accounts_locked {
-            sqlx::query(LOCK_ACCOUNTS_LATE)
-                .bind(&accounts)
-                .execute(&mut *conn)
-                .await
-                .map_err(from_sqlx)?;
-        }
-        sqlx::query(MOVE_BALANCES)
-            .bind(accounts)
-            .bind(deltas)
+        post_and_move_balances(conn, batch.postings, batch.deltas, batch.accounts_locked).await?;
+    }
+    Ok(())
+}
+
+/// Writes the decided state of every payment the batch changed, in one statement; none when
+/// it changed no payment.
+async fn write_payments(
+    conn: &mut PgConnection,
+    payments: &HashMap<PaymentId, Held<Payment>>,
+) -> Result<()> {
+    let mut ids = Vec::new();
+    let mut statuses = Vec::new();
+    let mut failure_reasons = Vec::new();
+    let mut captured = Vec::new();
+    let mut reserved = Vec::new();
+    let mut refunded = Vec::new();
+    for held in payments.values().filter(|h| h.changed) {
+        let payment = &held.row;
+        ids.push(payment.id.as_uuid());
+        statuses.push(payment.status().as_str());
+        failure_reasons.push(payment.failure_reason().map(|r| r.as_str()));
+        captured.push(payment.amount_captured());
+        reserved.push(payment.amount_reserved());
+        refunded.push(payment.amount_refunded());
+    }
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(WRITE_PAYMENTS)
+        .bind(ids)
+        .bind(statuses)
+        .bind(failure_reasons)
+        .bind(captured)
+        .bind(reserved)
+        .bind(refunded)
+        .execute(conn)
+        .await
+        .map_err(from_sqlx)?;
+    Ok(())
+}
+
+/// Writes the decided state of every refund the batch changed, in one statement; none when it
+/// changed no refund.
+async fn write_refunds(
+    conn: &mut PgConnection,
+    refunds: &HashMap<RefundId, Held<Refund>>,
+) -> Result<()> {
+    let mut ids = Vec::new();
+    let mut statuses = Vec::new();
+    let mut failure_reasons = Vec::new();
+    for held in refunds.values().filter(|h| h.changed) {
+        ids.push(held.row.id.as_uuid());
+        statuses.push(held.row.status().as_str());
+        failure_reasons.push(held.row.failure_reason().map(|r| r.as_str()));
+    }
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(WRITE_REFUNDS)
+        .bind(ids)
+        .bind(statuses)
+        .bind(failure_reasons)
+        .execute(conn)
+        .await
+        .map_err(from_sqlx)?;
+    Ok(())
+}
+
+/// Writes the batch's postings, then adds each account's summed delta to its balance as it is
+/// now. The balances move under the accounts' locks: a batch that decided without them
+/// (`accounts_locked` false) takes them here first, in id order, in a statement of their own.
+async fn post_and_move_balances(
+    conn: &mut PgConnection,
+    postings: PostColumns,
+    deltas: BTreeMap<Uuid, i64>,
+    accounts_locked: bool,
+) -> Result<()> {
+    postings
+        .query()
+        .execute(&mut *conn)
+        .await
+        .map_err(from_sqlx)?;
+    let (accounts, deltas): (Vec<Uuid>, Vec<i64>) = deltas.into_iter().unzip();
+    if !accounts_locked {
+        sqlx::query(LOCK_ACCOUNTS_LATE)
+            .bind(&accounts)
             .execute(&mut *conn)
             .await
             .map_err(from_sqlx)?;
     }
+    sqlx::query(MOVE_BALANCES)
+        .bind(accounts)
+        .bind(deltas)
+        .execute(conn)
+        .await
+        .map_err(from_sqlx)?;
     Ok(())
 }
 
