@@ -47,3 +47,22 @@ mod outbox {
     use super::*;
     atomic_core::outbox_conformance!(TestDatabase::create().await.kit());
 }
+
+/// Group commit off: each claim and each payment insert is a statement of its own.
+mod idempotency_without_group_commit {
+    use super::*;
+    atomic_core::idempotency_store_conformance!(
+        TestDatabase::create_with(|config| config.group_commit_writers = 0)
+            .await
+            .kit()
+    );
+}
+
+mod ledger_without_group_commit {
+    use super::*;
+    atomic_core::ledger_store_conformance!(
+        TestDatabase::create_with(|config| config.group_commit_writers = 0)
+            .await
+            .kit()
+    );
+}
