@@ -3,6 +3,7 @@
 
 use std::ffi::OsString;
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::error::ErrorKind;
@@ -86,6 +87,9 @@ struct Cli {
     /// Capture every AUTHORIZED payment, refund half of every SUCCESS one, send --payments new charges
     #[arg(long, conflicts_with_all = ["follow_only", "rate", "duration"])]
     mixed_backlog: bool,
+    /// Write the load second by second (offered/s, accepted/s, p99 ms, backlog) to FILE as CSV
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["follow_only", "mixed_backlog"])]
+    series: Option<PathBuf>,
 }
 
 /// How payments are offered to the server.
@@ -173,6 +177,8 @@ pub(crate) struct Options {
     pub(crate) verify: bool,
     /// Follow-only: follow the open refunds as well as the open payments.
     pub(crate) follow_refunds: bool,
+    /// Closed or open loop: where to write the per-second series.
+    pub(crate) series: Option<PathBuf>,
 }
 
 /// A token-mix error, shown by clap as the reason `--tokens` was refused.
@@ -243,6 +249,7 @@ fn options(cli: Cli, key: String) -> Options {
         follow: !cli.no_follow,
         verify,
         follow_refunds: cli.follow_refunds,
+        series: cli.series,
     }
 }
 
@@ -515,6 +522,7 @@ mod tests {
             "--follow-refunds",
             "--no-verify",
             "--mixed-backlog",
+            "--series",
             "ATOMIC_KEY",
         ] {
             assert!(help.contains(option), "{option} missing from:\n{help}");
@@ -548,6 +556,15 @@ mod tests {
             let manual = (0..n).filter(|i| is_manual(percent, *i)).count();
             assert_eq!(manual, want, "{percent}% of {n}");
         }
+    }
+
+    #[test]
+    fn series_goes_with_a_closed_or_open_loop() {
+        let o = run(&["--rate", "200", "--duration", "5", "--series", "/tmp/s.csv"]).unwrap();
+        assert_eq!(o.series, Some(PathBuf::from("/tmp/s.csv")));
+        assert_eq!(run(&[]).unwrap().series, None);
+        assert!(run(&["--follow-only", "--series", "x"]).is_err());
+        assert!(run(&["--mixed-backlog", "--series", "x"]).is_err());
     }
 
     #[test]

@@ -5,11 +5,13 @@
 //! fixed rate for a duration), records latency in an HDR histogram, follows settlement until
 //! no payment is left open, and checks the books through the API. It prints a progress line
 //! to stderr every second, and at the end a table, a human summary line and a machine line
-//! starting with `summary `. `loadgen --help` lists the options.
+//! starting with `summary `; with `--series FILE`, the load second by second as CSV.
+//! `loadgen --help` lists the options.
 //!
 //! Module map: [`args`] parses the command line, [`client`] speaks the API, [`run`] drives the
 //! load, [`mixed`] sends a mixed backlog of captures, refunds and charges, [`follow`] samples
-//! the backlog, [`verify`] checks the books, [`report`] prints.
+//! the backlog, [`verify`] checks the books, [`report`] prints, [`series`] keeps the load per
+//! second.
 
 mod args;
 mod client;
@@ -17,6 +19,7 @@ mod follow;
 mod mixed;
 mod report;
 mod run;
+mod series;
 mod verify;
 
 use std::process::ExitCode;

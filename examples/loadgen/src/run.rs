@@ -2,10 +2,11 @@
 //! keep-alive connections while the follower samples settlement, then check the books.
 //!
 //! Latency goes into one HDR histogram per connection (merged at the end, no shared lock on the
-//! hot path). In the open loop a payment's latency counts from its scheduled send time, so a
+//! hot path), and with `--series` into the connection's per-second buckets too. In the open loop a payment's latency counts from its scheduled send time, so a
 //! server (or a loadgen) that falls behind shows it in the percentiles instead of hiding it.
 
 use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -19,6 +20,7 @@ use crate::args::{Load, Options, TokenMix, is_manual, splitmix64, token_succeeds
 use crate::client::{Api, Capture, Failure, Key, Merchant, NewPayment};
 use crate::follow::{FollowOutcome, Follower, Sample};
 use crate::report::{Report, Timeline};
+use crate::series::Buckets;
 use crate::verify::{self, Books};
 
 /// What an accepted request left for a worker to settle.
@@ -142,22 +144,38 @@ struct ConnectionResult {
     histogram: Histogram<u64>,
     errors: BTreeMap<String, u64>,
     max_lag: Duration,
+    /// With `--series`: sends, answers and latencies per second of the load.
+    per_second: Option<Buckets>,
 }
 
 impl ConnectionResult {
-    /// Nothing recorded yet.
-    fn new() -> Result<ConnectionResult, String> {
+    /// Nothing recorded yet; `per_second` when the run writes its series.
+    fn new(per_second: bool) -> Result<ConnectionResult, String> {
         Ok(ConnectionResult {
             histogram: new_histogram()?,
             errors: BTreeMap::new(),
             max_lag: Duration::ZERO,
+            per_second: per_second.then(Buckets::default),
         })
     }
 
-    /// Records an accepted payment's latency, counted from `scheduled` (at least 1 µs).
-    fn record_latency(&mut self, scheduled: Instant) {
-        let micros = u64::try_from(scheduled.elapsed().as_micros()).unwrap_or(u64::MAX);
+    /// Counts a send starting now, `start` being the start of the load (with `--series`).
+    fn record_send(&mut self, start: Instant) {
+        if let Some(seconds) = &mut self.per_second {
+            seconds.sent(start.elapsed());
+        }
+    }
+
+    /// Records an accepted payment's latency, counted from `scheduled` (at least 1 µs), and
+    /// (with `--series`) the second of the load it arrived in.
+    fn record_accepted(&mut self, scheduled: Instant, start: Instant) {
+        let now = Instant::now();
+        let latency = now.saturating_duration_since(scheduled);
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.histogram.saturating_record(micros.max(1));
+        if let Some(seconds) = &mut self.per_second {
+            seconds.accepted(now.saturating_duration_since(start), latency);
+        }
     }
 
     /// Counts a failed payment under its label.
@@ -174,6 +192,11 @@ impl ConnectionResult {
             *self.errors.entry(label).or_default() += n;
         }
         self.max_lag = self.max_lag.max(other.max_lag);
+        match (&mut self.per_second, other.per_second) {
+            (Some(mine), Some(theirs)) => mine.merge(theirs),
+            (mine @ None, theirs) => *mine = theirs,
+            (Some(_), None) => {}
+        }
         Ok(())
     }
 }
@@ -192,6 +215,8 @@ struct LoadPlan {
     interval: Option<Duration>,
     /// Open loop: no send starts after this; what is still unsent then is missed.
     deadline: Option<Instant>,
+    /// Whether the connections count per second (`--series`).
+    per_second: bool,
     next: AtomicU64,
 }
 
@@ -223,6 +248,7 @@ impl LoadPlan {
                 Load::Open { duration, .. } => Some(start + duration + OPEN_LOOP_GRACE),
                 _ => None,
             },
+            per_second: opts.series.is_some(),
             next: AtomicU64::new(0),
         }
     }
@@ -319,7 +345,10 @@ async fn offer_payments(
     seed: u64,
 ) -> Result<Report, String> {
     let merchants = create_merchants(api, platform, opts, &run_id).await?;
-    let load = send_payments(opts, api, platform, &merchants, &run_id, seed).await?;
+    let mut load = send_payments(opts, api, platform, &merchants, &run_id, seed).await?;
+    if let (Some(path), Some(seconds)) = (&opts.series, load.totals.per_second.take()) {
+        write_series(path, seconds, load.follow.as_ref());
+    }
     let books = check_books(opts, api, &merchants, &load.accepted, load.follow.as_ref()).await;
     let timeline = books.as_ref().and_then(|b| {
         Timeline::from_server_times(
@@ -387,6 +416,23 @@ async fn send_payments(
     })
 }
 
+/// Writes the run's per-second series to `path` (`--series`). A failure is reported and the
+/// run goes on: its report matters more than the picture.
+fn write_series(path: &Path, seconds: Buckets, follow: Option<&FollowOutcome>) {
+    let rows = seconds.into_rows(follow.map_or(&[][..], |f| &f.samples));
+    match std::fs::write(path, crate::series::to_csv(&rows)) {
+        Ok(()) => eprintln!(
+            "loadgen: wrote {} second(s) of the run to {}",
+            rows.len(),
+            path.display()
+        ),
+        Err(error) => eprintln!(
+            "loadgen: cannot write the series to {}: {error}",
+            path.display()
+        ),
+    }
+}
+
 /// Runs `count` connections over the plan until it is used up and merges what they did.
 async fn run_connections(
     plan: Arc<LoadPlan>,
@@ -397,7 +443,7 @@ async fn run_connections(
     for _ in 0..count {
         connections.spawn(connection(plan.clone(), shared.clone()));
     }
-    let mut totals = ConnectionResult::new()?;
+    let mut totals = ConnectionResult::new(plan.per_second)?;
     while let Some(joined) = connections.join_next().await {
         let done = joined.map_err(|e| format!("a connection task failed: {e}"))??;
         totals.merge(done)?;
@@ -530,7 +576,7 @@ async fn create_merchants(
 /// One keep-alive connection's loop: take the next payment number, (open loop: wait for its
 /// slot), send it, record the answer.
 async fn connection(plan: Arc<LoadPlan>, shared: Arc<Shared>) -> Result<ConnectionResult, String> {
-    let mut done = ConnectionResult::new()?;
+    let mut done = ConnectionResult::new(plan.per_second)?;
     loop {
         let i = plan.next.fetch_add(1, Ordering::Relaxed);
         if i >= plan.total {
@@ -586,13 +632,14 @@ async fn send_payment(
     };
     let payment = NewPayment::new(merchant.account, amount, &plan.currency, token, capture);
     shared.sent.fetch_add(1, Ordering::Relaxed);
+    done.record_send(shared.start);
     match plan
         .api
         .create_payment(&merchant.key, &idempotency_key, &payment)
         .await
     {
         Ok(id) => {
-            done.record_latency(scheduled);
+            done.record_accepted(scheduled, shared.start);
             shared.push_accepted(Accepted {
                 id,
                 kind: Kind::Payment,
