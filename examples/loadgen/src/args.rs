@@ -1,5 +1,5 @@
-//! Command-line options: parsed by `clap` (derive), then checked and folded into [`Options`];
-//! the token mix and durations. Everything here is pure, so it is unit-tested without a server.
+//! Command-line options: parsed by `clap` (derive), then checked and folded into [`Options`]
+//! (a run) or [`ChartOptions`] (`loadgen chart`); the token mix and durations. Everything here is pure, so it is unit-tested without a server.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -7,15 +7,17 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::error::ErrorKind;
-use clap::{CommandFactory, Parser};
+use clap::{CommandFactory, Parser, Subcommand};
 
-/// The four ways to run, shown as the usage line of `--help` and of every error.
+/// The five ways to run, shown as the usage line of `--help` and of every error.
 const USAGE: &str = "\
 loadgen [OPTIONS]                       closed loop: --payments M over --connections N
        loadgen --rate R --duration S [OPTIONS] open loop: R payments/s for S seconds
        loadgen --follow-only [OPTIONS]         follow settlement of payments already in the server
        loadgen --mixed-backlog [OPTIONS]       capture every AUTHORIZED payment, refund half of every
-                                               SUCCESS one, and send --payments new charges";
+                                               SUCCESS one, and send --payments new charges
+       loadgen chart --results FILE [--series NAME=FILE]... --out FILE
+                                               draw bench/run's results as one SVG";
 
 /// The command line as clap sees it; [`parse`] turns it into [`Options`].
 #[derive(Debug, Parser)]
@@ -24,7 +26,8 @@ loadgen [OPTIONS]                       closed loop: --payments M over --connect
     about = "loadgen: drive a running Atomic server and check its books",
     override_usage = USAGE,
     after_help = "Durations are seconds (60, 1.5) or humantime: 500ms, 30s, 2m, 1h, 1d, 1h 30m.",
-    args_override_self = true
+    args_override_self = true,
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
     /// Server base URL
@@ -90,6 +93,46 @@ struct Cli {
     /// Write the load second by second (offered/s, accepted/s, p99 ms, backlog) to FILE as CSV
     #[arg(long, value_name = "FILE", conflicts_with_all = ["follow_only", "mixed_backlog"])]
     series: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// What `loadgen` does instead of a run.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Draw bench/run's results as one SVG: the series over time and every figure in bars
+    #[command(override_usage = "loadgen chart --results FILE [--series NAME=FILE]... --out FILE")]
+    Chart {
+        /// bench/run's results file: its header and last `summary ` line
+        #[arg(long, value_name = "FILE")]
+        results: PathBuf,
+        /// A CSV written by --series, drawn in a panel titled NAME (repeat for more)
+        #[arg(long = "series", value_name = "NAME=FILE", value_parser = named_file)]
+        series: Vec<(String, PathBuf)>,
+        /// Where to write the SVG
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub(crate) enum Invocation {
+    /// A run against a server.
+    Run(Box<Options>),
+    /// `loadgen chart`: draw a results file and its series.
+    Chart(ChartOptions),
+}
+
+/// `loadgen chart`'s options.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ChartOptions {
+    /// bench/run's results file.
+    pub(crate) results: PathBuf,
+    /// The per-second series, each with its panel's title, in the order given.
+    pub(crate) series: Vec<(String, PathBuf)>,
+    /// The SVG to write.
+    pub(crate) out: PathBuf,
 }
 
 /// How payments are offered to the server.
@@ -197,21 +240,34 @@ fn err<T>(message: impl Into<String>) -> Result<T, ArgError> {
     Err(ArgError(message.into()))
 }
 
-/// Parses the arguments (the program name first); `env_key` is `ATOMIC_KEY` if set. `--help`
-/// comes back as an error of kind `DisplayHelp`: `print` it and exit with its `exit_code`.
-pub(crate) fn parse<I, T>(args: I, env_key: Option<String>) -> Result<Options, clap::Error>
+/// Parses the arguments (the program name first); `env_key` is `ATOMIC_KEY` if set (a run needs
+/// a key, `chart` does not). `--help` comes back as an error of kind `DisplayHelp`: `print` it
+/// and exit with its `exit_code`.
+pub(crate) fn parse<I, T>(args: I, env_key: Option<String>) -> Result<Invocation, clap::Error>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let cli = Cli::try_parse_from(args)?;
+    let mut cli = Cli::try_parse_from(args)?;
+    if let Some(Command::Chart {
+        results,
+        series,
+        out,
+    }) = cli.command.take()
+    {
+        return Ok(Invocation::Chart(ChartOptions {
+            results,
+            series,
+            out,
+        }));
+    }
     let Some(key) = cli.key.clone().or(env_key).filter(|k| !k.is_empty()) else {
         return Err(Cli::command().error(
             ErrorKind::MissingRequiredArgument,
             "no API key: pass --key or set ATOMIC_KEY (the server prints it at start-up)",
         ));
     };
-    Ok(options(cli, key))
+    Ok(Invocation::Run(Box::new(options(cli, key))))
 }
 
 /// Folds a parsed command line (its exclusions already checked by clap) into [`Options`].
@@ -250,6 +306,16 @@ fn options(cli: Cli, key: String) -> Options {
         verify,
         follow_refunds: cli.follow_refunds,
         series: cli.series,
+    }
+}
+
+/// `--series NAME=FILE` of `chart`: split at the first `=`, both sides non-empty.
+fn named_file(value: &str) -> Result<(String, PathBuf), String> {
+    match value.split_once('=') {
+        Some((name, file)) if !name.trim().is_empty() && !file.is_empty() => {
+            Ok((name.trim().to_owned(), PathBuf::from(file)))
+        }
+        _ => Err("needs NAME=FILE, e.g. \"S3 at 4000/s=/tmp/s3.csv\"".into()),
     }
 }
 
@@ -392,10 +458,21 @@ mod tests {
 
     /// Parses `args` as the command line after the program name, with `ATOMIC_KEY=sk_env`.
     fn run(args: &[&str]) -> Result<Options, clap::Error> {
-        parse(
+        parse_run(
             std::iter::once("loadgen").chain(args.iter().copied()),
             Some("sk_env".into()),
         )
+    }
+
+    /// [`parse`], expecting a run.
+    fn parse_run<'a>(
+        args: impl IntoIterator<Item = &'a str>,
+        env_key: Option<String>,
+    ) -> Result<Options, clap::Error> {
+        match parse(args, env_key)? {
+            Invocation::Run(options) => Ok(*options),
+            Invocation::Chart(chart) => panic!("a run was expected, not {chart:?}"),
+        }
     }
 
     #[test]
@@ -486,7 +563,7 @@ mod tests {
         assert_eq!(no_key.exit_code(), 2);
         // An empty ATOMIC_KEY counts as unset; --key wins over the environment.
         assert!(parse(["loadgen"], Some(String::new())).is_err());
-        let o = parse(["loadgen", "--key", "sk_flag"], Some("sk_env".into())).unwrap();
+        let o = parse_run(["loadgen", "--key", "sk_flag"], Some("sk_env".into())).unwrap();
         assert_eq!(o.key, "sk_flag");
         let bad = run(&["--connections", "0"]).unwrap_err();
         assert!(bad.to_string().contains("--connections"), "{bad}");
@@ -523,6 +600,7 @@ mod tests {
             "--no-verify",
             "--mixed-backlog",
             "--series",
+            "chart --results",
             "ATOMIC_KEY",
         ] {
             assert!(help.contains(option), "{option} missing from:\n{help}");
@@ -565,6 +643,67 @@ mod tests {
         assert_eq!(run(&[]).unwrap().series, None);
         assert!(run(&["--follow-only", "--series", "x"]).is_err());
         assert!(run(&["--mixed-backlog", "--series", "x"]).is_err());
+    }
+
+    #[test]
+    fn chart_needs_no_key_and_takes_named_series() {
+        let chart = parse(
+            [
+                "loadgen",
+                "chart",
+                "--results",
+                "bench/last-run.txt",
+                "--series",
+                "S3 at 4000/s=/tmp/s3.csv",
+                "--series=carried=/tmp/a=b.csv",
+                "--out",
+                "bench/last-run.svg",
+            ],
+            None,
+        )
+        .unwrap();
+        let Invocation::Chart(chart) = chart else {
+            panic!("{chart:?}");
+        };
+        assert_eq!(chart.results, PathBuf::from("bench/last-run.txt"));
+        assert_eq!(
+            chart.series,
+            [
+                ("S3 at 4000/s".to_owned(), PathBuf::from("/tmp/s3.csv")),
+                ("carried".to_owned(), PathBuf::from("/tmp/a=b.csv")),
+            ]
+        );
+        assert_eq!(chart.out, PathBuf::from("bench/last-run.svg"));
+        let bare = ["loadgen", "chart", "--results", "r", "--out", "o"];
+        assert!(matches!(parse(bare, None), Ok(Invocation::Chart(c)) if c.series.is_empty()));
+        for bad in [
+            &["chart", "--results", "r"][..],
+            &["chart", "--out", "o"],
+            &[
+                "chart",
+                "--results",
+                "r",
+                "--out",
+                "o",
+                "--series",
+                "noequals",
+            ],
+            &["chart", "--results", "r", "--out", "o", "--series", "=f"],
+            &[
+                "--rate",
+                "1",
+                "--duration",
+                "1",
+                "chart",
+                "--results",
+                "r",
+                "--out",
+                "o",
+            ],
+        ] {
+            let args = std::iter::once("loadgen").chain(bad.iter().copied());
+            assert!(parse(args, None).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The run second by second (`--series FILE`): how many payments went out, how many were
 //! answered 202 and the p99 latency of those answers in each second of the load, with the
-//! follower's backlog where it sampled one.
+//! follower's backlog where it sampled one. `loadgen chart` draws it.
 //!
 //! Each connection counts into its own [`Buckets`] (no lock on the hot path); the run merges
 //! them once the load has ended. A second keeps the latencies of its answers (4 bytes each: at
@@ -136,6 +136,51 @@ pub(crate) fn to_csv(rows: &[Row]) -> String {
     out
 }
 
+/// Reads CSV text written by [`to_csv`]; the error names the line it stopped at.
+pub(crate) fn parse_csv(text: &str) -> Result<Vec<Row>, String> {
+    let mut lines = text.lines().enumerate();
+    match lines.next() {
+        Some((_, header)) if header.trim() == HEADER => {}
+        _ => return Err(format!("the first line is not the header {HEADER:?}")),
+    }
+    lines
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| parse_row(line).map_err(|why| format!("line {}: {why}", i + 1)))
+        .collect()
+}
+
+/// One data line: five comma-separated fields, the last two possibly empty.
+fn parse_row(line: &str) -> Result<Row, String> {
+    let fields: Vec<&str> = line.trim().split(',').map(str::trim).collect();
+    let [second, offered, accepted, p99_ms, backlog] = fields[..] else {
+        return Err(format!("{} fields, expected 5", fields.len()));
+    };
+    Ok(Row {
+        second: whole(second, "second")?,
+        offered: whole(offered, "offered_per_s")?,
+        accepted: whole(accepted, "accepted_per_s")?,
+        p99_ms: match p99_ms {
+            "" => None,
+            v => Some(
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|ms| ms.is_finite() && *ms >= 0.0)
+                    .ok_or_else(|| format!("p99_ms {v:?} is not a number of ms"))?,
+            ),
+        },
+        backlog: match backlog {
+            "" => None,
+            v => Some(whole(v, "backlog")?),
+        },
+    })
+}
+
+fn whole(value: &str, name: &str) -> Result<u64, String> {
+    value
+        .parse()
+        .map_err(|_| format!("{name} {value:?} is not a whole number"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,7 +231,7 @@ mod tests {
     }
 
     #[test]
-    fn csv_has_a_header_and_empty_cells_for_none() {
+    fn csv_round_trip() {
         let rows = vec![
             Row {
                 second: 0,
@@ -208,5 +253,22 @@ mod tests {
             text,
             "second,offered_per_s,accepted_per_s,p99_ms,backlog\n0,200,198,12.345,40\n1,200,0,,\n"
         );
+        assert_eq!(parse_csv(&text).unwrap(), rows);
+        assert_eq!(parse_csv(HEADER).unwrap(), []);
+    }
+
+    #[test]
+    fn a_bad_csv_says_where() {
+        assert!(parse_csv("").unwrap_err().contains("header"));
+        let bad = format!("{HEADER}\n0,1,1,,\n1,x,1,,\n");
+        let error = parse_csv(&bad).unwrap_err();
+        assert!(error.starts_with("line 3: offered_per_s"), "{error}");
+        let short = format!("{HEADER}\n0,1,1\n");
+        assert_eq!(
+            parse_csv(&short).unwrap_err(),
+            "line 2: 3 fields, expected 5"
+        );
+        let negative = format!("{HEADER}\n0,1,1,-2,\n");
+        assert!(parse_csv(&negative).unwrap_err().contains("p99_ms"));
     }
 }
