@@ -38,7 +38,7 @@ use uuid::Uuid;
 use crate::error::from_sqlx;
 use crate::events::write_events;
 use crate::rows::{self, account_columns, payment_columns, refund_columns};
-use crate::store::PgStore;
+use crate::store::{PgStore, batch_query};
 
 // The batch's payments (its own, and those of its refunds), locked in id order, with the
 // transaction's time (what the statuses are stamped with). One id array, so the primary key
@@ -379,7 +379,7 @@ async fn lock_payments(
     payment_ids: &[Uuid],
     refund_ids: &[Uuid],
 ) -> Result<()> {
-    let found = sqlx::query(LOCK_PAYMENTS)
+    let found = batch_query(LOCK_PAYMENTS)
         .bind(payment_ids)
         .bind(refund_ids)
         .fetch_all(conn)
@@ -412,7 +412,7 @@ async fn lock_refunds(
     batch: &mut Batch,
     refund_ids: &[Uuid],
 ) -> Result<()> {
-    let found = sqlx::query(LOCK_REFUNDS)
+    let found = batch_query(LOCK_REFUNDS)
         .bind(refund_ids)
         .fetch_all(conn)
         .await
@@ -441,7 +441,7 @@ async fn read_accounts(
     } else {
         READ_ACCOUNTS
     };
-    for row in sqlx::query(sql)
+    for row in batch_query(sql)
         .bind(accounts)
         .fetch_all(conn)
         .await
@@ -490,7 +490,7 @@ async fn write_payments(
     if ids.is_empty() {
         return Ok(());
     }
-    sqlx::query(WRITE_PAYMENTS)
+    batch_query(WRITE_PAYMENTS)
         .bind(ids)
         .bind(statuses)
         .bind(failure_reasons)
@@ -520,7 +520,7 @@ async fn write_refunds(
     if ids.is_empty() {
         return Ok(());
     }
-    sqlx::query(WRITE_REFUNDS)
+    batch_query(WRITE_REFUNDS)
         .bind(ids)
         .bind(statuses)
         .bind(failure_reasons)
@@ -546,13 +546,13 @@ async fn post_and_move_balances(
         .map_err(from_sqlx)?;
     let (accounts, deltas): (Vec<Uuid>, Vec<i64>) = deltas.into_iter().unzip();
     if !accounts_locked {
-        sqlx::query(LOCK_ACCOUNTS_LATE)
+        batch_query(LOCK_ACCOUNTS_LATE)
             .bind(&accounts)
             .execute(&mut *conn)
             .await
             .map_err(from_sqlx)?;
     }
-    sqlx::query(MOVE_BALANCES)
+    batch_query(MOVE_BALANCES)
         .bind(accounts)
         .bind(deltas)
         .execute(conn)

@@ -16,7 +16,7 @@ use sqlx::postgres::PgRow;
 
 use crate::error::{corrupt, from_sqlx};
 use crate::rows::{self, DeliveryColumns, delivery_columns, micros};
-use crate::store::PgStore;
+use crate::store::{PgStore, batch_query};
 
 // Claims up to $3 due deliveries under lease $1 for $2 microseconds, at most $4 held per
 // endpoint, oldest due first; each with its endpoint (and whether it is deleted) and its
@@ -130,7 +130,7 @@ impl OutboxStore for PgStore {
             return Ok(Vec::new());
         }
         self.call(async {
-            let found = sqlx::query(CLAIM)
+            let found = batch_query(CLAIM)
                 .bind(lease.as_uuid())
                 .bind(micros(duration))
                 .bind(limit(limit_to))
@@ -163,7 +163,7 @@ impl OutboxStore for PgStore {
         }
         let d = DeliveryColumns::of(deliveries)?;
         self.call(async {
-            let done = sqlx::query(FINISH)
+            let done = batch_query(FINISH)
                 .bind(lease.as_uuid())
                 .bind(d.ids)
                 .bind(d.statuses)

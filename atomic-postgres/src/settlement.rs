@@ -24,7 +24,7 @@ use crate::error::from_sqlx;
 use crate::events::write_events;
 use crate::ledger::{BatchRefused, copy_error, error_for_each};
 use crate::rows::{self, micros, payment_columns, refund_columns};
-use crate::store::PgStore;
+use crate::store::{PgStore, batch_query};
 
 // The claim statements find their rows by primary key only. Their status tests are written as
 // CASE so the planner cannot match them to the partial indexes of open rows: it estimated
@@ -220,7 +220,7 @@ impl PgStore {
     ) -> Result<Vec<T>> {
         let unique = distinct(ids);
         self.call(async {
-            let found = sqlx::query(sql)
+            let found = batch_query(sql)
                 .bind(&unique)
                 .bind(lease.as_uuid())
                 .bind(micros(duration))

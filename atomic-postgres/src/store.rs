@@ -7,13 +7,23 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use atomic_core::Result;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::Postgres;
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::query::Query;
 
 use crate::accept::Insert;
 use crate::config::PgConfig;
 use crate::error::{Error, from_sqlx};
 use crate::group::Queued;
 use crate::idempotency::TakeRequest;
+
+/// A statement over a batch of rows, planned at each execution for the values it is given.
+/// A prepared statement's generic plan made while a table was small scans that table whole
+/// (a hash join over a sequential scan), and the connection keeps the plan for its life while
+/// the table grows; planning once per batch costs little next to a scan per batch.
+pub(crate) fn batch_query(sql: &'static str) -> Query<'static, Postgres, PgArguments> {
+    sqlx::query(sql).persistent(false)
+}
 
 /// The PostgreSQL store of record; cheap to clone (one shared pool).
 #[derive(Clone, Debug)]
