@@ -25,7 +25,7 @@ use crate::store::PgStore;
 
 // The live endpoints that may receive an event of the owners $1: the platform's, and the
 // owners' own.
-const RECEIVING_ENDPOINTS: &str = concat!(
+pub(crate) const RECEIVING_ENDPOINTS: &str = concat!(
     "SELECT ",
     endpoint_columns!(),
     " FROM webhook_endpoints WHERE deleted_at IS NULL \
@@ -34,7 +34,7 @@ const RECEIVING_ENDPOINTS: &str = concat!(
 
 // The events ($1..$8) and their deliveries ($9..$21), in one statement. The deliveries' check
 // of their event runs at the end of the statement, when the events are in.
-const INSERT_EVENTS: &str = "\
+pub(crate) const INSERT_EVENTS: &str = "\
 WITH new_events AS (
     INSERT INTO events
         (id, type, merchant_account, owner_merchant, payment_id, refund_id, created_at, body)

@@ -54,7 +54,7 @@ macro_rules! lock_payments {
         )
     };
 }
-const LOCK_PAYMENTS: &str = lock_payments!();
+pub(crate) const LOCK_PAYMENTS: &str = lock_payments!();
 
 const LOCK_REFUNDS: &str = concat!(
     "SELECT lease_id, ",
@@ -63,7 +63,7 @@ const LOCK_REFUNDS: &str = concat!(
 );
 
 // The batch's accounts as they are (decisions that only add to balances need no lock).
-const READ_ACCOUNTS: &str = concat!(
+pub(crate) const READ_ACCOUNTS: &str = concat!(
     "SELECT ",
     account_columns!(),
     " FROM accounts WHERE id = ANY($1)"
@@ -80,12 +80,12 @@ const LOCK_ACCOUNTS: &str = concat!(
 
 // LOCK_ACCOUNTS for a batch that decided without the locks: taken in id order in a statement
 // of its own (an UPDATE locks its rows in whatever order its plan meets them).
-const LOCK_ACCOUNTS_LATE: &str =
+pub(crate) const LOCK_ACCOUNTS_LATE: &str =
     "SELECT id FROM accounts WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
 
 // The decided state of every payment the batch changed (settled, or its refund counters
 // moved); no lease is left on any of them.
-const WRITE_PAYMENTS: &str = "\
+pub(crate) const WRITE_PAYMENTS: &str = "\
 UPDATE payments p SET status = s.status, failure_reason = s.failure_reason,
     capture_requested = NULL, amount_captured = s.captured, amount_reserved = s.reserved,
     amount_refunded = s.refunded, lease_id = NULL, lease_until = NULL, updated_at = now()
@@ -102,7 +102,7 @@ WHERE r.id = s.id";
 // The postings of a batch: every transaction and every entry, in one statement (rows of a
 // data-modifying WITH all happen, or none). They lock no account row: their accounts are
 // checked at commit by the posting check, not by foreign keys.
-const POST_MANY: &str = "\
+pub(crate) const POST_MANY: &str = "\
 WITH tx AS (
     INSERT INTO ledger_transactions
         (id, payment_id, refund_id, debit_account, credit_account, amount, currency, created_at)
@@ -115,7 +115,7 @@ SELECT * FROM unnest($9::uuid[], $10::uuid[], $11::uuid[], $12::uuid[], $13::uui
     $14::text[], $15::bigint[], $16::text[], $17::timestamptz[])";
 
 // Each account's summed delta, once, added to its balance as it is now.
-const MOVE_BALANCES: &str = "\
+pub(crate) const MOVE_BALANCES: &str = "\
 UPDATE accounts a SET balance = a.balance + d.delta
 FROM unnest($1::uuid[], $2::bigint[]) AS d(id, delta)
 WHERE a.id = d.id";

@@ -37,7 +37,7 @@ use crate::store::{PgStore, batch_query};
 // without its answer: rows locked in id order (no deadlock between claimers), a compare-and-set
 // to PROCESSING from PENDING, or of a PROCESSING payment nobody holds (a capture just asked,
 // a lease run out); then the rows not claimed (`taken` false) as they stood.
-const BEGIN_PAYMENTS: &str = concat!(
+pub(crate) const BEGIN_PAYMENTS: &str = concat!(
     "WITH claimed AS (UPDATE payments SET status = 'PROCESSING', lease_id = $2, \
      lease_until = now() + $3 * interval '1 microsecond', touched_at = now(), \
      updated_at = CASE WHEN status = 'PENDING' THEN now() ELSE updated_at END \
