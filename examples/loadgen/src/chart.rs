@@ -292,14 +292,7 @@ fn series_panel(area: &Area<'_>, series: &Series) -> Result<(), String> {
         .map_err(drawing("p99"))?
         .label("p99 ms (right axis)")
         .legend(line(p99_style));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font((FONT, 14))
-        .draw()
-        .map_err(drawing("a series panel's legend"))
+    legend(chart.configure_series_labels(), "a series panel's legend")
 }
 
 /// A series panel's caption: its name, what was offered and accepted, and the backlog's peak.
@@ -393,14 +386,22 @@ fn bars_panel(area: &Area<'_>, results: &Results) -> Result<(), String> {
                 + Text::new(thousands(b.value), (0, -4), value_style.clone())
         }))
         .map_err(drawing("the bar labels"))?;
-    chart
-        .configure_series_labels()
+    legend(chart.configure_series_labels(), "the bar panel's legend")
+}
+
+/// Draws a panel's legend, the same in every panel: upper right, on a pale box.
+fn legend<'a, 'b, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    labels: plotters::chart::SeriesLabelStyle<'a, 'b, DB, CT>,
+    what: &'static str,
+) -> Result<(), String> {
+    let mut labels = labels;
+    labels
         .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font((FONT, 14))
         .draw()
-        .map_err(drawing("the bar panel's legend"))
+        .map_err(drawing(what))
 }
 
 /// Where bar `i`'s slot starts on the x axis.
