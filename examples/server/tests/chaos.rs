@@ -31,8 +31,8 @@ use atomic_core::ports::LedgerAudit;
 use atomic_redis::testkit::RedisServer;
 use common::books::{Acked, assert_acked_stored};
 use common::fault::{Fault, KEY, T_HEAL};
-use common::pg_cluster::PgCluster;
 use common::receiver::{Answer, Hanging, Hit, HitLog, Receiver, free_ports, hit_verifies};
+use common::{Answered, pg_cluster::PgCluster};
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, RwLock};
 
@@ -208,12 +208,8 @@ async fn subscribe(http: &reqwest::Client, api: &str, url: &str) -> String {
         .post(format!("{api}/webhook-endpoints"))
         .bearer_auth(KEY)
         .json(&json!({"url": url, "events": ["*"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .answer()
+        .await;
     made["data"]["secret"]
         .as_str()
         .expect("an endpoint with its secret")

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use atomic_core::ports::LedgerAudit;
 use atomic_postgres::testkit::TestDatabase;
-use common::{Captured, KEY, KEY_HASH, merchant_account, server};
+use common::{Answered, Captured, KEY, KEY_HASH, merchant_account, server};
 use serde_json::{Value, json};
 use tokio::process::Child;
 
@@ -42,12 +42,8 @@ async fn get(http: &reqwest::Client, api: &str, id: &str) -> Value {
     let reply: Value = http
         .get(format!("{api}/payments/{id}"))
         .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .answer()
+        .await;
     reply["data"]["payment"].clone()
 }
 

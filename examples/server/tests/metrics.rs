@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use atomic_postgres::testkit::TestDatabase;
 use common::receiver::{Answer, Receiver};
-use common::{KEY, KEY_HASH, merchant_account, server, wait_listening_keeping};
+use common::{Answered, KEY, KEY_HASH, merchant_account, server, wait_listening_keeping};
 use serde_json::{Value, json};
 
 /// A series (name, labels) and the value it must have.
@@ -100,15 +100,7 @@ async fn post(
 async fn wait_for(http: &reqwest::Client, url: String, ends: &[&str]) -> String {
     tokio::time::timeout(Duration::from_secs(30), async {
         loop {
-            let body: Value = http
-                .get(&url)
-                .bearer_auth(KEY)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let body: Value = http.get(&url).bearer_auth(KEY).answer().await;
             // A payment comes as `data.payment`, a refund as `data`.
             let object = body["data"].get("payment").unwrap_or(&body["data"]);
             let status = object["status"].as_str().unwrap_or_default().to_owned();

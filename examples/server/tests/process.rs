@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{onboard, printed_key, server, wait_listening};
+use common::{Answered, onboard, printed_key, server, wait_listening};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -42,12 +42,8 @@ async fn starts_in_memory_serves_the_flow_and_stops_cleanly_on_sigterm() {
         let got: Value = http
             .get(format!("{api}/payments/{id}"))
             .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .answer()
+            .await;
         status = got["data"]["payment"]["status"]
             .as_str()
             .unwrap()
@@ -61,12 +57,8 @@ async fn starts_in_memory_serves_the_flow_and_stops_cleanly_on_sigterm() {
     let balance: Value = http
         .get(format!("{api}/accounts/{account}"))
         .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .answer()
+        .await;
     assert_eq!(balance["data"]["balance"], 5000);
 
     let pid = child.id().unwrap().to_string();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use atomic_postgres::testkit::TestDatabase;
 use atomic_redis::testkit::{DeleteOnDrop, require_redis, unique_config};
-use common::{KEY, KEY_HASH, onboard, server, wait_listening};
+use common::{Answered, KEY, KEY_HASH, onboard, server, wait_listening};
 use serde_json::{Value, json};
 
 async fn count(db: &TestDatabase, status: &str) -> i64 {
@@ -87,12 +87,8 @@ async fn an_api_process_stores_and_a_worker_process_settles() {
     let balance: Value = http
         .get(format!("{base}/accounts/{account}"))
         .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .answer()
+        .await;
     assert_eq!(balance["data"]["balance"], 20 * 250);
 }
 
@@ -144,12 +140,8 @@ async fn a_server_connected_as_its_own_role_migrates_as_the_owner_and_settles() 
     let balance: Value = http
         .get(format!("{base}/accounts/{account}"))
         .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .answer()
+        .await;
     assert_eq!(balance["data"]["balance"], 10 * 300);
 }
 

@@ -8,7 +8,7 @@ mod common;
 
 use atomic_core::api_key::RawApiKey;
 use atomic_postgres::testkit::TestDatabase;
-use common::{Captured, KEY, KEY_HASH, server};
+use common::{Answered, Captured, KEY, KEY_HASH, server};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,12 +46,8 @@ async fn no_key_and_no_key_hash_appears_in_the_logs_or_the_answers() {
         .post(format!("{api}/api-keys"))
         .bearer_auth(&keys[1])
         .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .answer()
+        .await;
     let extra_id = minted["data"]["id"].as_str().unwrap().to_owned();
     keys.push(minted["data"]["key"].as_str().unwrap().to_owned());
 

@@ -6,6 +6,7 @@ pub mod fault;
 pub mod pg_cluster;
 pub mod receiver;
 
+use std::future::Future;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,6 +18,18 @@ use tokio::process::{Child, Command};
 /// The platform key the process tests configure, and its SHA-256 (`MERCHANT_API_KEY_HASH`).
 pub const KEY: &str = "my-platform-key";
 pub const KEY_HASH: &str = "fbc8fbbecee728e8b80603d82be02344366d08c232e0d306c7b4808b584973f6";
+
+/// A request sent and its answer read as JSON, whatever its status.
+pub trait Answered {
+    fn answer(self) -> impl Future<Output = Value> + Send;
+}
+
+impl Answered for reqwest::RequestBuilder {
+    async fn answer(self) -> Value {
+        let reply = self.send().await.unwrap();
+        reply.json().await.unwrap()
+    }
+}
 
 /// Every line a server process writes on stdout and stderr, read to the end of both streams.
 pub struct Captured {
@@ -85,12 +98,8 @@ pub async fn onboard(http: &reqwest::Client, api: &str, key: &str, name: &str) -
     http.post(format!("{api}/merchants"))
         .bearer_auth(key)
         .json(&serde_json::json!({"name": name, "currency": "USD"}))
-        .send()
+        .answer()
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 /// Onboards a merchant in USD through the API at `api`; returns its account id.
