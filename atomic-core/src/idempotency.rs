@@ -158,11 +158,21 @@ pub struct Claim {
     pub token: ClaimToken,
 }
 
-/// A claim plus the response to store with it, written together with the operation's effects.
+/// A key and the response to store with it, written together with the operation's effects.
+///
+/// Writing a completion takes the key in the same step when nobody holds it, so a write needs
+/// no claim written before it: it succeeds when the key is absent, expired, held unfinished by
+/// a presumed-dead claimant (past the policy's lock timeout), or held unfinished by this very
+/// token; in every other case (a live claimant, a finished request) it is
+/// [`crate::Error::IdempotencyClaimLost`] and the operation writes nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Completion {
-    /// The held key.
+    /// The key, and the token that holds (or takes) it.
     pub claim: Claim,
+    /// The request the key is kept for: a later different request under it is refused.
+    pub fingerprint: Fingerprint,
+    /// How long the key is kept, and when an unfinished holder counts as dead.
+    pub policy: IdempotencyPolicy,
     /// The response to keep.
     pub response: StoredResponse,
 }

@@ -171,7 +171,7 @@ fn money_path_matches_the_model_and_keeps_the_books() {
             "refused: not found",
             "refused: forbidden",
             "refused: currency mismatch",
-            "late submit: held",
+            "late submit: held or free",
             "late submit: lost",
             "worker: settled SUCCESS",
             "worker: settled FAILED",

@@ -319,6 +319,8 @@ async fn submit_propagates_a_store_outage_and_enqueues_nothing() {
     };
     let completion = Completion {
         claim,
+        fingerprint: Fingerprint::of("POST", "/api/v1/payments", b"{}"),
+        policy: CoreConfig::default().idempotency,
         response: StoredResponse {
             status: 202,
             body: bytes::Bytes::from_static(b"{}"),
@@ -1244,6 +1246,8 @@ async fn a_key_can_be_used_again_after_its_window_is_purged() {
                 &payment,
                 Some(Completion {
                     claim,
+                    fingerprint,
+                    policy: CoreConfig::default().idempotency,
                     response: StoredResponse {
                         status: 202,
                         body: bytes::Bytes::from(payment.id.to_string()),
@@ -3198,6 +3202,8 @@ impl Shop {
 fn completion_of(claim: atomic_core::idempotency::Claim) -> Completion {
     Completion {
         claim,
+        fingerprint: Fingerprint::of("POST", "/test", b"{}"),
+        policy: CoreConfig::default().idempotency,
         response: StoredResponse {
             status: 202,
             body: bytes::Bytes::from_static(b"{}"),
@@ -3275,12 +3281,13 @@ async fn a_capture_or_cancel_whose_claim_was_lost_changes_nothing() {
         .await
         .expect("prepared");
     let (first, second) = (shop.claim("capture-1").await, shop.claim("cancel-1").await);
+    // Each is lost just before its write: a taker's own claim is presumed dead one lock
+    // timeout later.
     shop.lose(&first).await;
-    shop.lose(&second).await;
-
     let captured = payments
         .submit_capture(&capture, Some(completion_of(first)))
         .await;
+    shop.lose(&second).await;
     let canceled = payments
         .submit_cancel(&cancel, Some(completion_of(second)))
         .await;

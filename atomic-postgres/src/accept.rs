@@ -16,7 +16,8 @@ use uuid::Uuid;
 
 use crate::error::from_sqlx;
 use crate::group::Queued;
-use crate::rows::{metadata_json, owner_uuid, scope_uuid, viewer_merchant};
+use crate::idempotency::{completion_may_take, take_key};
+use crate::rows::{metadata_json, micros, owner_uuid, scope_uuid, viewer_merchant};
 
 /// Most inserts written by one statement.
 pub(crate) const MAX_GROUP: usize = 256;
@@ -28,23 +29,33 @@ pub(crate) struct Insert {
     pub(crate) answer: oneshot::Sender<Result<()>>,
 }
 
-pub(crate) const INSERT_GROUP: &str = "\
-WITH input AS (
+// The keys are taken by the statement that inserts the payments ([`Completion`]'s rule, in key
+// order so two groups never deadlock); a payment is inserted only when its key was taken. Every
+// row shares the group's lock timeout ($20).
+pub(crate) const INSERT_GROUP: &str = concat!(
+    "WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::bigint[],
         $6::text[], $7::text[], $8::text[], $9::text[], $10::uuid[], $11::uuid[],
         $12::timestamptz[], $13::smallint[], $14::bytea[], $15::uuid[], $16::text[],
-        $17::text[])
+        $17::text[], $18::bytea[], $19::bigint[])
     AS i(id, merchant_account, funding_account, owner_merchant, amount, currency, source,
         description, idempotency_key, idempotency_token, created_by, created_at,
-        response_status, response_body, scope, capture_method, metadata)
-), done AS (
-    UPDATE idempotency_keys k SET response_status = i.response_status,
-        response_body = i.response_body
+        response_status, response_body, scope, capture_method, metadata, fingerprint, ttl)
+), keyed AS (
+    INSERT INTO idempotency_keys AS k
+        (scope, key, fingerprint, token, locked_at, expires_at, response_status, response_body)
+    SELECT i.scope, i.idempotency_key, i.fingerprint, i.idempotency_token, now(),
+        now() + i.ttl * interval '1 microsecond', i.response_status, i.response_body
     FROM input i
-    WHERE i.idempotency_token IS NOT NULL AND k.scope = i.scope
-      AND k.key = i.idempotency_key AND k.token = i.idempotency_token
-      AND k.response_status IS NULL
-    RETURNING i.id
+    WHERE i.idempotency_token IS NOT NULL
+    ORDER BY i.scope, i.idempotency_key
+    ",
+    take_key!(),
+    "
+    WHERE ",
+    completion_may_take!("$20"),
+    "
+    RETURNING k.token
 )
 INSERT INTO payments (id, merchant_account, funding_account, owner_merchant, amount, currency,
     source, description, capture_method, metadata, idempotency_key, idempotency_token,
@@ -53,8 +64,9 @@ SELECT i.id, i.merchant_account, i.funding_account, i.owner_merchant, i.amount, 
     i.source, i.description, i.capture_method, i.metadata::jsonb, i.idempotency_key,
     i.idempotency_token, i.created_by, 'PENDING', now(), i.created_at, i.created_at
 FROM input i
-WHERE i.idempotency_token IS NULL OR i.id IN (SELECT id FROM done)
-RETURNING id";
+WHERE i.idempotency_token IS NULL OR i.idempotency_token IN (SELECT token FROM keyed)
+RETURNING id"
+);
 
 /// Starts `writers` writer tasks on `pool`; returns where to send inserts.
 pub(crate) fn start(pool: PgPool, writers: usize) -> mpsc::Sender<Queued<Insert>> {
@@ -133,6 +145,10 @@ struct Columns {
     scopes: Vec<Option<Uuid>>,
     capture_methods: Vec<&'static str>,
     metadata: Vec<String>,
+    fingerprints: Vec<Option<Vec<u8>>>,
+    ttls: Vec<Option<i64>>,
+    /// The lock timeout every completion of the group shares.
+    lock_timeout: Option<i64>,
 }
 
 impl Columns {
@@ -163,6 +179,15 @@ impl Columns {
                 ));
                 self.bodies.push(Some(completion.response.body.to_vec()));
                 self.scopes.push(Some(scope_uuid(completion.claim.scope)));
+                self.fingerprints
+                    .push(Some(completion.fingerprint.as_bytes().to_vec()));
+                self.ttls.push(Some(micros(completion.policy.ttl)));
+                let lock_timeout = micros(completion.policy.lock_timeout);
+                if *self.lock_timeout.get_or_insert(lock_timeout) != lock_timeout {
+                    // One statement takes keys under one lock timeout: such a group is
+                    // written insert by insert.
+                    return Err(Error::backend(MixedLockTimeouts));
+                }
             }
             None => {
                 self.keys.push(
@@ -175,11 +200,18 @@ impl Columns {
                 self.statuses.push(None);
                 self.bodies.push(None);
                 self.scopes.push(None);
+                self.fingerprints.push(None);
+                self.ttls.push(None);
             }
         }
         Ok(())
     }
 }
+
+/// A group whose completions differ in lock timeout, which one statement cannot take.
+#[derive(Debug, thiserror::Error)]
+#[error("the group's completions differ in lock timeout")]
+struct MixedLockTimeouts;
 
 /// One statement for the whole group; the ids it inserted.
 async fn insert_group(pool: &PgPool, group: &[Insert]) -> Result<Vec<Uuid>> {
@@ -210,6 +242,9 @@ async fn insert_group(pool: &PgPool, group: &[Insert]) -> Result<Vec<Uuid>> {
         .bind(c.scopes)
         .bind(c.capture_methods)
         .bind(c.metadata)
+        .bind(c.fingerprints)
+        .bind(c.ttls)
+        .bind(c.lock_timeout)
         .fetch_all(pool)
         .await
         .map_err(from_sqlx)

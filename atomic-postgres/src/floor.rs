@@ -9,8 +9,8 @@
 //! an onboarded merchant, its account and the system account of its currency. Both work in
 //! USD: the accept script makes USD payments, and the settle script posts them.
 //!
-//! [`accept_script`] replays the accept path of one group: the claims of its idempotency keys,
-//! then the payments with their completions.
+//! [`accept_script`] replays the accept path of one group: the payments with their idempotency
+//! keys, taken and completed by the same statement.
 //!
 //! [`settle_script`] replays what a worker sends to settle one batch of automatic-capture
 //! charges the card network approves (bench S2), in the adapter's transactions and order:
@@ -45,7 +45,6 @@
 
 use crate::accept::INSERT_GROUP;
 use crate::events::{INSERT_EVENTS, RECEIVING_ENDPOINTS};
-use crate::idempotency::CLAIM_MANY;
 use crate::ledger::{
     LOCK_ACCOUNTS_LATE, LOCK_PAYMENTS, MOVE_BALANCES, POST_MANY, READ_ACCOUNTS, WRITE_PAYMENTS,
 };
@@ -54,24 +53,13 @@ use crate::settlement::BEGIN_PAYMENTS;
 /// The response body kept with each idempotency completion: about the size of a payment's JSON.
 const RESPONSE_BYTES: usize = 420;
 
-/// The accept path of one group of `group` payments: the claims of their idempotency keys in
-/// one statement, then the payments with their completions in another, each its own
-/// transaction as in the adapter. One script run accepts `group` payments.
+/// The accept path of one group of `group` payments: one statement takes their idempotency
+/// keys and inserts the payments, in one transaction as in the adapter. One script run accepts
+/// `group` payments.
 pub fn accept_script(group: usize) -> String {
     let rows = |expr: &str, ty: &str| generated(group, expr, ty);
     let key = "'floor-' || :client_id || '-' || :run || '-' || n";
     let token = format!("md5({key})::uuid");
-    let claim = bind(
-        CLAIM_MANY,
-        &[
-            rows("':merchant'", "uuid"),
-            rows(key, "text"),
-            rows(&format!("sha256(({key})::bytea)"), "bytea"),
-            rows(&token, "uuid"),
-            rows("86400000000", "bigint"),
-            "30000000".to_owned(),
-        ],
-    );
     let insert = bind(
         INSERT_GROUP,
         &[
@@ -95,9 +83,12 @@ pub fn accept_script(group: usize) -> String {
             rows("':merchant'", "uuid"),
             rows("'automatic'", "text"),
             rows("'{}'", "text"),
+            rows(&format!("sha256(({key})::bytea)"), "bytea"),
+            rows("86400000000", "bigint"),
+            "60000000".to_owned(),
         ],
     );
-    format!("\\set run random(1, 2000000000)\n{claim};\n{insert};\n")
+    format!("\\set run random(1, 2000000000)\n{insert};\n")
 }
 
 /// The lease a worker claims a batch for (its default), in microseconds.
@@ -335,7 +326,7 @@ mod tests {
     fn the_accept_script_leaves_no_parameter_unbound() {
         let script = accept_script(16);
         assert!(!script.contains('$'), "{script}");
-        assert_eq!(script.matches("generate_series(1, 16)").count(), 22);
+        assert_eq!(script.matches("generate_series(1, 16)").count(), 19);
     }
 
     #[test]

@@ -22,30 +22,74 @@ use crate::error::{corrupt, from_sqlx};
 use crate::rows::{micros, scope_uuid};
 use crate::store::PgStore;
 
-const CLAIM: &str = "\
-INSERT INTO idempotency_keys AS k (scope, key, fingerprint, token, locked_at, expires_at)
-VALUES ($1, $2, $3, $4, now(), now() + $5 * interval '1 microsecond')
-ON CONFLICT (scope, key) DO UPDATE
+// Key statements as macros so they are assembled at compile time with `concat!`.
+
+/// Takes the key row `k` on conflict: every column from the row the statement meant to
+/// insert. The statement's `WHERE` says who may take it.
+macro_rules! take_key {
+    () => {
+        "ON CONFLICT (scope, key) DO UPDATE
 SET fingerprint = EXCLUDED.fingerprint, token = EXCLUDED.token, locked_at = EXCLUDED.locked_at,
-    expires_at = EXCLUDED.expires_at, response_status = NULL, response_body = NULL
-WHERE k.expires_at <= now()
-   OR (k.response_status IS NULL AND k.locked_at <= now() - $6 * interval '1 microsecond')
-RETURNING token";
+    expires_at = EXCLUDED.expires_at, response_status = EXCLUDED.response_status,
+    response_body = EXCLUDED.response_body"
+    };
+}
+
+/// Whether the key row `k` is free to take: expired, or unfinished and older than the lock
+/// timeout (`$lock`, in microseconds), when its claimant is presumed dead.
+macro_rules! key_is_free {
+    ($lock:literal) => {
+        concat!(
+            "k.expires_at <= now()
+   OR (k.response_status IS NULL AND k.locked_at <= now() - ",
+            $lock,
+            " * interval '1 microsecond')"
+        )
+    };
+}
+
+/// [`Completion`]'s rule for the key row `k`: free to take, or held unfinished by the
+/// completion's own token.
+macro_rules! completion_may_take {
+    ($lock:literal) => {
+        concat!(
+            "(k.token = EXCLUDED.token AND k.response_status IS NULL)
+   OR ",
+            $crate::idempotency::key_is_free!($lock)
+        )
+    };
+}
+
+pub(crate) use {completion_may_take, key_is_free, take_key};
+
+const CLAIM: &str = concat!(
+    "INSERT INTO idempotency_keys AS k (scope, key, fingerprint, token, locked_at, expires_at)
+VALUES ($1, $2, $3, $4, now(), now() + $5 * interval '1 microsecond')
+",
+    take_key!(),
+    "
+WHERE ",
+    key_is_free!("$6"),
+    "
+RETURNING token"
+);
 
 // CLAIM for a group of keys in one statement (rows in key order, so two groups never
 // deadlock); every row shares the group's lock timeout ($6).
-pub(crate) const CLAIM_MANY: &str = "\
-INSERT INTO idempotency_keys AS k (scope, key, fingerprint, token, locked_at, expires_at)
+pub(crate) const CLAIM_MANY: &str = concat!(
+    "INSERT INTO idempotency_keys AS k (scope, key, fingerprint, token, locked_at, expires_at)
 SELECT i.scope, i.key, i.fingerprint, i.token, now(), now() + i.ttl * interval '1 microsecond'
 FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::uuid[], $5::bigint[])
     AS i(scope, key, fingerprint, token, ttl)
 ORDER BY i.scope, i.key
-ON CONFLICT (scope, key) DO UPDATE
-SET fingerprint = EXCLUDED.fingerprint, token = EXCLUDED.token, locked_at = EXCLUDED.locked_at,
-    expires_at = EXCLUDED.expires_at, response_status = NULL, response_body = NULL
-WHERE k.expires_at <= now()
-   OR (k.response_status IS NULL AND k.locked_at <= now() - $6 * interval '1 microsecond')
-RETURNING token";
+",
+    take_key!(),
+    "
+WHERE ",
+    key_is_free!("$6"),
+    "
+RETURNING token"
+);
 
 /// Most claims taken by one statement.
 const MAX_CLAIMS: usize = 256;
@@ -157,18 +201,29 @@ const CURRENT: &str = "\
 SELECT fingerprint, response_status, response_body FROM idempotency_keys
 WHERE scope = $1 AND key = $2 AND expires_at > now()";
 
-const COMPLETE: &str = "\
-UPDATE idempotency_keys SET response_status = $4, response_body = $5
-WHERE scope = $1 AND key = $2 AND token = $3 AND response_status IS NULL";
+const COMPLETE: &str = concat!(
+    "INSERT INTO idempotency_keys AS k
+    (scope, key, fingerprint, token, locked_at, expires_at, response_status, response_body)
+VALUES ($1, $2, $3, $4, now(), now() + $5 * interval '1 microsecond', $7, $8)
+",
+    take_key!(),
+    "
+WHERE ",
+    completion_may_take!("$6")
+);
 
-/// Stores the response of a held claim inside the caller's transaction;
-/// [`Error::IdempotencyClaimLost`] when the claim is no longer held.
+/// Writes a completion inside the caller's transaction, taking the key when it is free
+/// ([`Completion`]'s rule); [`Error::IdempotencyClaimLost`] when another holds it or it is
+/// finished.
 pub(crate) async fn complete_in(conn: &mut PgConnection, completion: &Completion) -> Result<()> {
     let claim = &completion.claim;
     let done = sqlx::query(COMPLETE)
         .bind(scope_uuid(claim.scope))
         .bind(claim.key.as_str())
+        .bind(completion.fingerprint.as_bytes().as_slice())
         .bind(claim.token.as_uuid())
+        .bind(micros(completion.policy.ttl))
+        .bind(micros(completion.policy.lock_timeout))
         .bind(i16::try_from(completion.response.status).map_err(Error::backend)?)
         .bind(completion.response.body.as_ref())
         .execute(conn)

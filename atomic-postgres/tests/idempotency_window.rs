@@ -56,6 +56,8 @@ async fn pay(services: &Services, caller: Principal, key: &IdempotencyKey) -> Ou
             let answer = Bytes::from(format!(r#"{{"id":"{}"}}"#, payment.id));
             let completion = Completion {
                 claim,
+                fingerprint,
+                policy: CoreConfig::default().idempotency,
                 response: StoredResponse {
                     status: 202,
                     body: answer.clone(),

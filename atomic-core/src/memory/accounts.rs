@@ -43,9 +43,9 @@ impl AccountStore for MemoryStore {
     ) -> Result<()> {
         let mut state = self.lock();
         state.ensure_new_account_id(account.id)?;
-        state.check_completion(completion.as_ref())?;
+        state.check_completion(completion.as_ref(), self.now())?;
         state.insert_account(Account::clone(account));
-        state.apply_completion(completion);
+        state.apply_completion(completion, self.now());
         Ok(())
     }
 

@@ -29,9 +29,9 @@ impl ApiKeyStore for MemoryStore {
             return Err(Invariant::MissingReference.into());
         }
         state.ensure_new_key(key)?;
-        state.check_completion(completion.as_ref())?;
+        state.check_completion(completion.as_ref(), self.now())?;
         state.insert_key(key.clone());
-        state.apply_completion(completion);
+        state.apply_completion(completion, self.now());
         Ok(())
     }
 

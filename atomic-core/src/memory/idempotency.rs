@@ -26,12 +26,9 @@ impl IdempotencyStore for MemoryStore {
         if let Some(record) = state
             .idempotency
             .get(&scoped)
-            .filter(|r| r.expires_at > now)
             // An unfinished claim past its lock timeout created nothing: any request may
             // take the key over.
-            .filter(|r| {
-                r.response.is_some() || now.duration_since(r.locked_at) < policy.lock_timeout
-            })
+            .filter(|r| r.blocks(now, policy.lock_timeout))
         {
             if record.fingerprint != fingerprint {
                 return Ok(ClaimOutcome::Mismatch);
@@ -62,8 +59,8 @@ impl IdempotencyStore for MemoryStore {
 
     async fn complete(&self, completion: &Completion) -> Result<()> {
         let mut state = self.lock();
-        state.check_completion(Some(completion))?;
-        state.apply_completion(Some(completion.clone()));
+        state.check_completion(Some(completion), self.now())?;
+        state.apply_completion(Some(completion.clone()), self.now());
         Ok(())
     }
 

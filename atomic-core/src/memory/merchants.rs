@@ -28,11 +28,11 @@ impl MerchantStore for MemoryStore {
         }
         state.ensure_new_account_id(account.id)?;
         state.ensure_new_key(key)?;
-        state.check_completion(completion.as_ref())?;
+        state.check_completion(completion.as_ref(), self.now())?;
         state.merchants.insert(merchant.id, merchant.clone());
         state.insert_account(account.clone());
         state.insert_key(key.clone());
-        state.apply_completion(completion);
+        state.apply_completion(completion, self.now());
         Ok(())
     }
 

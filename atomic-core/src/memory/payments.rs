@@ -32,7 +32,7 @@ impl PaymentStore for MemoryStore {
             return Err(Invariant::DuplicateId.into());
         }
         check_payment_accounts(&state, payment)?;
-        state.check_completion(completion.as_ref())?;
+        state.check_completion(completion.as_ref(), now)?;
 
         state
             .owner_payments
@@ -49,7 +49,7 @@ impl PaymentStore for MemoryStore {
                 voiding: None,
             },
         );
-        state.apply_completion(completion);
+        state.apply_completion(completion, now);
         Ok(())
     }
 
@@ -119,7 +119,7 @@ impl PaymentStore for MemoryStore {
         }
         let mut payment = row.payment.clone();
         payment.request_capture(amount, at)?;
-        state.check_completion(completion.as_ref())?;
+        state.check_completion(completion.as_ref(), self.now())?;
         state.authorized.remove(&id);
         state.open_payments.insert(id);
         state
@@ -130,7 +130,7 @@ impl PaymentStore for MemoryStore {
             row.lease = None;
             row.touched_at = now;
         }
-        state.apply_completion(completion);
+        state.apply_completion(completion, self.now());
         Ok(payment)
     }
 
@@ -150,9 +150,9 @@ impl PaymentStore for MemoryStore {
         }
         let mut payment = row.payment.clone();
         payment.cancel(reason, at)?;
-        state.check_completion(completion.as_ref())?;
+        state.check_completion(completion.as_ref(), self.now())?;
         state.cancel(payment.clone());
-        state.apply_completion(completion);
+        state.apply_completion(completion, self.now());
         Ok(payment)
     }
 
@@ -180,7 +180,7 @@ impl PaymentStore for MemoryStore {
         }
         let mut payment = p.clone();
         payment.reserve_refund(refund.amount, now)?;
-        state.check_completion(completion.as_ref())?;
+        state.check_completion(completion.as_ref(), self.now())?;
         if let Some(row) = state.payments.get_mut(&payment.id) {
             row.payment = payment;
         }
@@ -198,7 +198,7 @@ impl PaymentStore for MemoryStore {
                 touched_at: now,
             },
         );
-        state.apply_completion(completion);
+        state.apply_completion(completion, self.now());
         Ok(())
     }
 

@@ -108,6 +108,15 @@ pub(super) struct IdemRecord {
     pub(super) response: Option<StoredResponse>,
 }
 
+impl IdemRecord {
+    /// Whether this record keeps the key from others at `now`: it has not expired, and it is
+    /// finished or its claimant is not yet presumed dead (held less than `lock_timeout`).
+    pub(super) fn blocks(&self, now: Timestamp, lock_timeout: std::time::Duration) -> bool {
+        self.expires_at > now
+            && (self.response.is_some() || now.duration_since(self.locked_at) < lock_timeout)
+    }
+}
+
 pub(super) type ScopedKey = (Principal, IdempotencyKey);
 
 /// Every table.
@@ -185,27 +194,49 @@ impl State {
         self.events.insert(event.id, event);
     }
 
-    /// Checks that `completion` may be written now: its claim is held and unfinished.
-    pub(super) fn check_completion(&self, completion: Option<&Completion>) -> Result<()> {
+    /// Checks that `completion` may be written at `now`: its key is free to take or held
+    /// unfinished by its own token (the rule of [`Completion`]).
+    pub(super) fn check_completion(
+        &self,
+        completion: Option<&Completion>,
+        now: Timestamp,
+    ) -> Result<()> {
         let Some(completion) = completion else {
             return Ok(());
         };
         let claim = &completion.claim;
         match self.idempotency.get(&(claim.scope, claim.key.clone())) {
-            Some(record) if record.token == claim.token && record.response.is_none() => Ok(()),
-            _ => Err(Error::IdempotencyClaimLost),
+            Some(record)
+                if record.blocks(now, completion.policy.lock_timeout)
+                    && !(record.token == claim.token && record.response.is_none()) =>
+            {
+                Err(Error::IdempotencyClaimLost)
+            }
+            _ => Ok(()),
         }
     }
 
-    /// Writes a completion checked by [`State::check_completion`].
-    pub(super) fn apply_completion(&mut self, completion: Option<Completion>) {
+    /// Writes a completion checked by [`State::check_completion`]: the key, finished.
+    pub(super) fn apply_completion(&mut self, completion: Option<Completion>, now: Timestamp) {
         let Some(completion) = completion else {
             return;
         };
-        let Completion { claim, response } = completion;
-        if let Some(record) = self.idempotency.get_mut(&(claim.scope, claim.key)) {
-            record.response = Some(response);
-        }
+        let Completion {
+            claim,
+            fingerprint,
+            policy,
+            response,
+        } = completion;
+        self.idempotency.insert(
+            (claim.scope, claim.key),
+            IdemRecord {
+                fingerprint,
+                token: claim.token,
+                locked_at: now,
+                expires_at: now.saturating_add(policy.ttl),
+                response: Some(response),
+            },
+        );
     }
 
     /// Posts `transfer`: both entries and both balances, all computed before any is changed;

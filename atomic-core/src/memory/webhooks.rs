@@ -44,13 +44,13 @@ impl WebhookStore for MemoryStore {
         if state.endpoints.contains_key(&endpoint.id) {
             return Err(crate::error::Invariant::DuplicateId.into());
         }
-        state.check_completion(completion.as_ref())?;
+        state.check_completion(completion.as_ref(), self.now())?;
         let row = EndpointRow {
             endpoint: WebhookEndpoint::clone(endpoint),
             deleted: None,
         };
         state.endpoints.insert(endpoint.id, row);
-        state.apply_completion(completion);
+        state.apply_completion(completion, self.now());
         Ok(())
     }
 

@@ -26,8 +26,9 @@ pub trait IdempotencyStore: Send + Sync + 'static {
         policy: IdempotencyPolicy,
     ) -> Result<ClaimOutcome>;
 
-    /// Stores the response of a held claim. [`crate::Error::IdempotencyClaimLost`] if it is
-    /// no longer held.
+    /// Stores the response under the completion's key, taking the key when it is free
+    /// ([`Completion`]'s rule). [`crate::Error::IdempotencyClaimLost`] if another holds it or
+    /// it is finished.
     async fn complete(&self, completion: &Completion) -> Result<()>;
 
     /// Gives a held claim up (the operation failed and created nothing). A no-op if it is no

@@ -1,14 +1,16 @@
-//! Idempotent writes: the claim → prepare → store-the-answer protocol, owned by the core so
+//! Idempotent writes: the protocol that keeps one request's effect to one, owned by the core so
 //! that every caller gets it, whether it speaks HTTP or calls the services directly.
 //!
-//! With a key, a write runs as: claim the key (a different request under it is
+//! With a key, a write prepares its record, renders the answer to keep, and writes the record
+//! with the key and that answer in ONE store transaction: the write takes the key itself
+//! ([`Completion`]'s rule), so a new request costs no store write of its own for the key. A
+//! write that finds the key taken, or fails, writes nothing, and the key then says what to
+//! answer: the same request finished is replayed, a different request under the key is
 //! [`Error::IdempotencyKeyReused`], the same one still running is
-//! [`Error::IdempotencyConflict`], a finished one is replayed), prepare the record, render the
-//! answer to keep, and write the record with that answer in ONE store transaction. Any error
-//! releases the key (retried in the background when the store does not answer), so a retry runs
-//! anew; so does a write abandoned before it began (the caller dropped the future), through a
-//! guard that releases on drop. Once the write began it runs to its end in a task of its own,
-//! whatever becomes of the caller.
+//! [`Error::IdempotencyConflict`]; a free key leaves the write's own answer (so an error
+//! stays the error and a retry runs anew). Nothing is held before the write begins, so a write
+//! abandoned before then (the caller dropped the future) leaves nothing behind; once it began
+//! it runs to its end in a task of its own, whatever becomes of the caller.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,7 +18,8 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::idempotency::{
-    Claim, ClaimOutcome, Completion, Fingerprint, IdempotencyKey, IdempotencyPolicy, StoredResponse,
+    Claim, ClaimOutcome, ClaimToken, Completion, Fingerprint, IdempotencyKey, IdempotencyPolicy,
+    StoredResponse,
 };
 use crate::ports::IdempotencyStore;
 use crate::principal::Principal;
@@ -78,10 +81,10 @@ impl IdempotentWrites {
     }
 
     /// Runs one write for `caller`, under `idempotency` if given: `prepare` builds the record
-    /// (given the held claim, whose key the record must carry), `render` gives the answer
-    /// kept for replays, `began` is told when the write begins (from then on it runs to its
-    /// end), and `submit` writes the record with the completion in one store transaction and
-    /// answers the record as written.
+    /// (given the claim the write will take, whose key the record must carry), `render` gives
+    /// the answer kept for replays, `began` is told when the write begins (from then on it runs
+    /// to its end), and `submit` writes the record with the completion in one store
+    /// transaction and answers the record as written.
     pub async fn run<T, U, Prep, PrepFut, Sub, SubFut>(
         &self,
         caller: Principal,
@@ -98,61 +101,73 @@ impl IdempotentWrites {
         SubFut: Future<Output = Result<U>> + Send + 'static,
         U: Send + 'static,
     {
-        let mut guard = ClaimGuard {
-            writes: self.clone(),
-            claim: None,
-        };
-        if let Some(idempotency) = idempotency {
-            match self.claim(caller, idempotency).await? {
-                ClaimOutcome::Acquired(claim) => guard.claim = Some(claim),
-                ClaimOutcome::Replay(stored) => {
-                    crate::telemetry::idempotency_replay();
-                    return Ok(Written::Replayed(stored));
-                }
-                ClaimOutcome::Mismatch => return Err(Error::IdempotencyKeyReused),
-                ClaimOutcome::InProgress => return Err(Error::IdempotencyConflict),
-            }
-        }
-        let prepared = match prepare(guard.claim.clone()).await {
-            Ok(prepared) => prepared,
-            Err(error) => {
-                // Released before the error is answered, so an immediate retry runs anew.
-                if let Some(claim) = guard.claim.take() {
-                    self.release(claim).await;
-                }
-                return Err(error);
-            }
-        };
-        let claim = guard.claim.take();
-        let completion = claim.clone().map(|claim| Completion {
-            claim,
-            response: render(&prepared),
+        let claim = idempotency.map(|idempotency| Claim {
+            scope: caller,
+            key: idempotency.key.clone(),
+            token: ClaimToken::generate(),
         });
-        began();
-        self.write_to_end(submit(prepared, completion), claim)
-            .await
-            .map(Written::New)
+        let written = match prepare(claim.clone()).await {
+            Ok(prepared) => {
+                let completion = claim
+                    .zip(idempotency)
+                    .map(|(claim, idempotency)| Completion {
+                        claim,
+                        fingerprint: idempotency.fingerprint,
+                        policy: self.policy,
+                        response: render(&prepared),
+                    });
+                began();
+                self.write_to_end(submit(prepared, completion)).await
+            }
+            Err(error) => Err(error),
+        };
+        match (written, idempotency) {
+            (Ok(written), _) => Ok(Written::New(written)),
+            (Err(error), None) => Err(error),
+            (Err(error), Some(idempotency)) => self.answer_by_key(caller, idempotency, error).await,
+        }
     }
 
-    /// Runs a write that began to its end in a task of its own, whatever becomes of the
-    /// caller; a write that fails releases its claim.
-    async fn write_to_end<U, Write>(&self, write: Write, claim: Option<Claim>) -> Result<U>
+    /// The answer to a keyed write that wrote nothing: what the key holds, or `error` when the
+    /// key is free (a key taken only to be read is given back at once).
+    async fn answer_by_key<U>(
+        &self,
+        caller: Principal,
+        idempotency: &Idempotency,
+        error: Error,
+    ) -> Result<Written<U>> {
+        let outcome = match self.claim(caller, idempotency).await {
+            Ok(outcome) => outcome,
+            // The store does not answer: the write's own error says more.
+            Err(_) => return Err(error),
+        };
+        match outcome {
+            ClaimOutcome::Replay(stored) => {
+                crate::telemetry::idempotency_replay();
+                Ok(Written::Replayed(stored))
+            }
+            ClaimOutcome::Mismatch => Err(Error::IdempotencyKeyReused),
+            ClaimOutcome::InProgress => Err(Error::IdempotencyConflict),
+            ClaimOutcome::Acquired(claim) => {
+                // Given back in a task of its own, so a caller gone meanwhile holds no key.
+                let writes = self.clone();
+                let _ = tokio::spawn(async move { writes.release(claim).await }).await;
+                // The key was taken and given up again while this write ran: a retry runs anew.
+                Err(match error {
+                    Error::IdempotencyClaimLost => Error::IdempotencyConflict,
+                    error => error,
+                })
+            }
+        }
+    }
+
+    /// Runs a write that began to its end in a task of its own, whatever becomes of the caller.
+    async fn write_to_end<U, Write>(&self, write: Write) -> Result<U>
     where
         Write: Future<Output = Result<U>> + Send + 'static,
         U: Send + 'static,
     {
-        let writes = self.clone();
-        tokio::spawn(async move {
-            let result = write.await;
-            if result.is_err()
-                && let Some(claim) = claim
-            {
-                writes.release(claim).await;
-            }
-            result
-        })
-        .await
-        .map_err(Error::backend)?
+        tokio::spawn(write).await.map_err(Error::backend)?
     }
 
     async fn claim(&self, caller: Principal, idempotency: &Idempotency) -> Result<ClaimOutcome> {
@@ -166,7 +181,7 @@ impl IdempotentWrites {
             .await
     }
 
-    /// Releases a claim whose write created nothing, so a retry (corrected or not) runs anew.
+    /// Releases a claim taken only to be read, so a retry (corrected or not) runs anew.
     /// The first attempt is awaited; if it fails, the retries run in the background, and a
     /// claim that no attempt could release frees its key at the store's lock timeout.
     async fn release(&self, claim: Claim) {
@@ -185,25 +200,6 @@ impl IdempotentWrites {
                 wait *= 2;
             }
         });
-    }
-}
-
-/// Releases a held claim when a write is abandoned before it began (the caller's future was
-/// dropped): the release runs as a task of its own.
-struct ClaimGuard {
-    writes: IdempotentWrites,
-    claim: Option<Claim>,
-}
-
-impl Drop for ClaimGuard {
-    fn drop(&mut self) {
-        let Some(claim) = self.claim.take() else {
-            return;
-        };
-        let writes = self.writes.clone();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { writes.release(claim).await });
-        }
     }
 }
 

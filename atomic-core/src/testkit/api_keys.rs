@@ -1,6 +1,6 @@
 //! Conformance cases for [`crate::ports::ApiKeyStore`].
 
-use super::{StoreKit, acquire, completion, onboard};
+use super::{StoreKit, completion, onboard, taken_by_another};
 use crate::api_key::ApiKey;
 use crate::error::Error;
 use crate::id::ApiKeyId;
@@ -205,8 +205,7 @@ pub async fn revocation_is_scoped_and_keeps_the_first_time(kit: &StoreKit) {
 
 pub async fn create_key_completes_its_idempotency_claim_atomically(kit: &StoreKit) {
     let a = onboard(kit, Currency::USD).await;
-    let lost = acquire(kit, a.principal()).await;
-    kit.store.idempotency().release(&lost).await.unwrap();
+    let lost = taken_by_another(kit, a.principal()).await;
     let (k, _) = ApiKey::mint(a.merchant.id, Timestamp::now()).unwrap();
     assert!(matches!(
         kit.store

@@ -10,7 +10,10 @@ use super::flows::{
     LEASE, amount, authorized, claim_and_post, claim_payment, posting, reload, settle_one,
     stored_payment_with, succeeded,
 };
-use super::{StoreKit, acquire, assert_books_clean, completion, fingerprint, onboard, policy};
+use super::{
+    StoreKit, acquire, assert_books_clean, completion, fingerprint, onboard, policy,
+    taken_by_another,
+};
 use crate::error::{Error, Invariant};
 use crate::idempotency::{Claim, ClaimOutcome};
 use crate::ledger::{Direction, Transfer};
@@ -682,8 +685,7 @@ pub async fn settlement_follows_the_capture_method(kit: &StoreKit) {
 pub async fn decisions_whose_claim_was_lost_write_nothing(kit: &StoreKit) {
     let a = onboard(kit, Currency::USD).await;
     let p = authorized(kit, &a, 1000).await;
-    let lost = acquire(kit, a.principal()).await;
-    kit.store.idempotency().release(&lost).await.unwrap();
+    let lost = taken_by_another(kit, a.principal()).await;
     let capture = kit
         .store
         .payments()

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::{StoreKit, completion, fingerprint, onboard, policy, unique_key};
 use crate::error::Error;
-use crate::idempotency::{ClaimOutcome, IdempotencyPolicy};
+use crate::idempotency::{Claim, ClaimOutcome, ClaimToken, Completion, IdempotencyPolicy};
 use crate::money::Currency;
 use crate::principal::Principal;
 
@@ -156,7 +156,10 @@ pub async fn expired_keys_are_new_again_and_purged(kit: &StoreKit) {
     };
     kit.store
         .idempotency()
-        .complete(&completion(&claim, "old"))
+        .complete(&Completion {
+            policy: ttl,
+            ..completion(&claim, "old")
+        })
         .await
         .unwrap();
     kit.time.advance(Duration::from_secs(590)).await;
@@ -248,7 +251,10 @@ pub async fn a_dead_holder_does_not_block_a_corrected_request(kit: &StoreKit) {
     ));
     kit.store
         .idempotency()
-        .complete(&completion(&corrected, "corrected"))
+        .complete(&Completion {
+            fingerprint: fingerprint(2),
+            ..completion(&corrected, "corrected")
+        })
         .await
         .unwrap();
     assert!(
@@ -285,6 +291,68 @@ pub async fn concurrent_claims_acquire_exactly_once(kit: &StoreKit) {
     assert_eq!(acquired, 1);
 }
 
+/// A completion needs no claim before it: it takes a key nobody has used, and a finished key
+/// is then refused to every other completion.
+pub async fn a_completion_takes_a_free_key_and_only_once(kit: &StoreKit) {
+    let key = unique_key();
+    let fresh = || Claim {
+        scope: Principal::Platform,
+        key: key.clone(),
+        token: ClaimToken::generate(),
+    };
+    let first = fresh();
+    kit.store
+        .idempotency()
+        .complete(&completion(&first, "first"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        kit.store
+            .idempotency()
+            .complete(&completion(&fresh(), "second"))
+            .await,
+        Err(Error::IdempotencyClaimLost)
+    ));
+    assert!(
+        matches!(kit.store.idempotency().claim(Principal::Platform, &key, fingerprint(1), policy()).await.unwrap(), ClaimOutcome::Replay(r) if &r.body[..] == b"first")
+    );
+}
+
+/// A completion takes a key from a claimant presumed dead, never from a live one.
+pub async fn a_completion_takes_a_key_only_from_a_dead_holder(kit: &StoreKit) {
+    let key = unique_key();
+    let holder = acquired(kit, Principal::Platform, &key, 1).await;
+    let other = Claim {
+        token: ClaimToken::generate(),
+        ..holder.clone()
+    };
+    assert!(matches!(
+        kit.store
+            .idempotency()
+            .complete(&completion(&other, "early"))
+            .await,
+        Err(Error::IdempotencyClaimLost)
+    ));
+    kit.time
+        .advance(policy().lock_timeout + Duration::from_secs(1))
+        .await;
+    kit.store
+        .idempotency()
+        .complete(&completion(&other, "late"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        kit.store
+            .idempotency()
+            .complete(&completion(&holder, "dead"))
+            .await,
+        Err(Error::IdempotencyClaimLost)
+    ));
+    assert!(
+        matches!(kit.store.idempotency().claim(Principal::Platform, &key, fingerprint(1), policy()).await.unwrap(), ClaimOutcome::Replay(r) if &r.body[..] == b"late")
+    );
+}
+
 /// Generates the [`crate::ports::IdempotencyStore`] conformance tests for a `StoreKit` expression.
 #[macro_export]
 macro_rules! idempotency_store_conformance {
@@ -301,6 +369,8 @@ macro_rules! idempotency_store_conformance {
                 expired_keys_are_new_again_and_purged,
                 a_dead_holder_is_taken_over_and_cannot_complete,
                 a_dead_holder_does_not_block_a_corrected_request,
+                a_completion_takes_a_free_key_and_only_once,
+                a_completion_takes_a_key_only_from_a_dead_holder,
                 concurrent_claims_acquire_exactly_once,
             ]
         );

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{
     StoreKit, acquire, assert_books_clean, completion, onboard, payment, stored_payment,
-    system_account,
+    system_account, taken_by_another,
 };
 use crate::account::{Account, AccountName};
 use crate::error::{Error, Invariant, Result};
@@ -460,6 +460,70 @@ pub async fn concurrent_creates_succeed_or_fail_each_on_its_own(kit: &StoreKit) 
     assert_eq!(stored, 48);
 }
 
+/// Concurrent payments under one key nobody claimed first (the accept path takes the key in
+/// the statement that writes the payment): exactly one is written, every other is
+/// `IdempotencyClaimLost` and writes nothing, and the key replays the one written.
+pub async fn concurrent_payments_under_one_free_key_write_one(kit: &StoreKit) {
+    const N: usize = 24;
+    let a = onboard(kit, Currency::USD).await;
+    let world = system_account(kit, Currency::USD).await;
+    let key = super::unique_key();
+    let barrier = Arc::new(tokio::sync::Barrier::new(N));
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        let (kit, a, world, barrier, key) = (
+            kit.clone(),
+            a.clone(),
+            world.clone(),
+            barrier.clone(),
+            key.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut p = payment(&a.account, &world, 100, "tok_visa");
+            p.get_mut().idempotency_key = Some(key.clone());
+            let claim = crate::idempotency::Claim {
+                scope: a.principal(),
+                key,
+                token: crate::idempotency::ClaimToken::generate(),
+            };
+            let body: &'static str = if i % 2 == 0 { "even" } else { "odd" };
+            barrier.wait().await;
+            let created = kit
+                .store
+                .payments()
+                .create_payment(&p, Some(completion(&claim, body)))
+                .await;
+            (p.id, body, created)
+        }));
+    }
+    let mut written = Vec::new();
+    for task in tasks {
+        let (id, body, created) = task.await.unwrap();
+        match created {
+            Ok(()) => written.push((id, body)),
+            Err(Error::IdempotencyClaimLost) => {}
+            Err(other) => panic!("a payment under a taken key is refused, got {other:?}"),
+        }
+        let found = kit.store.payments().payment(id, Principal::Platform).await;
+        assert_eq!(
+            found.unwrap().is_some(),
+            written.last().is_some_and(|(w, _)| *w == id)
+        );
+    }
+    assert_eq!(written.len(), 1, "exactly one payment per key: {written:?}");
+    let replay = kit
+        .store
+        .idempotency()
+        .claim(a.principal(), &key, super::fingerprint(1), super::policy())
+        .await
+        .unwrap();
+    assert!(
+        matches!(&replay, ClaimOutcome::Replay(r) if r.body == written[0].1),
+        "the key replays the payment written: {replay:?}"
+    );
+    assert_books_clean(kit).await;
+}
+
 pub async fn create_payment_completes_its_idempotency_claim_atomically(kit: &StoreKit) {
     let a = onboard(kit, Currency::USD).await;
     let world = system_account(kit, Currency::USD).await;
@@ -485,8 +549,7 @@ pub async fn create_payment_completes_its_idempotency_claim_atomically(kit: &Sto
     assert!(matches!(replay, ClaimOutcome::Replay(r) if r.body == "stored"));
 
     // A claim that is no longer held: the payment must not be written either.
-    let lost = acquire(kit, a.principal()).await;
-    kit.store.idempotency().release(&lost).await.unwrap();
+    let lost = taken_by_another(kit, a.principal()).await;
     let orphan = payment(&a.account, &world, 500, "tok_visa");
     let err = kit
         .store
@@ -505,8 +568,7 @@ pub async fn create_payment_completes_its_idempotency_claim_atomically(kit: &Sto
     );
 
     // The same for accounts.
-    let held = acquire(kit, a.principal()).await;
-    kit.store.idempotency().release(&held).await.unwrap();
+    let held = taken_by_another(kit, a.principal()).await;
     let acct = Account::open(
         AccountName::parse("x").unwrap(),
         Currency::USD,
@@ -1529,6 +1591,7 @@ macro_rules! ledger_store_conformance {
                 create_payment_refuses_inconsistent_accounts,
                 concurrent_creates_succeed_or_fail_each_on_its_own,
                 create_payment_completes_its_idempotency_claim_atomically,
+                concurrent_payments_under_one_free_key_write_one,
                 a_key_creates_a_new_payment_once_its_window_has_passed,
                 begin_processing_is_a_compare_and_set_with_a_lease,
                 a_payment_whose_void_began_can_only_fail,

@@ -232,10 +232,29 @@ pub async fn acquire(kit: &StoreKit, scope: Principal) -> Claim {
     }
 }
 
+/// A claim that is no longer held: its key was given up, then taken by another request that
+/// still holds it.
+pub async fn taken_by_another(kit: &StoreKit, scope: Principal) -> Claim {
+    let lost = acquire(kit, scope).await;
+    kit.store.idempotency().release(&lost).await.unwrap();
+    match kit
+        .store
+        .idempotency()
+        .claim(scope, &lost.key, fingerprint(1), policy())
+        .await
+        .unwrap()
+    {
+        ClaimOutcome::Acquired(_) => lost,
+        other => panic!("a released key must be acquired again, got {other:?}"),
+    }
+}
+
 /// A completion of `claim` with a small body.
 pub fn completion(claim: &Claim, body: &'static str) -> Completion {
     Completion {
         claim: claim.clone(),
+        fingerprint: fingerprint(1),
+        policy: policy(),
         response: StoredResponse {
             status: 201,
             body: bytes::Bytes::from_static(body.as_bytes()),

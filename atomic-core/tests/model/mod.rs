@@ -1724,6 +1724,8 @@ impl Runner {
         let body = response_body(&payment);
         let completion = claim.map(|claim| Completion {
             claim,
+            fingerprint,
+            policy: self.sut.config.idempotency,
             response: StoredResponse {
                 status: 202,
                 body: body.clone(),
@@ -1741,7 +1743,7 @@ impl Runner {
         if self.model.abandoned.is_empty() {
             return Ok(());
         }
-        let (claim, _, payment, _) = self
+        let (claim, req, payment, _) = self
             .model
             .abandoned
             .remove(which % self.model.abandoned.len());
@@ -1749,11 +1751,14 @@ impl Runner {
             return Ok(());
         };
         let scoped = (claim.scope, claim.key.as_str().to_owned());
-        let held = self
-            .model
-            .records
-            .get(&scoped)
-            .is_some_and(|r| r.token == claim.token && r.response.is_none());
+        let (now, lock_timeout) = (self.model.now, Model::lock_timeout(&self.sut));
+        // Completion's rule: the key is free (absent, or unfinished past the lock timeout) or
+        // still held unfinished by this claim.
+        let held = self.model.records.get(&scoped).is_none_or(|r| {
+            r.response.is_none()
+                && (r.token == claim.token || now.saturating_sub(r.locked_at) >= lock_timeout)
+        });
+        let (token, fingerprint) = (claim.token, req.fingerprint());
         let body = response_body(&payment);
         let result = self
             .sut
@@ -1763,6 +1768,8 @@ impl Runner {
                 &payment,
                 Some(Completion {
                     claim,
+                    fingerprint,
+                    policy: self.sut.config.idempotency,
                     response: StoredResponse {
                         status: 202,
                         body: body.clone(),
@@ -1772,18 +1779,24 @@ impl Runner {
             .await;
         if held {
             prop_assert!(result.is_ok(), "a still-held claim completes: {:?}", result);
-            self.model.saw("late submit: held");
-            let token = payment.source.expose().to_owned();
-            let token = TOKENS
+            self.model.saw("late submit: held or free");
+            let card = payment.source.expose().to_owned();
+            let card = TOKENS
                 .iter()
                 .copied()
-                .find(|t| *t == token)
+                .find(|t| *t == card)
                 .expect("a known token");
-            self.model.add_payment(&payment, token);
-            if let Some(record) = self.model.records.get_mut(&scoped) {
-                record.response = Some(body);
-                record.payment = Some(payment.id);
-            }
+            self.model.add_payment(&payment, card);
+            self.model.records.insert(
+                scoped,
+                MRecord {
+                    fingerprint,
+                    token,
+                    locked_at: now,
+                    response: Some(body),
+                    payment: Some(payment.id),
+                },
+            );
         } else {
             prop_assert!(
                 matches!(
