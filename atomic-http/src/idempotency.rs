@@ -1,7 +1,7 @@
 //! Idempotent creation over HTTP: the `Idempotency-Key` header, and the rendering of the
-//! answers the core's idempotency protocol keeps and replays. The protocol itself (claim,
-//! prepare, write the record and its answer in ONE store transaction, release on error or
-//! abandonment) is the core's ([`atomic_core::service::IdempotentWrites`]); here a replay
+//! answers the core's idempotency protocol keeps and replays. The protocol itself (prepare,
+//! write the record, its key and its answer in ONE store transaction, answer by the key when it
+//! was taken) is the core's ([`atomic_core::service::IdempotentWrites`]); here a replay
 //! becomes the stored status and body, byte for byte, with `Idempotent-Replayed: true`.
 
 use std::future::Future;
@@ -83,7 +83,7 @@ pub(crate) struct Create<'a> {
 }
 
 impl Create<'_> {
-    /// Runs `prepare` (given the held claim, if any), renders `render` of its result as the
+    /// Runs `prepare` (given the claim the write takes, if any), renders `render` of its result as the
     /// response, and runs `submit` with the completion that stores that response (rendered
     /// without secrets), all under the idempotency key if there is one. The protocol itself
     /// is the core's ([`atomic_core::service::IdempotentWrites`]); this only renders.

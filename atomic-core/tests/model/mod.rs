@@ -1468,8 +1468,9 @@ impl Runner {
         });
     }
 
-    /// One payment request as the HTTP layer makes it: claim the key, prepare, then submit
-    /// with the completion (or release the key on a refusal).
+    /// One payment request through the store's claim protocol: claim the key, prepare, then
+    /// submit with the completion (or release the key on a refusal). The services now write
+    /// without claiming first; the claim path stays the store's, and is modelled here.
     async fn send(&mut self, req: Request, abandon: bool) -> Result<(), TestCaseError> {
         let Some(ready) = self.claim_and_prepare(req, abandon).await? else {
             return Ok(());
