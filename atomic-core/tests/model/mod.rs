@@ -1468,9 +1468,10 @@ impl Runner {
         });
     }
 
-    /// One payment request through the store's claim protocol: claim the key, prepare, then
-    /// submit with the completion (or release the key on a refusal). The services now write
-    /// without claiming first; the claim path stays the store's, and is modelled here.
+    /// One payment request through the store's claim path: claim the key, prepare, then submit
+    /// with the completion (or release the key on a refusal). The services write without a
+    /// claim first and claim only to read a taken key; the claim path is the one with the
+    /// most states, so the model drives it.
     async fn send(&mut self, req: Request, abandon: bool) -> Result<(), TestCaseError> {
         let Some(ready) = self.claim_and_prepare(req, abandon).await? else {
             return Ok(());
