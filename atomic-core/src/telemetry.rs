@@ -51,13 +51,20 @@ pub mod names {
     /// Gauge `{state}`: database pool connections `idle` and `in_use`.
     pub const DB_POOL_CONNECTIONS: &str = "atomic_db_pool_connections";
     /// Histogram `{statement}`: requests one group-commit statement wrote together
-    /// (`claim`: idempotency claims, `insert`: payment inserts).
+    /// (`insert`: payments with their idempotency keys, `claim`: claims that read a taken key).
     pub const DB_GROUP_SIZE: &str = "atomic_db_group_size";
 }
 
 /// Registers every metric's help text and unit with the installed recorder. Call it once,
 /// after installing the recorder.
 pub fn describe() {
+    describe_requests();
+    describe_money();
+    describe_stores();
+}
+
+/// The HTTP layer's metrics: requests, their time, and rate limits.
+fn describe_requests() {
     use names::*;
     describe_counter!(
         HTTP_REQUESTS,
@@ -68,6 +75,19 @@ pub fn describe() {
         Unit::Seconds,
         "Time from a request's arrival to its answer, by method and matched route"
     );
+    describe_counter!(
+        IDEMPOTENCY_REPLAYS,
+        "Idempotent writes answered from a kept response"
+    );
+    describe_counter!(
+        RATE_LIMITED,
+        "Requests refused by a rate limiter, by policy"
+    );
+}
+
+/// The money path's metrics: payments and refunds stored and finished, and settlement.
+fn describe_money() {
+    use names::*;
     describe_counter!(PAYMENTS_CREATED, "Payments stored, by capture method");
     describe_counter!(
         PAYMENTS_FINISHED,
@@ -97,17 +117,14 @@ pub fn describe() {
         Unit::Seconds,
         "How long the oldest open payment had waited at the last sweep"
     );
+}
+
+/// The outbound and storage metrics: webhook attempts, the database pool and group commit.
+fn describe_stores() {
+    use names::*;
     describe_counter!(
         WEBHOOK_DELIVERIES,
         "Webhook attempts recorded, by outcome (delivered, failed_attempt, failed)"
-    );
-    describe_counter!(
-        IDEMPOTENCY_REPLAYS,
-        "Idempotent writes answered from a kept response"
-    );
-    describe_counter!(
-        RATE_LIMITED,
-        "Requests refused by a rate limiter, by policy"
     );
     describe_gauge!(
         DB_POOL_CONNECTIONS,

@@ -17,6 +17,8 @@ use std::collections::BTreeMap;
 use std::fmt::Display;
 
 use plotters::coord::Shift;
+use plotters::coord::combinators::WithKeyPoints;
+use plotters::coord::types::{RangedCoordf64, RangedCoordi32};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -330,6 +332,31 @@ fn bars_panel(area: &Area<'_>, results: &Results) -> Result<(), String> {
             .draw_text(&text, &(FONT, 18).into_text_style(&plot), (20, 20))
             .map_err(drawing("the bar panel"));
     }
+    let mut chart = bar_axes(&plot, title, &bars)?;
+    for kind in [Kind::Figure, Kind::Ceiling, Kind::Floor] {
+        draw_bars(&mut chart, &bars, kind)?;
+    }
+    let value_style =
+        TextStyle::from((FONT, 14).into_font()).pos(Pos::new(HPos::Center, VPos::Bottom));
+    chart
+        .draw_series(bars.iter().enumerate().map(|(i, b)| {
+            EmptyElement::at((slot_start(i) + SLOT / 2, b.value))
+                + Text::new(thousands(b.value), (0, -4), value_style.clone())
+        }))
+        .map_err(drawing("the bar labels"))?;
+    legend(chart.configure_series_labels(), "the bar panel's legend")
+}
+
+/// The bar panel's chart: one slot per bar, named under its centre, per second up the side.
+type BarChart<'a, 'b> =
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<WithKeyPoints<RangedCoordi32>, RangedCoordf64>>;
+
+/// Draws the bar panel's axes and returns its chart.
+fn bar_axes<'a, 'b>(
+    plot: &'a Area<'b>,
+    title: &str,
+    bars: &[Bar],
+) -> Result<BarChart<'a, 'b>, String> {
     // x counts in hundredths of a slot: integers, so that plotters labels the key points (the
     // slots' centres) with our formatter; f64 key points cannot take one.
     let slots = i32::try_from(bars.len() * SLOT as usize).map_err(|_| "too many bars")?;
@@ -338,7 +365,7 @@ fn bars_panel(area: &Area<'_>, results: &Results) -> Result<(), String> {
         .map(|x| x + SLOT / 2)
         .collect();
     let top = bars.iter().map(|b| b.value).fold(1.0, f64::max) * HEADROOM;
-    let mut chart = ChartBuilder::on(&plot)
+    let mut chart = ChartBuilder::on(plot)
         .caption(title, (FONT, 18))
         .margin(10)
         .x_label_area_size(40)
@@ -360,33 +387,26 @@ fn bars_panel(area: &Area<'_>, results: &Results) -> Result<(), String> {
         .y_label_formatter(&|v| thousands(*v))
         .draw()
         .map_err(drawing("the bar panel's axes"))?;
-    for kind in [Kind::Figure, Kind::Ceiling, Kind::Floor] {
-        let of_kind = bars.iter().enumerate().filter(|(_, b)| b.kind == kind);
-        if of_kind.clone().next().is_none() {
-            continue;
-        }
-        let rectangles = of_kind.map(|(i, b)| {
-            let x = slot_start(i);
-            let corners = [(x + SLOT * 15 / 100, 0.0), (x + SLOT * 85 / 100, b.value)];
-            Rectangle::new(corners, kind.color().filled())
-        });
-        chart
-            .draw_series(rectangles)
-            .map_err(drawing("the bars"))?
-            .label(kind.legend())
-            .legend(move |(x, y)| {
-                Rectangle::new([(x, y - 6), (x + 12, y + 6)], kind.color().filled())
-            });
+    Ok(chart)
+}
+
+/// Draws the bars of one kind, in that kind's colour, with its legend entry.
+fn draw_bars(chart: &mut BarChart<'_, '_>, bars: &[Bar], kind: Kind) -> Result<(), String> {
+    let of_kind = bars.iter().enumerate().filter(|(_, b)| b.kind == kind);
+    if of_kind.clone().next().is_none() {
+        return Ok(());
     }
-    let value_style =
-        TextStyle::from((FONT, 14).into_font()).pos(Pos::new(HPos::Center, VPos::Bottom));
+    let rectangles = of_kind.map(|(i, b)| {
+        let x = slot_start(i);
+        let corners = [(x + SLOT * 15 / 100, 0.0), (x + SLOT * 85 / 100, b.value)];
+        Rectangle::new(corners, kind.color().filled())
+    });
     chart
-        .draw_series(bars.iter().enumerate().map(|(i, b)| {
-            EmptyElement::at((slot_start(i) + SLOT / 2, b.value))
-                + Text::new(thousands(b.value), (0, -4), value_style.clone())
-        }))
-        .map_err(drawing("the bar labels"))?;
-    legend(chart.configure_series_labels(), "the bar panel's legend")
+        .draw_series(rectangles)
+        .map_err(drawing("the bars"))?
+        .label(kind.legend())
+        .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 12, y + 6)], kind.color().filled()));
+    Ok(())
 }
 
 /// Draws a panel's legend, the same in every panel: upper right, on a pale box.
