@@ -50,7 +50,7 @@ pub mod names {
     pub const RATE_LIMITED: &str = "atomic_rate_limited_total";
     /// Gauge `{state}`: database pool connections `idle` and `in_use`.
     pub const DB_POOL_CONNECTIONS: &str = "atomic_db_pool_connections";
-    /// Histogram `{statement}`: requests one group-commit statement wrote together
+    /// Histogram `{statement}`: requests one group-commit statement carried together
     /// (`insert`: payments with their idempotency keys, `claim`: claims that read a taken key).
     pub const DB_GROUP_SIZE: &str = "atomic_db_group_size";
 }
@@ -133,7 +133,7 @@ fn describe_stores() {
     describe_histogram!(
         DB_GROUP_SIZE,
         Unit::Count,
-        "Requests one group-commit statement wrote together, by statement (claim, insert)"
+        "Requests one group-commit statement carried together, by statement (claim, insert)"
     );
 }
 
