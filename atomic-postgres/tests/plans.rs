@@ -1,5 +1,5 @@
-//! A settlement batch reads its own rows, however the table has grown since the connection
-//! first ran it. PostgreSQL switches a prepared statement to a generic plan after five runs;
+//! A settlement batch and an accept group read their own rows, however the tables have grown
+//! since the connection first ran them. PostgreSQL switches a prepared statement to a generic plan after five runs;
 //! made while `payments` held a few rows, that plan is a sequential scan, and a connection
 //! that kept it would read every payment for every batch. One connection runs every
 //! statement here, so it is the one that made the plans.
@@ -7,10 +7,13 @@
 
 use std::time::Duration;
 
+use atomic_core::idempotency::{Claim, ClaimToken};
 use atomic_core::ledger::Transfer;
 use atomic_core::money::Currency;
 use atomic_core::ports::{BeginOutcome, LeaseId, Settlement, SettlementResult};
-use atomic_core::testkit::{Onboarded, StoreKit, onboard, stored_payment};
+use atomic_core::testkit::{
+    Onboarded, StoreKit, completion, onboard, payment, stored_payment, system_account, unique_key,
+};
 use atomic_core::time::Timestamp;
 use atomic_postgres::testkit::TestDatabase;
 use sqlx::PgPool;
@@ -29,13 +32,63 @@ async fn a_batch_reads_its_own_rows_after_the_table_grew() {
     }
     grow(&pool, &merchant).await;
 
-    let before = rows_scanned(&pool).await;
+    let before = rows_scanned(&pool, "payments").await;
     settle_batch(&kit, &merchant).await;
-    let scanned = rows_scanned(&pool).await - before;
+    let scanned = rows_scanned(&pool, "payments").await - before;
     assert!(
         scanned < GROWN_BY,
         "one batch of 2 read {scanned} payments by sequential scan"
     );
+}
+
+#[tokio::test]
+async fn an_accept_group_reads_its_own_rows_after_the_tables_grew() {
+    let db = TestDatabase::create_with(|config| config.max_connections = 1).await;
+    let pool = db.store().pool().clone();
+    let kit = db.kit();
+    let merchant = onboard(&kit, Currency::USD).await;
+    // Enough groups while the tables are small for the statement to take its generic plan.
+    for _ in 0..8 {
+        accept_keyed(&kit, &merchant).await;
+    }
+    grow(&pool, &merchant).await;
+    sqlx::query(
+        "INSERT INTO idempotency_keys (scope, key, fingerprint, token, locked_at, expires_at) \
+         SELECT $1, 'grown-' || n, sha256(n::text::bytea), gen_random_uuid(), now(), now() + interval '1 day' \
+         FROM generate_series(1, $2) AS n",
+    )
+    .bind(merchant.merchant.id.as_uuid())
+    .bind(GROWN_BY)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let before =
+        rows_scanned(&pool, "payments").await + rows_scanned(&pool, "idempotency_keys").await;
+    accept_keyed(&kit, &merchant).await;
+    let scanned = rows_scanned(&pool, "payments").await
+        + rows_scanned(&pool, "idempotency_keys").await
+        - before;
+    assert!(
+        scanned < GROWN_BY,
+        "one keyed payment read {scanned} payments and keys by sequential scan"
+    );
+}
+
+/// Stores one payment under a key nobody claimed, as the accept path does.
+async fn accept_keyed(kit: &StoreKit, merchant: &Onboarded) {
+    let funding = system_account(kit, Currency::USD).await;
+    let p = payment(&merchant.account, &funding, 100, "tok_visa");
+    let claim = Claim {
+        scope: merchant.principal(),
+        key: unique_key(),
+        token: ClaimToken::generate(),
+    };
+    kit.store
+        .payments()
+        .create_payment(&p, Some(completion(&claim, "{}")))
+        .await
+        .unwrap();
 }
 
 /// Stores two payments, claims them in one batch and settles them in one.
@@ -92,9 +145,9 @@ async fn grow(pool: &PgPool, merchant: &Onboarded) {
     .unwrap();
 }
 
-/// Rows of `payments` read by sequential scans so far, as the statistics have them once the
-/// pool's one backend has flushed its own.
-async fn rows_scanned(pool: &PgPool) -> i64 {
+/// Rows of `table` read by sequential scans so far, as the statistics have them once the pool's
+/// one backend has flushed its own.
+async fn rows_scanned(pool: &PgPool, table: &str) -> i64 {
     let mut conn = pool.acquire().await.unwrap();
     // Flushed before the backend answers ready for the next query.
     sqlx::query("SELECT pg_stat_force_next_flush()")
@@ -102,9 +155,9 @@ async fn rows_scanned(pool: &PgPool) -> i64 {
         .await
         .unwrap();
     sqlx::query_scalar(
-        "SELECT coalesce(seq_tup_read, 0)::bigint FROM pg_stat_user_tables \
-         WHERE relname = 'payments'",
+        "SELECT coalesce(seq_tup_read, 0)::bigint FROM pg_stat_user_tables WHERE relname = $1",
     )
+    .bind(table)
     .fetch_one(&mut *conn)
     .await
     .unwrap()
