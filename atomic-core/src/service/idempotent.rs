@@ -152,7 +152,8 @@ impl IdempotentWrites {
                 // Given back in a task of its own, so a caller gone meanwhile holds no key.
                 let writes = self.clone();
                 let _ = tokio::spawn(async move { writes.release(claim).await }).await;
-                // The key was taken and given up again while this write ran: a retry runs anew.
+                // The key was freed while this write ran (given up, or expired at that instant):
+                // nothing was written, and a retry runs anew.
                 Err(match error {
                     Error::IdempotencyClaimLost => Error::IdempotencyConflict,
                     error => error,
